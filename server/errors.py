@@ -1,0 +1,44 @@
+"""The service's own error types.
+
+The S3 module raises these (``raise ... from exc``) instead of botocore's
+errors, validation raises them for bad requests, and ``server.status`` maps
+each to exactly one gRPC status code. Messages are shown to callers, so they
+say what went wrong and what to fix, never how the code is laid out.
+"""
+
+
+class BlobgateError(Exception):
+    """Base of every error the service reports to a caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(BlobgateError):
+    """The request is malformed: bad key, spec missing or repeated, bad page
+    size or expiry, checksum mismatch."""
+
+
+class NotFound(BlobgateError):
+    """No such key, or an allowed bucket that does not exist."""
+
+
+class PermissionDenied(BlobgateError):
+    """The bucket is not in the allowed set, or S3 refused the gateway."""
+
+
+class FailedPrecondition(BlobgateError):
+    """An if_match or if_none_match condition did not hold."""
+
+
+class OutOfRange(BlobgateError):
+    """The declared size differs from the bytes sent, or an offset is past the end."""
+
+
+class ResourceExhausted(BlobgateError):
+    """The object is larger than the server accepts, or the server is full."""
+
+
+class Unavailable(BlobgateError):
+    """S3 is unreachable, throttling or timing out: worth retrying later."""

@@ -1,0 +1,217 @@
+"""The service's one settings object, built once at start-up.
+
+Sources, highest priority first: command-line flags, ``BLOBGATE_*``
+environment variables, an optional TOML config file (``--config`` or
+``BLOBGATE_CONFIG``), then the defaults below. pydantic-settings does the
+typing, parsing of sizes such as ``8MiB``, and validation; this module only
+adds the flags and the file. AWS credentials are not settings: botocore's own
+chain (``AWS_*`` variables, profiles, instance roles) supplies them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import ByteSize, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+MiB = 1024 * 1024
+S3_MIN_PART = 5 * MiB
+S3_MAX_PART = 5 * 1024 * MiB
+S3_MAX_PARTS = 10_000
+# The data field of one message may be 4 MiB; leave room for framing.
+MIN_MESSAGE_SIZE = 4 * MiB + 64 * 1024
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+ChecksumMode = Literal["when_required", "when_supported"]
+AddressingStyle = Literal["auto", "path", "virtual"]
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message names it and says what to fix."""
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told. Field names double as flag names
+    (``--part-size``), environment variables (``BLOBGATE_PART_SIZE``) and
+    config-file keys (``part_size``)."""
+
+    model_config = SettingsConfigDict(env_prefix="BLOBGATE_", extra="forbid", frozen=True)
+
+    listen: str = Field("0.0.0.0:50051", description="gRPC listen address, host:port")
+    s3_endpoint: str | None = Field(
+        None, description="S3 endpoint URL (MinIO, moto, ...); unset means AWS"
+    )
+    s3_public_endpoint: str | None = Field(
+        None, description="endpoint that presigned URLs are signed for; unset: s3_endpoint"
+    )
+    s3_region: str | None = Field(None, description="S3 region; unset: AWS_REGION or us-east-1")
+    s3_addressing_style: AddressingStyle = Field(
+        "auto", description="bucket addressing: auto, path (MinIO) or virtual"
+    )
+    s3_connect_timeout: float = Field(5.0, gt=0, description="seconds to connect to S3")
+    s3_read_timeout: float = Field(60.0, gt=0, description="seconds to wait for S3 to answer")
+    s3_max_attempts: int = Field(
+        3, ge=1, le=10, description="attempts per S3 request (botocore standard retries)"
+    )
+    s3_max_connections: int = Field(64, ge=1, description="S3 connection pool size")
+    checksum_mode: ChecksumMode = Field(
+        "when_required",
+        description="botocore request/response checksums; when_required suits MinIO, Ceph, B2",
+    )
+    default_bucket: str = Field("blobgate", min_length=3, description="bucket for empty requests")
+    allowed_buckets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated buckets clients may use; the default bucket always is",
+    )
+    create_buckets: bool = Field(False, description="create missing allowed buckets at start-up")
+    part_size: ByteSize = Field(ByteSize(8 * MiB), description="multipart part size (>= 5MiB)")
+    parts_in_flight: int = Field(4, ge=1, le=64, description="parts uploaded at once per upload")
+    max_object_size: ByteSize | None = Field(
+        None, description="largest object accepted; unset: 10000 parts of part_size"
+    )
+    max_message_size: ByteSize = Field(
+        ByteSize(8 * MiB), description="largest gRPC message accepted (>= 4MiB + framing)"
+    )
+    health_interval: float = Field(5.0, gt=0, description="seconds between S3 health probes")
+    shutdown_grace: float = Field(
+        30.0, ge=0, description="seconds in-flight calls get to finish on SIGTERM"
+    )
+    log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+
+    @field_validator("allowed_buckets", mode="before")
+    @classmethod
+    def _allowed_from_text(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError("must be host:port, e.g. 0.0.0.0:50051")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if not S3_MIN_PART <= self.part_size <= S3_MAX_PART:
+            raise ValueError("part_size must be between 5MiB and 5GiB (S3's limits)")
+        if self.max_object_size is not None and self.max_object_size > self.object_size_limit:
+            raise ValueError(
+                f"max_object_size {self.max_object_size.human_readable()} needs more than "
+                f"{S3_MAX_PARTS} parts of {self.part_size.human_readable()}: raise part_size "
+                "or lower max_object_size"
+            )
+        if self.max_message_size < MIN_MESSAGE_SIZE:
+            raise ValueError("max_message_size must be at least 4MiB + 64KiB")
+        return self
+
+    @property
+    def object_size_limit(self) -> int:
+        """The largest object accepted: the setting, else what S3's 10000 parts allow."""
+        limit = self.part_size * S3_MAX_PARTS
+        return limit if self.max_object_size is None else min(limit, self.max_object_size)
+
+    @property
+    def buckets(self) -> frozenset[str]:
+        """Every bucket a client may name: the allowed set plus the default."""
+        return frozenset([self.default_bucket, *self.allowed_buckets])
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags arrive as init arguments; the config file arrives as the
+        # reserved init key "_file" and ranks below the environment.
+        file_values = init_settings.init_kwargs.pop("_file", {})  # type: ignore[attr-defined]
+        return init_settings, env_settings, InitSettingsSource(settings_cls, file_values)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser(prog: str = "blobgate-server") -> argparse.ArgumentParser:
+    """Flags for every setting, plus --config and --dev."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="blobgate: a gRPC storage gateway that streams objects to and from S3.",
+    )
+    parser.add_argument("--config", help="TOML file of settings (also BLOBGATE_CONFIG)")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="start an in-memory S3 on loopback and serve on 127.0.0.1:50051 "
+        "(no AWS needed; data is lost on exit)",
+    )
+    for name, field in Settings.model_fields.items():
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
+        if field.annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        parser.add_argument(_flag(name), help=field.description, **kwargs)
+    return parser
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    name = ".".join(str(part) for part in first["loc"]) or "settings"
+    message = first["msg"].removeprefix("Value error, ")
+    if name == "settings":
+        return f"bad settings: {message}"
+    given = first.get("input")
+    shown = f" (got {given!r})" if given is not None and not isinstance(given, dict) else ""
+    return f"bad setting {name} ({_flag(name)} / BLOBGATE_{name.upper()}): {message}{shown}"
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Settings, argparse.Namespace]:
+    """Build the settings from flags, environment and file; raise SettingsError
+    with one line naming the bad setting."""
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    flags = {name: value for name, value in vars(args).items() if name in Settings.model_fields}
+    file_values: dict[str, Any] = {}
+    config_path = args.config or environ.get("BLOBGATE_CONFIG")
+    if config_path:
+        try:
+            file_values = tomllib.loads(Path(config_path).read_text())
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {config_path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {config_path} is not valid TOML: {exc}") from None
+        unknown = sorted(set(file_values) - set(Settings.model_fields))
+        if unknown:
+            raise SettingsError(f"config file {config_path}: unknown setting {unknown[0]!r}")
+    try:
+        settings = Settings(**flags, _file=file_values)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    return settings, args

@@ -1,0 +1,141 @@
+"""The one backend protocol: what the service needs from an object store.
+
+The gRPC layer talks only to ``ObjectStore``; the S3 implementation lives in
+``server.s3_store``. Failures are raised as ``server.errors`` types.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Where an object lives."""
+
+    bucket: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ContentChecksums:
+    """What is known of an object's content; either may be unknown."""
+
+    sha256: bytes | None = None
+    crc32c: int | None = None
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object as the store describes it."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    content_type: str
+    last_modified: datetime | None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    checksums: ContentChecksums = field(default_factory=ContentChecksums)
+
+
+@dataclass(frozen=True)
+class PutOptions:
+    """How to store one object. ``known`` holds checksums vouched for before
+    the data arrives (stored up front); the rest are computed while streaming."""
+
+    content_type: str
+    metadata: Mapping[str, str]
+    if_none_match: bool = False
+    if_match: str = ""
+    known: ContentChecksums = field(default_factory=ContentChecksums)
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """Which bytes to read: ``offset`` < 0 counts back from the end; ``limit``
+    0 means to the end."""
+
+    offset: int = 0
+    limit: int = 0
+
+
+class ObjectReader(Protocol):
+    """An open ranged read: the object's description, then its bytes."""
+
+    info: ObjectInfo
+
+    def chunks(self, size: int) -> AsyncIterator[bytes]:
+        """Yield the selected bytes in chunks of at most ``size`` bytes."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection; safe to call more than once."""
+        ...
+
+
+@dataclass(frozen=True)
+class ListPage:
+    objects: list[ObjectInfo]
+    common_prefixes: list[str]
+    next_token: str
+
+
+class PresignMethod(enum.Enum):
+    GET = "GET"
+    PUT = "PUT"
+
+
+@dataclass(frozen=True)
+class PresignedRequest:
+    url: str
+    headers: Mapping[str, str]
+
+
+class ObjectStore(Protocol):
+    """Put, read, describe, list, delete and presign objects."""
+
+    async def put(
+        self,
+        ref: ObjectRef,
+        body: AsyncIterable[bytes],
+        options: PutOptions,
+        checksums: Callable[[], ContentChecksums],
+    ) -> ObjectInfo:
+        """Store ``body`` as one object, atomically: visible only once ``body``
+        ended without error, and nothing left behind otherwise. ``checksums``
+        is called once ``body`` is exhausted and returns what to store with
+        the object."""
+        ...
+
+    async def open(self, ref: ObjectRef, byte_range: ByteRange, if_match: str) -> ObjectReader:
+        """Open a ranged read of one object."""
+        ...
+
+    async def head(self, ref: ObjectRef) -> ObjectInfo:
+        """Describe one object."""
+        ...
+
+    async def list_page(
+        self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
+    ) -> ListPage:
+        """One page of keys under ``prefix``; ``token`` continues a listing."""
+        ...
+
+    async def delete(self, ref: ObjectRef, if_match: str) -> None:
+        """Remove one object; a missing key is not an error without if_match."""
+        ...
+
+    async def presign(
+        self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str
+    ) -> PresignedRequest:
+        """A URL for a plain HTTP client, valid for ``expires_in`` seconds."""
+        ...
+
+    async def check(self) -> None:
+        """Raise Unavailable unless the store answers (a cheap probe)."""
+        ...
