@@ -211,7 +211,7 @@ def load_settings(
         if unknown:
             raise SettingsError(f"config file {config_path}: unknown setting {unknown[0]!r}")
     try:
-        settings = Settings(**flags, _file=file_values)
+        settings = Settings(**flags, _file=file_values)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
     return settings, args

@@ -1,0 +1,141 @@
+"""The lifecycle, in one place: build the store, start the gRPC server with
+health and reflection, probe S3; on SIGTERM or SIGINT go NOT_SERVING, stop
+accepting calls, let in-flight calls finish within the grace period, and
+close the S3 client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from blobgate.v1 import storage_pb2_grpc
+from server.errors import BlobgateError
+from server.health import SERVICE_NAME, S3HealthProbe
+from server.s3_store import S3Store
+from server.service import StorageServicer
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The gateway could not start; the message says why."""
+
+
+@dataclass
+class Gateway:
+    """A running gateway: its server, the port it listens on, its health
+    service and its store."""
+
+    settings: Settings
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+    probe: S3HealthProbe
+    store: S3Store
+    _probe_task: asyncio.Task[None]
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Go NOT_SERVING, refuse new calls, give in-flight calls ``grace``
+        seconds (default: the shutdown_grace setting), then close S3."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        self._probe_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._probe_task
+        await self.server.stop(grace)
+        await self.store.close()
+
+
+def _server_options(settings: Settings) -> list[tuple[str, int]]:
+    size = int(settings.max_message_size)
+    return [
+        ("grpc.max_receive_message_length", size),
+        ("grpc.max_send_message_length", size),
+        # A second instance on the same port must fail, not share it silently.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def start_gateway(
+    settings: Settings, *, credentials: Mapping[str, str] | None = None
+) -> Gateway:
+    """Start a gateway; ``credentials`` (aioboto3 Session arguments) override
+    botocore's chain, for the embedded S3 only."""
+    store = S3Store(settings, credentials)
+    await store.start()
+    try:
+        buckets = sorted(settings.buckets)
+
+        async def probe() -> None:
+            if settings.create_buckets:
+                await store.ensure_buckets(buckets)
+            await store.check()
+
+        server = grpc.aio.server(options=_server_options(settings))
+        storage_pb2_grpc.add_StorageServiceServicer_to_server(
+            StorageServicer(store, settings), server
+        )
+        health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        reflection.enable_server_reflection(
+            [
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        try:
+            port = server.add_insecure_port(settings.listen)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen on {settings.listen}: {exc}") from None
+        health_probe = S3HealthProbe(health, probe, settings.health_interval)
+        if not await health_probe.check_once():
+            log.warning(
+                "S3 at %s is not answering yet; serving NOT_SERVING until it does",
+                settings.s3_endpoint or "AWS",
+            )
+        await server.start()
+    except BaseException:
+        await store.close()
+        raise
+    task = asyncio.create_task(health_probe.run(), name="s3-health-probe")
+    return Gateway(settings, server, port, health, health_probe, store, task)
+
+
+async def serve(settings: Settings, *, credentials: Mapping[str, str] | None = None) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully. Returns the exit code."""
+    gateway = await start_gateway(settings, credentials=credentials)
+    host = settings.listen.rpartition(":")[0]
+    log.info(
+        "blobgate listening on %s:%d (S3: %s, default bucket %s)",
+        host,
+        gateway.port,
+        settings.s3_endpoint or "AWS",
+        settings.default_bucket,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info(
+        "shutting down: NOT_SERVING, refusing new calls, %gs for in-flight calls",
+        settings.shutdown_grace,
+    )
+    await gateway.stop()
+    log.info("stopped")
+    return 0
+
+
+__all__ = ["BlobgateError", "Gateway", "StartupError", "serve", "start_gateway"]

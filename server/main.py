@@ -1,0 +1,50 @@
+"""``blobgate-server``: parse the settings, set up logging, run the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+
+from server.app import StartupError, serve
+from server.embedded import DEV_CREDENTIALS, EmbeddedS3, EmbeddedS3Error, dev_settings
+from server.settings import SettingsError, load_settings
+
+log = logging.getLogger("blobgate")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings, args = load_settings(argv)
+    except SettingsError as exc:
+        print(f"blobgate-server: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    embedded: EmbeddedS3 | None = None
+    credentials: Mapping[str, str] | None = None
+    try:
+        if args.dev:
+            embedded = EmbeddedS3()
+            settings = dev_settings(settings, embedded.start())
+            credentials = DEV_CREDENTIALS
+            log.warning(
+                "--dev: serving an in-memory S3 at %s; its data is lost on exit",
+                embedded.endpoint,
+            )
+        return asyncio.run(serve(settings, credentials=credentials))
+    except (EmbeddedS3Error, StartupError) as exc:
+        print(f"blobgate-server: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

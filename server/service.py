@@ -1,0 +1,168 @@
+"""The StorageService handlers: validate, adapt the stream, call the store,
+map the result. Errors are translated by ``server.status``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+from grpc.aio import ServicerContext
+
+from blobgate.v1 import storage_pb2, storage_pb2_grpc
+from server import page_token, status
+from server.errors import InvalidArgument
+from server.settings import Settings
+from server.store import (
+    ByteRange,
+    ContentChecksums,
+    ObjectInfo,
+    ObjectStore,
+    PresignMethod,
+    PutOptions,
+)
+from server.upload_stream import UploadStream
+from server.validation import (
+    BucketPolicy,
+    guess_content_type,
+    validate_content_type,
+    validate_metadata,
+)
+
+pb = storage_pb2
+Context = ServicerContext[object, object]
+
+DOWNLOAD_CHUNK = 1024 * 1024
+MAX_PAGE_SIZE = 1000
+DEFAULT_EXPIRY = timedelta(minutes=15)
+MIN_EXPIRY = timedelta(seconds=1)
+MAX_EXPIRY = timedelta(days=7)
+_METHODS = {pb.HTTP_METHOD_GET: PresignMethod.GET, pb.HTTP_METHOD_PUT: PresignMethod.PUT}
+
+
+def object_message(info: ObjectInfo) -> storage_pb2.Object:
+    """The wire form of an ObjectInfo."""
+    message = pb.Object(
+        bucket=info.bucket,
+        key=info.key,
+        size=info.size,
+        etag=info.etag,
+        content_type=info.content_type or guess_content_type(info.key),
+        metadata=dict(info.metadata),
+    )
+    if info.last_modified is not None:
+        message.last_modified.FromDatetime(info.last_modified)
+    if info.checksums.sha256 is not None:
+        message.checksums.sha256 = info.checksums.sha256
+    if info.checksums.crc32c is not None:
+        message.checksums.crc32c = info.checksums.crc32c
+    return message
+
+
+class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
+    """blobgate.v1.StorageService over any ObjectStore."""
+
+    def __init__(self, store: ObjectStore, settings: Settings) -> None:
+        self._store = store
+        self._buckets = BucketPolicy(settings.default_bucket, settings.buckets)
+        self._max_size = settings.object_size_limit
+
+    @status.unary
+    async def Upload(
+        self, request_iterator: AsyncIterable[storage_pb2.UploadRequest], context: Context
+    ) -> storage_pb2.UploadResponse:
+        stream = UploadStream(request_iterator, self._max_size)
+        spec = await stream.read_spec()
+        ref = self._buckets.ref(spec.bucket, spec.key)
+        if spec.if_none_match and spec.if_match:
+            raise InvalidArgument("set if_none_match or if_match, not both")
+        expected = spec.expected
+        options = PutOptions(
+            content_type=validate_content_type(spec.content_type, ref.key),
+            metadata=validate_metadata(spec.metadata),
+            if_none_match=spec.if_none_match,
+            if_match=spec.if_match,
+            known=ContentChecksums(
+                sha256=expected.sha256 or None,
+                crc32c=expected.crc32c if expected.HasField("crc32c") else None,
+            ),
+        )
+        info = await self._store.put(ref, stream.chunks(), options, stream.checksums)
+        return pb.UploadResponse(object=object_message(info))
+
+    @status.streaming
+    async def Download(
+        self, request: storage_pb2.DownloadRequest, context: Context
+    ) -> AsyncIterator[storage_pb2.DownloadResponse]:
+        ref = self._buckets.ref(request.bucket, request.key)
+        if request.limit < 0:
+            raise InvalidArgument(f"limit {request.limit} is negative: use 0 to read to the end")
+        byte_range = ByteRange(offset=request.offset, limit=request.limit)
+        reader = await self._store.open(ref, byte_range, request.if_match)
+        try:
+            yield pb.DownloadResponse(object=object_message(reader.info))
+            async for chunk in reader.chunks(DOWNLOAD_CHUNK):
+                yield pb.DownloadResponse(data=chunk)
+        finally:
+            await reader.close()
+
+    @status.unary
+    async def Stat(
+        self, request: storage_pb2.StatRequest, context: Context
+    ) -> storage_pb2.StatResponse:
+        info = await self._store.head(self._buckets.ref(request.bucket, request.key))
+        return pb.StatResponse(object=object_message(info))
+
+    @status.unary
+    async def List(
+        self, request: storage_pb2.ListRequest, context: Context
+    ) -> storage_pb2.ListResponse:
+        bucket = self._buckets.resolve(request.bucket)
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(
+                f"page_size {request.page_size} is out of range: use 1..{MAX_PAGE_SIZE} "
+                f"(0 means {MAX_PAGE_SIZE})"
+            )
+        s3_token = page_token.decode(request.page_token, bucket, request.prefix, request.delimiter)
+        page = await self._store.list_page(
+            bucket, request.prefix, request.delimiter, request.page_size or MAX_PAGE_SIZE, s3_token
+        )
+        return pb.ListResponse(
+            objects=[object_message(info) for info in page.objects],
+            common_prefixes=page.common_prefixes,
+            next_page_token=page_token.encode(
+                bucket, request.prefix, request.delimiter, page.next_token
+            ),
+        )
+
+    @status.unary
+    async def Presign(
+        self, request: storage_pb2.PresignRequest, context: Context
+    ) -> storage_pb2.PresignResponse:
+        ref = self._buckets.ref(request.bucket, request.key)
+        method = _METHODS.get(request.method)
+        if method is None:
+            raise InvalidArgument("method must be HTTP_METHOD_GET or HTTP_METHOD_PUT")
+        expires_in = DEFAULT_EXPIRY
+        if request.HasField("expires_in"):
+            expires_in = request.expires_in.ToTimedelta()
+            if not MIN_EXPIRY <= expires_in <= MAX_EXPIRY:
+                raise InvalidArgument(
+                    f"expires_in {expires_in.total_seconds():g}s is out of range: "
+                    "use 1 second to 7 days"
+                )
+        content_type = ""
+        if method is PresignMethod.PUT:
+            content_type = validate_content_type(request.content_type, ref.key)
+        seconds = int(expires_in.total_seconds())
+        issued = datetime.now(UTC)
+        signed = await self._store.presign(ref, method, seconds, content_type)
+        response = pb.PresignResponse(url=signed.url, method=request.method, headers=signed.headers)
+        response.expires_at.FromDatetime(issued + timedelta(seconds=seconds))
+        return response
+
+    @status.unary
+    async def Delete(
+        self, request: storage_pb2.DeleteRequest, context: Context
+    ) -> storage_pb2.DeleteResponse:
+        await self._store.delete(self._buckets.ref(request.bucket, request.key), request.if_match)
+        return pb.DeleteResponse()
