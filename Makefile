@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint protos bench clean
+.PHONY: run test lint protos check-protos buf bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,25 @@ lint: $(BIN)/.installed
 protos: $(BIN)/.installed
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos \
 		--grpc_python_out=protos protos/blobgate/v1/storage.proto
+
+# Fail when the checked-in generated code differs from a fresh generation.
+check-protos: $(BIN)/.installed
+	@tmp=$$(mktemp -d) && \
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp \
+		--grpc_python_out=$$tmp protos/blobgate/v1/storage.proto && \
+	for f in storage_pb2.py storage_pb2.pyi storage_pb2_grpc.py; do \
+		diff -u protos/blobgate/v1/$$f $$tmp/blobgate/v1/$$f || \
+		{ echo "protos/blobgate/v1/$$f is stale: run make protos"; rm -rf $$tmp; exit 1; }; \
+	done; rm -rf $$tmp; echo "generated code is up to date"
+
+node_modules/.installed: package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+# The contract: lint and formatting of protos/ with buf.
+buf: node_modules/.installed
+	node_modules/.bin/buf lint
+	node_modules/.bin/buf format --diff --exit-code
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.throughput

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -190,16 +190,13 @@ def _describe(error: ValidationError) -> str:
     return f"bad setting {name} ({_flag(name)} / BLOBGATE_{name.upper()}): {message}{shown}"
 
 
-def load_settings(
-    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
-) -> tuple[Settings, argparse.Namespace]:
-    """Build the settings from flags, environment and file; raise SettingsError
-    with one line naming the bad setting."""
-    environ = os.environ if environ is None else environ
+def load_settings(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Namespace]:
+    """Build the settings from flags, ``os.environ`` and the config file;
+    raise SettingsError with one line naming the bad setting."""
     args = build_parser().parse_args(argv)
     flags = {name: value for name, value in vars(args).items() if name in Settings.model_fields}
     file_values: dict[str, Any] = {}
-    config_path = args.config or environ.get("BLOBGATE_CONFIG")
+    config_path = args.config or os.environ.get("BLOBGATE_CONFIG")
     if config_path:
         try:
             file_values = tomllib.loads(Path(config_path).read_text())
