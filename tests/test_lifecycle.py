@@ -30,9 +30,9 @@ class ServerProcess:
         self.proc = proc
         self.log: list[bytes] = []
 
-    async def wait_listening(self, timeout: float = 30.0) -> int:
+    async def wait_listening(self, within: float = 30.0) -> int:
         assert self.proc.stderr is not None
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 line = await self.proc.stderr.readline()
                 assert line, b"server exited before listening:\n" + b"".join(self.log)
