@@ -1,0 +1,376 @@
+"""The ``blobgate`` command: put, get, list, describe, presign and delete objects.
+
+    blobgate put q1.csv reports/q1.csv        # LOCAL "-" reads stdin
+    blobgate get reports/q1.csv copy.csv      # LOCAL "-" writes stdout
+    blobgate ls -l reports/ --delimiter /
+    blobgate --json stat reports/q1.csv
+
+The server is ``--server`` host:port, else ``$BLOBGATE_SERVER``, else
+127.0.0.1:50051; ``--bucket`` empty means the server's default. The global
+options may come before or after the subcommand. ``--json`` prints machine
+output: one JSON object for put, get, stat and presign, one JSON object per
+line for ls (a common prefix is ``{"prefix": ...}``).
+
+A failure prints one line on stderr, ``blobgate: CODE: message``, and exits:
+
+  0    success
+  1    any other failure (INTERNAL, DATA_LOSS, RESOURCE_EXHAUSTED, local I/O, ...)
+  2    usage: a bad command line, INVALID_ARGUMENT, OUT_OF_RANGE
+  3    NOT_FOUND
+  4    FAILED_PRECONDITION, PERMISSION_DENIED, UNAUTHENTICATED
+  5    UNAVAILABLE, DEADLINE_EXCEEDED: the server or S3 is down or slow, try later
+  130  interrupted
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, NoReturn
+
+import grpc
+
+from client.client import Client
+from client.errors import BlobgateError
+from client.models import ObjectInfo, PresignedURL
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_REFUSED = 4
+EXIT_UNAVAILABLE = 5
+EXIT_INTERRUPTED = 130
+
+_EXIT_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT: EXIT_USAGE,
+    grpc.StatusCode.OUT_OF_RANGE: EXIT_USAGE,
+    grpc.StatusCode.NOT_FOUND: EXIT_NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION: EXIT_REFUSED,
+    grpc.StatusCode.PERMISSION_DENIED: EXIT_REFUSED,
+    grpc.StatusCode.UNAUTHENTICATED: EXIT_REFUSED,
+    grpc.StatusCode.UNAVAILABLE: EXIT_UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: EXIT_UNAVAILABLE,
+}
+
+Command = Callable[[Client, argparse.Namespace], Awaitable[None]]
+
+
+def exit_code(code: grpc.StatusCode) -> int:
+    """The exit status for a call that failed with ``code``."""
+    return _EXIT_CODES.get(code, EXIT_FAILURE)
+
+
+def human_size(size: int) -> str:
+    """``size`` bytes in binary units: 512 B, 1.5 KiB, 12.0 MiB."""
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    units = ["KiB", "MiB", "GiB", "TiB", "PiB"]
+    while value >= 1024 and len(units) > 1:
+        value /= 1024
+        units.pop(0)
+    return f"{value:.1f} {units[0]}"
+
+
+def object_json(info: ObjectInfo) -> dict[str, Any]:
+    """``info`` as JSON-ready values: times in ISO 8601, checksums in hex."""
+    return {
+        "bucket": info.bucket,
+        "key": info.key,
+        "size": info.size,
+        "etag": info.etag,
+        "content_type": info.content_type,
+        "last_modified": info.last_modified.isoformat() if info.last_modified else None,
+        "metadata": info.metadata,
+        "sha256": info.sha256.hex() if info.sha256 is not None else None,
+        "crc32c": f"{info.crc32c:08x}" if info.crc32c is not None else None,
+    }
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False))
+
+
+def _modified(info: ObjectInfo) -> str:
+    return info.last_modified.strftime("%Y-%m-%d %H:%M:%S") if info.last_modified else "-"
+
+
+async def _put(client: Client, args: argparse.Namespace) -> None:
+    source = sys.stdin.buffer if args.local == "-" else Path(args.local)
+    info = await client.upload(
+        args.key,
+        source,
+        bucket=args.bucket,
+        content_type=args.content_type,
+        metadata=dict(args.metadata),
+        if_none_match=args.if_none_match,
+        if_match=args.if_match,
+    )
+    if args.json:
+        _print_json(object_json(info))
+    else:
+        print(f"put {info.key}: {human_size(info.size)}, etag {info.etag}")
+
+
+async def _get(client: Client, args: argparse.Namespace) -> None:
+    options: dict[str, Any] = {
+        "bucket": args.bucket,
+        "offset": args.offset,
+        "limit": args.limit,
+        "if_match": args.if_match,
+    }
+    if args.local == "-":
+        out = sys.stdout.buffer
+        async for chunk in client.download(args.key, **options):
+            out.write(chunk)
+        out.flush()
+        return
+    target = Path(args.local)
+    if await asyncio.to_thread(target.is_dir):
+        name = PurePosixPath(args.key).name
+        if not name:
+            raise _UsageError(f"{args.key!r} has no file name: give LOCAL as a file path")
+        target /= name
+    info = await client.download_to(args.key, target, **options)
+    if args.json:
+        _print_json(object_json(info))
+    else:
+        print(f"get {info.key}: {human_size(info.size)} -> {target}")
+
+
+async def _ls(client: Client, args: argparse.Namespace) -> None:
+    token = ""
+    while True:
+        page = await client.list_page(
+            args.prefix,
+            bucket=args.bucket,
+            delimiter=args.delimiter,
+            page_size=args.page_size,
+            page_token=token,
+        )
+        for prefix in page.common_prefixes:
+            if args.json:
+                _print_json({"prefix": prefix})
+            elif args.long:
+                print(f"{'PRE':>10}  {'':19}  {prefix}")
+            else:
+                print(prefix)
+        for info in page.objects:
+            if args.json:
+                _print_json(object_json(info))
+            elif args.long:
+                print(f"{human_size(info.size):>10}  {_modified(info):19}  {info.key}")
+            else:
+                print(info.key)
+        token = page.next_page_token
+        if not token:
+            return
+
+
+async def _stat(client: Client, args: argparse.Namespace) -> None:
+    info = await client.stat(args.key, bucket=args.bucket)
+    if args.json:
+        _print_json(object_json(info))
+        return
+    rows = [
+        ("bucket", info.bucket),
+        ("key", info.key),
+        ("size", f"{human_size(info.size)} ({info.size} bytes)"),
+        ("etag", info.etag),
+        ("content-type", info.content_type),
+        ("last-modified", _modified(info)),
+        ("sha256", info.sha256.hex() if info.sha256 is not None else "-"),
+        ("crc32c", f"{info.crc32c:08x}" if info.crc32c is not None else "-"),
+    ]
+    rows += [(f"metadata {name}", value) for name, value in sorted(info.metadata.items())]
+    width = max(len(name) for name, _ in rows) + 1
+    for name, value in rows:
+        print(f"{name + ':':<{width}} {value}")
+
+
+async def _presign(client: Client, args: argparse.Namespace) -> None:
+    presigned: PresignedURL = await client.presign(
+        args.key,
+        method=args.method,
+        expires_in=args.expires,
+        content_type=args.content_type,
+        bucket=args.bucket,
+    )
+    if args.json:
+        _print_json(
+            {
+                "url": presigned.url,
+                "method": presigned.method,
+                "expires_at": presigned.expires_at.isoformat() if presigned.expires_at else None,
+                "headers": presigned.headers,
+            }
+        )
+        return
+    print(presigned.url)
+    for name, value in sorted(presigned.headers.items()):
+        # stderr, so that "$(blobgate presign KEY)" is the URL alone.
+        print(f"blobgate: send header '{name}: {value}' with this URL", file=sys.stderr)
+
+
+async def _rm(client: Client, args: argparse.Namespace) -> None:
+    await client.delete(args.key, bucket=args.bucket, if_match=args.if_match)
+
+
+class _UsageError(Exception):
+    """The command line is wrong in a way argparse cannot see."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other failure.
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _metadata_item(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, subcommand: bool) -> None:
+    # On a subcommand the defaults are suppressed, so that an option given
+    # before the subcommand is not overwritten by the subcommand's default.
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if subcommand else value
+
+    group = parser.add_argument_group("global options")
+    group.add_argument(
+        "--server",
+        default=default(None),
+        metavar="HOST:PORT",
+        help=f"gateway address (default: $BLOBGATE_SERVER, else {DEFAULT_SERVER})",
+    )
+    group.add_argument(
+        "--bucket", default=default(""), help="bucket (default: the server's default bucket)"
+    )
+    group.add_argument(
+        "--json", action="store_true", default=default(False), help="print JSON for machines"
+    )
+    group.add_argument(
+        "--timeout",
+        type=_positive,
+        default=default(60.0),
+        metavar="SECONDS",
+        help="deadline of each call except transfers (default: 60)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``blobgate``."""
+    parser = _Parser(prog="blobgate", description="Store and fetch objects through blobgate.")
+    _add_global_options(parser, subcommand=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Command, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        _add_global_options(sub, subcommand=True)
+        return sub
+
+    put = command("put", _put, "upload a file (or stdin) as an object")
+    put.add_argument("local", metavar="LOCAL", help="file to upload, - for stdin")
+    put.add_argument("key", metavar="KEY")
+    put.add_argument("--content-type", default="", help="default: guessed from KEY")
+    put.add_argument(
+        "--metadata",
+        type=_metadata_item,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="user metadata; repeat for more",
+    )
+    put.add_argument("--if-none-match", action="store_true", help="fail if KEY exists")
+    put.add_argument("--if-match", default="", metavar="ETAG", help="replace only this version")
+
+    get = command("get", _get, "download an object to a file (or stdout)")
+    get.add_argument("key", metavar="KEY")
+    get.add_argument("local", metavar="LOCAL", help="file or directory to write, - for stdout")
+    get.add_argument("--offset", type=int, default=0, help="first byte; negative: from the end")
+    get.add_argument("--limit", type=int, default=0, help="most bytes (default: to the end)")
+    get.add_argument("--if-match", default="", metavar="ETAG", help="only this version")
+
+    ls = command("ls", _ls, "list objects under a prefix")
+    ls.add_argument("prefix", metavar="PREFIX", nargs="?", default="")
+    ls.add_argument("--delimiter", default="", help='group keys by this, e.g. "/"')
+    ls.add_argument("-l", "--long", action="store_true", help="show size and time")
+    ls.add_argument("--page-size", type=int, default=0, help=argparse.SUPPRESS)
+
+    stat = command("stat", _stat, "describe an object")
+    stat.add_argument("key", metavar="KEY")
+
+    presign = command("presign", _presign, "print a URL for a plain HTTP client")
+    presign.add_argument("key", metavar="KEY")
+    presign.add_argument("--method", type=str.upper, choices=["GET", "PUT"], default="GET")
+    presign.add_argument(
+        "--expires", type=_positive, metavar="SECONDS", help="default: the server's 15 minutes"
+    )
+    presign.add_argument("--content-type", default="", help="PUT only; the uploader must send it")
+
+    rm = command("rm", _rm, "delete an object")
+    rm.add_argument("key", metavar="KEY")
+    rm.add_argument("--if-match", default="", metavar="ETAG", help="delete only this version")
+    return parser
+
+
+async def _run(args: argparse.Namespace) -> None:
+    server = args.server or os.environ.get("BLOBGATE_SERVER") or DEFAULT_SERVER
+    async with Client(server, timeout=args.timeout) as client:
+        await args.handler(client, args)
+
+
+def _fail(message: str) -> None:
+    print(f"blobgate: {' '.join(message.split())}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        asyncio.run(_run(args))
+    except BlobgateError as exc:
+        _fail(f"{exc.code.name}: {exc.message or 'no details'}")
+        return exit_code(exc.code)
+    except _UsageError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (e.g. "| head"): not worth a message. Point
+        # stdout at /dev/null so the interpreter's final flush fails quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or exc}")
+        return EXIT_FAILURE
+    except Exception as exc:
+        _fail(f"unexpected {type(exc).__name__}: {exc}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""What ``Client.upload`` accepts, turned into 1 MiB chunks plus whatever is
+known before sending (size and sha256 for bytes and files; nothing for
+streams). Local files are read in a worker thread so the event loop keeps
+serving other calls."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+CHUNK_SIZE = 1024 * 1024
+
+
+@runtime_checkable
+class BinaryReader(Protocol):
+    """A binary file object: ``read(n)`` returns up to n bytes, b"" at the end."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+UploadSource = (
+    bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryReader | AsyncIterable[bytes]
+)
+"""Bytes in memory, a path (``str`` is always a path), a binary file object, or
+an async iterable of byte chunks."""
+
+
+@dataclass(frozen=True)
+class PreparedSource:
+    """The chunks to send, and the size and sha256 when known up front."""
+
+    chunks: AsyncIterator[bytes]
+    size: int | None = None
+    sha256: bytes | None = None
+
+
+async def prepare_source(source: UploadSource) -> PreparedSource:
+    """Chunks and up-front facts for one upload source. A path is read twice:
+    once to hash it, once to send it, never held whole in memory."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        view = memoryview(source).cast("B")
+        sha256 = await asyncio.to_thread(lambda: hashlib.sha256(view).digest())
+        return PreparedSource(_memory_chunks(view), len(view), sha256)
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        size, sha256 = await asyncio.to_thread(_hash_file, path)
+        return PreparedSource(_file_chunks(path), size, sha256)
+    if isinstance(source, AsyncIterable):
+        return PreparedSource(_rechunk(source))
+    if isinstance(source, BinaryReader):
+        return PreparedSource(_reader_chunks(source))
+    raise TypeError(
+        f"cannot upload {type(source).__name__}: give bytes, a path, a binary file "
+        "object or an async iterable of bytes"
+    )
+
+
+def _hash_file(path: Path) -> tuple[int, bytes]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK_SIZE):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.digest()
+
+
+async def _memory_chunks(view: memoryview) -> AsyncIterator[bytes]:
+    for start in range(0, len(view), CHUNK_SIZE):
+        yield bytes(view[start : start + CHUNK_SIZE])
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    file: BinaryIO = await asyncio.to_thread(path.open, "rb")
+    try:
+        async for chunk in _reader_chunks(file):
+            yield chunk
+    finally:
+        await asyncio.to_thread(file.close)
+
+
+async def _reader_chunks(reader: BinaryReader) -> AsyncIterator[bytes]:
+    while chunk := await asyncio.to_thread(reader.read, CHUNK_SIZE):
+        yield chunk
+
+
+async def _rechunk(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """Chunks of exactly CHUNK_SIZE (the last may be shorter), whatever the
+    caller's sizes: big ones would pass the message limit, tiny ones cost a
+    message each."""
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= CHUNK_SIZE:
+            yield bytes(buffer[:CHUNK_SIZE])
+            # Deleting from the front of a bytearray is O(1) in CPython.
+            del buffer[:CHUNK_SIZE]
+    if buffer:
+        yield bytes(buffer)

@@ -1,0 +1,234 @@
+"""The ``blobgate`` command run as a real subprocess against a real gateway.
+
+The gateway runs in this test's event loop, so the CLI is started with
+asyncio.create_subprocess_exec: a blocking subprocess.run would freeze it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from server.app import Gateway
+
+MiB = 1024 * 1024
+ROOT = Path(__file__).resolve().parent.parent
+CONSOLE_SCRIPT = Path(sys.executable).parent / "blobgate"
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode()
+
+
+async def run_cli(
+    *args: str,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+    program: tuple[str, ...] = (sys.executable, "-m", "client.cli"),
+) -> Run:
+    environ = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}", **(env or {})}
+    proc = await asyncio.create_subprocess_exec(
+        *program,
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env=environ,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=60)
+    assert proc.returncode is not None
+    return Run(proc.returncode, out, err.decode())
+
+
+def names(directory: Path) -> list[str]:
+    """The sorted file names in ``directory``."""
+    return sorted(p.name for p in directory.iterdir())
+
+
+@pytest.fixture
+def server(gateway: Gateway) -> str:
+    return f"127.0.0.1:{gateway.port}"
+
+
+async def cli(server: str, *args: str, stdin: bytes | None = None) -> Run:
+    """Run the CLI against ``server`` and insist that it succeeded."""
+    result = await run_cli("--server", server, *args, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def assert_one_line_error(result: Run, code: int, starts: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert result.stderr.startswith(starts), result.stderr
+    assert result.stderr.endswith("\n")
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == b""
+
+
+async def test_put_get_through_files(server: str, tmp_path: Path) -> None:
+    data = random.Random(1).randbytes(2 * MiB + 5)
+    source = tmp_path / "in.bin"
+    source.write_bytes(data)
+
+    put = await cli(server, "put", str(source), "files/in.bin")
+    assert "files/in.bin" in put.text and "2.0 MiB" in put.text
+
+    await cli(server, "get", "files/in.bin", str(tmp_path / "out.bin"))
+    assert (tmp_path / "out.bin").read_bytes() == data
+
+    # A directory as LOCAL gets the key's last segment as the file name.
+    (tmp_path / "dir").mkdir()
+    await cli(server, "get", "files/in.bin", str(tmp_path / "dir"))
+    assert (tmp_path / "dir" / "in.bin").read_bytes() == data
+
+
+async def test_put_stdin_get_stdout(server: str) -> None:
+    data = random.Random(2).randbytes(MiB + 77) + b"\x00\r\n"
+    await cli(server, "put", "-", "piped.bin", stdin=data)
+    got = await cli(server, "get", "piped.bin", "-")
+    assert got.stdout == data
+    ranged = await cli(server, "get", "piped.bin", "-", "--offset", "10", "--limit", "5")
+    assert ranged.stdout == data[10:15]
+
+
+async def test_put_and_stat_json(server: str, bucket: str) -> None:
+    put = await cli(
+        server, "--json", "put", "-", "doc.json", "--metadata", "team=storage", stdin=b"{}"
+    )
+    put_doc = json.loads(put.stdout)
+    assert put_doc["key"] == "doc.json"
+    assert put_doc["size"] == 2
+
+    stat = await cli(server, "stat", "doc.json", "--json")  # global option after the command
+    doc = json.loads(stat.stdout)
+    assert doc["bucket"] == bucket
+    assert doc["key"] == "doc.json"
+    assert doc["size"] == 2
+    assert doc["etag"] == put_doc["etag"]
+    assert doc["content_type"] == "application/json"
+    assert doc["sha256"] == hashlib.sha256(b"{}").hexdigest()
+    assert doc["metadata"]["team"] == "storage"
+    assert doc["last_modified"]
+
+
+async def test_stat_human(server: str) -> None:
+    await cli(server, "put", "-", "h.txt", stdin=b"x" * 1536)
+    out = (await cli(server, "stat", "h.txt")).text
+    assert "1.5 KiB (1536 bytes)" in out
+    assert "text/plain" in out
+    assert hashlib.sha256(b"x" * 1536).hexdigest() in out
+
+
+async def test_ls(server: str) -> None:
+    for key in ["logs/a.txt", "logs/b.txt", "logs/old/c.txt", "top.txt"]:
+        await cli(server, "put", "-", key, stdin=key.encode())
+
+    everything = await cli(server, "ls", "--page-size", "2")
+    assert everything.text.splitlines() == ["logs/a.txt", "logs/b.txt", "logs/old/c.txt", "top.txt"]
+
+    grouped = await cli(server, "ls", "logs/", "--delimiter", "/")
+    assert grouped.text.splitlines() == ["logs/old/", "logs/a.txt", "logs/b.txt"]
+
+    long = (await cli(server, "ls", "-l", "logs/")).text.splitlines()
+    assert len(long) == 3
+    assert long[0].split()[:2] == ["10", "B"]
+    assert long[0].endswith("logs/a.txt")
+
+    lines = (await cli(server, "--json", "ls", "logs/", "--delimiter", "/")).text.splitlines()
+    docs = [json.loads(line) for line in lines]
+    assert docs[0] == {"prefix": "logs/old/"}
+    assert [d["key"] for d in docs[1:]] == ["logs/a.txt", "logs/b.txt"]
+
+
+async def test_presign(server: str) -> None:
+    url = (await cli(server, "presign", "some/key.txt", "--expires", "60")).text.strip()
+    assert url.startswith("http")
+    assert "some/key.txt" in url
+
+    put = await cli(
+        server, "--json", "presign", "k.txt", "--method", "put", "--content-type", "text/plain"
+    )
+    doc = json.loads(put.stdout)
+    assert doc["method"] == "PUT"
+    assert doc["url"].startswith("http")
+    assert doc["expires_at"]
+
+
+async def test_rm(server: str) -> None:
+    await cli(server, "put", "-", "doomed.txt", stdin=b"x")
+    await cli(server, "rm", "doomed.txt")
+    missing = await run_cli("--server", server, "stat", "doomed.txt")
+    assert_one_line_error(missing, 3, "blobgate: NOT_FOUND: ")
+    await cli(server, "rm", "doomed.txt")  # deleting a missing key is fine
+
+
+async def test_errors_are_one_line_with_distinct_exit_codes(server: str, tmp_path: Path) -> None:
+    await cli(server, "put", "-", "exists.txt", stdin=b"x")
+
+    result = await run_cli("--server", server, "get", "nope.txt", str(tmp_path / "nope.txt"))
+    assert_one_line_error(result, 3, "blobgate: NOT_FOUND: ")
+    assert names(tmp_path) == []
+
+    result = await run_cli("--server", server, "put", "-", "exists.txt", "--if-none-match")
+    assert_one_line_error(result, 4, "blobgate: FAILED_PRECONDITION: ")
+
+    result = await run_cli("--server", server, "rm", "exists.txt", "--if-match", "wrong")
+    assert_one_line_error(result, 4, "blobgate: FAILED_PRECONDITION: ")
+
+    result = await run_cli("--server", server, "--bucket", "not-allowed-here", "ls")
+    assert_one_line_error(result, 4, "blobgate: PERMISSION_DENIED: ")
+
+    result = await run_cli("--server", server, "put", "-", "/bad-key", stdin=b"x")
+    assert_one_line_error(result, 2, "blobgate: INVALID_ARGUMENT: ")
+
+    result = await run_cli("--server", server, "put", str(tmp_path / "absent"), "k")
+    assert_one_line_error(result, 1, "blobgate: ")
+    assert "absent" in result.stderr
+
+
+async def test_usage_errors_exit_2() -> None:
+    for args in [(), ("frobnicate",), ("put", "only-one"), ("presign", "k", "--method", "POST")]:
+        result = await run_cli(*args)
+        assert_one_line_error(result, 2, "blobgate")
+
+
+async def test_unreachable_server_exits_5() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = await run_cli("--server", f"127.0.0.1:{port}", "stat", "k")
+    assert_one_line_error(result, 5, "blobgate: UNAVAILABLE: ")
+
+
+async def test_server_from_environment(server: str) -> None:
+    await cli(server, "put", "-", "env.txt", stdin=b"env")
+    result = await run_cli("get", "env.txt", "-", env={"BLOBGATE_SERVER": server})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"env"
+
+
+@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="package not installed")
+async def test_console_script(server: str) -> None:
+    await cli(server, "put", "-", "script.txt", stdin=b"via script")
+    result = await run_cli(
+        "--server", server, "get", "script.txt", "-", program=(str(CONSOLE_SCRIPT),)
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"via script"

@@ -1,0 +1,343 @@
+"""The client library against a real gateway on moto: round trips for every
+kind of upload source, atomic download_to, paging, presign, delete, and
+errors that arrive as BlobgateError with the right code."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import random
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from conftest import assert_nothing_left
+
+from client import BlobgateError, Client, ObjectInfo
+from server.app import Gateway
+
+MiB = 1024 * 1024
+Code = grpc.StatusCode
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def names(directory: Path) -> list[str]:
+    """The sorted file names in ``directory``."""
+    return sorted(p.name for p in directory.iterdir())
+
+
+@pytest.fixture
+async def client(gateway: Gateway) -> AsyncIterator[Client]:
+    async with Client(f"127.0.0.1:{gateway.port}") as c:
+        yield c
+
+
+async def read_all(client: Client, key: str, **options: Any) -> bytes:
+    return b"".join([chunk async for chunk in client.download(key, **options)])
+
+
+async def test_bytes_round_trip(client: Client, bucket: str) -> None:
+    data = payload(3000)
+    info = await client.upload("docs/note.txt", data, metadata={"Owner": "ops"})
+
+    assert isinstance(info, ObjectInfo)
+    assert (info.bucket, info.key, info.size) == (bucket, "docs/note.txt", len(data))
+    assert info.etag and '"' not in info.etag
+    assert info.content_type == "text/plain"
+    assert info.sha256 == hashlib.sha256(data).digest()
+    assert info.last_modified is not None and info.last_modified.tzinfo is not None
+
+    stat = await client.stat("docs/note.txt")
+    assert stat.metadata.get("owner") == "ops"
+    assert stat.sha256 == hashlib.sha256(data).digest()
+    assert stat.etag == info.etag
+    assert await read_all(client, "docs/note.txt") == data
+
+
+async def test_empty_bytes(client: Client) -> None:
+    info = await client.upload("empty.bin", b"")
+    assert info.size == 0
+    assert await read_all(client, "empty.bin") == b""
+
+
+async def test_path_round_trip_multipart(client: Client, tmp_path: Path) -> None:
+    # 12 MiB: three parts of the test gateway's 5 MiB, the last one short.
+    data = payload(12 * MiB, seed=1)
+    source = tmp_path / "big.bin"
+    source.write_bytes(data)
+
+    info = await client.upload("big.bin", str(source), content_type="application/x-test")
+    assert info.size == len(data)
+    assert info.content_type == "application/x-test"
+    assert info.sha256 == hashlib.sha256(data).digest()
+
+    target = tmp_path / "copy.bin"
+    got = await client.download_to("big.bin", target)
+    assert got.size == len(data)
+    assert target.read_bytes() == data
+    assert names(tmp_path) == ["big.bin", "copy.bin"]
+    # Created like any new file (umask applies), not with a temp file's 0600.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+async def test_async_iterator_any_chunk_sizes(client: Client) -> None:
+    data = payload(4 * MiB + 123, seed=2)
+    sizes = [1, 10, 3 * MiB, 5, MiB - 16]  # one chunk above the message size we send
+
+    async def pieces() -> AsyncIterator[bytes]:
+        pos = 0
+        for size in [*sizes, len(data)]:
+            yield data[pos : pos + size]
+            pos += size
+            await asyncio.sleep(0)
+
+    info = await client.upload("stream.bin", pieces())
+    assert info.size == len(data)
+    assert (await client.stat("stream.bin")).sha256 == hashlib.sha256(data).digest()
+    assert await read_all(client, "stream.bin") == data
+
+
+async def test_file_object(client: Client) -> None:
+    data = payload(MiB + 7, seed=3)
+    info = await client.upload("file.dat", io.BytesIO(data), size=len(data))
+    assert info.size == len(data)
+    assert await read_all(client, "file.dat") == data
+
+
+async def test_failing_source_raises_its_error_and_commits_nothing(
+    client: Client, s3: Any, bucket: str
+) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield payload(6 * MiB)  # enough for a multipart upload to start
+        raise ValueError("source broke")
+
+    with pytest.raises(ValueError, match="source broke"):
+        await client.upload("broken.bin", broken())
+    # The server aborts the multipart upload once it sees the cancel.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            await assert_nothing_left(s3, bucket, "broken.bin")
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def test_upload_preconditions_and_size(client: Client) -> None:
+    first = await client.upload("p.txt", b"one", if_none_match=True)
+    with pytest.raises(BlobgateError) as caught:
+        await client.upload("p.txt", b"two", if_none_match=True)
+    assert caught.value.code == Code.FAILED_PRECONDITION
+
+    with pytest.raises(BlobgateError) as caught:
+        await client.upload("p.txt", b"two", if_match="not-the-etag")
+    assert caught.value.code == Code.FAILED_PRECONDITION
+    await client.upload("p.txt", b"two", if_match=first.etag)
+
+    with pytest.raises(BlobgateError) as caught:
+        await client.upload("p.txt", io.BytesIO(b"three"), size=4)
+    assert caught.value.code == Code.OUT_OF_RANGE
+    assert await read_all(client, "p.txt") == b"two"
+
+
+async def test_bad_key_is_invalid_argument(client: Client) -> None:
+    with pytest.raises(BlobgateError) as caught:
+        await client.upload("/leading-slash", b"x")
+    assert caught.value.code == Code.INVALID_ARGUMENT
+    assert caught.value.message
+
+
+async def test_download_ranges(client: Client) -> None:
+    data = payload(2 * MiB + 10, seed=4)
+    await client.upload("r.bin", data)
+    assert await read_all(client, "r.bin", offset=5, limit=100) == data[5:105]
+    assert await read_all(client, "r.bin", offset=-10) == data[-10:]
+    assert await read_all(client, "r.bin", offset=MiB) == data[MiB:]
+    with pytest.raises(BlobgateError) as caught:
+        await read_all(client, "r.bin", offset=len(data) + 1)
+    assert caught.value.code == Code.OUT_OF_RANGE
+
+
+async def test_open_download_describes_first(client: Client) -> None:
+    info = await client.upload("d.json", b"{}")
+    async with await client.open_download("d.json") as stream:
+        assert stream.info.etag == info.etag
+        assert stream.info.content_type == "application/json"
+        assert [chunk async for chunk in stream] == [b"{}"]
+
+
+async def test_failed_download_to_leaves_no_file(client: Client, tmp_path: Path) -> None:
+    await client.upload("here.txt", b"new content")
+    kept = tmp_path / "kept.txt"
+    kept.write_bytes(b"old content")
+
+    with pytest.raises(BlobgateError) as caught:
+        await client.download_to("missing.txt", tmp_path / "missing.txt")
+    assert caught.value.code == Code.NOT_FOUND
+
+    with pytest.raises(BlobgateError) as caught:
+        await client.download_to("here.txt", kept, if_match="wrong-etag")
+    assert caught.value.code == Code.FAILED_PRECONDITION
+
+    assert names(tmp_path) == ["kept.txt"]
+    assert kept.read_bytes() == b"old content"
+
+
+async def test_checksum_mismatch_raises_and_leaves_no_file(
+    client: Client, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    # Written behind the gateway's back with a sha256 that does not match.
+    await s3.put_object(
+        Bucket=bucket, Key="bad.bin", Body=b"actual bytes", Metadata={"sha256": "00" * 32}
+    )
+    with pytest.raises(BlobgateError) as caught:
+        await client.download_to("bad.bin", tmp_path / "bad.bin")
+    assert caught.value.code == Code.DATA_LOSS
+    assert names(tmp_path) == []
+
+    with pytest.raises(BlobgateError) as caught:
+        await read_all(client, "bad.bin")
+    assert caught.value.code == Code.DATA_LOSS
+    # A range is not checked against the whole object's sha256.
+    assert await read_all(client, "bad.bin", offset=0, limit=6) == b"actual"
+
+
+async def test_error_in_the_middle_of_a_download_is_wrapped(
+    gateway: Gateway, client: Client
+) -> None:
+    await client.upload("mid.bin", payload(24 * MiB, seed=5))
+    async with Client(f"127.0.0.1:{gateway.port}", stream_timeout=1.0) as slow:
+        stream = slow.download("mid.bin")
+        first = await anext(stream)
+        assert first
+        await asyncio.sleep(1.5)  # past the deadline, long before the end
+        with pytest.raises(BlobgateError) as caught:
+            async for _ in stream:
+                pass
+    assert caught.value.code == Code.DEADLINE_EXCEEDED
+
+
+async def test_list_pages(client: Client) -> None:
+    keys = [f"many/{i:02d}.txt" for i in range(7)]
+    for key in keys:
+        await client.upload(key, key.encode())
+    await client.upload("other.txt", b"x")
+
+    page = await client.list_page("many/", page_size=3)
+    assert [o.key for o in page.objects] == keys[:3]
+    assert page.next_page_token
+    page = await client.list_page("many/", page_size=3, page_token=page.next_page_token)
+    assert [o.key for o in page.objects] == keys[3:6]
+
+    listed = [o async for o in client.list("many/", page_size=3)]
+    assert [o.key for o in listed] == keys
+    assert all(o.size == len(o.key) for o in listed)
+    assert len([o async for o in client.list()]) == 8
+
+
+async def test_list_common_prefixes(client: Client) -> None:
+    for key in ["d/a/1", "d/a/2", "d/b/1", "d/top"]:
+        await client.upload(key, b"x")
+    page = await client.list_page("d/", delimiter="/")
+    assert page.common_prefixes == ["d/a/", "d/b/"]
+    assert [o.key for o in page.objects] == ["d/top"]
+    assert page.next_page_token == ""
+
+
+async def test_presign_get_url_works(client: Client) -> None:
+    await client.upload("shared.txt", b"hello over http")
+    before = datetime.now(UTC)
+    presigned = await client.presign("shared.txt", expires_in=120)
+    assert presigned.method == "GET"
+    assert presigned.url.startswith("http")
+    assert "shared.txt" in presigned.url
+    assert presigned.expires_at is not None
+    assert before + timedelta(seconds=100) < presigned.expires_at
+    assert presigned.expires_at < before + timedelta(seconds=200)
+
+    def fetch() -> bytes:
+        with urllib.request.urlopen(presigned.url, timeout=10) as response:
+            body: bytes = response.read()
+            return body
+
+    assert await asyncio.to_thread(fetch) == b"hello over http"
+
+
+async def test_presign_put_and_bad_expiry(client: Client) -> None:
+    presigned = await client.presign("up.txt", method="PUT", content_type="text/plain")
+    assert presigned.method == "PUT"
+    assert presigned.url.startswith("http")
+    with pytest.raises(BlobgateError) as caught:
+        await client.presign("up.txt", expires_in=8 * 24 * 3600)
+    assert caught.value.code == Code.INVALID_ARGUMENT
+
+
+async def test_delete(client: Client) -> None:
+    info = await client.upload("gone.txt", b"bye")
+    with pytest.raises(BlobgateError) as caught:
+        await client.delete("gone.txt", if_match="wrong-etag")
+    assert caught.value.code == Code.FAILED_PRECONDITION
+    await client.delete("gone.txt", if_match=info.etag)
+    with pytest.raises(BlobgateError) as caught:
+        await client.stat("gone.txt")
+    assert caught.value.code == Code.NOT_FOUND
+    await client.delete("gone.txt")  # missing is fine
+
+
+async def test_bucket_outside_allowed_set_is_permission_denied(client: Client) -> None:
+    other = "not-an-allowed-bucket"
+    calls = [
+        client.stat("k", bucket=other),
+        client.upload("k", b"x", bucket=other),
+        # Refused after the spec while the client still has megabytes to send.
+        client.upload("k", payload(12 * MiB), bucket=other),
+        client.delete("k", bucket=other),
+        client.list_page(bucket=other),
+        read_all(client, "k", bucket=other),
+    ]
+    for call in calls:
+        with pytest.raises(BlobgateError) as caught:
+            await call
+        assert caught.value.code == Code.PERMISSION_DENIED
+        assert not isinstance(caught.value, grpc.aio.AioRpcError)
+        assert isinstance(caught.value.__cause__, grpc.aio.AioRpcError)
+
+
+async def test_unreachable_server_is_unavailable() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with Client(f"127.0.0.1:{port}", timeout=5) as c:
+        with pytest.raises(BlobgateError) as caught:
+            await c.stat("k")
+    assert caught.value.code == Code.UNAVAILABLE
+    assert str(caught.value).startswith("UNAVAILABLE: ")
+
+
+async def test_closed_client_raises_blobgate_error(gateway: Gateway) -> None:
+    c = Client(f"127.0.0.1:{gateway.port}")
+    await c.close()
+    with pytest.raises(BlobgateError):
+        await c.stat("k")
+
+
+async def test_unsupported_source_type(gateway: Gateway) -> None:
+    async with Client(f"127.0.0.1:{gateway.port}") as c:
+        with pytest.raises(TypeError, match="cannot upload int"):
+            await c.upload("k", 42)  # type: ignore[arg-type]
