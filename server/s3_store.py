@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
@@ -219,14 +220,14 @@ class _EmptyReader:
 
 
 class _PartUploader:
-    """Uploads parts with at most ``in_flight`` at once. ``submit`` waits for
-    a free slot, which is what stops the caller from reading more of the
-    stream: the backpressure that bounds memory."""
+    """One multipart upload's parts, at most ``in_flight`` uploading at once.
+    ``submit`` waits for a free slot, which is what stops the caller from
+    reading more of its stream: the backpressure that bounds memory."""
 
     def __init__(self, client: S3Client, ref: ObjectRef, upload_id: str, in_flight: int) -> None:
         self._client = client
         self._ref = ref
-        self._upload_id = upload_id
+        self.upload_id = upload_id
         self._slots = asyncio.Semaphore(in_flight)
         self._tasks: list[asyncio.Task[dict[str, Any]]] = []
         self.size = 0
@@ -236,26 +237,28 @@ class _PartUploader:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 
-    async def submit(self, data: bytes | bytearray) -> None:
+    async def submit(self, part: io.BytesIO) -> None:
         self._raise_if_failed()
         await self._slots.acquire()
         self._raise_if_failed()
-        self.size += len(data)
+        self.size += part.tell()
+        part.seek(0)
         number = len(self._tasks) + 1
-        self._tasks.append(asyncio.create_task(self._upload(number, data)))
+        self._tasks.append(asyncio.create_task(self._upload(number, part)))
 
-    async def _upload(self, number: int, data: bytes | bytearray) -> dict[str, Any]:
+    async def _upload(self, number: int, part: io.BytesIO) -> dict[str, Any]:
         try:
             with _s3_errors(self._ref):
                 response = await self._client.upload_part(
                     Bucket=self._ref.bucket,
                     Key=self._ref.key,
-                    UploadId=self._upload_id,
+                    UploadId=self.upload_id,
                     PartNumber=number,
-                    Body=data,  # type: ignore[arg-type]  # botocore sends a bytearray as is: no copy
+                    Body=part,
                 )
             return {"PartNumber": number, "ETag": response["ETag"]}
         finally:
+            part.close()
             self._slots.release()
 
     async def finish(self) -> list[dict[str, Any]]:
@@ -394,32 +397,56 @@ class S3Store:
     ) -> ObjectInfo:
         if options.if_none_match or options.if_match:
             await self._check_preconditions(ref, options)
-        chunks = aiter(body)
-        buffer = bytearray()
-        async for chunk in chunks:
-            buffer += chunk
-            if len(buffer) >= self._part_size:
-                return await self._put_multipart(ref, buffer, chunks, options, checksums)
-        sums = checksums()
+        # Bytes collect in a BytesIO (aiohttp sends one in small writes, where
+        # a large bytes body would be copied whole into the socket buffer).
+        # The first full part starts a multipart upload; an object that never
+        # fills one goes up with a single PutObject.
+        part = io.BytesIO()
+        uploader: _PartUploader | None = None
+        try:
+            async for chunk in body:
+                view = memoryview(chunk)
+                while view:
+                    room = self._part_size - part.tell()
+                    part.write(view[:room])
+                    view = view[room:]
+                    if part.tell() == self._part_size:
+                        if uploader is None:
+                            uploader = await self._create_multipart(ref, options)
+                        await uploader.submit(part)
+                        part = io.BytesIO()
+            sums = checksums()
+            if uploader is None:
+                return await self._put_single(ref, part, options, sums)
+            if part.tell():
+                await uploader.submit(part)
+            etag = await self._complete(ref, uploader, options)
+        except BaseException:
+            if uploader is not None:
+                await uploader.cancel()
+                await asyncio.shield(self._abort(ref, uploader.upload_id))
+            raise
+        if options.known.sha256 is None:
+            etag = await self._store_checksums(ref, options, sums, etag, uploader.size)
+        return await self._committed(ref, options, sums, uploader.size, etag)
+
+    async def _put_single(
+        self, ref: ObjectRef, part: io.BytesIO, options: PutOptions, sums: ContentChecksums
+    ) -> ObjectInfo:
+        size = part.tell()
+        part.seek(0)
         with _s3_errors(ref):
             response = await self.client.put_object(
                 Bucket=ref.bucket,
                 Key=ref.key,
-                Body=buffer,  # type: ignore[arg-type]  # as in upload_part
+                Body=part,
                 ContentType=options.content_type,
                 Metadata=_stored_metadata(options, sums),
                 **self._conditions(options),  # type: ignore[arg-type]
             )
-        return await self._committed(ref, options, sums, len(buffer), response["ETag"])
+        return await self._committed(ref, options, sums, size, response["ETag"])
 
-    async def _put_multipart(
-        self,
-        ref: ObjectRef,
-        buffer: bytearray,
-        chunks: AsyncIterator[bytes],
-        options: PutOptions,
-        checksums: Callable[[], ContentChecksums],
-    ) -> ObjectInfo:
+    async def _create_multipart(self, ref: ObjectRef, options: PutOptions) -> _PartUploader:
         with _s3_errors(ref):
             created = await self.client.create_multipart_upload(
                 Bucket=ref.bucket,
@@ -427,44 +454,22 @@ class S3Store:
                 ContentType=options.content_type,
                 Metadata=_stored_metadata(options, options.known),
             )
-        upload_id = created["UploadId"]
-        uploader = _PartUploader(self.client, ref, upload_id, self._settings.parts_in_flight)
-        try:
-            while True:
-                while len(buffer) >= self._part_size:
-                    if len(buffer) == self._part_size:
-                        part, buffer = buffer, bytearray()
-                    else:
-                        part = buffer[: self._part_size]
-                        del buffer[: self._part_size]
-                    await uploader.submit(part)
-                try:
-                    buffer += await anext(chunks)
-                except StopAsyncIteration:
-                    break
-            if buffer or not uploader.size:
-                await uploader.submit(buffer)
-            parts = await uploader.finish()
-            sums = checksums()
-            if options.if_match:
-                # Not every S3-compatible store honours If-Match on completion.
-                await self._check_preconditions(ref, options)
-            with _s3_errors(ref):
-                response = await self.client.complete_multipart_upload(
-                    Bucket=ref.bucket,
-                    Key=ref.key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-                    **self._conditions(options),  # type: ignore[arg-type]
-                )
-        except BaseException:
-            await uploader.cancel()
-            await asyncio.shield(self._abort(ref, upload_id))
-            raise
-        etag = response["ETag"]
-        if options.known.sha256 is None:
-            etag = await self._store_checksums(ref, options, sums, etag, uploader.size)
-        return await self._committed(ref, options, sums, uploader.size, etag)
+        return _PartUploader(self.client, ref, created["UploadId"], self._settings.parts_in_flight)
+
+    async def _complete(self, ref: ObjectRef, uploader: _PartUploader, options: PutOptions) -> str:
+        parts = await uploader.finish()
+        if options.if_match:
+            # Not every S3-compatible store honours If-Match on completion.
+            await self._check_preconditions(ref, options)
+        with _s3_errors(ref):
+            response = await self.client.complete_multipart_upload(
+                Bucket=ref.bucket,
+                Key=ref.key,
+                UploadId=uploader.upload_id,
+                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                **self._conditions(options),  # type: ignore[arg-type]
+            )
+        return response["ETag"]
 
     async def _abort(self, ref: ObjectRef, upload_id: str) -> None:
         try:

@@ -49,7 +49,7 @@ async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
     code = CODES.get(type(exc)) if isinstance(exc, BlobgateError) else None
     if code is not None and isinstance(exc, BlobgateError):
         if code is grpc.StatusCode.UNAVAILABLE:
-            log.warning("%s: %s", method, exc.message)
+            log.warning("%s: %s (cause: %r)", method, exc.message, exc.__cause__)
         await context.abort(code, exc.message)
     request_id = uuid.uuid4().hex[:16]
     log.error("%s failed (request id %s)", method, request_id, exc_info=exc)

@@ -4,7 +4,9 @@ moto server without seeing each other's objects."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -71,7 +73,17 @@ def gateway_settings(moto_endpoint: str, bucket: str, **overrides: Any) -> Setti
 async def gateway(moto_endpoint: str, bucket: str) -> AsyncIterator[Gateway]:
     gw = await start_gateway(gateway_settings(moto_endpoint, bucket))
     yield gw
-    await gw.stop(grace=1.0)
+    await stop_gateway(gw)
+
+
+async def stop_gateway(gw: Gateway, grace: float = 1.0) -> None:
+    """Stop a test gateway; if that hangs, show every task's stack and fail."""
+    try:
+        await asyncio.wait_for(gw.stop(grace=grace), grace + 20)
+    except TimeoutError:
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+        raise
 
 
 @pytest.fixture
