@@ -17,11 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from blobgate.v1 import storage_pb2_grpc
 from server.errors import BlobgateError
 from server.health import SERVICE_NAME, S3HealthProbe
 from server.s3_store import S3Store
-from server.service import StorageServicer
+from server.service import StorageServicer, add_to_server
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +48,7 @@ class Gateway:
         seconds (default: the shutdown_grace setting), then close S3."""
         grace = self.settings.shutdown_grace if grace is None else grace
         await self.health.enter_graceful_shutdown()
+        self.probe.stop()  # ends the loop even if the cancellation below is lost
         self._probe_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._probe_task
@@ -63,6 +63,10 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", size),
         # A second instance on the same port must fail, not share it silently.
         ("grpc.so_reuseport", 0),
+        # BDP probing grows the receive window far past what an upload that is
+        # waiting for S3 consumes, and gRPC buffers that data: measured, it
+        # cost ~50 MiB of peak RSS per 256 MiB upload, at no loopback speed gain.
+        ("grpc.http2.bdp_probe", 0),
     ]
 
 
@@ -82,9 +86,7 @@ async def start_gateway(
             await store.check()
 
         server = grpc.aio.server(options=_server_options(settings))
-        storage_pb2_grpc.add_StorageServiceServicer_to_server(
-            StorageServicer(store, settings), server
-        )
+        add_to_server(StorageServicer(store, settings), server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         reflection.enable_server_reflection(

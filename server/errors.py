@@ -24,6 +24,10 @@ class NotFound(BlobgateError):
     """No such key, or an allowed bucket that does not exist."""
 
 
+class BucketNotFound(NotFound):
+    """An allowed bucket that does not exist in S3."""
+
+
 class PermissionDenied(BlobgateError):
     """The bucket is not in the allowed set, or S3 refused the gateway."""
 

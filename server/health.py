@@ -4,6 +4,7 @@ service's overall status and the StorageService's status together."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -31,6 +32,7 @@ class S3HealthProbe:
         self._interval = interval
         self._timeout = max(2.0, interval)
         self.serving: bool | None = None
+        self._stopped = asyncio.Event()
 
     async def publish(self, serving: bool) -> None:
         status = SERVING if serving else NOT_SERVING
@@ -47,7 +49,10 @@ class S3HealthProbe:
 
     async def check_once(self) -> bool:
         try:
-            await asyncio.wait_for(self._probe(), self._timeout)
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation
+            # that arrives as the probe finishes, and stop() would wait forever.
+            async with asyncio.timeout(self._timeout):
+                await self._probe()
         except (BlobgateError, TimeoutError) as exc:
             log.debug("S3 probe failed: %s", exc)
             serving = False
@@ -61,6 +66,13 @@ class S3HealthProbe:
         return serving
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.check_once()
+        """Probe every interval until stop()."""
+        while not self._stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._stopped.wait()
+            if not self._stopped.is_set():
+                await self.check_once()
+
+    def stop(self) -> None:
+        self._stopped.set()

@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from server.errors import (
     BlobgateError,
+    BucketNotFound,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -75,7 +76,7 @@ def _translate(exc: Exception, ref: ObjectRef | None, bucket: str) -> BlobgateEr
         code = str(error.get("Code", ""))
         message = str(error.get("Message", "")) or code
         if code == "NoSuchBucket":
-            return NotFound(f"bucket {bucket!r} does not exist in S3")
+            return BucketNotFound(f"bucket {bucket!r} does not exist in S3")
         if code == "NoSuchUpload":
             return Unavailable(f"S3 lost the multipart upload for {where}; try again")
         if code in _NOT_FOUND:
@@ -181,7 +182,7 @@ class S3Reader:
         self._remaining = limit  # -1: no limit beyond the requested range
         self._ref = ref
 
-    async def chunks(self, size: int) -> AsyncIterator[bytes]:
+    async def chunks(self, size: int) -> AsyncIterator[list[bytes]]:
         while self._remaining != 0:
             want = size if self._remaining < 0 else min(size, self._remaining)
             pieces: list[bytes] = []
@@ -197,7 +198,7 @@ class S3Reader:
                 return
             if self._remaining > 0:
                 self._remaining -= got
-            yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            yield pieces
             if got < want:
                 return
 
@@ -211,9 +212,9 @@ class _EmptyReader:
     def __init__(self, info: ObjectInfo) -> None:
         self.info = info
 
-    async def chunks(self, size: int) -> AsyncIterator[bytes]:
+    async def chunks(self, size: int) -> AsyncIterator[list[bytes]]:
         return
-        yield b""  # pragma: no cover - makes this an async generator
+        yield []  # pragma: no cover - makes this an async generator
 
     async def close(self) -> None:
         return None
@@ -540,11 +541,11 @@ class S3Store:
         try:
             with _s3_errors(ref):
                 await self.client.delete_object(Bucket=ref.bucket, Key=ref.key, **kwargs)
+        except BucketNotFound:
+            raise
         except NotFound as exc:
-            if if_match:
-                raise FailedPrecondition(f"if_match: there is no object {ref.key!r}") from exc
-            if "bucket" in exc.message:
-                raise
+            # Gone since the check above; S3 reports that only under if_match.
+            raise FailedPrecondition(f"if_match: there is no object {ref.key!r}") from exc
 
     # --- reads -------------------------------------------------------------
 

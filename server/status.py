@@ -45,8 +45,16 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
+def code_for(exc: BaseException) -> grpc.StatusCode | None:
+    """The documented status of a service error; None for anything else."""
+    for cls in type(exc).__mro__:
+        if cls in CODES:
+            return CODES[cls]
+    return None
+
+
 async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
-    code = CODES.get(type(exc)) if isinstance(exc, BlobgateError) else None
+    code = code_for(exc)
     if code is not None and isinstance(exc, BlobgateError):
         if code is grpc.StatusCode.UNAVAILABLE:
             log.warning("%s: %s (cause: %r)", method, exc.message, exc.__cause__)

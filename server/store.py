@@ -69,8 +69,10 @@ class ObjectReader(Protocol):
 
     info: ObjectInfo
 
-    def chunks(self, size: int) -> AsyncIterator[bytes]:
-        """Yield the selected bytes in chunks of at most ``size`` bytes."""
+    def chunks(self, size: int) -> AsyncIterator[list[bytes]]:
+        """Yield the selected bytes in chunks of at most ``size`` bytes, each
+        as the pieces the backend delivered (joining them is left to the
+        caller, which can do it while encoding: one copy instead of two)."""
         ...
 
     async def close(self) -> None:
