@@ -33,6 +33,15 @@ MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 _METHODS = {"GET": storage_pb2.HTTP_METHOD_GET, "PUT": storage_pb2.HTTP_METHOD_PUT}
 
 
+# Initial metadata by which the server accepts an upload's spec (see Upload
+# in protos/blobgate/v1/storage.proto).
+UPLOAD_ACCEPTED_KEY = "blobgate-upload"
+
+
+class _Refused(Exception):
+    """The server ended an upload without accepting its spec."""
+
+
 class DownloadStream:
     """An open download: ``info`` describes the object, iterating yields its
     bytes. When the whole object is read and the server knows its sha256, the
@@ -176,6 +185,13 @@ class Client:
         with translate_errors():
             try:
                 await call.write(storage_pb2.UploadRequest(spec=spec))
+                # Wait for the server to accept the spec before writing data: a
+                # refused spec then ends the call with no write in flight (a
+                # grpc.aio write that races the server's status replaces that
+                # status with INTERNAL: grpc/grpc#36066).
+                metadata = await call.initial_metadata()
+                if dict(metadata or ()).get(UPLOAD_ACCEPTED_KEY) != "accepted":
+                    raise _Refused
                 async for chunk in prepared.chunks:
                     if call.done():
                         # The server ended the call early; awaiting it below says why.
@@ -183,6 +199,8 @@ class Client:
                     await call.write(storage_pb2.UploadRequest(data=chunk))
                 else:
                     await call.done_writing()
+            except _Refused:
+                pass  # the call is ending: awaiting it below gives the server's status
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 # A write found the call over; its status is the error to report.
                 if not call.done():

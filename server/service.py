@@ -34,6 +34,7 @@ pb = storage_pb2
 Context = ServicerContext[object, object]
 
 DOWNLOAD_CHUNK = 1024 * 1024
+UPLOAD_ACCEPTED_KEY = "blobgate-upload"
 MAX_PAGE_SIZE = 1000
 DEFAULT_EXPIRY = timedelta(minutes=15)
 MIN_EXPIRY = timedelta(seconds=1)
@@ -124,7 +125,13 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     async def Upload(
         self, request_iterator: AsyncIterable[storage_pb2.UploadRequest], context: Context
     ) -> storage_pb2.UploadResponse:
-        stream = UploadStream(request_iterator, self._max_size)
+        # Initial metadata tells the client that the spec was accepted, once
+        # the store starts reading data: see Upload in the proto.
+        stream = UploadStream(
+            request_iterator,
+            self._max_size,
+            lambda: context.send_initial_metadata(((UPLOAD_ACCEPTED_KEY, "accepted"),)),
+        )
         spec = await stream.read_spec()
         ref = self._buckets.ref(spec.bucket, spec.key)
         if spec.if_none_match and spec.if_match:

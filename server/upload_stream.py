@@ -5,7 +5,7 @@ what the client declared, raising before the store can commit."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 
 import google_crc32c
 
@@ -17,8 +17,14 @@ from server.store import ContentChecksums
 class UploadStream:
     """Wraps the request iterator of one Upload call."""
 
-    def __init__(self, requests: AsyncIterable[storage_pb2.UploadRequest], max_size: int) -> None:
+    def __init__(
+        self,
+        requests: AsyncIterable[storage_pb2.UploadRequest],
+        max_size: int,
+        on_accepted: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._requests = aiter(requests)
+        self._on_accepted = on_accepted
         self._max_size = max_size
         self._sha256 = hashlib.sha256()
         self._crc32c = google_crc32c.Checksum()
@@ -48,8 +54,11 @@ class UploadStream:
         return self.spec
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Yield the data; on the stream's end, verify size and checksums."""
+        """Yield the data; on the stream's end, verify size and checksums.
+        ``on_accepted`` runs first: the consumer has accepted the spec."""
         declared = self.spec.size if self.spec.HasField("size") else None
+        if self._on_accepted is not None:
+            await self._on_accepted()
         async for request in self._requests:
             if request.WhichOneof("message") != "data":
                 raise InvalidArgument("UploadSpec sent twice: only the first message is a spec")

@@ -3,11 +3,18 @@ Download's hand-encoded data messages equal to what protobuf would write."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 
 from blobgate.v1 import storage_pb2 as pb
-from server.service import StorageServicer, add_to_server, encoded_data_message
+from server.service import (
+    UPLOAD_ACCEPTED_KEY,
+    StorageServicer,
+    add_to_server,
+    encoded_data_message,
+)
 
 
 @pytest.mark.parametrize(
@@ -43,3 +50,24 @@ def test_every_rpc_is_registered_with_its_streaming_kind() -> None:
         handler = server.registered[method.name]
         assert handler.request_streaming == method.client_streaming, method.name
         assert handler.response_streaming == method.server_streaming, method.name
+
+
+async def test_upload_accepts_a_good_spec_in_initial_metadata(stub: Any) -> None:
+    call = stub.Upload(timeout=20)
+    await call.write(pb.UploadRequest(spec=pb.UploadSpec(key="accepted.txt")))
+    metadata = dict(await call.initial_metadata())
+    assert metadata.get(UPLOAD_ACCEPTED_KEY) == "accepted"
+    await call.write(pb.UploadRequest(data=b"abc"))
+    await call.done_writing()
+    assert (await call).object.size == 3
+
+
+async def test_upload_refusing_a_spec_sends_no_acceptance(stub: Any) -> None:
+    call = stub.Upload(timeout=20)
+    await call.write(pb.UploadRequest(spec=pb.UploadSpec(key="/leading-slash")))
+    metadata = dict(await call.initial_metadata() or ())
+    assert UPLOAD_ACCEPTED_KEY not in metadata
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "leading slash" in (refused.value.details() or "")

@@ -80,7 +80,12 @@ class StorageServiceServicer:
     def Upload(self, request_iterator, context):
         """Upload streams one object in: an UploadSpec first, then data messages.
         The object is committed atomically once the stream ended and every check
-        passed; on any failure nothing is committed.
+        passed; on any failure nothing is committed. Once the server has accepted
+        the spec and starts reading data it sends initial metadata with
+        "blobgate-upload: accepted". A client may wait for that entry before
+        sending data: a spec the server refuses (bad key or bucket, failed
+        precondition, declared size over the limit) then ends the call before any
+        data is written, and its status cannot race a write.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
