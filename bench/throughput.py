@@ -185,9 +185,10 @@ class Transfers:
         call = self.stub.Download(pb.DownloadRequest(key=key), timeout=self.timeout)
         async for message in call:
             if message.WhichOneof("message") == "data":
-                if len(message.data) > MiB:
+                data = message.data  # each access copies the field: read it once
+                if len(data) > MiB:
                     self.notes.append(f"Download {key}: a data message above 1 MiB")
-                offset = check(key, expect, offset, message.data)
+                offset = check(key, expect, offset, data)
             elif offset:
                 self.notes.append(f"Download {key}: an Object message after data")
         check_end(key, expect, offset)

@@ -67,6 +67,7 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
         # waiting for S3 consumes, and gRPC buffers that data: measured, it
         # cost ~50 MiB of peak RSS per 256 MiB upload, at no loopback speed gain.
         ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", 4 * 1024 * 1024),
     ]
 
 

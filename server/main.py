@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
 
 from server.app import StartupError, serve
 from server.embedded import DEV_CREDENTIALS, EmbeddedS3, EmbeddedS3Error, dev_settings
+from server.memory import tune_malloc
 from server.settings import SettingsError, load_settings
 
 log = logging.getLogger("blobgate")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_malloc(os.environ)  # before gRPC starts its threads
     try:
         settings, args = load_settings(argv)
     except SettingsError as exc:
