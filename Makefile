@@ -22,6 +22,7 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 # Regenerate the checked-in Python code from protos/ (never edit it by hand).
 protos: $(BIN)/.installed

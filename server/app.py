@@ -1,7 +1,8 @@
 """The lifecycle, in one place: build the store, start the gRPC server with
-health and reflection, probe S3; on SIGTERM or SIGINT go NOT_SERVING, stop
-accepting calls, let in-flight calls finish within the grace period, and
-close the S3 client."""
+health and reflection, probe S3, register with Consul; on SIGTERM or SIGINT go
+NOT_SERVING, deregister, wait the drain delay so callers stop picking this
+instance, stop accepting calls, let in-flight calls finish within the grace
+period, and close the S3 client."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from server.consul_registration import ConsulRegistration
 from server.errors import BlobgateError
 from server.health import SERVICE_NAME, S3HealthProbe
 from server.s3_store import S3Store
@@ -41,13 +43,20 @@ class Gateway:
     health: HealthServicer
     probe: S3HealthProbe
     store: S3Store
+    registration: ConsulRegistration | None
     _probe_task: asyncio.Task[None]
 
     async def stop(self, grace: float | None = None) -> None:
-        """Go NOT_SERVING, refuse new calls, give in-flight calls ``grace``
-        seconds (default: the shutdown_grace setting), then close S3."""
+        """Go NOT_SERVING and deregister, wait the drain delay, refuse new
+        calls, give in-flight calls ``grace`` seconds (default: the
+        shutdown_grace setting), then close S3."""
         grace = self.settings.shutdown_grace if grace is None else grace
         await self.health.enter_graceful_shutdown()
+        if self.registration is not None:
+            await self.registration.stop()
+        if self.settings.drain_delay:
+            log.info("draining: %gs before refusing new calls", self.settings.drain_delay)
+            await asyncio.sleep(self.settings.drain_delay)
         self.probe.stop()  # ends the loop even if the cancellation below is lost
         self._probe_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -109,11 +118,15 @@ async def start_gateway(
                 settings.s3_endpoint or "AWS",
             )
         await server.start()
+        registration = None
+        if settings.consul:
+            registration = ConsulRegistration(settings, port)
+            await registration.start()
     except BaseException:
         await store.close()
         raise
     task = asyncio.create_task(health_probe.run(), name="s3-health-probe")
-    return Gateway(settings, server, port, health, health_probe, store, task)
+    return Gateway(settings, server, port, health, health_probe, store, registration, task)
 
 
 async def serve(settings: Settings, *, credentials: Mapping[str, str] | None = None) -> int:

@@ -54,4 +54,6 @@ def dev_settings(settings: Settings, endpoint: str) -> Settings:
     }
     if "listen" not in settings.model_fields_set:
         update["listen"] = DEV_LISTEN
+    if "drain_delay" not in settings.model_fields_set:
+        update["drain_delay"] = 0.0  # nobody to drain from on a laptop
     return settings.model_copy(update=update)

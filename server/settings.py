@@ -17,7 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ByteSize, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    ByteSize,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -94,9 +101,47 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(
         30.0, ge=0, description="seconds in-flight calls get to finish on SIGTERM"
     )
+    drain_delay: float = Field(
+        5.0,
+        ge=0,
+        description="seconds between NOT_SERVING/deregistering and refusing calls on SIGTERM",
+    )
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
 
-    @field_validator("allowed_buckets", mode="before")
+    consul: bool = Field(False, description="register this instance with the local Consul agent")
+    consul_http_addr: str = Field(
+        "127.0.0.1:8500",
+        validation_alias=AliasChoices("consul_http_addr", "CONSUL_HTTP_ADDR"),
+        description="Consul agent address, host:port or URL (CONSUL_HTTP_ADDR)",
+    )
+    consul_http_token: str | None = Field(
+        None,
+        validation_alias=AliasChoices("consul_http_token", "CONSUL_HTTP_TOKEN"),
+        description="Consul ACL token (CONSUL_HTTP_TOKEN)",
+    )
+    consul_http_ssl: bool = Field(
+        False,
+        validation_alias=AliasChoices("consul_http_ssl", "CONSUL_HTTP_SSL"),
+        description="talk to Consul over HTTPS (CONSUL_HTTP_SSL)",
+    )
+    service_name: str = Field("blobgate", min_length=1, description="Consul service name")
+    service_tags: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated Consul service tags"
+    )
+    advertise_address: str | None = Field(
+        None,
+        description="address registered in Consul; unset: the listen host, else this host's IP",
+    )
+    advertise_port: int | None = Field(
+        None, ge=1, le=65535, description="port registered in Consul; unset: the listen port"
+    )
+    check_interval: float = Field(10.0, gt=0, description="seconds between Consul's gRPC checks")
+    check_timeout: float = Field(5.0, gt=0, description="seconds Consul waits for a gRPC check")
+    deregister_critical_after: float = Field(
+        60.0, gt=0, description="seconds critical before Consul drops the instance (Consul: >= 60)"
+    )
+
+    @field_validator("allowed_buckets", "service_tags", mode="before")
     @classmethod
     def _allowed_from_text(cls, value: object) -> object:
         return _split_commas(value)

@@ -64,6 +64,7 @@ def gateway_settings(moto_endpoint: str, bucket: str, **overrides: Any) -> Setti
         "part_size": 5 * MiB,
         "health_interval": 0.2,
         "shutdown_grace": 5.0,
+        "drain_delay": 0.0,
     }
     values.update(overrides)
     return Settings(**values)

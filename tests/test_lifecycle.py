@@ -132,6 +132,7 @@ async def test_sigterm_drains_in_flight_upload(
         "--create-buckets",
         "--part-size", "5MiB",
         "--shutdown-grace", "20",
+        "--drain-delay", "0",
     )  # fmt: skip
     processes.append(server)
     port = await server.wait_listening()

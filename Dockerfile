@@ -1,0 +1,28 @@
+# blobgate: the gRPC storage gateway. Build: docker build -t blobgate .
+# Run: docker run -p 50051:50051 -e BLOBGATE_S3_ENDPOINT=... -e AWS_ACCESS_KEY_ID=... blobgate
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY protos ./protos
+COPY server ./server
+COPY client ./client
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    BLOBGATE_LISTEN=0.0.0.0:50051
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl \
+    && rm -rf /wheels \
+    && groupadd --system --gid 10001 blobgate \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home blobgate
+USER 10001:10001
+EXPOSE 50051
+# SERVING only while S3 answers; NOT_SERVING from the start of a graceful shutdown.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
+    CMD ["blobgate-probe", "--address", "127.0.0.1:50051", "--timeout", "4"]
+# Exec form: the server is PID 1's only process and receives SIGTERM itself.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["blobgate-server"]

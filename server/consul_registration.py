@@ -1,0 +1,174 @@
+"""Registration of this instance with the local Consul agent.
+
+The service is registered with a native gRPC check on the StorageService, so
+Consul itself marks the instance critical when S3 is down (the health service
+says NOT_SERVING) or the process is gone. A background loop keeps the
+registration in place: Consul absent at start-up is retried with backoff, and
+an agent that forgot the service (restart, wipe) gets it back within one check
+interval. On shutdown the instance deregisters before it stops serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import secrets
+import socket
+import urllib.parse
+from typing import Any
+
+import aiohttp
+import consul
+import consul.aio
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+
+from server.health import SERVICE_NAME
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+API = "blobgate.v1"
+# What a Consul call can fail with when the agent is down or refuses us.
+CONSUL_ERRORS = (consul.ConsulException, aiohttp.ClientError, OSError, TimeoutError)
+REQUEST_TIMEOUT = 5.0
+
+
+def _duration(seconds: float) -> str:
+    """A Go duration string, as Consul's API takes them."""
+    return f"{seconds:g}s"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("blobgate")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def advertise_address(settings: Settings) -> str:
+    """The address other hosts reach this instance at: the setting, else the
+    listen host when it is a specific one, else this host's first non-loopback
+    IPv4 address (a container's own address), else loopback."""
+    if settings.advertise_address:
+        return settings.advertise_address
+    host = settings.listen.rpartition(":")[0].strip("[]")
+    if host not in {"0.0.0.0", "::", ""}:
+        return host
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except OSError:
+        infos = []
+    for info in infos:
+        address = str(info[4][0])
+        if not address.startswith("127."):
+            return address
+    return "127.0.0.1"
+
+
+def _agent(settings: Settings) -> tuple[str, int, str]:
+    """Host, port and scheme of the agent from CONSUL_HTTP_ADDR's forms."""
+    raw = settings.consul_http_addr
+    parsed = urllib.parse.urlsplit(raw if "//" in raw else f"//{raw}")
+    scheme = parsed.scheme or ("https" if settings.consul_http_ssl else "http")
+    default_port = 8501 if scheme == "https" else 8500
+    return parsed.hostname or "127.0.0.1", parsed.port or default_port, scheme
+
+
+class ConsulRegistration:
+    """Keeps this instance registered while it runs; deregisters on stop()."""
+
+    def __init__(self, settings: Settings, port: int) -> None:
+        self._settings = settings
+        self.address = advertise_address(settings)
+        self.port = settings.advertise_port or port
+        self.service_id = (
+            f"{settings.service_name}-{socket.gethostname()}-{self.port}-{secrets.token_hex(3)}"
+        )
+        self._client: consul.aio.Consul | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.registered = asyncio.Event()
+
+    def payload(self) -> dict[str, Any]:
+        """Arguments of agent.service.register for this instance."""
+        s = self._settings
+        check = consul.Check.grpc(
+            f"{self.address}:{self.port}/{SERVICE_NAME}",
+            _duration(s.check_interval),
+            timeout=_duration(s.check_timeout),
+            deregister=_duration(s.deregister_critical_after),
+        )
+        return {
+            "name": s.service_name,
+            "service_id": self.service_id,
+            "address": self.address,
+            "port": self.port,
+            "tags": list(s.service_tags),
+            "meta": {"version": _version(), "api": API},
+            "check": check,
+            "replace_existing_checks": True,
+        }
+
+    async def start(self) -> None:
+        host, port, scheme = _agent(self._settings)
+        self._client = consul.aio.Consul(
+            host=host,
+            port=port,
+            scheme=scheme,
+            token=self._settings.consul_http_token,
+            verify=scheme == "https",
+        )
+        self._task = asyncio.create_task(self._keep_registered(), name="consul-registration")
+
+    async def _ensure_registered(self) -> None:
+        assert self._client is not None
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            services = await self._client.agent.services()
+        if self.service_id in services:
+            return
+        async with asyncio.timeout(REQUEST_TIMEOUT):
+            await self._client.agent.service.register(**self.payload())
+        log.info(
+            "registered with Consul at %s as %s (%s:%d)",
+            self._settings.consul_http_addr,
+            self.service_id,
+            self.address,
+            self.port,
+        )
+        self.registered.set()
+
+    async def _keep_registered(self) -> None:
+        """Check every interval; on failure retry with jittered exponential
+        backoff (tenacity), forever, logging each failure."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(CONSUL_ERRORS),
+            wait=wait_random_exponential(multiplier=0.5, max=30),
+            before_sleep=lambda state: log.warning(
+                "Consul at %s: %s; retrying in %.1fs",
+                self._settings.consul_http_addr,
+                state.outcome.exception() if state.outcome else "?",
+                state.next_action.sleep if state.next_action else 0,
+            ),
+        )
+        while True:
+            async for attempt in retrying:
+                with attempt:
+                    await self._ensure_registered()
+            await asyncio.sleep(self._settings.check_interval)
+
+    async def stop(self) -> None:
+        """Stop the loop and deregister (best effort, bounded in time)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._client is None:
+            return
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                await self._client.agent.service.deregister(self.service_id)
+            log.info("deregistered %s from Consul", self.service_id)
+        except CONSUL_ERRORS as exc:
+            log.warning("could not deregister %s from Consul: %s", self.service_id, exc)
+        finally:
+            await self._client.close()
+            self._client = None
