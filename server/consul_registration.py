@@ -118,6 +118,9 @@ class ConsulRegistration:
             token=self._settings.consul_http_token,
             verify=scheme == "https",
         )
+        # py-consul lets CONSUL_HTTP_TOKEN override its token argument; the
+        # settings already chose between the flag and that variable.
+        self._client.token = self._settings.consul_http_token
         self._task = asyncio.create_task(self._keep_registered(), name="consul-registration")
 
     async def _ensure_registered(self) -> None:
