@@ -3,12 +3,20 @@
 async with Client("127.0.0.1:50051") as client:
     info = await client.upload("reports/q1.csv", Path("q1.csv"))
     await client.download_to("reports/q1.csv", "copy.csv")
+
+``Client("consul://blobgate")`` spreads the calls over the passing instances
+of the Consul service ``blobgate`` (agent: ``$CONSUL_HTTP_ADDR``).
 """
+
+import logging
 
 from client.client import Client, DownloadStream
 from client.errors import BlobgateError
 from client.models import ListPage, ObjectInfo, PresignedURL
 from client.sources import UploadSource
+
+# A library logs; the application decides where that goes (nowhere by default).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "BlobgateError",

@@ -6,8 +6,11 @@
     blobgate --json stat reports/q1.csv
 
 The server is ``--server`` host:port, else ``$BLOBGATE_SERVER``, else
-127.0.0.1:50051; ``--bucket`` empty means the server's default. The global
-options may come before or after the subcommand. ``--json`` prints machine
+127.0.0.1:50051; ``consul://NAME`` (or ``consul://NAME?tag=TAG``) spreads the
+calls over the passing instances of that Consul service, found through the
+agent at ``$CONSUL_HTTP_ADDR`` (default 127.0.0.1:8500) with
+``$CONSUL_HTTP_TOKEN``. ``--bucket`` empty means the server's default. The
+global options may come before or after the subcommand. ``--json`` prints machine
 output: one JSON object for put, get, stat and presign, one JSON object per
 line for ls (a common prefix is ``{"prefix": ...}``).
 
@@ -258,8 +261,9 @@ def _add_global_options(parser: argparse.ArgumentParser, *, subcommand: bool) ->
     group.add_argument(
         "--server",
         default=default(None),
-        metavar="HOST:PORT",
-        help=f"gateway address (default: $BLOBGATE_SERVER, else {DEFAULT_SERVER})",
+        metavar="ADDRESS",
+        help="gateway HOST:PORT, or consul://SERVICE[?tag=TAG] for the passing instances "
+        f"of a Consul service (default: $BLOBGATE_SERVER, else {DEFAULT_SERVER})",
     )
     group.add_argument(
         "--bucket", default=default(""), help="bucket (default: the server's default bucket)"
@@ -335,7 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _run(args: argparse.Namespace) -> None:
     server = args.server or os.environ.get("BLOBGATE_SERVER") or DEFAULT_SERVER
-    async with Client(server, timeout=args.timeout) as client:
+    try:
+        client = Client(server, timeout=args.timeout)
+    except ValueError as exc:
+        raise _UsageError(f"--server: {exc}") from None
+    async with client:
         await args.handler(client, args)
 
 

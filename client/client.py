@@ -1,9 +1,13 @@
 """The asyncio client of the blobgate StorageService.
 
-One ``Client`` owns one gRPC channel; every public method translates gRPC
-failures into ``BlobgateError`` (``client.errors``), including those raised
-while a download is iterated. Unary calls share ``_unary``, the place for
-retries later; the channel is built in one place, the place for discovery.
+A ``Client`` talks to one server (``host:port``: one channel) or to the
+passing instances of a Consul service (``consul://NAME``: one channel per
+instance, calls spread round-robin, the set followed by ``client.discovery``).
+Idempotent calls (stat, list, presign, delete, and a download until its first
+bytes reach the caller) are retried on UNAVAILABLE, on another instance when
+there is one; uploads are not. Every public method translates gRPC failures
+into ``BlobgateError`` (``client.errors``), including those raised while a
+download is iterated.
 """
 
 from __future__ import annotations
@@ -11,24 +15,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import mimetypes
 import os
 import secrets
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Literal, Self
+from typing import Any, BinaryIO, Literal, Self, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
 
-from blobgate.v1 import storage_pb2, storage_pb2_grpc
+from blobgate.v1 import storage_pb2
+from client.backoff import Backoff
+from client.discovery import ConsulConfig, ConsulTarget, ConsulWatcher, Instance
 from client.errors import BlobgateError, translate_errors
 from client.models import ListPage, ObjectInfo, PresignedURL
+from client.pool import Endpoint, Pool
 from client.sources import UploadSource, prepare_source
 
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
 MAX_MESSAGE_SIZE = 8 * 1024 * 1024
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
+]
+# Pauses between attempts of an idempotent call: about 0.1, 0.2, 0.4 s.
+RETRY_BACKOFF = Backoff(0.1, 2.0)
+# How long a call waits for Consul's first answer (at most its own deadline).
+RESOLVE_WAIT = 10.0
 
 _METHODS = {"GET": storage_pb2.HTTP_METHOD_GET, "PUT": storage_pb2.HTTP_METHOD_PUT}
 
@@ -42,29 +64,85 @@ class _Refused(Exception):
     """The server ended an upload without accepting its spec."""
 
 
+@dataclass
+class _Budget:
+    """What the attempts of one call may still use."""
+
+    attempts: int
+    deadline: float | None  # time.monotonic() value
+    tried: set[str] = field(default_factory=set)  # addresses that failed
+    failures: int = 0
+
+    def remaining(self) -> float | None:
+        """Seconds left until the deadline (None: no deadline)."""
+        return None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
+
+
+@dataclass
+class _Opened:
+    """A download call whose first message (the object) has arrived."""
+
+    call: Any
+    info: ObjectInfo
+    endpoint: Endpoint | None = None
+
+
 class DownloadStream:
     """An open download: ``info`` describes the object, iterating yields its
     bytes. When the whole object is read and the server knows its sha256, the
     end of the iteration checks it (DATA_LOSS on a mismatch). Close it (or use
-    ``async with``) to cancel a download that is not read to the end."""
+    ``async with``) to cancel a download that is not read to the end.
 
-    def __init__(self, call: Any, info: ObjectInfo, *, whole: bool) -> None:
+    If the instance fails (UNAVAILABLE) before any bytes were yielded, the
+    download starts again on another instance, pinned to ``info.etag``. A
+    whole object whose bytes all arrived and match the stored sha256 is
+    complete even if the connection drops before the server's final status.
+    """
+
+    def __init__(
+        self,
+        call: Any,
+        info: ObjectInfo,
+        *,
+        whole: bool,
+        opener: _DownloadOpener | None = None,
+        endpoint: Endpoint | None = None,
+    ) -> None:
         self._call = call
         self.info = info
         self._digest = hashlib.sha256() if whole else None
         self._received = 0
+        self._yielded = False
         self._finished = False
+        self._opener = opener
+        self._endpoint = endpoint
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> bytes:
-        if self._finished:
-            raise StopAsyncIteration
-        with translate_errors():
-            message = await self._call.read()
+        while True:
+            if self._finished:
+                raise StopAsyncIteration
+            try:
+                with translate_errors():
+                    message = await self._call.read()
+            except BlobgateError as exc:
+                if self._complete_despite(exc):
+                    message = grpc.aio.EOF
+                elif not self._yielded and self._opener is not None:
+                    await self._reopen(exc)
+                    continue
+                else:
+                    self._release()
+                    raise
+            except BaseException:
+                self._release()
+                raise
+            break
         if message is grpc.aio.EOF:
             self._finished = True
+            self._release()
             self._verify()
             raise StopAsyncIteration
         if message.WhichOneof("message") != "data":
@@ -72,9 +150,38 @@ class DownloadStream:
             raise BlobgateError(grpc.StatusCode.INTERNAL, "server sent a second object message")
         data: bytes = message.data
         self._received += len(data)
+        self._yielded = True
         if self._digest is not None:
             self._digest.update(data)
         return data
+
+    def _complete_despite(self, exc: BlobgateError) -> bool:
+        return (
+            exc.code == grpc.StatusCode.UNAVAILABLE
+            and self._digest is not None
+            and self.info.sha256 is not None
+            and self._received == self.info.size
+            and self._digest.digest() == self.info.sha256
+        )
+
+    async def _reopen(self, exc: BlobgateError) -> None:
+        """Start again elsewhere, or raise ``exc`` if no retry is left."""
+        assert self._opener is not None
+        failed = self._endpoint
+        self._call.cancel()
+        self._release()
+        try:
+            opened = await self._opener.reopen(exc, failed, self.info.etag)
+        except BaseException:
+            self._finished = True
+            raise
+        self._call, self._endpoint = opened.call, opened.endpoint
+
+    def _release(self) -> None:
+        """Tell the pool that this call no longer uses its instance (once)."""
+        endpoint, self._endpoint = self._endpoint, None
+        if endpoint is not None and self._opener is not None:
+            self._opener.client._pool.release(endpoint)
 
     def _verify(self) -> None:
         if self._digest is None:
@@ -96,6 +203,7 @@ class DownloadStream:
         """Cancel the call unless it already ended; safe to call more than once."""
         self._finished = True
         self._call.cancel()
+        self._release()
 
     async def __aenter__(self) -> Self:
         return self
@@ -105,12 +213,18 @@ class DownloadStream:
 
 
 class Client:
-    """A connection to one blobgate server, e.g. ``Client("127.0.0.1:50051")``.
+    """A connection to blobgate: ``Client("127.0.0.1:50051")`` for one
+    server, ``Client("consul://blobgate")`` (or ``consul://NAME?tag=TAG``)
+    for the passing instances of a Consul service.
 
     ``timeout`` is the deadline in seconds of each unary call (stat, list,
-    presign, delete); ``stream_timeout`` that of each upload and download,
-    None by default since big objects take as long as they take. An empty
-    ``bucket`` means the server's default bucket.
+    presign, delete), retries included; ``stream_timeout`` that of each
+    upload and download, None by default since big objects take as long as
+    they take. ``max_attempts`` bounds the tries of an idempotent call (1:
+    no retries). The Consul agent is ``consul_addr`` (host:port or URL),
+    else ``$CONSUL_HTTP_ADDR``, else 127.0.0.1:8500; its ACL token
+    ``consul_token``, else ``$CONSUL_HTTP_TOKEN``. An empty ``bucket`` means
+    the server's default bucket. Raises ValueError for a malformed target.
     """
 
     def __init__(
@@ -119,20 +233,46 @@ class Client:
         *,
         timeout: float | None = 60.0,
         stream_timeout: float | None = None,
+        max_attempts: int = 4,
+        consul_addr: str | None = None,
+        consul_token: str | None = None,
     ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
         self.target = target
         self.timeout = timeout
         self.stream_timeout = stream_timeout
-        self._channel = grpc.aio.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
-            ],
-        )
-        self._stub = storage_pb2_grpc.StorageServiceStub(self._channel)
+        self.max_attempts = max_attempts
+        service = ConsulTarget.parse(target)
+        self._watcher: ConsulWatcher | None = None
+        if service is None:
+            self._pool = Pool([target], _CHANNEL_OPTIONS)
+            return
+        self._pool = Pool([], _CHANNEL_OPTIONS)
+        config = ConsulConfig.from_environment(consul_addr, consul_token)
+        self._watcher = ConsulWatcher(service, config, self._on_instances)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # the first call starts the watch
+        self._watcher.start()
+
+    @property
+    def instances(self) -> tuple[str, ...]:
+        """The addresses new calls go to: the target itself, or the passing
+        instances Consul last reported."""
+        return self._pool.addresses
+
+    def call_counts(self) -> dict[str, int]:
+        """Attempts started per instance address since the client was created."""
+        return dict(self._pool.calls)
+
+    def _on_instances(self, instances: tuple[Instance, ...]) -> None:
+        self._pool.update(instance.address for instance in instances)
 
     async def __aenter__(self) -> Self:
+        if self._watcher is not None:
+            self._watcher.start()
         return self
 
     async def __aexit__(
@@ -144,8 +284,10 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        """Close the channel, cancelling calls still running."""
-        await self._channel.close()
+        """Stop watching Consul and close the channels, cancelling calls still running."""
+        if self._watcher is not None:
+            await self._watcher.close()
+        await self._pool.close()
 
     async def upload(
         self,
@@ -181,7 +323,25 @@ class Client:
             spec.size = declared
         if prepared.sha256 is not None:
             spec.expected.sha256 = prepared.sha256
-        call = self._stub.Upload(timeout=self.stream_timeout)
+        budget = self._budget(self.stream_timeout, attempts=1)  # a stream is not replayed
+        try:
+            endpoint = await self._acquire(budget)
+        except BaseException:
+            await _aclose(prepared.chunks)
+            raise
+        try:
+            return await self._upload(endpoint, spec, prepared.chunks, budget.remaining())
+        finally:
+            self._pool.release(endpoint)
+
+    async def _upload(
+        self,
+        endpoint: Endpoint,
+        spec: storage_pb2.UploadSpec,
+        chunks: AsyncIterator[bytes],
+        time_left: float | None,
+    ) -> ObjectInfo:
+        call = endpoint.stub.Upload(timeout=time_left)
         with translate_errors():
             try:
                 await call.write(storage_pb2.UploadRequest(spec=spec))
@@ -192,7 +352,7 @@ class Client:
                 metadata = await call.initial_metadata()
                 if dict(metadata or ()).get(UPLOAD_ACCEPTED_KEY) != "accepted":
                     raise _Refused
-                async for chunk in prepared.chunks:
+                async for chunk in chunks:
                     if call.done():
                         # The server ended the call early; awaiting it below says why.
                         break
@@ -210,7 +370,7 @@ class Client:
                 call.cancel()
                 raise
             finally:
-                await _aclose(prepared.chunks)
+                await _aclose(chunks)
             response: storage_pb2.UploadResponse = await call
         return ObjectInfo.from_proto(response.object)
 
@@ -223,20 +383,14 @@ class Client:
         request = storage_pb2.DownloadRequest(
             bucket=bucket, key=key, offset=offset, limit=limit, if_match=if_match
         )
-        call = self._stub.Download(request, timeout=self.stream_timeout)
-        try:
-            with translate_errors():
-                first = await call.read()
-        except BaseException:
-            call.cancel()
-            raise
-        if first is grpc.aio.EOF or first.WhichOneof("message") != "object":
-            call.cancel()
-            raise BlobgateError(
-                grpc.StatusCode.INTERNAL, "server did not describe the object first"
-            )
+        opener = _DownloadOpener(self, request, self._budget(self.stream_timeout))
+        opened = await opener.open()
         return DownloadStream(
-            call, ObjectInfo.from_proto(first.object), whole=offset == 0 and limit == 0
+            opened.call,
+            opened.info,
+            whole=offset == 0 and limit == 0,
+            opener=opener,
+            endpoint=opened.endpoint,
         )
 
     async def download(
@@ -287,7 +441,7 @@ class Client:
     async def stat(self, key: str, *, bucket: str = "") -> ObjectInfo:
         """Describe ``key``, with its metadata and checksums."""
         request = storage_pb2.StatRequest(bucket=bucket, key=key)
-        response: storage_pb2.StatResponse = await self._unary(self._stub.Stat, request)
+        response: storage_pb2.StatResponse = await self._unary("Stat", request)
         return ObjectInfo.from_proto(response.object)
 
     async def list_page(
@@ -308,7 +462,7 @@ class Client:
             page_size=page_size,
             page_token=page_token,
         )
-        response: storage_pb2.ListResponse = await self._unary(self._stub.List, request)
+        response: storage_pb2.ListResponse = await self._unary("List", request)
         return ListPage.from_proto(response)
 
     async def list(
@@ -347,17 +501,130 @@ class Client:
         )
         if expires_in is not None:
             request.expires_in.CopyFrom(_duration(expires_in))
-        response: storage_pb2.PresignResponse = await self._unary(self._stub.Presign, request)
+        response: storage_pb2.PresignResponse = await self._unary("Presign", request)
         return PresignedURL.from_proto(response)
 
     async def delete(self, key: str, *, bucket: str = "", if_match: str = "") -> None:
         """Remove ``key``; a missing key is not an error unless ``if_match`` is given."""
         request = storage_pb2.DeleteRequest(bucket=bucket, key=key, if_match=if_match)
-        await self._unary(self._stub.Delete, request)
+        await self._unary("Delete", request)
 
-    async def _unary(self, method: Any, request: Any) -> Any:
-        with translate_errors():
-            return await method(request, timeout=self.timeout)
+    async def _unary(self, method: str, request: Any) -> Any:
+        """Call the unary ``method`` with retries (all of them are idempotent)."""
+
+        async def attempt(endpoint: Endpoint, time_left: float | None) -> Any:
+            return await getattr(endpoint.stub, method)(request, timeout=time_left)
+
+        return await self._retrying(attempt, self._budget(self.timeout))
+
+    def _budget(self, timeout: float | None, attempts: int | None = None) -> _Budget:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return _Budget(self.max_attempts if attempts is None else attempts, deadline)
+
+    async def _acquire(self, budget: _Budget) -> Endpoint:
+        """The instance for the next attempt (one not tried yet if possible);
+        waits for Consul's first answer, within the call's deadline."""
+        if self._pool.closed:
+            raise BlobgateError(grpc.StatusCode.CANCELLED, "client is closed")
+        watcher = self._watcher
+        if watcher is not None and not watcher.resolved:
+            watcher.start()
+            remaining = budget.remaining()
+            await watcher.wait_resolved(
+                RESOLVE_WAIT if remaining is None else min(remaining, RESOLVE_WAIT)
+            )
+        endpoint = self._pool.acquire(budget.tried)
+        if endpoint is not None:
+            return endpoint
+        if watcher is None or self._pool.closed:
+            raise BlobgateError(grpc.StatusCode.CANCELLED, "client is closed")
+        if not watcher.resolved:
+            why = watcher.error or "no answer yet"
+            message = f"Consul at {watcher.agent} did not list service {watcher.target}: {why}"
+        else:
+            message = f"Consul at {watcher.agent} lists no passing instance of {watcher.target}"
+        raise BlobgateError(grpc.StatusCode.UNAVAILABLE, message)
+
+    async def _retrying(
+        self, attempt: Callable[[Endpoint, float | None], Awaitable[T]], budget: _Budget
+    ) -> T:
+        """Run ``attempt`` on an instance until it succeeds or fails for good."""
+        while True:
+            endpoint: Endpoint | None = None
+            try:
+                budget.attempts -= 1
+                endpoint = await self._acquire(budget)
+                try:
+                    with translate_errors():
+                        return await attempt(endpoint, budget.remaining())
+                finally:
+                    self._pool.release(endpoint)
+            except BlobgateError as exc:
+                await self._before_retry(budget, exc, endpoint)
+
+    async def _before_retry(
+        self, budget: _Budget, exc: BlobgateError, failed: Endpoint | None
+    ) -> None:
+        """Pause before the next attempt; raise ``exc`` if there is none:
+        not UNAVAILABLE, no attempt left, or the deadline would pass."""
+        if exc.code != grpc.StatusCode.UNAVAILABLE or budget.attempts <= 0:
+            raise exc
+        if failed is not None:
+            budget.tried.add(failed.address)
+        budget.failures += 1
+        delay = RETRY_BACKOFF.delay(budget.failures)
+        remaining = budget.remaining()
+        if remaining is not None and delay >= remaining:
+            raise exc
+        where = failed.address if failed is not None else self.target
+        log.debug("%s: %s; retrying in %.2fs", where, exc, delay)
+        await asyncio.sleep(delay)
+
+
+class _DownloadOpener:
+    """Opens a download on some instance, and again on another one when the
+    first fails before the caller got any bytes."""
+
+    def __init__(self, client: Client, request: storage_pb2.DownloadRequest, budget: _Budget):
+        self.client = client
+        self._request = request
+        self._budget = budget
+
+    async def open(self) -> _Opened:
+        return await self.client._retrying(self._attempt, self._budget)
+
+    async def _attempt(self, endpoint: Endpoint, time_left: float | None) -> _Opened:
+        call = endpoint.stub.Download(self._request, timeout=time_left)
+        try:
+            first = await call.read()
+        except BaseException:
+            call.cancel()
+            raise
+        if first is grpc.aio.EOF or first.WhichOneof("message") != "object":
+            call.cancel()
+            raise BlobgateError(
+                grpc.StatusCode.INTERNAL, "server did not describe the object first"
+            )
+        self.client._pool.hold(endpoint)  # until the stream ends
+        return _Opened(call, ObjectInfo.from_proto(first.object), endpoint)
+
+    async def reopen(self, exc: BlobgateError, failed: Endpoint | None, etag: str) -> _Opened:
+        """After ``exc`` on ``failed``: pause, then open the same version
+        (``etag``) elsewhere; raise ``exc`` if no retry is left or the object
+        changed meanwhile."""
+        await self.client._before_retry(self._budget, exc, failed)
+        pinned_here = not self._request.if_match
+        request = storage_pb2.DownloadRequest()
+        request.CopyFrom(self._request)
+        request.if_match = etag
+        self._request = request
+        try:
+            return await self.open()
+        except BlobgateError as again:
+            if pinned_here and again.code == grpc.StatusCode.FAILED_PRECONDITION:
+                # The version the caller was told of is gone: report the failure.
+                raise exc from exc.__cause__
+            raise
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
