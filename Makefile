@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint protos check-protos buf bench clean
+.PHONY: run test lint protos check-protos buf contract-release bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,10 +43,16 @@ node_modules/.installed: package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-# The contract: lint and formatting of protos/ with buf.
+# The contract: lint, formatting, and no breaking change against the last
+# released contract (contract/blobgate-v1.binpb, a buf build image).
 buf: node_modules/.installed
 	node_modules/.bin/buf lint
 	node_modules/.bin/buf format --diff --exit-code
+	node_modules/.bin/buf breaking --against contract/blobgate-v1.binpb
+
+# On a release only: make the current contract the one later changes must keep.
+contract-release: node_modules/.installed
+	node_modules/.bin/buf build -o contract/blobgate-v1.binpb
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.throughput
