@@ -224,7 +224,6 @@ async def test_server_from_environment(server: str) -> None:
     assert result.stdout == b"env"
 
 
-@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="package not installed")
 async def test_console_script(server: str) -> None:
     await cli(server, "put", "-", "script.txt", stdin=b"via script")
     result = await run_cli(

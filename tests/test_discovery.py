@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import re
-import signal
 import socket
 import sys
 import time
@@ -25,6 +23,7 @@ import grpc
 import pytest
 from conftest import gateway_settings, stop_gateway
 from consul_agent import ConsulAgent
+from server_process import ServerProcess
 
 from blobgate.v1 import storage_pb2 as pb
 from blobgate.v1 import storage_pb2_grpc
@@ -37,7 +36,6 @@ Code = grpc.StatusCode
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "blobgate"
 HEALTH_SERVICE = "blobgate.v1.StorageService"
-LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
 
 
 def free_port() -> int:
@@ -501,50 +499,6 @@ async def test_cli_with_a_consul_target(
 # --- the key test: SIGKILL one of three gateway processes under load ---------------
 
 
-class ServerProcess:
-    """A blobgate-server subprocess and what it logged."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.log: list[bytes] = []
-        self._drain: asyncio.Task[None] | None = None
-
-    @classmethod
-    async def start(cls, moto_endpoint: str, bucket: str) -> ServerProcess:
-        proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "server.main", "--listen", "127.0.0.1:0"),
-            *("--s3-endpoint", moto_endpoint, "--default-bucket", bucket, "--create-buckets"),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"},
-        )
-        return cls(proc)
-
-    async def wait_listening(self, within: float = 30.0) -> int:
-        assert self.proc.stderr is not None
-        async with asyncio.timeout(within):
-            while True:
-                line = await self.proc.stderr.readline()
-                assert line, b"server exited before listening:\n" + b"".join(self.log)
-                self.log.append(line)
-                if match := LISTENING.search(line):
-                    self._drain = asyncio.create_task(self._read_rest())
-                    return int(match.group(1))
-
-    async def _read_rest(self) -> None:
-        assert self.proc.stderr is not None
-        while line := await self.proc.stderr.readline():
-            self.log.append(line)
-
-    async def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-        if self._drain is not None:
-            await self._drain
-
-
 @pytest.fixture
 async def processes() -> AsyncIterator[list[ServerProcess]]:
     started: list[ServerProcess] = []
@@ -560,7 +514,20 @@ async def test_sigkill_one_of_three_under_load(
     bucket: str,
 ) -> None:
     processes.extend(
-        await asyncio.gather(*(ServerProcess.start(moto_endpoint, bucket) for _ in range(3)))
+        await asyncio.gather(
+            *(
+                ServerProcess.start(
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--s3-endpoint",
+                    moto_endpoint,
+                    "--default-bucket",
+                    bucket,
+                    "--create-buckets",
+                )
+                for _ in range(3)
+            )
+        )
     )
     ports = await asyncio.gather(*(p.wait_listening() for p in processes))
     for n, port in enumerate(ports):

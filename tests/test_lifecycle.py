@@ -5,60 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from server_process import SERVER, ServerProcess
 
 from blobgate.v1 import storage_pb2 as pb
 from blobgate.v1 import storage_pb2_grpc
 
 MiB = 1024 * 1024
-SERVER = [sys.executable, "-m", "server.main"]
-LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
-
-
-class ServerProcess:
-    """A blobgate-server subprocess and the lines it logged."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.log: list[bytes] = []
-
-    async def wait_listening(self, within: float = 30.0) -> int:
-        assert self.proc.stderr is not None
-        async with asyncio.timeout(within):
-            while True:
-                line = await self.proc.stderr.readline()
-                assert line, b"server exited before listening:\n" + b"".join(self.log)
-                self.log.append(line)
-                if match := LISTENING.search(line):
-                    asyncio.get_running_loop().create_task(self._drain())
-                    return int(match.group(1))
-
-    async def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        while line := await self.proc.stderr.readline():
-            self.log.append(line)
-
-    def text(self) -> str:
-        return b"".join(self.log).decode(errors="replace")
-
-
-async def start_server(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
-    proc = await asyncio.create_subprocess_exec(
-        *SERVER,
-        *args,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    return ServerProcess(proc)
 
 
 @pytest.fixture
@@ -66,9 +25,7 @@ async def processes() -> AsyncIterator[list[ServerProcess]]:
     started: list[ServerProcess] = []
     yield started
     for server in started:
-        if server.proc.returncode is None:
-            server.proc.kill()
-            await server.proc.wait()
+        await server.kill()
 
 
 async def health_status(channel: grpc.aio.Channel, service: str = "") -> Any:
@@ -102,7 +59,7 @@ async def test_bad_setting_stops_startup_with_one_line(
 
 
 async def test_dev_mode_serves_an_embedded_s3(processes: list[ServerProcess]) -> None:
-    server = await start_server("--dev", "--listen", "127.0.0.1:0")
+    server = await ServerProcess.start("--dev", "--listen", "127.0.0.1:0")
     processes.append(server)
     port = await server.wait_listening()
     assert "lost on exit" in server.text()
@@ -125,7 +82,7 @@ async def test_dev_mode_serves_an_embedded_s3(processes: list[ServerProcess]) ->
 async def test_sigterm_drains_in_flight_upload(
     moto_endpoint: str, bucket: str, s3: Any, processes: list[ServerProcess]
 ) -> None:
-    server = await start_server(
+    server = await ServerProcess.start(
         "--listen", "127.0.0.1:0",
         "--s3-endpoint", moto_endpoint,
         "--default-bucket", bucket,

@@ -15,7 +15,7 @@ import pytest
 from conftest import gateway_settings, stop_gateway
 from consul_agent import ConsulAgent
 from helpers import LocalMoto, ensure_bucket, eventually
-from test_lifecycle import ServerProcess, start_server
+from server_process import ServerProcess
 
 from blobgate.v1 import storage_pb2 as pb
 from blobgate.v1 import storage_pb2_grpc
@@ -173,7 +173,7 @@ async def test_stop_deregisters(registered: Gateway, agent: ConsulAgent) -> None
 async def test_sigterm_deregisters_then_drains_in_flight_upload(
     moto_endpoint: str, bucket: str, s3: Any, agent: ConsulAgent
 ) -> None:
-    server: ServerProcess = await start_server(
+    server = await ServerProcess.start(
         "--listen", "127.0.0.1:0",
         "--s3-endpoint", moto_endpoint,
         "--default-bucket", bucket,
@@ -224,6 +224,4 @@ async def test_sigterm_deregisters_then_drains_in_flight_upload(
         log = server.text()
         assert log.index("deregistered") < log.index("stopped")
     finally:
-        if server.proc.returncode is None:
-            server.proc.kill()
-            await server.proc.wait()
+        await server.kill()
