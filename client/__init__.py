@@ -6,14 +6,16 @@ async with Client("127.0.0.1:50051") as client:
 
 ``Client("consul://blobgate")`` spreads the calls over the passing instances
 of the Consul service ``blobgate`` (agent: ``$CONSUL_HTTP_ADDR``).
+``SyncClient`` has the same methods, blocking, for code without an event loop.
 """
 
 import logging
 
-from client.client import Client, DownloadStream
+from client.client import Client, DownloadStream, Progress
 from client.errors import BlobgateError
 from client.models import ListPage, ObjectInfo, PresignedURL
 from client.sources import UploadSource
+from client.sync_client import SyncClient, SyncDownloadStream
 
 # A library logs; the application decides where that goes (nowhere by default).
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -25,5 +27,8 @@ __all__ = [
     "ListPage",
     "ObjectInfo",
     "PresignedURL",
+    "Progress",
+    "SyncClient",
+    "SyncDownloadStream",
     "UploadSource",
 ]

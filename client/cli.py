@@ -9,10 +9,13 @@ The server is ``--server`` host:port, else ``$BLOBGATE_SERVER``, else
 127.0.0.1:50051; ``consul://NAME`` (or ``consul://NAME?tag=TAG``) spreads the
 calls over the passing instances of that Consul service, found through the
 agent at ``$CONSUL_HTTP_ADDR`` (default 127.0.0.1:8500) with
-``$CONSUL_HTTP_TOKEN``. ``--bucket`` empty means the server's default. The
-global options may come before or after the subcommand. ``--json`` prints machine
-output: one JSON object for put, get, stat and presign, one JSON object per
-line for ls (a common prefix is ``{"prefix": ...}``).
+``$CONSUL_HTTP_TOKEN``. ``--tls`` (implied by the other TLS options) talks
+TLS, trusting the system's CAs or ``--ca-file``. ``--bucket`` empty means the
+server's default. The global options may come before or after the subcommand.
+``--json`` prints machine output: one JSON object for put, get, stat and
+presign, one JSON object per line for ls (a common prefix is
+``{"prefix": ...}``). put and get draw a progress bar on stderr when it is a
+terminal, unless ``--json`` or ``--no-progress`` is given.
 
 A failure prints one line on stderr, ``blobgate: CODE: message``, and exits:
 
@@ -29,18 +32,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
 import grpc
 
-from client.client import Client
+from client.client import Client, Progress
 from client.errors import BlobgateError
 from client.models import ObjectInfo, PresignedURL
+from client.progress_bar import ProgressBar
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
@@ -106,17 +111,29 @@ def _modified(info: ObjectInfo) -> str:
     return info.last_modified.strftime("%Y-%m-%d %H:%M:%S") if info.last_modified else "-"
 
 
+@contextlib.contextmanager
+def _progress(args: argparse.Namespace, label: str) -> Iterator[Progress | None]:
+    """A progress bar on stderr if it is a terminal and the user wants one."""
+    if args.json or args.no_progress or not sys.stderr.isatty():
+        yield None
+        return
+    with ProgressBar(label, sys.stderr) as bar:
+        yield bar
+
+
 async def _put(client: Client, args: argparse.Namespace) -> None:
     source = sys.stdin.buffer if args.local == "-" else Path(args.local)
-    info = await client.upload(
-        args.key,
-        source,
-        bucket=args.bucket,
-        content_type=args.content_type,
-        metadata=dict(args.metadata),
-        if_none_match=args.if_none_match,
-        if_match=args.if_match,
-    )
+    with _progress(args, f"put {args.key}") as progress:
+        info = await client.upload(
+            args.key,
+            source,
+            bucket=args.bucket,
+            content_type=args.content_type,
+            metadata=dict(args.metadata),
+            if_none_match=args.if_none_match,
+            if_match=args.if_match,
+            progress=progress,
+        )
     if args.json:
         _print_json(object_json(info))
     else:
@@ -132,9 +149,10 @@ async def _get(client: Client, args: argparse.Namespace) -> None:
     }
     if args.local == "-":
         out = sys.stdout.buffer
-        async for chunk in client.download(args.key, **options):
-            out.write(chunk)
-        out.flush()
+        with _progress(args, f"get {args.key}") as progress:
+            async for chunk in client.download(args.key, progress=progress, **options):
+                out.write(chunk)
+            out.flush()
         return
     target = Path(args.local)
     if await asyncio.to_thread(target.is_dir):
@@ -142,7 +160,8 @@ async def _get(client: Client, args: argparse.Namespace) -> None:
         if not name:
             raise _UsageError(f"{args.key!r} has no file name: give LOCAL as a file path")
         target /= name
-    info = await client.download_to(args.key, target, **options)
+    with _progress(args, f"get {args.key}") as progress:
+        info = await client.download_to(args.key, target, progress=progress, **options)
     if args.json:
         _print_json(object_json(info))
     else:
@@ -272,6 +291,33 @@ def _add_global_options(parser: argparse.ArgumentParser, *, subcommand: bool) ->
         "--json", action="store_true", default=default(False), help="print JSON for machines"
     )
     group.add_argument(
+        "--tls",
+        action="store_true",
+        default=default(False),
+        help="connect with TLS (implied by the other TLS options)",
+    )
+    group.add_argument(
+        "--ca-file",
+        default=default(None),
+        metavar="PEM",
+        help="CA certificates to trust (default: the system's)",
+    )
+    group.add_argument(
+        "--cert-file",
+        default=default(None),
+        metavar="PEM",
+        help="client certificate chain, for servers that require one (with --key-file)",
+    )
+    group.add_argument(
+        "--key-file", default=default(None), metavar="PEM", help="client private key"
+    )
+    group.add_argument(
+        "--tls-server-name",
+        default=default(None),
+        metavar="NAME",
+        help="name the server's certificate must carry (default: the host of --server)",
+    )
+    group.add_argument(
         "--timeout",
         type=_positive,
         default=default(60.0),
@@ -306,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     put.add_argument("--if-none-match", action="store_true", help="fail if KEY exists")
     put.add_argument("--if-match", default="", metavar="ETAG", help="replace only this version")
+    put.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
 
     get = command("get", _get, "download an object to a file (or stdout)")
     get.add_argument("key", metavar="KEY")
@@ -313,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--offset", type=int, default=0, help="first byte; negative: from the end")
     get.add_argument("--limit", type=int, default=0, help="most bytes (default: to the end)")
     get.add_argument("--if-match", default="", metavar="ETAG", help="only this version")
+    get.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
 
     ls = command("ls", _ls, "list objects under a prefix")
     ls.add_argument("prefix", metavar="PREFIX", nargs="?", default="")
@@ -339,12 +387,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _run(args: argparse.Namespace) -> None:
     server = args.server or os.environ.get("BLOBGATE_SERVER") or DEFAULT_SERVER
+    if (args.cert_file is None) != (args.key_file is None):
+        raise _UsageError("--cert-file and --key-file go together")
     try:
-        client = Client(server, timeout=args.timeout)
+        client = Client(
+            server,
+            timeout=args.timeout,
+            tls=args.tls,
+            root_certificates=await _read_pem(args.ca_file),
+            certificate_chain=await _read_pem(args.cert_file),
+            private_key=await _read_pem(args.key_file),
+            server_name_override=args.tls_server_name,
+        )
     except ValueError as exc:
-        raise _UsageError(f"--server: {exc}") from None
+        tls_files = (args.ca_file, args.cert_file, args.key_file)
+        where = "TLS files" if any(tls_files) and "PEM" in str(exc) else "--server"
+        raise _UsageError(f"{where}: {exc}") from None
     async with client:
         await args.handler(client, args)
+
+
+async def _read_pem(path: str | None) -> bytes | None:
+    return None if path is None else await asyncio.to_thread(Path(path).read_bytes)
 
 
 def _fail(message: str) -> None:

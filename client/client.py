@@ -37,13 +37,14 @@ from client.errors import BlobgateError, translate_errors
 from client.models import ListPage, ObjectInfo, PresignedURL
 from client.pool import Endpoint, Pool
 from client.sources import UploadSource, prepare_source
+from client.tls import ChannelOption, TLSConfig
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 MAX_MESSAGE_SIZE = 8 * 1024 * 1024
-_CHANNEL_OPTIONS = [
+_CHANNEL_OPTIONS: list[ChannelOption] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
     ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
 ]
@@ -54,6 +55,9 @@ RESOLVE_WAIT = 10.0
 
 _METHODS = {"GET": storage_pb2.HTTP_METHOD_GET, "PUT": storage_pb2.HTTP_METHOD_PUT}
 
+
+Progress = Callable[[int, int | None], None]
+"""Called as data moves with (bytes done so far, total bytes or None if unknown)."""
 
 # Initial metadata by which the server accepts an upload's spec (see Upload
 # in protos/blobgate/v1/storage.proto).
@@ -107,6 +111,8 @@ class DownloadStream:
         whole: bool,
         opener: _DownloadOpener | None = None,
         endpoint: Endpoint | None = None,
+        progress: Progress | None = None,
+        total: int | None = None,
     ) -> None:
         self._call = call
         self.info = info
@@ -116,6 +122,10 @@ class DownloadStream:
         self._finished = False
         self._opener = opener
         self._endpoint = endpoint
+        self._progress = progress
+        self._total = total
+        if progress is not None:
+            progress(0, total)
 
     def __aiter__(self) -> Self:
         return self
@@ -153,6 +163,8 @@ class DownloadStream:
         self._yielded = True
         if self._digest is not None:
             self._digest.update(data)
+        if self._progress is not None:
+            self._progress(self._received, self._total)
         return data
 
     def _complete_despite(self, exc: BlobgateError) -> bool:
@@ -224,7 +236,17 @@ class Client:
     no retries). The Consul agent is ``consul_addr`` (host:port or URL),
     else ``$CONSUL_HTTP_ADDR``, else 127.0.0.1:8500; its ACL token
     ``consul_token``, else ``$CONSUL_HTTP_TOKEN``. An empty ``bucket`` means
-    the server's default bucket. Raises ValueError for a malformed target.
+    the server's default bucket.
+
+    ``tls=True`` makes every channel TLS (plaintext otherwise), verified
+    against ``root_certificates`` (PEM; None: the system's roots);
+    ``private_key`` and ``certificate_chain`` (PEM, both or neither) are the
+    client's certificate for servers that ask for one; ``server_name_override``
+    is the name the server's certificate must carry when it differs from the
+    target's host (instances found through Consul are reached by address).
+    Giving any of these four implies ``tls=True``.
+
+    Raises ValueError for a malformed target or TLS settings.
     """
 
     def __init__(
@@ -236,6 +258,11 @@ class Client:
         max_attempts: int = 4,
         consul_addr: str | None = None,
         consul_token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        server_name_override: str | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
@@ -243,12 +270,25 @@ class Client:
         self.timeout = timeout
         self.stream_timeout = stream_timeout
         self.max_attempts = max_attempts
+        self.tls: TLSConfig | None = None
+        if tls or any(
+            given is not None
+            for given in (root_certificates, private_key, certificate_chain, server_name_override)
+        ):
+            self.tls = TLSConfig(
+                root_certificates, private_key, certificate_chain, server_name_override
+            )
+        options = _CHANNEL_OPTIONS
+        credentials = None
+        if self.tls is not None:
+            options = [*options, *self.tls.channel_options()]
+            credentials = self.tls.credentials()
         service = ConsulTarget.parse(target)
         self._watcher: ConsulWatcher | None = None
         if service is None:
-            self._pool = Pool([target], _CHANNEL_OPTIONS)
+            self._pool = Pool([target], options, credentials=credentials)
             return
-        self._pool = Pool([], _CHANNEL_OPTIONS)
+        self._pool = Pool([], options, credentials=credentials)
         config = ConsulConfig.from_environment(consul_addr, consul_token)
         self._watcher = ConsulWatcher(service, config, self._on_instances)
         try:
@@ -300,6 +340,7 @@ class Client:
         if_none_match: bool = False,
         if_match: str = "",
         size: int | None = None,
+        progress: Progress | None = None,
     ) -> ObjectInfo:
         """Store ``source`` as ``key`` and return the committed object.
 
@@ -308,6 +349,8 @@ class Client:
         the server verifies them. ``size`` declares the byte count of the other
         kinds (the server checks it). ``content_type`` defaults to a guess
         from the key's extension. Nothing is stored if anything fails.
+        ``progress`` is called with (bytes sent, declared size or None) after
+        the server accepted the request and after each chunk sent.
         """
         prepared = await prepare_source(source)
         spec = storage_pb2.UploadSpec(
@@ -330,7 +373,10 @@ class Client:
             await _aclose(prepared.chunks)
             raise
         try:
-            return await self._upload(endpoint, spec, prepared.chunks, budget.remaining())
+            chunks = prepared.chunks
+            if progress is not None:
+                chunks = _counted(chunks, progress, declared)
+            return await self._upload(endpoint, spec, chunks, budget.remaining())
         finally:
             self._pool.release(endpoint)
 
@@ -375,31 +421,55 @@ class Client:
         return ObjectInfo.from_proto(response.object)
 
     async def open_download(
-        self, key: str, *, bucket: str = "", offset: int = 0, limit: int = 0, if_match: str = ""
+        self,
+        key: str,
+        *,
+        bucket: str = "",
+        offset: int = 0,
+        limit: int = 0,
+        if_match: str = "",
+        progress: Progress | None = None,
     ) -> DownloadStream:
         """Start downloading ``key`` (or ``limit`` bytes from ``offset``; a
         negative offset counts from the end) and wait for the object's
-        description, so a missing key or failed ``if_match`` raises here."""
+        description, so a missing key or failed ``if_match`` raises here.
+        ``progress`` is called with (bytes received, bytes of the range) once
+        the object is described and after each chunk."""
         request = storage_pb2.DownloadRequest(
             bucket=bucket, key=key, offset=offset, limit=limit, if_match=if_match
         )
         opener = _DownloadOpener(self, request, self._budget(self.stream_timeout))
         opened = await opener.open()
-        return DownloadStream(
-            opened.call,
-            opened.info,
-            whole=offset == 0 and limit == 0,
-            opener=opener,
-            endpoint=opened.endpoint,
-        )
+        try:
+            return DownloadStream(
+                opened.call,
+                opened.info,
+                whole=offset == 0 and limit == 0,
+                opener=opener,
+                endpoint=opened.endpoint,
+                progress=progress,
+                total=_range_size(opened.info.size, offset, limit),
+            )
+        except BaseException:  # the progress callback failed
+            opened.call.cancel()
+            if opened.endpoint is not None:
+                self._pool.release(opened.endpoint)
+            raise
 
     async def download(
-        self, key: str, *, bucket: str = "", offset: int = 0, limit: int = 0, if_match: str = ""
+        self,
+        key: str,
+        *,
+        bucket: str = "",
+        offset: int = 0,
+        limit: int = 0,
+        if_match: str = "",
+        progress: Progress | None = None,
     ) -> AsyncIterator[bytes]:
-        """Yield the bytes of ``key`` (see ``open_download`` for the range),
-        in chunks of at most 1 MiB."""
+        """Yield the bytes of ``key`` (see ``open_download`` for the range
+        and ``progress``), in chunks of at most 1 MiB."""
         stream = await self.open_download(
-            key, bucket=bucket, offset=offset, limit=limit, if_match=if_match
+            key, bucket=bucket, offset=offset, limit=limit, if_match=if_match, progress=progress
         )
         async with stream:
             async for chunk in stream:
@@ -414,13 +484,15 @@ class Client:
         offset: int = 0,
         limit: int = 0,
         if_match: str = "",
+        progress: Progress | None = None,
     ) -> ObjectInfo:
         """Download ``key`` into the file ``path``, atomically: the bytes go to
         a temporary file beside it that is renamed over ``path`` only once the
-        download succeeded (and, for a whole object, its sha256 matched)."""
+        download succeeded (and, for a whole object, its sha256 matched).
+        ``progress`` as in ``open_download``."""
         target = Path(path)
         async with await self.open_download(
-            key, bucket=bucket, offset=offset, limit=limit, if_match=if_match
+            key, bucket=bucket, offset=offset, limit=limit, if_match=if_match, progress=progress
         ) as stream:
             temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.blobgate-part")
             file: BinaryIO = await asyncio.to_thread(temp.open, "xb")
@@ -636,6 +708,30 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 def _flush_and_sync(file: BinaryIO) -> None:
     file.flush()
     os.fsync(file.fileno())
+
+
+def _range_size(size: int, offset: int, limit: int) -> int:
+    """The bytes a download of ``offset``/``limit`` from ``size`` returns."""
+    start = offset if offset >= 0 else max(size + offset, 0)
+    start = min(start, size)
+    end = size if limit <= 0 else min(start + limit, size)
+    return end - start
+
+
+async def _counted(
+    chunks: AsyncIterator[bytes], progress: Progress, total: int | None
+) -> AsyncIterator[bytes]:
+    """``chunks``, reporting to ``progress`` before the first and after each
+    one is taken (the upload takes the next only once the last was sent)."""
+    done = 0
+    progress(0, total)
+    try:
+        async for chunk in chunks:
+            yield chunk
+            done += len(chunk)
+            progress(done, total)
+    finally:
+        await _aclose(chunks)
 
 
 async def _aclose(chunks: AsyncIterator[bytes]) -> None:

@@ -16,14 +16,23 @@ from collections.abc import Collection, Iterable, Sequence
 import grpc
 
 from blobgate.v1 import storage_pb2_grpc
+from client.tls import ChannelOption
 
 
 class Endpoint:
     """One instance: its channel, stub and the calls using it."""
 
-    def __init__(self, address: str, options: Sequence[tuple[str, int]]) -> None:
+    def __init__(
+        self,
+        address: str,
+        options: Sequence[ChannelOption],
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=options)
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            self.channel = grpc.aio.secure_channel(address, credentials, options=options)
         self.stub = storage_pb2_grpc.StorageServiceStub(self.channel)
         self.in_flight = 0
         self.retired = False
@@ -37,16 +46,19 @@ class Endpoint:
 
 
 class Pool:
-    """The current endpoints, plus retired ones that still have calls."""
+    """The current endpoints, plus retired ones that still have calls. Every
+    channel gets ``options``, and is secure when ``credentials`` are given."""
 
     def __init__(
         self,
         addresses: Iterable[str],
-        options: Sequence[tuple[str, int]],
+        options: Sequence[ChannelOption],
         *,
+        credentials: grpc.ChannelCredentials | None = None,
         drain_grace: float = 30.0,
     ) -> None:
         self._options = list(options)
+        self._credentials = credentials
         self._drain_grace = drain_grace
         self._active: dict[str, Endpoint] = {}
         self._retired: dict[str, Endpoint] = {}
@@ -80,7 +92,7 @@ class Pool:
                     endpoint.close_timer.cancel()
                     endpoint.close_timer = None
             else:
-                endpoint = Endpoint(address, self._options)
+                endpoint = Endpoint(address, self._options, self._credentials)
             self._active[address] = endpoint
 
     def acquire(self, exclude: Collection[str] = ()) -> Endpoint | None:

@@ -12,6 +12,7 @@ import random
 import time
 import urllib.request
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,15 @@ from typing import Any
 import grpc
 import pytest
 from conftest import assert_nothing_left
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
+from blobgate.v1 import storage_pb2, storage_pb2_grpc
 from client import BlobgateError, Client, ObjectInfo
+from client.pool import Pool
+from client.tls import TLSConfig
 from server.app import Gateway
 
 MiB = 1024 * 1024
@@ -341,3 +349,276 @@ async def test_unsupported_source_type(gateway: Gateway) -> None:
     async with Client(f"127.0.0.1:{gateway.port}") as c:
         with pytest.raises(TypeError, match="cannot upload int"):
             await c.upload("k", 42)  # type: ignore[arg-type]
+
+
+class Recorder:
+    """A progress callback that keeps every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int | None]] = []
+
+    def __call__(self, done: int, total: int | None) -> None:
+        self.calls.append((done, total))
+
+
+def assert_steady(calls: list[tuple[int, int | None]], end: int, total: int | None) -> None:
+    """Starts at 0, never goes back, ends at ``end``, always the same total."""
+    assert calls[0] == (0, total)
+    assert calls[-1] == (end, total)
+    done = [d for d, _ in calls]
+    assert done == sorted(done)
+    assert {t for _, t in calls} == {total}
+
+
+async def test_upload_progress_bytes_and_path(client: Client, tmp_path: Path) -> None:
+    data = payload(2 * MiB + 5)
+    seen = Recorder()
+    await client.upload("p/bytes", data, progress=seen)
+    assert_steady(seen.calls, len(data), len(data))
+    assert len(seen.calls) == 4  # 0, then each of the 3 chunks
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    seen = Recorder()
+    await client.upload("p/path", path, progress=seen)
+    assert_steady(seen.calls, len(data), len(data))
+
+
+async def test_upload_progress_unknown_size(client: Client) -> None:
+    data = payload(MiB + 1)
+    seen = Recorder()
+    await client.upload("p/stream", io.BytesIO(data), progress=seen)
+    assert_steady(seen.calls, len(data), None)
+
+    seen = Recorder()
+    await client.upload("p/sized", io.BytesIO(data), size=len(data), progress=seen)
+    assert_steady(seen.calls, len(data), len(data))
+
+
+async def test_upload_progress_empty(client: Client) -> None:
+    seen = Recorder()
+    await client.upload("p/empty", b"", progress=seen)
+    assert seen.calls == [(0, 0)]
+
+
+async def test_download_progress(client: Client, tmp_path: Path) -> None:
+    data = payload(2 * MiB + 7)
+    await client.upload("p/obj", data)
+
+    seen = Recorder()
+    assert await read_all(client, "p/obj", progress=seen) == data
+    assert_steady(seen.calls, len(data), len(data))
+
+    seen = Recorder()
+    await client.download_to("p/obj", tmp_path / "out", progress=seen)
+    assert_steady(seen.calls, len(data), len(data))
+
+    seen = Recorder()
+    async with await client.open_download("p/obj", offset=-100, progress=seen) as stream:
+        assert b"".join([c async for c in stream]) == data[-100:]
+    assert_steady(seen.calls, 100, 100)
+
+    seen = Recorder()
+    assert (
+        await read_all(client, "p/obj", offset=10, limit=MiB, progress=seen) == data[10 : MiB + 10]
+    )
+    assert_steady(seen.calls, MiB, MiB)
+
+
+async def test_failing_progress_callback(client: Client) -> None:
+    await client.upload("p/cb", payload(10))
+
+    def broken(done: int, total: int | None) -> None:
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        await read_all(client, "p/cb", progress=broken)
+    with pytest.raises(ZeroDivisionError):
+        await client.upload("p/cb2", payload(10), progress=broken)
+    with pytest.raises(BlobgateError) as caught:
+        await client.stat("p/cb2")
+    assert caught.value.code == Code.NOT_FOUND  # nothing committed
+    assert await read_all(client, "p/cb") == payload(10)  # the client still works
+
+
+def test_range_size() -> None:
+    from client.client import _range_size
+
+    assert _range_size(100, 0, 0) == 100
+    assert _range_size(100, 90, 50) == 10
+    assert _range_size(100, -30, 10) == 10
+    assert _range_size(100, -300, 0) == 100
+    assert _range_size(0, 0, 0) == 0
+
+
+# TLS: the gateway has no TLS yet, so a small TLS server answering Stat stands in.
+
+TLS_NAME = "blobgate.test"
+
+
+@dataclass(frozen=True)
+class Pems:
+    """A certificate and its key, PEM-encoded."""
+
+    cert: bytes
+    key: bytes
+
+
+def issue(name: str, issuer: Pems | None = None) -> Pems:
+    """A CA certificate for ``name`` (no issuer), or a leaf for DNS ``name``
+    signed by ``issuer``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+    )
+    if issuer is None:
+        builder = builder.issuer_name(subject).add_extension(
+            x509.BasicConstraints(ca=True, path_length=None), critical=True
+        )
+        signing_key: Any = key
+    else:
+        ca = x509.load_pem_x509_certificate(issuer.cert)
+        builder = builder.issuer_name(ca.subject).add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False
+        )
+        signing_key = serialization.load_pem_private_key(issuer.key, None)
+    cert = builder.sign(signing_key, hashes.SHA256())
+    return Pems(
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def ca() -> Pems:
+    return issue("blobgate test CA")
+
+
+class StatOnly(storage_pb2_grpc.StorageServiceServicer):  # type: ignore[misc]
+    async def Stat(self, request: Any, context: Any) -> Any:
+        return storage_pb2.StatResponse(
+            object=storage_pb2.Object(bucket="b", key=request.key, size=7, etag="e")
+        )
+
+
+@pytest.fixture(params=[False, True], ids=["tls", "mtls"])
+async def tls_server(request: Any, ca: Pems) -> AsyncIterator[tuple[str, bool]]:
+    """A TLS server for TLS_NAME answering Stat; whether it requires a client certificate."""
+    require_client_cert = bool(request.param)
+    leaf = issue(TLS_NAME, ca)
+    server = grpc.aio.server()
+    storage_pb2_grpc.add_StorageServiceServicer_to_server(StatOnly(), server)
+    credentials = grpc.ssl_server_credentials(
+        [(leaf.key, leaf.cert)],
+        root_certificates=ca.cert if require_client_cert else None,
+        require_client_auth=require_client_cert,
+    )
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    yield f"127.0.0.1:{port}", require_client_cert
+    await server.stop(0)
+
+
+async def test_tls_round_trip(tls_server: tuple[str, bool], ca: Pems) -> None:
+    address, require_client_cert = tls_server
+    me = issue("client.test", ca)
+    async with Client(
+        address,
+        root_certificates=ca.cert,
+        private_key=me.key,
+        certificate_chain=me.cert,
+        server_name_override=TLS_NAME,
+    ) as client:
+        assert client.tls is not None
+        assert (await client.stat("k")).key == "k"
+
+    if require_client_cert:  # and none given: the handshake fails
+        async with Client(
+            address, root_certificates=ca.cert, server_name_override=TLS_NAME, timeout=3
+        ) as client:
+            with pytest.raises(BlobgateError) as caught:
+                await client.stat("k")
+            assert caught.value.code == Code.UNAVAILABLE
+    else:
+        async with Client(
+            address, root_certificates=ca.cert, server_name_override=TLS_NAME
+        ) as client:
+            assert (await client.stat("k")).size == 7
+
+
+async def test_tls_refuses_an_untrusted_or_misnamed_server(
+    tls_server: tuple[str, bool], ca: Pems
+) -> None:
+    address, _ = tls_server
+    other_ca = issue("another CA")
+    me = issue("client.test", ca)
+    for roots, name in [(other_ca.cert, TLS_NAME), (ca.cert, "wrong.test")]:
+        async with Client(
+            address,
+            root_certificates=roots,
+            private_key=me.key,
+            certificate_chain=me.cert,
+            server_name_override=name,
+            timeout=3,
+        ) as client:
+            started = time.monotonic()
+            with pytest.raises(BlobgateError) as caught:
+                await client.stat("k")
+            assert caught.value.code == Code.UNAVAILABLE
+            assert time.monotonic() - started < 10
+
+
+async def test_tls_client_against_plaintext_gateway(gateway: Gateway, ca: Pems) -> None:
+    for options in [{"tls": True}, {"root_certificates": ca.cert}]:
+        async with Client(f"127.0.0.1:{gateway.port}", timeout=3, **options) as client:
+            started = time.monotonic()
+            with pytest.raises(BlobgateError) as caught:
+                await client.stat("k")
+            assert caught.value.code == Code.UNAVAILABLE
+            assert caught.value.message
+            assert time.monotonic() - started < 10
+
+
+async def test_tls_config(ca: Pems) -> None:
+    me = issue("client.test", ca)
+    config = TLSConfig(ca.cert, me.key, me.cert, TLS_NAME)
+    assert isinstance(config.credentials(), grpc.ChannelCredentials)
+    assert config.channel_options() == [("grpc.ssl_target_name_override", TLS_NAME)]
+    assert TLSConfig().channel_options() == []
+    async with Client("127.0.0.1:1") as plain, Client("127.0.0.1:1", tls=True) as secure:
+        assert plain.tls is None
+        assert secure.tls == TLSConfig()
+    with pytest.raises(ValueError, match="both or neither"):
+        TLSConfig(private_key=me.key)
+    with pytest.raises(ValueError, match="both or neither"):
+        Client("127.0.0.1:1", certificate_chain=me.cert)
+    with pytest.raises(ValueError, match="root_certificates is not PEM"):
+        Client("127.0.0.1:1", root_certificates=b"junk")
+
+
+async def test_tls_applies_to_instances_added_later(tls_server: tuple[str, bool], ca: Pems) -> None:
+    """Discovery adds instances through Pool.update: they get the TLS credentials too."""
+    address, _ = tls_server
+    me = issue("client.test", ca)
+    config = TLSConfig(ca.cert, me.key, me.cert, TLS_NAME)
+    pool = Pool([], config.channel_options(), credentials=config.credentials())
+    try:
+        pool.update([address])
+        endpoint = pool.acquire()
+        assert endpoint is not None
+        response = await endpoint.stub.Stat(storage_pb2.StatRequest(key="k"), timeout=5)
+        assert response.object.key == "k"
+        pool.release(endpoint)
+    finally:
+        await pool.close()

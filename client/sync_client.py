@@ -1,0 +1,360 @@
+"""A blocking twin of ``Client`` for code without an event loop.
+
+    with SyncClient("127.0.0.1:50051") as client:
+        client.upload("reports/q1.csv", Path("q1.csv"))
+        for chunk in client.download("reports/q1.csv"):
+            ...
+
+Each ``SyncClient`` runs one ``Client`` on a private event loop in a
+background thread and waits for its calls, so retries, Consul discovery and
+errors (``BlobgateError``) are exactly those of the async client. Its
+methods may be called from several threads at once. Progress callbacks run
+on the client's loop thread: they should be quick and must not call back
+into the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import os
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
+
+import grpc
+
+from client.client import Client, DownloadStream, Progress
+from client.errors import BlobgateError
+from client.models import ListPage, ObjectInfo, PresignedURL
+from client.sources import BinaryReader, UploadSource
+
+T = TypeVar("T")
+
+SyncUploadSource = UploadSource | Iterable[bytes]
+"""What ``SyncClient.upload`` accepts: anything ``Client.upload`` does, or a
+plain iterable of byte chunks (read in the caller's place, one at a time)."""
+
+_names = itertools.count(1)
+
+
+class SyncDownloadStream:
+    """An open download: ``info`` describes the object, iterating yields its
+    bytes (see ``DownloadStream``). Close it (or use ``with``) to cancel a
+    download that is not read to the end."""
+
+    def __init__(self, client: SyncClient, stream: DownloadStream) -> None:
+        self._client = client
+        self._stream = stream
+        self.info = stream.info
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> bytes:
+        chunk = self._client._run(_next_chunk(self._stream))
+        if chunk is None:
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        """Cancel the call unless it already ended; safe to call more than once."""
+        if threading.current_thread() is self._client._thread:
+            # Garbage collection of an abandoned stream can land here.
+            self._stream.close()
+            return
+        self._client._run_if_open(_close_stream(self._stream))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class SyncClient:
+    """A blocking connection to blobgate; the arguments are those of ``Client``."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None = 60.0,
+        stream_timeout: float | None = None,
+        max_attempts: int = 4,
+        consul_addr: str | None = None,
+        consul_token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        server_name_override: str | None = None,
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name=f"blobgate-sync-{next(_names)}", daemon=True
+        )
+        self._thread.start()
+        self._closed = False
+
+        async def create() -> Client:
+            # Inside the loop, so the channels and the Consul watch belong to it.
+            return Client(
+                target,
+                timeout=timeout,
+                stream_timeout=stream_timeout,
+                max_attempts=max_attempts,
+                consul_addr=consul_addr,
+                consul_token=consul_token,
+                tls=tls,
+                root_certificates=root_certificates,
+                private_key=private_key,
+                certificate_chain=certificate_chain,
+                server_name_override=server_name_override,
+            )
+
+        try:
+            self._client = self._run(create())
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.target = target
+
+    @property
+    def instances(self) -> tuple[str, ...]:
+        """The addresses new calls go to (see ``Client.instances``)."""
+        return self._client.instances
+
+    def call_counts(self) -> dict[str, int]:
+        """Attempts started per instance address since the client was created."""
+        return self._client.call_counts()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the client's loop and wait for its result; an
+        interrupt (Ctrl-C) while waiting cancels it there."""
+        if self._closed:
+            coro.close()
+            raise BlobgateError(grpc.StatusCode.CANCELLED, "client is closed")
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a SyncClient cannot be called from its own callbacks")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise BlobgateError(grpc.StatusCode.CANCELLED, "call cancelled") from None
+        except BaseException:
+            future.cancel()
+            raise
+
+    def _run_if_open(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` unless the client is closed (which ended it already)."""
+        if self._closed:
+            coro.close()
+            return
+        self._run(coro)
+
+    def close(self) -> None:
+        """Close the channels (cancelling calls still running) and stop the
+        loop thread; safe to call more than once."""
+        if self._closed:
+            return
+        try:
+            self._run(self._client.close())
+        finally:
+            self._closed = True
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def upload(
+        self,
+        key: str,
+        source: SyncUploadSource,
+        *,
+        bucket: str = "",
+        content_type: str = "",
+        metadata: Mapping[str, str] | None = None,
+        if_none_match: bool = False,
+        if_match: str = "",
+        size: int | None = None,
+        progress: Progress | None = None,
+    ) -> ObjectInfo:
+        """Store ``source`` as ``key`` (see ``Client.upload``); a plain
+        iterable of chunks is sent like an async one."""
+        if isinstance(source, Iterable) and not isinstance(
+            source, bytes | bytearray | memoryview | str | BinaryReader
+        ):
+            source = _from_iterable(source)
+        return self._run(
+            self._client.upload(
+                key,
+                source,
+                bucket=bucket,
+                content_type=content_type,
+                metadata=metadata,
+                if_none_match=if_none_match,
+                if_match=if_match,
+                size=size,
+                progress=progress,
+            )
+        )
+
+    def open_download(
+        self,
+        key: str,
+        *,
+        bucket: str = "",
+        offset: int = 0,
+        limit: int = 0,
+        if_match: str = "",
+        progress: Progress | None = None,
+    ) -> SyncDownloadStream:
+        """Start downloading ``key`` (see ``Client.open_download``)."""
+        stream = self._run(
+            self._client.open_download(
+                key, bucket=bucket, offset=offset, limit=limit, if_match=if_match, progress=progress
+            )
+        )
+        return SyncDownloadStream(self, stream)
+
+    def download(
+        self,
+        key: str,
+        *,
+        bucket: str = "",
+        offset: int = 0,
+        limit: int = 0,
+        if_match: str = "",
+        progress: Progress | None = None,
+    ) -> Iterator[bytes]:
+        """Yield the bytes of ``key`` in chunks of at most 1 MiB (see
+        ``Client.download``); the call starts at the first ``next``."""
+        with self.open_download(
+            key, bucket=bucket, offset=offset, limit=limit, if_match=if_match, progress=progress
+        ) as stream:
+            yield from stream
+
+    def download_to(
+        self,
+        key: str,
+        path: str | os.PathLike[str],
+        *,
+        bucket: str = "",
+        offset: int = 0,
+        limit: int = 0,
+        if_match: str = "",
+        progress: Progress | None = None,
+    ) -> ObjectInfo:
+        """Download ``key`` into the file ``path`` atomically (see ``Client.download_to``)."""
+        return self._run(
+            self._client.download_to(
+                key,
+                path,
+                bucket=bucket,
+                offset=offset,
+                limit=limit,
+                if_match=if_match,
+                progress=progress,
+            )
+        )
+
+    def stat(self, key: str, *, bucket: str = "") -> ObjectInfo:
+        """Describe ``key``, with its metadata and checksums."""
+        return self._run(self._client.stat(key, bucket=bucket))
+
+    def list_page(
+        self,
+        prefix: str = "",
+        *,
+        bucket: str = "",
+        delimiter: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> ListPage:
+        """One page of the listing under ``prefix`` (see ``Client.list_page``)."""
+        return self._run(
+            self._client.list_page(
+                prefix,
+                bucket=bucket,
+                delimiter=delimiter,
+                page_size=page_size,
+                page_token=page_token,
+            )
+        )
+
+    def list(
+        self, prefix: str = "", *, bucket: str = "", delimiter: str = "", page_size: int = 0
+    ) -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, page after page (fetched as the
+        iteration reaches them)."""
+        token = ""
+        while True:
+            page = self.list_page(
+                prefix, bucket=bucket, delimiter=delimiter, page_size=page_size, page_token=token
+            )
+            yield from page.objects
+            token = page.next_page_token
+            if not token:
+                return
+
+    def presign(
+        self,
+        key: str,
+        *,
+        method: Literal["GET", "PUT"] = "GET",
+        expires_in: float | None = None,
+        content_type: str = "",
+        bucket: str = "",
+    ) -> PresignedURL:
+        """A URL to GET or PUT ``key`` over plain HTTP (see ``Client.presign``)."""
+        return self._run(
+            self._client.presign(
+                key,
+                method=method,
+                expires_in=expires_in,
+                content_type=content_type,
+                bucket=bucket,
+            )
+        )
+
+    def delete(self, key: str, *, bucket: str = "", if_match: str = "") -> None:
+        """Remove ``key``; a missing key is not an error unless ``if_match`` is given."""
+        self._run(self._client.delete(key, bucket=bucket, if_match=if_match))
+
+
+async def _next_chunk(stream: DownloadStream) -> bytes | None:
+    """The stream's next chunk, None at its end."""
+    try:
+        return await anext(stream)
+    except StopAsyncIteration:
+        return None
+
+
+async def _close_stream(stream: DownloadStream) -> None:
+    stream.close()
+
+
+async def _from_iterable(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    """The chunks of a plain iterable, each taken in a worker thread (it may block)."""
+    iterator = iter(chunks)
+    done = object()
+    while (chunk := await asyncio.to_thread(next, iterator, done)) is not done:
+        assert isinstance(chunk, bytes | bytearray | memoryview)
+        yield bytes(chunk)
