@@ -1,4 +1,4 @@
-"""The ``blobgate`` command: put, get, list, describe, presign and delete objects.
+"""The ``blobgate`` command: put, get, cat, list, describe, presign and delete objects.
 
     blobgate put q1.csv reports/q1.csv        # LOCAL "-" reads stdin
     blobgate get reports/q1.csv copy.csv      # LOCAL "-" writes stdout
@@ -166,6 +166,11 @@ async def _get(client: Client, args: argparse.Namespace) -> None:
         _print_json(object_json(info))
     else:
         print(f"get {info.key}: {human_size(info.size)} -> {target}")
+
+
+async def _cat(client: Client, args: argparse.Namespace) -> None:
+    args.local, args.no_progress = "-", True
+    await _get(client, args)
 
 
 async def _ls(client: Client, args: argparse.Namespace) -> None:
@@ -361,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--limit", type=int, default=0, help="most bytes (default: to the end)")
     get.add_argument("--if-match", default="", metavar="ETAG", help="only this version")
     get.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
+
+    cat = command("cat", _cat, "write an object to stdout")
+    cat.add_argument("key", metavar="KEY")
+    cat.add_argument("--offset", type=int, default=0, help="first byte; negative: from the end")
+    cat.add_argument("--limit", type=int, default=0, help="most bytes (default: to the end)")
+    cat.add_argument("--if-match", default="", metavar="ETAG", help="only this version")
 
     ls = command("ls", _ls, "list objects under a prefix")
     ls.add_argument("prefix", metavar="PREFIX", nargs="?", default="")

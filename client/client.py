@@ -478,7 +478,7 @@ class Client:
     async def download_to(
         self,
         key: str,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | BinaryIO,
         *,
         bucket: str = "",
         offset: int = 0,
@@ -489,11 +489,17 @@ class Client:
         """Download ``key`` into the file ``path``, atomically: the bytes go to
         a temporary file beside it that is renamed over ``path`` only once the
         download succeeded (and, for a whole object, its sha256 matched).
+        ``path`` may also be a binary file object, which is written as the
+        bytes arrive (no rename is possible: on failure it holds a prefix).
         ``progress`` as in ``open_download``."""
-        target = Path(path)
         async with await self.open_download(
             key, bucket=bucket, offset=offset, limit=limit, if_match=if_match, progress=progress
         ) as stream:
+            if not isinstance(path, str | os.PathLike):
+                async for chunk in stream:
+                    await asyncio.to_thread(path.write, chunk)
+                return stream.info
+            target = Path(path)
             temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.blobgate-part")
             file: BinaryIO = await asyncio.to_thread(temp.open, "xb")
             try:

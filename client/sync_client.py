@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, BinaryIO, Literal, Self, TypeVar
 
 import grpc
 
@@ -254,7 +254,7 @@ class SyncClient:
     def download_to(
         self,
         key: str,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | BinaryIO,
         *,
         bucket: str = "",
         offset: int = 0,
@@ -262,7 +262,8 @@ class SyncClient:
         if_match: str = "",
         progress: Progress | None = None,
     ) -> ObjectInfo:
-        """Download ``key`` into the file ``path`` atomically (see ``Client.download_to``)."""
+        """Download ``key`` into the file ``path`` atomically, or into a binary
+        file object (see ``Client.download_to``)."""
         return self._run(
             self._client.download_to(
                 key,

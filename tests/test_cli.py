@@ -283,3 +283,12 @@ async def test_tls_options(server: str, tmp_path: Path) -> None:
     junk.write_bytes(b"junk")
     bad = await run_cli("--server", server, "--ca-file", str(junk), "stat", "k")
     assert_one_line_error(bad, 2, "blobgate: TLS files: root_certificates is not PEM")
+
+
+async def test_cat_writes_the_object_to_stdout(server: str) -> None:
+    await cli(server, "put", "-", "cat.txt", stdin=b"0123456789")
+    assert (await cli(server, "cat", "cat.txt")).stdout == b"0123456789"
+    assert (await cli(server, "cat", "cat.txt", "--offset", "-4", "--limit", "2")).stdout == b"67"
+    missing = await run_cli("--server", server, "cat", "missing.txt")
+    assert missing.returncode == 3
+    assert missing.stdout == b""

@@ -622,3 +622,13 @@ async def test_tls_applies_to_instances_added_later(tls_server: tuple[str, bool]
         pool.release(endpoint)
     finally:
         await pool.close()
+
+
+async def test_download_to_a_file_object(client: Client) -> None:
+    blob = os.urandom(3 * 1024 * 1024 + 5)
+    await client.upload("to-file-object.bin", blob)
+    sink = io.BytesIO()
+    info = await client.download_to("to-file-object.bin", sink)
+    assert sink.getvalue() == blob
+    assert info.size == len(blob)
+    assert info.sha256 == hashlib.sha256(blob).digest()
