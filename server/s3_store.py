@@ -32,6 +32,7 @@ from server.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from server.limits import ByteBudget
 from server.settings import Settings
 from server.store import (
     ByteRange,
@@ -225,8 +226,11 @@ class _PartUploader:
     ``submit`` waits for a free slot, which is what stops the caller from
     reading more of its stream: the backpressure that bounds memory."""
 
-    def __init__(self, client: S3Client, ref: ObjectRef, upload_id: str, in_flight: int) -> None:
+    def __init__(
+        self, client: S3Client, ref: ObjectRef, upload_id: str, in_flight: int, budget: ByteBudget
+    ) -> None:
         self._client = client
+        self._budget = budget
         self._ref = ref
         self.upload_id = upload_id
         self._slots = asyncio.Semaphore(in_flight)
@@ -238,16 +242,18 @@ class _PartUploader:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 
-    async def submit(self, part: io.BytesIO) -> None:
+    async def submit(self, part: io.BytesIO, reserved: int) -> None:
+        """Upload ``part`` once a slot is free; it gives ``reserved`` bytes of
+        budget back when done."""
         self._raise_if_failed()
         await self._slots.acquire()
         self._raise_if_failed()
         self.size += part.tell()
         part.seek(0)
         number = len(self._tasks) + 1
-        self._tasks.append(asyncio.create_task(self._upload(number, part)))
+        self._tasks.append(asyncio.create_task(self._upload(number, part, reserved)))
 
-    async def _upload(self, number: int, part: io.BytesIO) -> dict[str, Any]:
+    async def _upload(self, number: int, part: io.BytesIO, reserved: int) -> dict[str, Any]:
         try:
             with _s3_errors(self._ref):
                 response = await self._client.upload_part(
@@ -259,6 +265,7 @@ class _PartUploader:
                 )
             return {"PartNumber": number, "ETag": response["ETag"]}
         finally:
+            await self._budget.release(reserved)
             part.close()
             self._slots.release()
 
@@ -280,6 +287,7 @@ class S3Store:
         self._settings = settings
         self._credentials = dict(credentials or {})
         self._part_size = int(settings.part_size)
+        self.budget = ByteBudget(int(settings.memory_budget))
         self._stack = AsyncExitStack()
         self._client: S3Client | None = None
         self._signer: S3Client | None = None
@@ -402,31 +410,43 @@ class S3Store:
         # a large bytes body would be copied whole into the socket buffer).
         # The first full part starts a multipart upload; an object that never
         # fills one goes up with a single PutObject.
+        # Each part takes a whole part's worth of the server-wide budget before
+        # it is filled and gives it back once S3 has it (see _PartUploader).
+        # Taking it bit by bit would let two half-filled parts wait on each
+        # other forever; this way a part being filled waits only on its client.
         part = io.BytesIO()
+        reserved = 0  # budget held for the part being filled
         uploader: _PartUploader | None = None
         try:
             async for chunk in body:
                 view = memoryview(chunk)
                 while view:
+                    if not reserved:
+                        await self.budget.acquire(self._part_size)
+                        reserved = self._part_size
                     room = self._part_size - part.tell()
                     part.write(view[:room])
                     view = view[room:]
                     if part.tell() == self._part_size:
                         if uploader is None:
                             uploader = await self._create_multipart(ref, options)
-                        await uploader.submit(part)
+                        await uploader.submit(part, reserved)
+                        reserved = 0
                         part = io.BytesIO()
             sums = checksums()
             if uploader is None:
                 return await self._put_single(ref, part, options, sums)
             if part.tell():
-                await uploader.submit(part)
+                await uploader.submit(part, reserved)
+                reserved = 0
             etag = await self._complete(ref, uploader, options)
         except BaseException:
             if uploader is not None:
                 await uploader.cancel()
                 await asyncio.shield(self._abort(ref, uploader.upload_id))
             raise
+        finally:
+            await self.budget.release(reserved)
         if options.known.sha256 is None:
             etag = await self._store_checksums(ref, options, sums, etag, uploader.size)
         return await self._committed(ref, options, sums, uploader.size, etag)
@@ -455,7 +475,9 @@ class S3Store:
                 ContentType=options.content_type,
                 Metadata=_stored_metadata(options, options.known),
             )
-        return _PartUploader(self.client, ref, created["UploadId"], self._settings.parts_in_flight)
+        return _PartUploader(
+            self.client, ref, created["UploadId"], self._settings.parts_in_flight, self.budget
+        )
 
     async def _complete(self, ref: ObjectRef, uploader: _PartUploader, options: PutOptions) -> str:
         parts = await uploader.finish()

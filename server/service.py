@@ -13,6 +13,7 @@ from grpc.aio import ServicerContext
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 from server import page_token, status
 from server.errors import InvalidArgument
+from server.limits import StreamLimit
 from server.settings import Settings
 from server.store import (
     ByteRange,
@@ -120,6 +121,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self._store = store
         self._buckets = BucketPolicy(settings.default_bucket, settings.buckets)
         self._max_size = settings.object_size_limit
+        self._streams = StreamLimit(settings.max_streams)
 
     @status.unary
     async def Upload(
@@ -147,7 +149,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                 crc32c=expected.crc32c if expected.HasField("crc32c") else None,
             ),
         )
-        info = await self._store.put(ref, stream.chunks(), options, stream.checksums)
+        async with self._streams.slot():
+            info = await self._store.put(ref, stream.chunks(), options, stream.checksums)
         return pb.UploadResponse(object=object_message(info))
 
     @status.streaming
@@ -158,13 +161,14 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         if request.limit < 0:
             raise InvalidArgument(f"limit {request.limit} is negative: use 0 to read to the end")
         byte_range = ByteRange(offset=request.offset, limit=request.limit)
-        reader = await self._store.open(ref, byte_range, request.if_match)
-        try:
-            yield pb.DownloadResponse(object=object_message(reader.info))
-            async for pieces in reader.chunks(DOWNLOAD_CHUNK):
-                yield encoded_data_message(pieces)  # type: ignore[misc]
-        finally:
-            await reader.close()
+        async with self._streams.slot():
+            reader = await self._store.open(ref, byte_range, request.if_match)
+            try:
+                yield pb.DownloadResponse(object=object_message(reader.info))
+                async for pieces in reader.chunks(DOWNLOAD_CHUNK):
+                    yield encoded_data_message(pieces)  # type: ignore[misc]
+            finally:
+                await reader.close()
 
     @status.unary
     async def Stat(

@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     max_message_size: ByteSize = Field(
         ByteSize(8 * MiB), description="largest gRPC message accepted (>= 4MiB + framing)"
     )
+    memory_budget: ByteSize = Field(
+        ByteSize(1024 * MiB),
+        description="bytes buffered across all uploads; past it uploads wait (>= part_size)",
+    )
+    max_streams: int = Field(
+        256, ge=1, description="concurrent Upload/Download streams; more get RESOURCE_EXHAUSTED"
+    )
     health_interval: float = Field(5.0, gt=0, description="seconds between S3 health probes")
     shutdown_grace: float = Field(
         30.0, ge=0, description="seconds in-flight calls get to finish on SIGTERM"
@@ -169,6 +176,8 @@ class Settings(BaseSettings):
                 f"{S3_MAX_PARTS} parts of {self.part_size.human_readable()}: raise part_size "
                 "or lower max_object_size"
             )
+        if self.memory_budget < self.part_size:
+            raise ValueError("memory_budget must be at least part_size")
         if self.max_message_size < MIN_MESSAGE_SIZE:
             raise ValueError("max_message_size must be at least 4MiB + 64KiB")
         return self
