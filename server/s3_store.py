@@ -566,8 +566,9 @@ class S3Store:
         except BucketNotFound:
             raise
         except NotFound as exc:
-            # Gone since the check above; S3 reports that only under if_match.
-            raise FailedPrecondition(f"if_match: there is no object {ref.key!r}") from exc
+            if if_match:  # gone since the check above
+                raise FailedPrecondition(f"if_match: there is no object {ref.key!r}") from exc
+            # Deleting a missing key is OK (S3 semantics), however S3 says it.
 
     # --- reads -------------------------------------------------------------
 

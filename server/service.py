@@ -3,11 +3,12 @@ map the result. Errors are translated by ``server.status``."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc.aio import ServicerContext
 
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
@@ -28,6 +29,8 @@ from server.validation import (
     BucketPolicy,
     guess_content_type,
     validate_content_type,
+    validate_etag,
+    validate_listing,
     validate_metadata,
 )
 
@@ -40,6 +43,7 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_EXPIRY = timedelta(minutes=15)
 MIN_EXPIRY = timedelta(seconds=1)
 MAX_EXPIRY = timedelta(days=7)
+_NS_PER_SECOND = 10**9
 _METHODS = {pb.HTTP_METHOD_GET: PresignMethod.GET, pb.HTTP_METHOD_PUT: PresignMethod.PUT}
 
 
@@ -86,27 +90,41 @@ def _download_serializer(message: storage_pb2.DownloadResponse | bytes) -> bytes
     return message if isinstance(message, bytes) else message.SerializeToString()
 
 
+def _parser(message: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that returns an InvalidArgument in place of a
+    request it cannot decode (gRPC itself would answer UNKNOWN); the handler
+    wrappers in server.status and UploadStream raise it."""
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return message.FromString(raw)
+        except DecodeError as exc:
+            return InvalidArgument(f"the request is not a valid {message.DESCRIPTOR.name}: {exc}")
+
+    return parse
+
+
 def add_to_server(servicer: StorageServicer, server: grpc.aio.Server) -> None:
     """Register the StorageService: the generated registration's table, except
     that Download's data messages arrive already encoded."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Upload": grpc.stream_unary_rpc_method_handler(
-            servicer.Upload, pb.UploadRequest.FromString, pb.UploadResponse.SerializeToString
+            servicer.Upload, _parser(pb.UploadRequest), pb.UploadResponse.SerializeToString
         ),
         "Download": grpc.unary_stream_rpc_method_handler(
-            servicer.Download, pb.DownloadRequest.FromString, _download_serializer
+            servicer.Download, _parser(pb.DownloadRequest), _download_serializer
         ),
         "Stat": grpc.unary_unary_rpc_method_handler(
-            servicer.Stat, pb.StatRequest.FromString, pb.StatResponse.SerializeToString
+            servicer.Stat, _parser(pb.StatRequest), pb.StatResponse.SerializeToString
         ),
         "List": grpc.unary_unary_rpc_method_handler(
-            servicer.List, pb.ListRequest.FromString, pb.ListResponse.SerializeToString
+            servicer.List, _parser(pb.ListRequest), pb.ListResponse.SerializeToString
         ),
         "Presign": grpc.unary_unary_rpc_method_handler(
-            servicer.Presign, pb.PresignRequest.FromString, pb.PresignResponse.SerializeToString
+            servicer.Presign, _parser(pb.PresignRequest), pb.PresignResponse.SerializeToString
         ),
         "Delete": grpc.unary_unary_rpc_method_handler(
-            servicer.Delete, pb.DeleteRequest.FromString, pb.DeleteResponse.SerializeToString
+            servicer.Delete, _parser(pb.DeleteRequest), pb.DeleteResponse.SerializeToString
         ),
     }
     name = pb.DESCRIPTOR.services_by_name["StorageService"].full_name
@@ -143,7 +161,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             content_type=validate_content_type(spec.content_type, ref.key),
             metadata=validate_metadata(spec.metadata),
             if_none_match=spec.if_none_match,
-            if_match=spec.if_match,
+            if_match=validate_etag(spec.if_match),
             known=ContentChecksums(
                 sha256=expected.sha256 or None,
                 crc32c=expected.crc32c if expected.HasField("crc32c") else None,
@@ -162,7 +180,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             raise InvalidArgument(f"limit {request.limit} is negative: use 0 to read to the end")
         byte_range = ByteRange(offset=request.offset, limit=request.limit)
         async with self._streams.slot():
-            reader = await self._store.open(ref, byte_range, request.if_match)
+            reader = await self._store.open(ref, byte_range, validate_etag(request.if_match))
             try:
                 yield pb.DownloadResponse(object=object_message(reader.info))
                 async for pieces in reader.chunks(DOWNLOAD_CHUNK):
@@ -187,6 +205,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                 f"page_size {request.page_size} is out of range: use 1..{MAX_PAGE_SIZE} "
                 f"(0 means {MAX_PAGE_SIZE})"
             )
+        validate_listing(request.prefix, request.delimiter)
         s3_token = page_token.decode(request.page_token, bucket, request.prefix, request.delimiter)
         page = await self._store.list_page(
             bucket, request.prefix, request.delimiter, request.page_size or MAX_PAGE_SIZE, s3_token
@@ -209,12 +228,18 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             raise InvalidArgument("method must be HTTP_METHOD_GET or HTTP_METHOD_PUT")
         expires_in = DEFAULT_EXPIRY
         if request.HasField("expires_in"):
-            expires_in = request.expires_in.ToTimedelta()
-            if not MIN_EXPIRY <= expires_in <= MAX_EXPIRY:
+            # Exact integer nanoseconds: timedelta would overflow on huge values
+            # and drop nanoseconds at the 7-day edge.
+            given = request.expires_in
+            nanos = given.seconds * _NS_PER_SECOND + given.nanos
+            bounds = (MIN_EXPIRY, MAX_EXPIRY)
+            low, high = (int(b.total_seconds()) * _NS_PER_SECOND for b in bounds)
+            if not low <= nanos <= high:
                 raise InvalidArgument(
-                    f"expires_in {expires_in.total_seconds():g}s is out of range: "
+                    f"expires_in {given.seconds}s {given.nanos}ns is out of range: "
                     "use 1 second to 7 days"
                 )
+            expires_in = timedelta(microseconds=nanos // 1000)
         content_type = ""
         if method is PresignMethod.PUT:
             content_type = validate_content_type(request.content_type, ref.key)
@@ -229,5 +254,6 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     async def Delete(
         self, request: storage_pb2.DeleteRequest, context: Context
     ) -> storage_pb2.DeleteResponse:
-        await self._store.delete(self._buckets.ref(request.bucket, request.key), request.if_match)
+        ref = self._buckets.ref(request.bucket, request.key)
+        await self._store.delete(ref, validate_etag(request.if_match))
         return pb.DeleteResponse()

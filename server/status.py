@@ -76,6 +76,8 @@ def unary(
     @functools.wraps(handler)
     async def wrapper(self: S, request: Req, context: Context) -> Resp:
         try:
+            if isinstance(request, BlobgateError):  # undecodable: see service._parser
+                raise request
             return await handler(self, request, context)
         except grpc.aio.AbortError:
             raise
@@ -93,6 +95,8 @@ def streaming(
     @functools.wraps(handler)
     async def wrapper(self: S, request: Req, context: Context) -> AsyncIterator[Resp]:
         try:
+            if isinstance(request, BlobgateError):  # undecodable: see service._parser
+                raise request
             async for response in handler(self, request, context):
                 yield response
         except grpc.aio.AbortError:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 import google_crc32c
 
 from blobgate.v1 import storage_pb2
-from server.errors import InvalidArgument, OutOfRange, ResourceExhausted
+from server.errors import BlobgateError, InvalidArgument, OutOfRange, ResourceExhausted
 from server.store import ContentChecksums
 
 
@@ -37,6 +37,8 @@ class UploadStream:
             first = await anext(self._requests)
         except StopAsyncIteration:
             raise InvalidArgument("empty stream: send an UploadSpec as the first message") from None
+        if isinstance(first, BlobgateError):  # undecodable message
+            raise first
         if first.WhichOneof("message") != "spec":
             raise InvalidArgument("the first message must be an UploadSpec, not data")
         self.spec = first.spec
@@ -60,6 +62,8 @@ class UploadStream:
         if self._on_accepted is not None:
             await self._on_accepted()
         async for request in self._requests:
+            if isinstance(request, BlobgateError):  # undecodable message
+                raise request
             if request.WhichOneof("message") != "data":
                 raise InvalidArgument("UploadSpec sent twice: only the first message is a spec")
             data = request.data

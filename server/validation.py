@@ -68,7 +68,7 @@ def validate_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     total = 0
     for raw_key, value in metadata.items():
         key = raw_key.lower()
-        if not _METADATA_KEY.match(key):
+        if not _METADATA_KEY.fullmatch(key):
             raise InvalidArgument(
                 f"metadata key {raw_key!r}: use letters, digits, '-', '_' and '.'"
             )
@@ -95,6 +95,25 @@ _CONTENT_TYPE = re.compile(r"^[\x21-\x7e]+/[\x21-\x7e]+(\s*;[\x20-\x7e]*)?$")
 def validate_content_type(content_type: str, key: str) -> str:
     if not content_type:
         return guess_content_type(key)
-    if not _CONTENT_TYPE.match(content_type):
+    if not _CONTENT_TYPE.fullmatch(content_type):
         raise InvalidArgument(f"content_type {content_type!r} is not a valid media type")
     return content_type
+
+
+_ETAG = re.compile(r'"?[\x21\x23-\x7e]*"?')
+
+
+def validate_etag(etag: str, field: str = "if_match") -> str:
+    """An ETag condition travels as an HTTP header: printable ASCII only."""
+    if len(etag) > 1024 or not _ETAG.fullmatch(etag):
+        raise InvalidArgument(f"{field} {etag[:80]!r} is not an ETag (printable ASCII, no spaces)")
+    return etag
+
+
+def validate_listing(prefix: str, delimiter: str) -> None:
+    """A prefix or delimiter longer than a key, or with a NUL, can match nothing."""
+    for name, value in (("prefix", prefix), ("delimiter", delimiter)):
+        if len(value.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+            raise InvalidArgument(f"{name} is longer than a key can be ({MAX_KEY_BYTES} bytes)")
+        if "\x00" in value:
+            raise InvalidArgument(f"{name} contains a NUL character")
