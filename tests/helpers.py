@@ -282,3 +282,30 @@ def http(
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     with opener.open(request, timeout=30) as response:
         return response.status, response.read()
+
+
+class HeldUpload:
+    """Upload requests that pause after ``hold_at`` bytes until ``release()``:
+    a call the test keeps in flight while it does something to the server."""
+
+    def __init__(self, key: str, blob: bytes, hold_at: int) -> None:
+        self.key = key
+        self.blob = blob
+        self._hold_at = hold_at
+        self._holding = asyncio.Event()
+        self._released = asyncio.Event()
+
+    async def requests(self) -> AsyncIterator[storage_pb2.UploadRequest]:
+        yield spec(self.key, size=len(self.blob))
+        for i in range(0, len(self.blob), MiB):
+            if i == self._hold_at:
+                self._holding.set()
+                await self._released.wait()
+            yield data(self.blob[i : i + MiB])
+
+    async def holding(self, within: float = 30.0) -> None:
+        """Wait until the first ``hold_at`` bytes are sent."""
+        await asyncio.wait_for(self._holding.wait(), within)
+
+    def release(self) -> None:
+        self._released.set()

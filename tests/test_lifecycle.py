@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import HeldUpload
 from server_process import SERVER, ServerProcess
 
 from blobgate.v1 import storage_pb2 as pb
@@ -93,23 +94,12 @@ async def test_sigterm_drains_in_flight_upload(
     )  # fmt: skip
     processes.append(server)
     port = await server.wait_listening()
-    data = os.urandom(7 * MiB)
-    sent_half = asyncio.Event()
-    finish = asyncio.Event()
-
-    async def slow_requests() -> AsyncIterator[pb.UploadRequest]:
-        yield pb.UploadRequest(spec=pb.UploadSpec(key="drained.bin", size=len(data)))
-        for i in range(0, len(data), MiB):
-            if i == 4 * MiB:
-                sent_half.set()
-                await finish.wait()
-            yield pb.UploadRequest(data=data[i : i + MiB])
-
+    held = HeldUpload("drained.bin", os.urandom(7 * MiB), hold_at=4 * MiB)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = storage_pb2_grpc.StorageServiceStub(channel)
         assert await health_status(channel) == health_pb2.HealthCheckResponse.SERVING
-        upload = asyncio.ensure_future(stub.Upload(slow_requests(), timeout=60))
-        await asyncio.wait_for(sent_half.wait(), 30)
+        upload = asyncio.ensure_future(stub.Upload(held.requests(), timeout=60))
+        await held.holding()
         server.proc.send_signal(signal.SIGTERM)
 
         # Draining: health says NOT_SERVING and new calls are refused...
@@ -136,11 +126,11 @@ async def test_sigterm_drains_in_flight_upload(
             )
 
         # ...while the upload in flight completes.
-        finish.set()
+        held.release()
         response = await asyncio.wait_for(upload, 60)
-        assert response.object.size == len(data)
+        assert response.object.size == len(held.blob)
 
     assert await asyncio.wait_for(server.proc.wait(), 30) == 0
     stored = await s3.get_object(Bucket=bucket, Key="drained.bin")
-    assert await stored["Body"].read() == data
+    assert await stored["Body"].read() == held.blob
     assert "shutting down" in server.text()

@@ -14,7 +14,7 @@ import grpc
 import pytest
 from conftest import gateway_settings, stop_gateway
 from consul_agent import ConsulAgent
-from helpers import LocalMoto, ensure_bucket, eventually
+from helpers import HeldUpload, LocalMoto, ensure_bucket, eventually
 from server_process import ServerProcess
 
 from blobgate.v1 import storage_pb2 as pb
@@ -192,22 +192,11 @@ async def test_sigterm_deregisters_then_drains_in_flight_upload(
             assert [s for s in agent.services().values() if s["Port"] == port]
 
         await eventually(registered_once, within=10)
-        data = os.urandom(7 * MiB)
-        sent_half = asyncio.Event()
-        finish = asyncio.Event()
-
-        async def slow_requests() -> AsyncIterator[pb.UploadRequest]:
-            yield pb.UploadRequest(spec=pb.UploadSpec(key="drained.bin", size=len(data)))
-            for i in range(0, len(data), MiB):
-                if i == 4 * MiB:
-                    sent_half.set()
-                    await finish.wait()
-                yield pb.UploadRequest(data=data[i : i + MiB])
-
+        held = HeldUpload("drained.bin", os.urandom(7 * MiB), hold_at=4 * MiB)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = storage_pb2_grpc.StorageServiceStub(channel)
-            upload = asyncio.ensure_future(stub.Upload(slow_requests(), timeout=60))
-            await asyncio.wait_for(sent_half.wait(), 30)
+            upload = asyncio.ensure_future(stub.Upload(held.requests(), timeout=60))
+            await held.holding()
             server.proc.send_signal(signal.SIGTERM)
 
             async def deregistered() -> None:
@@ -215,12 +204,12 @@ async def test_sigterm_deregisters_then_drains_in_flight_upload(
 
             await eventually(deregistered, within=10)
             assert server.proc.returncode is None, "exited before the upload finished"
-            finish.set()
+            held.release()
             response = await asyncio.wait_for(upload, 60)
-            assert response.object.size == len(data)
+            assert response.object.size == len(held.blob)
         assert await asyncio.wait_for(server.proc.wait(), 30) == 0
         stored = await s3.get_object(Bucket=bucket, Key="drained.bin")
-        assert await stored["Body"].read() == data
+        assert await stored["Body"].read() == held.blob
         log = server.text()
         assert log.index("deregistered") < log.index("stopped")
     finally:
