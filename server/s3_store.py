@@ -35,6 +35,8 @@ from server.errors import (
 from server.limits import ByteBudget
 from server.settings import Settings
 from server.store import (
+    CRC32C_KEY,
+    SHA256_KEY,
     ByteRange,
     ContentChecksums,
     ListPage,
@@ -50,8 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SHA256_KEY = "sha256"
-CRC32C_KEY = "crc32c"
 MAX_COPY_SIZE = 5 * 1024**3  # CopyObject's limit
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}

@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+# User-metadata keys under which stores keep an object's checksums; callers
+# may not set them.
+SHA256_KEY = "sha256"
+CRC32C_KEY = "crc32c"
+RESERVED_METADATA = frozenset({SHA256_KEY, CRC32C_KEY})
+
 
 @dataclass(frozen=True)
 class ObjectRef:

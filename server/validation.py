@@ -8,13 +8,12 @@ import re
 from collections.abc import Mapping
 
 from server.errors import InvalidArgument, PermissionDenied
-from server.store import ObjectRef
+from server.store import RESERVED_METADATA, ObjectRef
 
 MAX_KEY_BYTES = 1024
 # S3 caps all user metadata (keys and values, as sent) at 2 KB; leave room
 # for the checksums the service stores beside it.
 MAX_METADATA_BYTES = 2048 - 96
-RESERVED_METADATA = frozenset({"sha256", "crc32c"})
 _METADATA_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
