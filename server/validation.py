@@ -75,6 +75,11 @@ def validate_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
             raise InvalidArgument(f"metadata key {key!r} is reserved for the stored checksums")
         if key in clean:
             raise InvalidArgument(f"metadata key {key!r} is given twice (keys are lower-cased)")
+        if value != value.strip(" \t"):
+            raise InvalidArgument(
+                f"metadata value of {key!r} has leading or trailing whitespace, "
+                "which S3 drops (it travels as an HTTP header)"
+            )
         if not value.isascii() or not value.isprintable():
             raise InvalidArgument(
                 f"metadata value of {key!r} must be printable ASCII (it travels as an HTTP header)"
