@@ -52,6 +52,10 @@ _CHANNEL_OPTIONS: list[ChannelOption] = [
 RETRY_BACKOFF = Backoff(0.1, 2.0)
 # How long a call waits for Consul's first answer (at most its own deadline).
 RESOLVE_WAIT = 10.0
+# Bytes and paths at least this big go through a resumable upload session.
+RESUMABLE_THRESHOLD = 16 * 1024 * 1024
+# The deadline of the one try to cancel a failed upload's session.
+CANCEL_TIMEOUT = 5.0
 
 _METHODS = {"GET": storage_pb2.HTTP_METHOD_GET, "PUT": storage_pb2.HTTP_METHOD_PUT}
 
@@ -341,6 +345,7 @@ class Client:
         if_match: str = "",
         size: int | None = None,
         progress: Progress | None = None,
+        resumable: bool | None = None,
     ) -> ObjectInfo:
         """Store ``source`` as ``key`` and return the committed object.
 
@@ -351,6 +356,14 @@ class Client:
         from the key's extension. Nothing is stored if anything fails.
         ``progress`` is called with (bytes sent, declared size or None) after
         the server accepted the request and after each chunk sent.
+
+        ``resumable`` uploads go through an upload session: when the stream
+        breaks (an instance dies, S3 fails, UNAVAILABLE), the client asks how
+        much the session holds and sends only the rest, on another instance if
+        need be, within ``max_attempts`` failures without progress and
+        ``stream_timeout``. None (the default) means resumable for bytes and
+        paths of at least RESUMABLE_THRESHOLD bytes; True requires bytes or a
+        path.
         """
         prepared = await prepare_source(source)
         spec = storage_pb2.UploadSpec(
@@ -366,6 +379,13 @@ class Client:
             spec.size = declared
         if prepared.sha256 is not None:
             spec.expected.sha256 = prepared.sha256
+        if resumable is None:
+            resumable = prepared.reread is not None and (declared or 0) >= RESUMABLE_THRESHOLD
+        if resumable:
+            await _aclose(prepared.chunks)
+            if prepared.reread is None:
+                raise ValueError("a resumable upload reads its source again: give bytes or a path")
+            return await self._upload_resumable(spec, prepared.reread, progress)
         budget = self._budget(self.stream_timeout, attempts=1)  # a stream is not replayed
         try:
             endpoint = await self._acquire(budget)
@@ -376,21 +396,101 @@ class Client:
             chunks = prepared.chunks
             if progress is not None:
                 chunks = _counted(chunks, progress, declared)
-            return await self._upload(endpoint, spec, chunks, budget.remaining())
+            first = storage_pb2.UploadRequest(spec=spec)
+            return await self._upload(endpoint, first, chunks, budget.remaining())
         finally:
             self._pool.release(endpoint)
+
+    async def _upload_resumable(
+        self,
+        spec: storage_pb2.UploadSpec,
+        reread: Callable[[int], AsyncIterator[bytes]],
+        progress: Progress | None,
+    ) -> ObjectInfo:
+        """Upload through a session, resuming from its persisted size after
+        each UNAVAILABLE; cancel the session if the upload fails for good."""
+        request = storage_pb2.StartResumableUploadRequest(spec=spec)
+        started = await self._unary("StartResumableUpload", request)
+        upload_id = started.upload_id
+        total = spec.size if spec.HasField("size") else None
+        budget = self._budget(self.stream_timeout)
+        offset = 0
+        try:
+            while True:
+                endpoint: Endpoint | None = None
+                try:
+                    budget.attempts -= 1
+                    endpoint = await self._acquire(budget)
+                    resume = storage_pb2.UploadResume(upload_id=upload_id, write_offset=offset)
+                    chunks = reread(offset)
+                    if progress is not None:
+                        chunks = _counted(chunks, progress, total, done=offset)
+                    try:
+                        first = storage_pb2.UploadRequest(resume=resume)
+                        return await self._upload(endpoint, first, chunks, budget.remaining())
+                    finally:
+                        self._pool.release(endpoint)
+                except BlobgateError as exc:
+                    await self._before_retry(budget, exc, endpoint)
+                    persisted = await self._persisted(upload_id, exc)
+                    if persisted is None:  # the session ended: committed by the last try?
+                        return await self._committed(spec, exc)
+                    if persisted > offset:
+                        budget.attempts += 1  # progress was made: not a wasted attempt
+                    offset = persisted
+        except BlobgateError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                await self._cancel_session(upload_id)
+            raise
+        except BaseException:
+            await self._cancel_session(upload_id)
+            raise
+
+    async def _persisted(self, upload_id: str, failure: BlobgateError) -> int | None:
+        """Where the session resumes; None once it is over."""
+        request = storage_pb2.QueryUploadStatusRequest(upload_id=upload_id)
+        try:
+            response = await self._unary("QueryUploadStatus", request)
+        except BlobgateError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise failure from exc
+        return int(response.persisted_size)
+
+    async def _committed(self, spec: storage_pb2.UploadSpec, failure: BlobgateError) -> ObjectInfo:
+        """The object a session's last Upload committed even though its reply
+        was lost: the key now holds exactly the bytes sent (same sha256)."""
+        try:
+            info = await self.stat(spec.key, bucket=spec.bucket)
+        except BlobgateError:
+            raise failure from None
+        if spec.expected.sha256 and info.sha256 == spec.expected.sha256:
+            return info
+        raise failure
+
+    async def _cancel_session(self, upload_id: str) -> None:
+        """Best effort: the server's janitor aborts sessions left idle anyway."""
+        request = storage_pb2.CancelResumableUploadRequest(upload_id=upload_id)
+
+        async def attempt(endpoint: Endpoint, time_left: float | None) -> Any:
+            return await endpoint.stub.CancelResumableUpload(request, timeout=time_left)
+
+        try:
+            await self._retrying(attempt, self._budget(CANCEL_TIMEOUT, attempts=2))
+        except Exception:
+            log.debug("could not cancel an upload session; it expires on its own", exc_info=True)
 
     async def _upload(
         self,
         endpoint: Endpoint,
-        spec: storage_pb2.UploadSpec,
+        first: storage_pb2.UploadRequest,
         chunks: AsyncIterator[bytes],
         time_left: float | None,
     ) -> ObjectInfo:
         call = endpoint.stub.Upload(timeout=time_left)
         with translate_errors():
             try:
-                await call.write(storage_pb2.UploadRequest(spec=spec))
+                await call.write(first)
                 # Wait for the server to accept the spec before writing data: a
                 # refused spec then ends the call with no write in flight (a
                 # grpc.aio write that races the server's status replaces that
@@ -725,12 +825,12 @@ def _range_size(size: int, offset: int, limit: int) -> int:
 
 
 async def _counted(
-    chunks: AsyncIterator[bytes], progress: Progress, total: int | None
+    chunks: AsyncIterator[bytes], progress: Progress, total: int | None, done: int = 0
 ) -> AsyncIterator[bytes]:
     """``chunks``, reporting to ``progress`` before the first and after each
-    one is taken (the upload takes the next only once the last was sent)."""
-    done = 0
-    progress(0, total)
+    one is taken (the upload takes the next only once the last was sent);
+    ``done`` bytes were sent before."""
+    progress(done, total)
     try:
         async for chunk in chunks:
             yield chunk

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
@@ -32,11 +32,14 @@ an async iterable of byte chunks."""
 
 @dataclass(frozen=True)
 class PreparedSource:
-    """The chunks to send, and the size and sha256 when known up front."""
+    """The chunks to send, and the size and sha256 when known up front.
+    ``reread`` gives the chunks again from an offset, for sources that can be
+    read twice (bytes and paths): what a resumed upload sends."""
 
     chunks: AsyncIterator[bytes]
     size: int | None = None
     sha256: bytes | None = None
+    reread: Callable[[int], AsyncIterator[bytes]] | None = None
 
 
 async def prepare_source(source: UploadSource) -> PreparedSource:
@@ -45,11 +48,15 @@ async def prepare_source(source: UploadSource) -> PreparedSource:
     if isinstance(source, bytes | bytearray | memoryview):
         view = memoryview(source).cast("B")
         sha256 = await asyncio.to_thread(lambda: hashlib.sha256(view).digest())
-        return PreparedSource(_memory_chunks(view), len(view), sha256)
+        return PreparedSource(
+            _memory_chunks(view), len(view), sha256, lambda offset: _memory_chunks(view[offset:])
+        )
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         size, sha256 = await asyncio.to_thread(_hash_file, path)
-        return PreparedSource(_file_chunks(path), size, sha256)
+        return PreparedSource(
+            _file_chunks(path), size, sha256, lambda offset: _file_chunks(path, offset)
+        )
     if isinstance(source, AsyncIterable):
         return PreparedSource(_rechunk(source))
     if isinstance(source, BinaryReader):
@@ -75,9 +82,11 @@ async def _memory_chunks(view: memoryview) -> AsyncIterator[bytes]:
         yield bytes(view[start : start + CHUNK_SIZE])
 
 
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+async def _file_chunks(path: Path, offset: int = 0) -> AsyncIterator[bytes]:
     file: BinaryIO = await asyncio.to_thread(path.open, "rb")
     try:
+        if offset:
+            await asyncio.to_thread(file.seek, offset)
         async for chunk in _reader_chunks(file):
             yield chunk
     finally:

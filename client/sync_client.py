@@ -195,6 +195,7 @@ class SyncClient:
         if_match: str = "",
         size: int | None = None,
         progress: Progress | None = None,
+        resumable: bool | None = None,
     ) -> ObjectInfo:
         """Store ``source`` as ``key`` (see ``Client.upload``); a plain
         iterable of chunks is sent like an async one."""
@@ -213,6 +214,7 @@ class SyncClient:
                 if_match=if_match,
                 size=size,
                 progress=progress,
+                resumable=resumable,
             )
         )
 

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from server.consul_registration import ConsulRegistration
 from server.errors import BlobgateError
 from server.health import SERVICE_NAME, S3HealthProbe
+from server.s3_sessions import S3Sessions
 from server.s3_store import S3Store
 from server.service import StorageServicer, add_to_server
 from server.settings import Settings
@@ -45,6 +46,7 @@ class Gateway:
     store: S3Store
     registration: ConsulRegistration | None
     _probe_task: asyncio.Task[None]
+    _janitor_task: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         """Go NOT_SERVING and deregister, wait the drain delay, refuse new
@@ -58,9 +60,11 @@ class Gateway:
             log.info("draining: %gs before refusing new calls", self.settings.drain_delay)
             await asyncio.sleep(self.settings.drain_delay)
         self.probe.stop()  # ends the loop even if the cancellation below is lost
-        self._probe_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._probe_task
+        for task in (self._probe_task, self._janitor_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.server.stop(grace)
         await self.store.close()
 
@@ -86,6 +90,7 @@ async def start_gateway(
     """Start a gateway; ``credentials`` (aioboto3 Session arguments) override
     botocore's chain, for the embedded S3 only."""
     store = S3Store(settings, credentials)
+    sessions = S3Sessions(store, settings)
     await store.start()
     try:
         buckets = sorted(settings.buckets)
@@ -96,7 +101,7 @@ async def start_gateway(
             await store.check()
 
         server = grpc.aio.server(options=_server_options(settings))
-        add_to_server(StorageServicer(store, settings), server)
+        add_to_server(StorageServicer(store, sessions, settings), server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         reflection.enable_server_reflection(
@@ -126,7 +131,26 @@ async def start_gateway(
         await store.close()
         raise
     task = asyncio.create_task(health_probe.run(), name="s3-health-probe")
-    return Gateway(settings, server, port, health, health_probe, store, registration, task)
+    janitor = None
+    if settings.janitor_interval:
+        janitor = asyncio.create_task(
+            _sweep_forever(sessions, buckets, settings.janitor_interval), name="janitor"
+        )
+    return Gateway(settings, server, port, health, health_probe, store, registration, task, janitor)
+
+
+async def _sweep_forever(sessions: S3Sessions, buckets: list[str], interval: float) -> None:
+    """The janitor: abort expired sessions and orphaned multipart uploads
+    every ``interval`` seconds."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            aborted = await sessions.sweep(buckets)
+        except Exception:
+            log.warning("janitor: sweep failed; next one in %gs", interval, exc_info=True)
+        else:
+            if aborted:
+                log.info("janitor: aborted %d expired or orphaned multipart uploads", aborted)
 
 
 async def serve(settings: Settings, *, credentials: Mapping[str, str] | None = None) -> int:

@@ -46,3 +46,7 @@ class ResourceExhausted(BlobgateError):
 
 class Unavailable(BlobgateError):
     """S3 is unreachable, throttling or timing out: worth retrying later."""
+
+
+class UploadGone(Unavailable):
+    """S3 no longer knows a multipart upload: aborted, completed or expired."""

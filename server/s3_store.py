@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import datetime
@@ -31,11 +31,13 @@ from server.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unavailable,
+    UploadGone,
 )
 from server.limits import ByteBudget
 from server.settings import Settings
 from server.store import (
     CRC32C_KEY,
+    RESERVED_PREFIX,
     SHA256_KEY,
     ByteRange,
     ContentChecksums,
@@ -79,7 +81,7 @@ def _translate(exc: Exception, ref: ObjectRef | None, bucket: str) -> BlobgateEr
         if code == "NoSuchBucket":
             return BucketNotFound(f"bucket {bucket!r} does not exist in S3")
         if code == "NoSuchUpload":
-            return Unavailable(f"S3 lost the multipart upload for {where}; try again")
+            return UploadGone(f"S3 lost the multipart upload for {where}; try again")
         if code in _NOT_FOUND:
             return NotFound(f"no object {where}")
         if code in _PRECONDITION:
@@ -104,7 +106,7 @@ def _translate(exc: Exception, ref: ObjectRef | None, bucket: str) -> BlobgateEr
 
 
 @contextlib.contextmanager
-def _s3_errors(ref: ObjectRef | None = None, bucket: str = "") -> Iterator[None]:
+def s3_errors(ref: ObjectRef | None = None, bucket: str = "") -> Iterator[None]:
     """Translate botocore and transport failures into service errors."""
     try:
         yield
@@ -118,12 +120,12 @@ def _etag(raw: str) -> str:
     return raw.strip('"')
 
 
-def _quoted(etag: str) -> str:
+def quoted_etag(etag: str) -> str:
     """ETags as S3 compares them in conditional headers."""
     return f'"{_etag(etag)}"'
 
 
-def _stored_metadata(options: PutOptions, sums: ContentChecksums) -> dict[str, str]:
+def stored_metadata(options: PutOptions, sums: ContentChecksums) -> dict[str, str]:
     metadata = dict(options.metadata)
     if sums.sha256 is not None:
         metadata[SHA256_KEY] = sums.sha256.hex()
@@ -189,7 +191,7 @@ class S3Reader:
             pieces: list[bytes] = []
             got = 0
             while got < want:
-                with _s3_errors(self._ref):
+                with s3_errors(self._ref):
                     piece = await self._body.read(want - got)
                 if not piece:
                     break
@@ -221,20 +223,31 @@ class _EmptyReader:
         return None
 
 
-class _PartUploader:
+class PartUploader:
     """One multipart upload's parts, at most ``in_flight`` uploading at once.
     ``submit`` waits for a free slot, which is what stops the caller from
     reading more of its stream: the backpressure that bounds memory."""
 
     def __init__(
-        self, client: S3Client, ref: ObjectRef, upload_id: str, in_flight: int, budget: ByteBudget
+        self,
+        client: S3Client,
+        ref: ObjectRef,
+        upload_id: str,
+        in_flight: int,
+        budget: ByteBudget,
+        *,
+        first_part: int = 1,
+        on_uploaded: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._client = client
+        self._first_part = first_part
+        self._on_uploaded = on_uploaded
         self._budget = budget
         self._ref = ref
         self.upload_id = upload_id
         self._slots = asyncio.Semaphore(in_flight)
         self._tasks: list[asyncio.Task[dict[str, Any]]] = []
+        self.submitted = 0
         self.size = 0
 
     def _raise_if_failed(self) -> None:
@@ -243,19 +256,29 @@ class _PartUploader:
                 raise task.exception()  # type: ignore[misc]
 
     async def submit(self, part: io.BytesIO, reserved: int) -> None:
-        """Upload ``part`` once a slot is free; it gives ``reserved`` bytes of
-        budget back when done."""
-        self._raise_if_failed()
-        await self._slots.acquire()
-        self._raise_if_failed()
+        """Upload ``part`` once a slot is free; ``reserved`` bytes of budget
+        go back when S3 has it, or at once if it is never sent."""
+        try:
+            self._raise_if_failed()
+            await self._slots.acquire()
+        except BaseException:
+            await self._budget.release(reserved)
+            raise
+        try:
+            self._raise_if_failed()
+        except BaseException:
+            self._slots.release()
+            await self._budget.release(reserved)
+            raise
+        self.submitted += 1
         self.size += part.tell()
         part.seek(0)
-        number = len(self._tasks) + 1
+        number = self._first_part + len(self._tasks)
         self._tasks.append(asyncio.create_task(self._upload(number, part, reserved)))
 
     async def _upload(self, number: int, part: io.BytesIO, reserved: int) -> dict[str, Any]:
         try:
-            with _s3_errors(self._ref):
+            with s3_errors(self._ref):
                 response = await self._client.upload_part(
                     Bucket=self._ref.bucket,
                     Key=self._ref.key,
@@ -263,6 +286,8 @@ class _PartUploader:
                     PartNumber=number,
                     Body=part,
                 )
+            if self._on_uploaded is not None:
+                await self._on_uploaded(number)
             return {"PartNumber": number, "ETag": response["ETag"]}
         finally:
             await self._budget.release(reserved)
@@ -289,6 +314,9 @@ class S3Store:
         self._part_size = int(settings.part_size)
         self.budget = ByteBudget(int(settings.memory_budget))
         self._stack = AsyncExitStack()
+        # Multipart uploads this instance is writing: never an orphan, whatever
+        # date the store gives them (moto dates every upload in 2010).
+        self.writing: set[str] = set()
         self._client: S3Client | None = None
         self._signer: S3Client | None = None
 
@@ -352,7 +380,7 @@ class S3Store:
         region = self._settings.s3_region or self.client.meta.region_name
         for bucket in buckets:
             try:
-                with _s3_errors(bucket=bucket):
+                with s3_errors(bucket=bucket):
                     await self.client.head_bucket(Bucket=bucket)
                 continue
             except NotFound:
@@ -360,18 +388,18 @@ class S3Store:
             kwargs: dict[str, Any] = {"Bucket": bucket}
             if region and region != "us-east-1":
                 kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-            with _s3_errors(bucket=bucket):
+            with s3_errors(bucket=bucket):
                 await self.client.create_bucket(**kwargs)
             log.info("created bucket %s", bucket)
 
     async def check(self) -> None:
         bucket = self._settings.default_bucket
-        with _s3_errors(bucket=bucket):
+        with s3_errors(bucket=bucket):
             await self.client.head_bucket(Bucket=bucket)
 
     # --- writes ------------------------------------------------------------
 
-    async def _check_preconditions(self, ref: ObjectRef, options: PutOptions) -> None:
+    async def check_preconditions(self, ref: ObjectRef, options: PutOptions) -> None:
         """Fail fast, before any data is read; S3 enforces them again at commit."""
         try:
             current = await self.head(ref)
@@ -389,12 +417,12 @@ class S3Store:
             )
 
     @staticmethod
-    def _conditions(options: PutOptions) -> dict[str, str]:
+    def conditions(options: PutOptions) -> dict[str, str]:
         conditions: dict[str, str] = {}
         if options.if_none_match:
             conditions["IfNoneMatch"] = "*"
         if options.if_match:
-            conditions["IfMatch"] = _quoted(options.if_match)
+            conditions["IfMatch"] = quoted_etag(options.if_match)
         return conditions
 
     async def put(
@@ -405,96 +433,125 @@ class S3Store:
         checksums: Callable[[], ContentChecksums],
     ) -> ObjectInfo:
         if options.if_none_match or options.if_match:
-            await self._check_preconditions(ref, options)
-        # Bytes collect in a BytesIO (aiohttp sends one in small writes, where
-        # a large bytes body would be copied whole into the socket buffer).
-        # The first full part starts a multipart upload; an object that never
+            await self.check_preconditions(ref, options)
+        # The first whole part starts a multipart upload; an object that never
         # fills one goes up with a single PutObject.
-        # Each part takes a whole part's worth of the server-wide budget before
-        # it is filled and gives it back once S3 has it (see _PartUploader).
-        # Taking it bit by bit would let two half-filled parts wait on each
-        # other forever; this way a part being filled waits only on its client.
+        uploader: PartUploader | None = None
+        final: tuple[io.BytesIO, int] | None = None
+        try:
+            async for part, reserved in self.cut_parts(body, self._part_size):
+                if part.tell() < self._part_size:
+                    final = (part, reserved)  # the last part: the stream ended
+                    continue
+                if uploader is None:
+                    try:
+                        uploader = await self.create_multipart(ref, options)
+                    except BaseException:
+                        await self.budget.release(reserved)
+                        raise
+                    self.writing.add(uploader.upload_id)
+                await uploader.submit(part, reserved)
+            assert final is not None
+            part, reserved = final
+            sums = checksums()
+            if uploader is None:
+                return await self.put_single(ref, part, options, sums)
+            if part.tell():
+                final = None
+                await uploader.submit(part, reserved)
+            etag = await self._complete(ref, uploader, options)
+        except BaseException:
+            if uploader is not None:
+                await uploader.cancel()
+                await asyncio.shield(self.abort_multipart(ref, uploader.upload_id))
+            raise
+        finally:
+            if final is not None:
+                await self.budget.release(final[1])
+            if uploader is not None:
+                self.writing.discard(uploader.upload_id)
+        if options.known.sha256 is None:
+            etag = await self.store_checksums(ref, options, sums, etag, uploader.size)
+        return await self.committed(ref, options, sums, uploader.size, etag)
+
+    async def cut_parts(
+        self, body: AsyncIterable[bytes], part_size: int
+    ) -> AsyncIterator[tuple[io.BytesIO, int]]:
+        """Cut ``body`` into parts of ``part_size`` bytes, then one last part
+        shorter than that (possibly empty) once ``body`` ends.
+
+        Bytes collect in a BytesIO (aiohttp sends one in small writes, where a
+        large bytes body would be copied whole into the socket buffer). Each
+        part takes a whole part's worth of the server-wide budget before it is
+        filled, and comes with it: the receiver hands both to
+        ``PartUploader.submit`` or releases the budget itself. Taking budget
+        bit by bit would let two half-filled parts wait on each other forever;
+        this way a part being filled waits only on its client."""
         part = io.BytesIO()
         reserved = 0  # budget held for the part being filled
-        uploader: _PartUploader | None = None
         try:
             async for chunk in body:
                 view = memoryview(chunk)
                 while view:
                     if not reserved:
-                        await self.budget.acquire(self._part_size)
-                        reserved = self._part_size
-                    room = self._part_size - part.tell()
+                        await self.budget.acquire(part_size)
+                        reserved = part_size
+                    room = part_size - part.tell()
                     part.write(view[:room])
                     view = view[room:]
-                    if part.tell() == self._part_size:
-                        if uploader is None:
-                            uploader = await self._create_multipart(ref, options)
-                        await uploader.submit(part, reserved)
-                        reserved = 0
+                    if part.tell() == part_size:
+                        handed, reserved = reserved, 0
+                        yield part, handed
                         part = io.BytesIO()
-            sums = checksums()
-            if uploader is None:
-                return await self._put_single(ref, part, options, sums)
-            if part.tell():
-                await uploader.submit(part, reserved)
-                reserved = 0
-            etag = await self._complete(ref, uploader, options)
-        except BaseException:
-            if uploader is not None:
-                await uploader.cancel()
-                await asyncio.shield(self._abort(ref, uploader.upload_id))
-            raise
+            handed, reserved = reserved, 0
+            yield part, handed
         finally:
             await self.budget.release(reserved)
-        if options.known.sha256 is None:
-            etag = await self._store_checksums(ref, options, sums, etag, uploader.size)
-        return await self._committed(ref, options, sums, uploader.size, etag)
 
-    async def _put_single(
+    async def put_single(
         self, ref: ObjectRef, part: io.BytesIO, options: PutOptions, sums: ContentChecksums
     ) -> ObjectInfo:
         size = part.tell()
         part.seek(0)
-        with _s3_errors(ref):
+        with s3_errors(ref):
             response = await self.client.put_object(
                 Bucket=ref.bucket,
                 Key=ref.key,
                 Body=part,
                 ContentType=options.content_type,
-                Metadata=_stored_metadata(options, sums),
-                **self._conditions(options),  # type: ignore[arg-type]
+                Metadata=stored_metadata(options, sums),
+                **self.conditions(options),  # type: ignore[arg-type]
             )
-        return await self._committed(ref, options, sums, size, response["ETag"])
+        return await self.committed(ref, options, sums, size, response["ETag"])
 
-    async def _create_multipart(self, ref: ObjectRef, options: PutOptions) -> _PartUploader:
-        with _s3_errors(ref):
+    async def create_multipart(self, ref: ObjectRef, options: PutOptions) -> PartUploader:
+        with s3_errors(ref):
             created = await self.client.create_multipart_upload(
                 Bucket=ref.bucket,
                 Key=ref.key,
                 ContentType=options.content_type,
-                Metadata=_stored_metadata(options, options.known),
+                Metadata=stored_metadata(options, options.known),
             )
-        return _PartUploader(
+        return PartUploader(
             self.client, ref, created["UploadId"], self._settings.parts_in_flight, self.budget
         )
 
-    async def _complete(self, ref: ObjectRef, uploader: _PartUploader, options: PutOptions) -> str:
+    async def _complete(self, ref: ObjectRef, uploader: PartUploader, options: PutOptions) -> str:
         parts = await uploader.finish()
         if options.if_match:
             # Not every S3-compatible store honours If-Match on completion.
-            await self._check_preconditions(ref, options)
-        with _s3_errors(ref):
+            await self.check_preconditions(ref, options)
+        with s3_errors(ref):
             response = await self.client.complete_multipart_upload(
                 Bucket=ref.bucket,
                 Key=ref.key,
                 UploadId=uploader.upload_id,
                 MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-                **self._conditions(options),  # type: ignore[arg-type]
+                **self.conditions(options),  # type: ignore[arg-type]
             )
         return response["ETag"]
 
-    async def _abort(self, ref: ObjectRef, upload_id: str) -> None:
+    async def abort_multipart(self, ref: ObjectRef, upload_id: str) -> None:
         try:
             await self.client.abort_multipart_upload(
                 Bucket=ref.bucket, Key=ref.key, UploadId=upload_id
@@ -509,7 +566,7 @@ class S3Store:
                 exc_info=True,
             )
 
-    async def _store_checksums(
+    async def store_checksums(
         self, ref: ObjectRef, options: PutOptions, sums: ContentChecksums, etag: str, size: int
     ) -> str:
         """Attach checksums learnt only at the end of a multipart upload by
@@ -523,17 +580,17 @@ class S3Store:
                 Bucket=ref.bucket,
                 Key=ref.key,
                 CopySource={"Bucket": ref.bucket, "Key": ref.key},
-                CopySourceIfMatch=_quoted(etag),
+                CopySourceIfMatch=quoted_etag(etag),
                 MetadataDirective="REPLACE",
                 ContentType=options.content_type,
-                Metadata=_stored_metadata(options, sums),
+                Metadata=stored_metadata(options, sums),
             )
         except (TimeoutError, ClientError, BotoCoreError, OSError):
             log.warning("%s/%s: could not store checksums", ref.bucket, ref.key, exc_info=True)
             return etag
         return response["CopyObjectResult"].get("ETag", etag)
 
-    async def _committed(
+    async def committed(
         self, ref: ObjectRef, options: PutOptions, sums: ContentChecksums, size: int, etag: str
     ) -> ObjectInfo:
         """Describe what was just committed; a HEAD supplies LastModified."""
@@ -549,7 +606,7 @@ class S3Store:
         )
         try:
             response = await self.client.head_object(
-                Bucket=ref.bucket, Key=ref.key, IfMatch=_quoted(etag)
+                Bucket=ref.bucket, Key=ref.key, IfMatch=quoted_etag(etag)
             )
         except (TimeoutError, ClientError, BotoCoreError, OSError):
             return info  # replaced meanwhile, or S3 hiccup: what we wrote is still true
@@ -558,10 +615,10 @@ class S3Store:
     async def delete(self, ref: ObjectRef, if_match: str) -> None:
         kwargs: dict[str, Any] = {}
         if if_match:
-            await self._check_preconditions(ref, PutOptions("", {}, if_match=if_match))
-            kwargs["IfMatch"] = _quoted(if_match)
+            await self.check_preconditions(ref, PutOptions("", {}, if_match=if_match))
+            kwargs["IfMatch"] = quoted_etag(if_match)
         try:
-            with _s3_errors(ref):
+            with s3_errors(ref):
                 await self.client.delete_object(Bucket=ref.bucket, Key=ref.key, **kwargs)
         except BucketNotFound:
             raise
@@ -573,7 +630,7 @@ class S3Store:
     # --- reads -------------------------------------------------------------
 
     async def head(self, ref: ObjectRef) -> ObjectInfo:
-        with _s3_errors(ref):
+        with s3_errors(ref):
             response = await self.client.head_object(Bucket=ref.bucket, Key=ref.key)
         return _info(ref, response, int(response.get("ContentLength", 0)))
 
@@ -585,9 +642,9 @@ class S3Store:
         if header:
             kwargs["Range"] = header
         if if_match:
-            kwargs["IfMatch"] = _quoted(if_match)
+            kwargs["IfMatch"] = quoted_etag(if_match)
         try:
-            with _s3_errors(ref):
+            with s3_errors(ref):
                 response = await self.client.get_object(**kwargs)
         except OutOfRange:
             return await self._empty_or_out_of_range(ref, byte_range, if_match)
@@ -620,8 +677,9 @@ class S3Store:
             kwargs["Delimiter"] = delimiter
         if token:
             kwargs["ContinuationToken"] = token
-        with _s3_errors(bucket=bucket):
+        with s3_errors(bucket=bucket):
             response = await self.client.list_objects_v2(**kwargs)
+        # The gateway's own records are not the caller's objects.
         objects = [
             ObjectInfo(
                 bucket=bucket,
@@ -632,8 +690,13 @@ class S3Store:
                 last_modified=item.get("LastModified"),
             )
             for item in response.get("Contents", [])
+            if not item["Key"].startswith(RESERVED_PREFIX)
         ]
-        prefixes = [p["Prefix"] for p in response.get("CommonPrefixes", []) if "Prefix" in p]
+        prefixes = [
+            p["Prefix"]
+            for p in response.get("CommonPrefixes", [])
+            if "Prefix" in p and not p["Prefix"].startswith(RESERVED_PREFIX)
+        ]
         next_token = (
             response.get("NextContinuationToken", "") if response.get("IsTruncated") else ""
         )
@@ -650,7 +713,7 @@ class S3Store:
             params["ContentType"] = content_type
             headers["Content-Type"] = content_type
         operation = "put_object" if method is PresignMethod.PUT else "get_object"
-        with _s3_errors(ref):
+        with s3_errors(ref):
             url = await self._signer.generate_presigned_url(
                 operation, Params=params, ExpiresIn=expires_in
             )

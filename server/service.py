@@ -13,18 +13,20 @@ from grpc.aio import ServicerContext
 
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 from server import page_token, status
-from server.errors import InvalidArgument
+from server import upload_id as upload_id_codec
+from server.errors import InvalidArgument, OutOfRange
 from server.limits import StreamLimit
 from server.settings import Settings
 from server.store import (
     ByteRange,
-    ContentChecksums,
     ObjectInfo,
     ObjectStore,
     PresignMethod,
     PutOptions,
+    SessionSpec,
+    SessionStore,
 )
-from server.upload_stream import UploadStream
+from server.upload_stream import UploadStream, check_spec, expected_checksums
 from server.validation import (
     BucketPolicy,
     guess_content_type,
@@ -126,6 +128,21 @@ def add_to_server(servicer: StorageServicer, server: grpc.aio.Server) -> None:
         "Delete": grpc.unary_unary_rpc_method_handler(
             servicer.Delete, _parser(pb.DeleteRequest), pb.DeleteResponse.SerializeToString
         ),
+        "StartResumableUpload": grpc.unary_unary_rpc_method_handler(
+            servicer.StartResumableUpload,
+            _parser(pb.StartResumableUploadRequest),
+            pb.StartResumableUploadResponse.SerializeToString,
+        ),
+        "QueryUploadStatus": grpc.unary_unary_rpc_method_handler(
+            servicer.QueryUploadStatus,
+            _parser(pb.QueryUploadStatusRequest),
+            pb.QueryUploadStatusResponse.SerializeToString,
+        ),
+        "CancelResumableUpload": grpc.unary_unary_rpc_method_handler(
+            servicer.CancelResumableUpload,
+            _parser(pb.CancelResumableUploadRequest),
+            pb.CancelResumableUploadResponse.SerializeToString,
+        ),
     }
     name = pb.DESCRIPTOR.services_by_name["StorageService"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
@@ -135,11 +152,31 @@ def add_to_server(servicer: StorageServicer, server: grpc.aio.Server) -> None:
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     """blobgate.v1.StorageService over any ObjectStore."""
 
-    def __init__(self, store: ObjectStore, settings: Settings) -> None:
+    def __init__(self, store: ObjectStore, sessions: SessionStore, settings: Settings) -> None:
         self._store = store
+        self._sessions = sessions
+        self._session_expiry = timedelta(seconds=settings.session_expiry)
         self._buckets = BucketPolicy(settings.default_bucket, settings.buckets)
         self._max_size = settings.object_size_limit
         self._streams = StreamLimit(settings.max_streams)
+
+    def _session_spec(self, spec: storage_pb2.UploadSpec) -> SessionSpec:
+        """Where and how to store what an UploadSpec describes."""
+        ref = self._buckets.ref(spec.bucket, spec.key)
+        if spec.if_none_match and spec.if_match:
+            raise InvalidArgument("set if_none_match or if_match, not both")
+        options = PutOptions(
+            content_type=validate_content_type(spec.content_type, ref.key),
+            metadata=validate_metadata(spec.metadata),
+            if_none_match=spec.if_none_match,
+            if_match=validate_etag(spec.if_match),
+            known=expected_checksums(spec.expected),
+        )
+        return SessionSpec(ref, options, spec.size if spec.HasField("size") else None)
+
+    def _session_handle(self, upload_id: str) -> tuple[str, str]:
+        bucket, session_id = upload_id_codec.decode(upload_id)
+        return self._buckets.resolve(bucket), session_id
 
     @status.unary
     async def Upload(
@@ -152,24 +189,56 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             self._max_size,
             lambda: context.send_initial_metadata(((UPLOAD_ACCEPTED_KEY, "accepted"),)),
         )
-        spec = await stream.read_spec()
-        ref = self._buckets.ref(spec.bucket, spec.key)
-        if spec.if_none_match and spec.if_match:
-            raise InvalidArgument("set if_none_match or if_match, not both")
-        expected = spec.expected
-        options = PutOptions(
-            content_type=validate_content_type(spec.content_type, ref.key),
-            metadata=validate_metadata(spec.metadata),
-            if_none_match=spec.if_none_match,
-            if_match=validate_etag(spec.if_match),
-            known=ContentChecksums(
-                sha256=expected.sha256 or None,
-                crc32c=expected.crc32c if expected.HasField("crc32c") else None,
-            ),
-        )
+        first = await stream.read_first()
+        if isinstance(first, pb.UploadResume):
+            return await self._resume(stream, first)
+        target = self._session_spec(first)
         async with self._streams.slot():
-            info = await self._store.put(ref, stream.chunks(), options, stream.checksums)
+            info = await self._store.put(
+                target.ref, stream.chunks(), target.options, stream.checksums
+            )
         return pb.UploadResponse(object=object_message(info))
+
+    async def _resume(
+        self, stream: UploadStream, resume: storage_pb2.UploadResume
+    ) -> storage_pb2.UploadResponse:
+        session = await self._sessions.open_session(*self._session_handle(resume.upload_id))
+        if resume.write_offset != session.persisted_size:
+            raise OutOfRange(
+                f"write_offset {resume.write_offset} is not where the session resumes: "
+                f"send from its persisted size, {session.persisted_size}"
+            )
+        stream.resume_at(session.persisted_size, session.spec.size)
+        async with self._streams.slot():
+            info = await self._sessions.resume_session(session, stream.chunks())
+        return pb.UploadResponse(object=object_message(info))
+
+    @status.unary
+    async def StartResumableUpload(
+        self, request: storage_pb2.StartResumableUploadRequest, context: Context
+    ) -> storage_pb2.StartResumableUploadResponse:
+        check_spec(request.spec, self._max_size)
+        session = await self._sessions.start_session(self._session_spec(request.spec))
+        response = pb.StartResumableUploadResponse(
+            upload_id=upload_id_codec.encode(session.bucket, session.session_id),
+            part_size=session.part_size,
+        )
+        response.expires_after_idle.FromTimedelta(self._session_expiry)
+        return response
+
+    @status.unary
+    async def QueryUploadStatus(
+        self, request: storage_pb2.QueryUploadStatusRequest, context: Context
+    ) -> storage_pb2.QueryUploadStatusResponse:
+        session = await self._sessions.open_session(*self._session_handle(request.upload_id))
+        return pb.QueryUploadStatusResponse(persisted_size=session.persisted_size)
+
+    @status.unary
+    async def CancelResumableUpload(
+        self, request: storage_pb2.CancelResumableUploadRequest, context: Context
+    ) -> storage_pb2.CancelResumableUploadResponse:
+        await self._sessions.cancel_session(*self._session_handle(request.upload_id))
+        return pb.CancelResumableUploadResponse()
 
     @status.streaming
     async def Download(

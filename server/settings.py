@@ -104,6 +104,17 @@ class Settings(BaseSettings):
     max_streams: int = Field(
         256, ge=1, description="concurrent Upload/Download streams; more get RESOURCE_EXHAUSTED"
     )
+    session_expiry: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="seconds a resumable upload session may sit idle before it is aborted",
+    )
+    janitor_interval: float = Field(
+        3600.0,
+        ge=0,
+        description="seconds between sweeps for expired sessions and orphaned multipart "
+        "uploads; 0: never",
+    )
     health_interval: float = Field(5.0, gt=0, description="seconds between S3 health probes")
     shutdown_grace: float = Field(
         30.0, ge=0, description="seconds in-flight calls get to finish on SIGTERM"

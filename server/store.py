@@ -12,11 +12,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from server.errors import InvalidArgument
+
 # User-metadata keys under which stores keep an object's checksums; callers
 # may not set them.
 SHA256_KEY = "sha256"
 CRC32C_KEY = "crc32c"
 RESERVED_METADATA = frozenset({SHA256_KEY, CRC32C_KEY})
+# Keys under this prefix hold the gateway's own records (the checkpoints of
+# resumable upload sessions): callers can neither read, write nor list them.
+RESERVED_PREFIX = ".blobgate/"
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,22 @@ class ContentChecksums:
 
     sha256: bytes | None = None
     crc32c: int | None = None
+
+
+def verify_checksums(expected: ContentChecksums, actual: ContentChecksums) -> None:
+    """Raise InvalidArgument unless the data matches what the client vouched for."""
+    if expected.sha256 is not None and expected.sha256 != actual.sha256:
+        received = actual.sha256.hex() if actual.sha256 else "unknown"
+        raise InvalidArgument(
+            f"sha256 mismatch: expected {expected.sha256.hex()}, "
+            f"received data hashes to {received}; nothing was stored"
+        )
+    if expected.crc32c is not None and expected.crc32c != actual.crc32c:
+        received = f"{actual.crc32c:#010x}" if actual.crc32c is not None else "unknown"
+        raise InvalidArgument(
+            f"crc32c mismatch: expected {expected.crc32c:#010x}, "
+            f"received data has {received}; nothing was stored"
+        )
 
 
 @dataclass(frozen=True)
@@ -146,4 +167,55 @@ class ObjectStore(Protocol):
 
     async def check(self) -> None:
         """Raise Unavailable unless the store answers (a cheap probe)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What a resumable upload session will commit, and the checks that apply
+    to the whole object."""
+
+    ref: ObjectRef
+    options: PutOptions
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Session:
+    """An open session as read from the store: enough to check where an
+    Upload may resume before any data is read."""
+
+    bucket: str
+    session_id: str
+    spec: SessionSpec
+    persisted_size: int
+    part_size: int
+    revision: str  # the store's version of the session record
+
+
+class SessionStore(Protocol):
+    """Resumable upload sessions whose state lives in the store, so any
+    instance can continue a session another one started."""
+
+    async def start_session(self, spec: SessionSpec) -> Session:
+        """Open a session; its ``session_id`` is a secret of the caller."""
+        ...
+
+    async def open_session(self, bucket: str, session_id: str) -> Session:
+        """Read a live session; NotFound once it finished, was cancelled or expired."""
+        ...
+
+    async def resume_session(self, session: Session, body: AsyncIterable[bytes]) -> ObjectInfo:
+        """Append ``body`` at the persisted size and commit the object when it
+        ends. Whole parts persist as they are stored; if ``body`` fails the
+        session stays open at its last whole part."""
+        ...
+
+    async def cancel_session(self, bucket: str, session_id: str) -> None:
+        """End a session and delete what it persisted."""
+        ...
+
+    async def sweep(self, buckets: list[str]) -> int:
+        """Abort sessions idle past the expiry and multipart uploads older
+        than it that no session owns; return how many were aborted."""
         ...

@@ -11,7 +11,7 @@ import google_crc32c
 
 from blobgate.v1 import storage_pb2
 from server.errors import BlobgateError, InvalidArgument, OutOfRange, ResourceExhausted
-from server.store import ContentChecksums
+from server.store import ContentChecksums, verify_checksums
 
 
 class UploadStream:
@@ -30,42 +30,49 @@ class UploadStream:
         self._crc32c = google_crc32c.Checksum()
         self.size = 0
         self.spec = storage_pb2.UploadSpec()
+        self._declared: int | None = None
+        self._hashing = True
 
-    async def read_spec(self) -> storage_pb2.UploadSpec:
-        """Read the first message, which must be the spec."""
+    async def read_first(self) -> storage_pb2.UploadSpec | storage_pb2.UploadResume:
+        """Read the first message: a spec (checked here) or a session's resume."""
         try:
             first = await anext(self._requests)
         except StopAsyncIteration:
-            raise InvalidArgument("empty stream: send an UploadSpec as the first message") from None
+            raise InvalidArgument(
+                "empty stream: send an UploadSpec or an UploadResume as the first message"
+            ) from None
         if isinstance(first, BlobgateError):  # undecodable message
             raise first
-        if first.WhichOneof("message") != "spec":
-            raise InvalidArgument("the first message must be an UploadSpec, not data")
+        kind = first.WhichOneof("message")
+        if kind == "resume":
+            return first.resume
+        if kind != "spec":
+            raise InvalidArgument("the first message must be an UploadSpec or an UploadResume")
+        check_spec(first.spec, self._max_size)
         self.spec = first.spec
-        if self.spec.HasField("size"):
-            if self.spec.size < 0:
-                raise InvalidArgument(f"declared size {self.spec.size} is negative")
-            if self.spec.size > self._max_size:
-                raise ResourceExhausted(
-                    f"declared size {self.spec.size} is over the server's limit of "
-                    f"{self._max_size} bytes"
-                )
-        expected = self.spec.expected
-        if expected.sha256 and len(expected.sha256) != 32:
-            raise InvalidArgument(f"expected.sha256 must be 32 bytes, got {len(expected.sha256)}")
+        self._declared = self.spec.size if self.spec.HasField("size") else None
         return self.spec
+
+    def resume_at(self, offset: int, declared: int | None) -> None:
+        """Count from ``offset`` (the bytes a session already holds) against
+        the session's declared size; the session's store does the hashing."""
+        self.size = offset
+        self._declared = declared
+        self._hashing = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Yield the data; on the stream's end, verify size and checksums.
         ``on_accepted`` runs first: the consumer has accepted the spec."""
-        declared = self.spec.size if self.spec.HasField("size") else None
+        declared = self._declared
         if self._on_accepted is not None:
             await self._on_accepted()
         async for request in self._requests:
             if isinstance(request, BlobgateError):  # undecodable message
                 raise request
             if request.WhichOneof("message") != "data":
-                raise InvalidArgument("UploadSpec sent twice: only the first message is a spec")
+                raise InvalidArgument(
+                    "a second UploadSpec or UploadResume: only the first message may be one"
+                )
             data = request.data
             self.size += len(data)
             if declared is not None and self.size > declared:
@@ -74,12 +81,14 @@ class UploadStream:
                 raise ResourceExhausted(
                     f"object is over the server's limit of {self._max_size} bytes"
                 )
-            self._sha256.update(data)
-            self._crc32c.update(data)
+            if self._hashing:
+                self._sha256.update(data)
+                self._crc32c.update(data)
             yield data
         if declared is not None and self.size != declared:
             raise OutOfRange(f"received {self.size} bytes but the declared size is {declared}")
-        self._verify()
+        if self._hashing:
+            verify_checksums(expected_checksums(self.spec.expected), self.checksums())
 
     def checksums(self) -> ContentChecksums:
         """The checksums of everything received (complete once chunks() ended)."""
@@ -88,17 +97,23 @@ class UploadStream:
             crc32c=int.from_bytes(self._crc32c.digest(), "big"),
         )
 
-    def _verify(self) -> None:
-        expected = self.spec.expected
-        actual = self.checksums()
-        if expected.sha256 and expected.sha256 != actual.sha256:
-            assert actual.sha256 is not None
-            raise InvalidArgument(
-                f"sha256 mismatch: expected {expected.sha256.hex()}, "
-                f"received data hashes to {actual.sha256.hex()}; nothing was stored"
+
+def check_spec(spec: storage_pb2.UploadSpec, max_size: int) -> None:
+    """The spec's own checks on size and checksums, before any data."""
+    if spec.HasField("size"):
+        if spec.size < 0:
+            raise InvalidArgument(f"declared size {spec.size} is negative")
+        if spec.size > max_size:
+            raise ResourceExhausted(
+                f"declared size {spec.size} is over the server's limit of {max_size} bytes"
             )
-        if expected.HasField("crc32c") and expected.crc32c != actual.crc32c:
-            raise InvalidArgument(
-                f"crc32c mismatch: expected {expected.crc32c:#010x}, "
-                f"received data has {actual.crc32c:#010x}; nothing was stored"
-            )
+    if spec.expected.sha256 and len(spec.expected.sha256) != 32:
+        raise InvalidArgument(f"expected.sha256 must be 32 bytes, got {len(spec.expected.sha256)}")
+
+
+def expected_checksums(expected: storage_pb2.Checksums) -> ContentChecksums:
+    """What the client vouched for, unset fields as None."""
+    return ContentChecksums(
+        sha256=expected.sha256 or None,
+        crc32c=expected.crc32c if expected.HasField("crc32c") else None,
+    )

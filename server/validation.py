@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 
 from server.errors import InvalidArgument, PermissionDenied
-from server.store import RESERVED_METADATA, ObjectRef
+from server.store import RESERVED_METADATA, RESERVED_PREFIX, ObjectRef
 
 MAX_KEY_BYTES = 1024
 # S3 caps all user metadata (keys and values, as sent) at 2 KB; leave room
@@ -34,6 +34,10 @@ def validate_key(key: str) -> str:
         raise InvalidArgument("key contains a NUL character")
     if key.startswith("/"):
         raise InvalidArgument("key starts with '/': drop the leading slash")
+    if key.startswith(RESERVED_PREFIX):
+        raise InvalidArgument(
+            f"keys under {RESERVED_PREFIX!r} are reserved for the gateway's upload sessions"
+        )
     if any(segment in {".", ".."} for segment in key.split("/")):
         raise InvalidArgument(
             "key has a '.' or '..' path segment, which HTTP clients rewrite in URLs"

@@ -15,6 +15,7 @@ import aioboto3
 import grpc
 import pytest
 from moto.server import ThreadedMotoServer
+from server_process import ServerProcess
 
 from blobgate.v1 import storage_pb2_grpc
 from server.app import Gateway, start_gateway
@@ -96,6 +97,14 @@ async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> storage_pb2_grpc.StorageServiceStub:
     return storage_pb2_grpc.StorageServiceStub(channel)
+
+
+@pytest.fixture
+async def processes() -> AsyncIterator[list[ServerProcess]]:
+    """blobgate-server subprocesses a test starts; killed when it ends."""
+    started: list[ServerProcess] = []
+    yield started
+    await asyncio.gather(*(server.kill() for server in started))
 
 
 async def assert_nothing_left(s3: Any, bucket: str, key: str) -> None:

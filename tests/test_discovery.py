@@ -499,13 +499,6 @@ async def test_cli_with_a_consul_target(
 # --- the key test: SIGKILL one of three gateway processes under load ---------------
 
 
-@pytest.fixture
-async def processes() -> AsyncIterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    await asyncio.gather(*(p.kill() for p in started))
-
-
 async def test_sigkill_one_of_three_under_load(
     agent: ConsulAgent,
     consul_api: Any,

@@ -21,14 +21,6 @@ from blobgate.v1 import storage_pb2_grpc
 MiB = 1024 * 1024
 
 
-@pytest.fixture
-async def processes() -> AsyncIterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for server in started:
-        await server.kill()
-
-
 async def health_status(channel: grpc.aio.Channel, service: str = "") -> Any:
     response = await health_pb2_grpc.HealthStub(channel).Check(
         health_pb2.HealthCheckRequest(service=service), timeout=5

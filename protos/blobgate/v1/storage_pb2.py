@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62lobgate/v1/storage.proto\x12\x0b\x62lobgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\tChecksums\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x12\x13\n\x06\x63rc32c\x18\x02 \x01(\x07H\x00\x88\x01\x01\x42\t\n\x07_crc32c\"\x9b\x02\n\x06Object\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x31\n\rlast_modified\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x08metadata\x18\x07 \x03(\x0b\x32!.blobgate.v1.Object.MetadataEntry\x12)\n\tchecksums\x18\x08 \x01(\x0b\x32\x16.blobgate.v1.Checksums\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x98\x02\n\nUploadSpec\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x37\n\x08metadata\x18\x04 \x03(\x0b\x32%.blobgate.v1.UploadSpec.MetadataEntry\x12\x11\n\x04size\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12(\n\x08\x65xpected\x18\x06 \x01(\x0b\x32\x16.blobgate.v1.Checksums\x12\x15\n\rif_none_match\x18\x07 \x01(\x08\x12\x10\n\x08if_match\x18\x08 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_size\"S\n\rUploadRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x17.blobgate.v1.UploadSpecH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\t\n\x07message\"5\n\x0eUploadResponse\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.blobgate.v1.Object\"_\n\x0f\x44ownloadRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x03\x12\x10\n\x08if_match\x18\x05 \x01(\t\"T\n\x10\x44ownloadResponse\x12%\n\x06object\x18\x01 \x01(\x0b\x32\x13.blobgate.v1.ObjectH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\t\n\x07message\"*\n\x0bStatRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"3\n\x0cStatResponse\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.blobgate.v1.Object\"g\n\x0bListRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x11\n\tdelimiter\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"f\n\x0cListResponse\x12$\n\x07objects\x18\x01 \x03(\x0b\x32\x13.blobgate.v1.Object\x12\x17\n\x0f\x63ommon_prefixes\x18\x02 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\x9b\x01\n\x0ePresignRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\'\n\x06method\x18\x03 \x01(\x0e\x32\x17.blobgate.v1.HttpMethod\x12-\n\nexpires_in\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\"\xe3\x01\n\x0fPresignResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\'\n\x06method\x18\x02 \x01(\x0e\x32\x17.blobgate.v1.HttpMethod\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\x07headers\x18\x04 \x03(\x0b\x32).blobgate.v1.PresignResponse.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\rDeleteRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x10\n\x08if_match\x18\x03 \x01(\t\"\x10\n\x0e\x44\x65leteResponse*S\n\nHttpMethod\x12\x1b\n\x17HTTP_METHOD_UNSPECIFIED\x10\x00\x12\x13\n\x0fHTTP_METHOD_GET\x10\x01\x12\x13\n\x0fHTTP_METHOD_PUT\x10\x02\x32\xa3\x03\n\x0eStorageService\x12\x43\n\x06Upload\x12\x1a.blobgate.v1.UploadRequest\x1a\x1b.blobgate.v1.UploadResponse(\x01\x12I\n\x08\x44ownload\x12\x1c.blobgate.v1.DownloadRequest\x1a\x1d.blobgate.v1.DownloadResponse0\x01\x12;\n\x04Stat\x12\x18.blobgate.v1.StatRequest\x1a\x19.blobgate.v1.StatResponse\x12;\n\x04List\x12\x18.blobgate.v1.ListRequest\x1a\x19.blobgate.v1.ListResponse\x12\x44\n\x07Presign\x12\x1b.blobgate.v1.PresignRequest\x1a\x1c.blobgate.v1.PresignResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.blobgate.v1.DeleteRequest\x1a\x1b.blobgate.v1.DeleteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62lobgate/v1/storage.proto\x12\x0b\x62lobgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\tChecksums\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x12\x13\n\x06\x63rc32c\x18\x02 \x01(\x07H\x00\x88\x01\x01\x42\t\n\x07_crc32c\"\x9b\x02\n\x06Object\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x31\n\rlast_modified\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x08metadata\x18\x07 \x03(\x0b\x32!.blobgate.v1.Object.MetadataEntry\x12)\n\tchecksums\x18\x08 \x01(\x0b\x32\x16.blobgate.v1.Checksums\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x98\x02\n\nUploadSpec\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x37\n\x08metadata\x18\x04 \x03(\x0b\x32%.blobgate.v1.UploadSpec.MetadataEntry\x12\x11\n\x04size\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12(\n\x08\x65xpected\x18\x06 \x01(\x0b\x32\x16.blobgate.v1.Checksums\x12\x15\n\rif_none_match\x18\x07 \x01(\x08\x12\x10\n\x08if_match\x18\x08 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_size\"\x80\x01\n\rUploadRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x17.blobgate.v1.UploadSpecH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12+\n\x06resume\x18\x03 \x01(\x0b\x32\x19.blobgate.v1.UploadResumeH\x00\x42\t\n\x07message\"7\n\x0cUploadResume\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x14\n\x0cwrite_offset\x18\x02 \x01(\x03\"D\n\x1bStartResumableUploadRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.blobgate.v1.UploadSpec\"{\n\x1cStartResumableUploadResponse\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x11\n\tpart_size\x18\x02 \x01(\x03\x12\x35\n\x12\x65xpires_after_idle\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"-\n\x18QueryUploadStatusRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\"3\n\x19QueryUploadStatusResponse\x12\x16\n\x0epersisted_size\x18\x01 \x01(\x03\"1\n\x1c\x43\x61ncelResumableUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\"\x1f\n\x1d\x43\x61ncelResumableUploadResponse\"5\n\x0eUploadResponse\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.blobgate.v1.Object\"_\n\x0f\x44ownloadRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x03\x12\x10\n\x08if_match\x18\x05 \x01(\t\"T\n\x10\x44ownloadResponse\x12%\n\x06object\x18\x01 \x01(\x0b\x32\x13.blobgate.v1.ObjectH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\t\n\x07message\"*\n\x0bStatRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"3\n\x0cStatResponse\x12#\n\x06object\x18\x01 \x01(\x0b\x32\x13.blobgate.v1.Object\"g\n\x0bListRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x11\n\tdelimiter\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"f\n\x0cListResponse\x12$\n\x07objects\x18\x01 \x03(\x0b\x32\x13.blobgate.v1.Object\x12\x17\n\x0f\x63ommon_prefixes\x18\x02 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\x9b\x01\n\x0ePresignRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\'\n\x06method\x18\x03 \x01(\x0e\x32\x17.blobgate.v1.HttpMethod\x12-\n\nexpires_in\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\"\xe3\x01\n\x0fPresignResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\'\n\x06method\x18\x02 \x01(\x0e\x32\x17.blobgate.v1.HttpMethod\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\x07headers\x18\x04 \x03(\x0b\x32).blobgate.v1.PresignResponse.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\rDeleteRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x10\n\x08if_match\x18\x03 \x01(\t\"\x10\n\x0e\x44\x65leteResponse*S\n\nHttpMethod\x12\x1b\n\x17HTTP_METHOD_UNSPECIFIED\x10\x00\x12\x13\n\x0fHTTP_METHOD_GET\x10\x01\x12\x13\n\x0fHTTP_METHOD_PUT\x10\x02\x32\xe4\x05\n\x0eStorageService\x12\x43\n\x06Upload\x12\x1a.blobgate.v1.UploadRequest\x1a\x1b.blobgate.v1.UploadResponse(\x01\x12I\n\x08\x44ownload\x12\x1c.blobgate.v1.DownloadRequest\x1a\x1d.blobgate.v1.DownloadResponse0\x01\x12;\n\x04Stat\x12\x18.blobgate.v1.StatRequest\x1a\x19.blobgate.v1.StatResponse\x12;\n\x04List\x12\x18.blobgate.v1.ListRequest\x1a\x19.blobgate.v1.ListResponse\x12\x44\n\x07Presign\x12\x1b.blobgate.v1.PresignRequest\x1a\x1c.blobgate.v1.PresignResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.blobgate.v1.DeleteRequest\x1a\x1b.blobgate.v1.DeleteResponse\x12k\n\x14StartResumableUpload\x12(.blobgate.v1.StartResumableUploadRequest\x1a).blobgate.v1.StartResumableUploadResponse\x12\x62\n\x11QueryUploadStatus\x12%.blobgate.v1.QueryUploadStatusRequest\x1a&.blobgate.v1.QueryUploadStatusResponse\x12n\n\x15\x43\x61ncelResumableUpload\x12).blobgate.v1.CancelResumableUploadRequest\x1a*.blobgate.v1.CancelResumableUploadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,8 +39,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADSPEC_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_PRESIGNRESPONSE_HEADERSENTRY']._loaded_options = None
   _globals['_PRESIGNRESPONSE_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_HTTPMETHOD']._serialized_start=1836
-  _globals['_HTTPMETHOD']._serialized_end=1919
+  _globals['_HTTPMETHOD']._serialized_start=2318
+  _globals['_HTTPMETHOD']._serialized_end=2401
   _globals['_CHECKSUMS']._serialized_start=107
   _globals['_CHECKSUMS']._serialized_end=166
   _globals['_OBJECT']._serialized_start=169
@@ -51,32 +51,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADSPEC']._serialized_end=735
   _globals['_UPLOADSPEC_METADATAENTRY']._serialized_start=405
   _globals['_UPLOADSPEC_METADATAENTRY']._serialized_end=452
-  _globals['_UPLOADREQUEST']._serialized_start=737
-  _globals['_UPLOADREQUEST']._serialized_end=820
-  _globals['_UPLOADRESPONSE']._serialized_start=822
-  _globals['_UPLOADRESPONSE']._serialized_end=875
-  _globals['_DOWNLOADREQUEST']._serialized_start=877
-  _globals['_DOWNLOADREQUEST']._serialized_end=972
-  _globals['_DOWNLOADRESPONSE']._serialized_start=974
-  _globals['_DOWNLOADRESPONSE']._serialized_end=1058
-  _globals['_STATREQUEST']._serialized_start=1060
-  _globals['_STATREQUEST']._serialized_end=1102
-  _globals['_STATRESPONSE']._serialized_start=1104
-  _globals['_STATRESPONSE']._serialized_end=1155
-  _globals['_LISTREQUEST']._serialized_start=1157
-  _globals['_LISTREQUEST']._serialized_end=1260
-  _globals['_LISTRESPONSE']._serialized_start=1262
-  _globals['_LISTRESPONSE']._serialized_end=1364
-  _globals['_PRESIGNREQUEST']._serialized_start=1367
-  _globals['_PRESIGNREQUEST']._serialized_end=1522
-  _globals['_PRESIGNRESPONSE']._serialized_start=1525
-  _globals['_PRESIGNRESPONSE']._serialized_end=1752
-  _globals['_PRESIGNRESPONSE_HEADERSENTRY']._serialized_start=1706
-  _globals['_PRESIGNRESPONSE_HEADERSENTRY']._serialized_end=1752
-  _globals['_DELETEREQUEST']._serialized_start=1754
-  _globals['_DELETEREQUEST']._serialized_end=1816
-  _globals['_DELETERESPONSE']._serialized_start=1818
-  _globals['_DELETERESPONSE']._serialized_end=1834
-  _globals['_STORAGESERVICE']._serialized_start=1922
-  _globals['_STORAGESERVICE']._serialized_end=2341
+  _globals['_UPLOADREQUEST']._serialized_start=738
+  _globals['_UPLOADREQUEST']._serialized_end=866
+  _globals['_UPLOADRESUME']._serialized_start=868
+  _globals['_UPLOADRESUME']._serialized_end=923
+  _globals['_STARTRESUMABLEUPLOADREQUEST']._serialized_start=925
+  _globals['_STARTRESUMABLEUPLOADREQUEST']._serialized_end=993
+  _globals['_STARTRESUMABLEUPLOADRESPONSE']._serialized_start=995
+  _globals['_STARTRESUMABLEUPLOADRESPONSE']._serialized_end=1118
+  _globals['_QUERYUPLOADSTATUSREQUEST']._serialized_start=1120
+  _globals['_QUERYUPLOADSTATUSREQUEST']._serialized_end=1165
+  _globals['_QUERYUPLOADSTATUSRESPONSE']._serialized_start=1167
+  _globals['_QUERYUPLOADSTATUSRESPONSE']._serialized_end=1218
+  _globals['_CANCELRESUMABLEUPLOADREQUEST']._serialized_start=1220
+  _globals['_CANCELRESUMABLEUPLOADREQUEST']._serialized_end=1269
+  _globals['_CANCELRESUMABLEUPLOADRESPONSE']._serialized_start=1271
+  _globals['_CANCELRESUMABLEUPLOADRESPONSE']._serialized_end=1302
+  _globals['_UPLOADRESPONSE']._serialized_start=1304
+  _globals['_UPLOADRESPONSE']._serialized_end=1357
+  _globals['_DOWNLOADREQUEST']._serialized_start=1359
+  _globals['_DOWNLOADREQUEST']._serialized_end=1454
+  _globals['_DOWNLOADRESPONSE']._serialized_start=1456
+  _globals['_DOWNLOADRESPONSE']._serialized_end=1540
+  _globals['_STATREQUEST']._serialized_start=1542
+  _globals['_STATREQUEST']._serialized_end=1584
+  _globals['_STATRESPONSE']._serialized_start=1586
+  _globals['_STATRESPONSE']._serialized_end=1637
+  _globals['_LISTREQUEST']._serialized_start=1639
+  _globals['_LISTREQUEST']._serialized_end=1742
+  _globals['_LISTRESPONSE']._serialized_start=1744
+  _globals['_LISTRESPONSE']._serialized_end=1846
+  _globals['_PRESIGNREQUEST']._serialized_start=1849
+  _globals['_PRESIGNREQUEST']._serialized_end=2004
+  _globals['_PRESIGNRESPONSE']._serialized_start=2007
+  _globals['_PRESIGNRESPONSE']._serialized_end=2234
+  _globals['_PRESIGNRESPONSE_HEADERSENTRY']._serialized_start=2188
+  _globals['_PRESIGNRESPONSE_HEADERSENTRY']._serialized_end=2234
+  _globals['_DELETEREQUEST']._serialized_start=2236
+  _globals['_DELETEREQUEST']._serialized_end=2298
+  _globals['_DELETERESPONSE']._serialized_start=2300
+  _globals['_DELETERESPONSE']._serialized_end=2316
+  _globals['_STORAGESERVICE']._serialized_start=2404
+  _globals['_STORAGESERVICE']._serialized_end=3144
 # @@protoc_insertion_point(module_scope)

@@ -83,12 +83,60 @@ class UploadSpec(_message.Message):
     def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., content_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., size: _Optional[int] = ..., expected: _Optional[_Union[Checksums, _Mapping]] = ..., if_none_match: _Optional[bool] = ..., if_match: _Optional[str] = ...) -> None: ...
 
 class UploadRequest(_message.Message):
-    __slots__ = ("spec", "data")
+    __slots__ = ("spec", "data", "resume")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     spec: UploadSpec
     data: bytes
-    def __init__(self, spec: _Optional[_Union[UploadSpec, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    resume: UploadResume
+    def __init__(self, spec: _Optional[_Union[UploadSpec, _Mapping]] = ..., data: _Optional[bytes] = ..., resume: _Optional[_Union[UploadResume, _Mapping]] = ...) -> None: ...
+
+class UploadResume(_message.Message):
+    __slots__ = ("upload_id", "write_offset")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    WRITE_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    write_offset: int
+    def __init__(self, upload_id: _Optional[str] = ..., write_offset: _Optional[int] = ...) -> None: ...
+
+class StartResumableUploadRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: UploadSpec
+    def __init__(self, spec: _Optional[_Union[UploadSpec, _Mapping]] = ...) -> None: ...
+
+class StartResumableUploadResponse(_message.Message):
+    __slots__ = ("upload_id", "part_size", "expires_after_idle")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    PART_SIZE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AFTER_IDLE_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    part_size: int
+    expires_after_idle: _duration_pb2.Duration
+    def __init__(self, upload_id: _Optional[str] = ..., part_size: _Optional[int] = ..., expires_after_idle: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class QueryUploadStatusRequest(_message.Message):
+    __slots__ = ("upload_id",)
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    def __init__(self, upload_id: _Optional[str] = ...) -> None: ...
+
+class QueryUploadStatusResponse(_message.Message):
+    __slots__ = ("persisted_size",)
+    PERSISTED_SIZE_FIELD_NUMBER: _ClassVar[int]
+    persisted_size: int
+    def __init__(self, persisted_size: _Optional[int] = ...) -> None: ...
+
+class CancelResumableUploadRequest(_message.Message):
+    __slots__ = ("upload_id",)
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    def __init__(self, upload_id: _Optional[str] = ...) -> None: ...
+
+class CancelResumableUploadResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class UploadResponse(_message.Message):
     __slots__ = ("object",)

@@ -68,6 +68,21 @@ class StorageServiceStub:
                 request_serializer=blobgate_dot_v1_dot_storage__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=blobgate_dot_v1_dot_storage__pb2.DeleteResponse.FromString,
                 _registered_method=True)
+        self.StartResumableUpload = channel.unary_unary(
+                '/blobgate.v1.StorageService/StartResumableUpload',
+                request_serializer=blobgate_dot_v1_dot_storage__pb2.StartResumableUploadRequest.SerializeToString,
+                response_deserializer=blobgate_dot_v1_dot_storage__pb2.StartResumableUploadResponse.FromString,
+                _registered_method=True)
+        self.QueryUploadStatus = channel.unary_unary(
+                '/blobgate.v1.StorageService/QueryUploadStatus',
+                request_serializer=blobgate_dot_v1_dot_storage__pb2.QueryUploadStatusRequest.SerializeToString,
+                response_deserializer=blobgate_dot_v1_dot_storage__pb2.QueryUploadStatusResponse.FromString,
+                _registered_method=True)
+        self.CancelResumableUpload = channel.unary_unary(
+                '/blobgate.v1.StorageService/CancelResumableUpload',
+                request_serializer=blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadRequest.SerializeToString,
+                response_deserializer=blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -127,6 +142,35 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartResumableUpload(self, request, context):
+        """StartResumableUpload opens an upload session for one object. Its spec is
+        checked now, as an Upload's would be, and kept with the session in S3, so
+        any instance can continue the session, even after the one that started it
+        is gone. The data then goes in one or more Upload calls whose first
+        message is an UploadResume. The returned upload_id is the only handle on
+        the session: keep it secret, as anyone holding it can write or cancel.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryUploadStatus(self, request, context):
+        """QueryUploadStatus tells how much of a session is persisted: where the next
+        Upload must resume. A session that finished, was cancelled or expired is
+        NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelResumableUpload(self, request, context):
+        """CancelResumableUpload ends a session and deletes what it persisted. An
+        unknown session is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +203,21 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.Delete,
                     request_deserializer=blobgate_dot_v1_dot_storage__pb2.DeleteRequest.FromString,
                     response_serializer=blobgate_dot_v1_dot_storage__pb2.DeleteResponse.SerializeToString,
+            ),
+            'StartResumableUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartResumableUpload,
+                    request_deserializer=blobgate_dot_v1_dot_storage__pb2.StartResumableUploadRequest.FromString,
+                    response_serializer=blobgate_dot_v1_dot_storage__pb2.StartResumableUploadResponse.SerializeToString,
+            ),
+            'QueryUploadStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryUploadStatus,
+                    request_deserializer=blobgate_dot_v1_dot_storage__pb2.QueryUploadStatusRequest.FromString,
+                    response_serializer=blobgate_dot_v1_dot_storage__pb2.QueryUploadStatusResponse.SerializeToString,
+            ),
+            'CancelResumableUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelResumableUpload,
+                    request_deserializer=blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadRequest.FromString,
+                    response_serializer=blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -327,6 +386,87 @@ class StorageService:
             '/blobgate.v1.StorageService/Delete',
             blobgate_dot_v1_dot_storage__pb2.DeleteRequest.SerializeToString,
             blobgate_dot_v1_dot_storage__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartResumableUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blobgate.v1.StorageService/StartResumableUpload',
+            blobgate_dot_v1_dot_storage__pb2.StartResumableUploadRequest.SerializeToString,
+            blobgate_dot_v1_dot_storage__pb2.StartResumableUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryUploadStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blobgate.v1.StorageService/QueryUploadStatus',
+            blobgate_dot_v1_dot_storage__pb2.QueryUploadStatusRequest.SerializeToString,
+            blobgate_dot_v1_dot_storage__pb2.QueryUploadStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelResumableUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blobgate.v1.StorageService/CancelResumableUpload',
+            blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadRequest.SerializeToString,
+            blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,

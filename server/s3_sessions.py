@@ -1,0 +1,463 @@
+"""Resumable upload sessions on S3.
+
+A session is an S3 multipart upload plus a checkpoint object beside it, under
+the reserved prefix ``.blobgate/uploads/`` of the same bucket. The checkpoint
+holds what the multipart upload cannot: the session's spec (declared size,
+expected checksums, preconditions), how many whole parts are stored, and the
+running SHA-256 and CRC32C of those parts. Nothing lives in an instance's
+memory, so any instance can continue a session, including after the one that
+started it was killed.
+
+Whole parts are persisted as S3 stores them; the checkpoint advances over the
+parts stored without a gap, so the persisted size is a multiple of the part
+size. Each checkpoint write is conditional on the version it replaces: a stale
+stream can never move a session back. The checkpoint's key is a hash of the
+session id, so listing the bucket does not reveal ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import google_crc32c
+from botocore.exceptions import BotoCoreError, ClientError
+
+from server.errors import FailedPrecondition, InvalidArgument, NotFound, UploadGone
+from server.s3_store import (
+    PartUploader,
+    S3Store,
+    quoted_etag,
+    s3_errors,
+)
+from server.settings import Settings
+from server.sha256_state import Sha256State
+from server.store import (
+    RESERVED_PREFIX,
+    ContentChecksums,
+    ObjectInfo,
+    ObjectRef,
+    PutOptions,
+    Session,
+    SessionSpec,
+    verify_checksums,
+)
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = f"{RESERVED_PREFIX}uploads/"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The session record stored as JSON at the checkpoint key."""
+
+    key: str
+    upload_id: str  # S3's multipart upload id
+    part_size: int
+    content_type: str
+    metadata: dict[str, str]
+    if_none_match: bool
+    if_match: str
+    size: int | None
+    expected_sha256: str  # hex, "" when not given
+    expected_crc32c: int | None
+    parts: int  # whole parts stored, 1..parts, without a gap
+    sha256_state: str  # base64 of the SHA-256 state after those parts
+    crc32c: int  # CRC32C of those parts
+
+    def to_json(self) -> bytes:
+        return json.dumps({"version": 1, **asdict(self)}, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Checkpoint:
+        fields = json.loads(raw)
+        fields.pop("version", None)
+        return cls(**fields)
+
+    @property
+    def persisted_size(self) -> int:
+        return self.parts * self.part_size
+
+    def spec(self, bucket: str) -> SessionSpec:
+        known = ContentChecksums(
+            sha256=bytes.fromhex(self.expected_sha256) if self.expected_sha256 else None,
+            crc32c=self.expected_crc32c,
+        )
+        options = PutOptions(
+            content_type=self.content_type,
+            metadata=self.metadata,
+            if_none_match=self.if_none_match,
+            if_match=self.if_match,
+            known=known,
+        )
+        return SessionSpec(ObjectRef(bucket, self.key), options, self.size)
+
+
+def checkpoint_key(session_id: str) -> str:
+    return CHECKPOINT_PREFIX + hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def _session(bucket: str, session_id: str, checkpoint: Checkpoint, revision: str) -> Session:
+    return Session(
+        bucket=bucket,
+        session_id=session_id,
+        spec=checkpoint.spec(bucket),
+        persisted_size=checkpoint.persisted_size,
+        part_size=checkpoint.part_size,
+        revision=revision,
+    )
+
+
+class _Progress:
+    """Advances a session's checkpoint as its parts are stored: over parts
+    stored without a gap, and only for whole parts, whose hash states were
+    noted as they were cut."""
+
+    def __init__(self, sessions: S3Sessions, session: Session, checkpoint: Checkpoint) -> None:
+        self._sessions = sessions
+        self._session = session
+        self.checkpoint = checkpoint
+        self._revision = session.revision
+        self._stored: set[int] = set()
+        self._states: dict[int, tuple[bytes, int]] = {}
+        self._lock = asyncio.Lock()
+
+    def cut(self, part: int, sha256_state: bytes, crc32c: int) -> None:
+        """Part ``part`` is whole; after it the hashes stand at these values."""
+        self._states[part] = (sha256_state, crc32c)
+
+    async def stored(self, part: int) -> None:
+        if part not in self._states:
+            return  # the last, partial part: never persisted on its own
+        self._stored.add(part)
+        async with self._lock:
+            parts = self.checkpoint.parts
+            while parts + 1 in self._stored:
+                parts += 1
+            if parts == self.checkpoint.parts:
+                return
+            state, crc = self._states[parts]
+            advanced = replace(
+                self.checkpoint,
+                parts=parts,
+                sha256_state=base64.b64encode(state).decode(),
+                crc32c=crc,
+            )
+            self._revision = await self._sessions.write_checkpoint(
+                self._session, advanced, self._revision
+            )
+            self.checkpoint = advanced
+            for done in [n for n in self._states if n <= parts]:
+                del self._states[done]
+
+
+class S3Sessions:
+    """SessionStore on S3, sharing an S3Store's client and memory budget."""
+
+    def __init__(self, store: S3Store, settings: Settings) -> None:
+        self._store = store
+        self._part_size = int(settings.part_size)
+        self._in_flight = settings.parts_in_flight
+        self.expiry = timedelta(seconds=settings.session_expiry)
+
+    @property
+    def _client(self) -> S3Client:
+        return self._store.client
+
+    # --- the checkpoint ----------------------------------------------------
+
+    async def _read_checkpoint(self, bucket: str, session_id: str) -> tuple[Checkpoint, str]:
+        ref = ObjectRef(bucket, checkpoint_key(session_id))
+        try:
+            with s3_errors(ref):
+                response = await self._client.get_object(Bucket=bucket, Key=ref.key)
+                raw = await response["Body"].read()
+        except NotFound:
+            raise NotFound(
+                "no such upload session: it finished, was cancelled or expired "
+                "(or the upload_id is wrong)"
+            ) from None
+        try:
+            checkpoint = Checkpoint.from_json(raw)
+        except (ValueError, TypeError) as exc:
+            raise InvalidArgument(f"the session record is unreadable ({exc})") from None
+        return checkpoint, response["ETag"]
+
+    async def write_checkpoint(
+        self, session: Session, checkpoint: Checkpoint, revision: str
+    ) -> str:
+        """Replace the checkpoint if it is still at ``revision``; the new revision."""
+        key = checkpoint_key(session.session_id)
+        try:
+            with s3_errors(ObjectRef(session.bucket, key)):
+                response = await self._client.put_object(
+                    Bucket=session.bucket,
+                    Key=key,
+                    Body=checkpoint.to_json(),
+                    ContentType="application/json",
+                    IfMatch=quoted_etag(revision),
+                )
+        except FailedPrecondition:
+            raise FailedPrecondition(
+                "another Upload continued this session meanwhile: "
+                "query its status and resume from the persisted size"
+            ) from None
+        return str(response["ETag"])
+
+    async def _delete_checkpoint(self, bucket: str, session_id: str) -> None:
+        key = checkpoint_key(session_id)
+        with s3_errors(ObjectRef(bucket, key)):
+            await self._client.delete_object(Bucket=bucket, Key=key)
+
+    # --- SessionStore --------------------------------------------------------
+
+    async def start_session(self, spec: SessionSpec) -> Session:
+        ref, options = spec.ref, spec.options
+        if options.if_none_match or options.if_match:
+            await self._store.check_preconditions(ref, options)
+        uploader = await self._store.create_multipart(ref, options)
+        session_id = secrets.token_urlsafe(32)
+        checkpoint = Checkpoint(
+            key=ref.key,
+            upload_id=uploader.upload_id,
+            part_size=self._part_size,
+            content_type=options.content_type,
+            metadata=dict(options.metadata),
+            if_none_match=options.if_none_match,
+            if_match=options.if_match,
+            size=spec.size,
+            expected_sha256=options.known.sha256.hex() if options.known.sha256 else "",
+            expected_crc32c=options.known.crc32c,
+            parts=0,
+            sha256_state=base64.b64encode(Sha256State().state()).decode(),
+            crc32c=0,
+        )
+        key = checkpoint_key(session_id)
+        try:
+            with s3_errors(ObjectRef(ref.bucket, key)):
+                response = await self._client.put_object(
+                    Bucket=ref.bucket,
+                    Key=key,
+                    Body=checkpoint.to_json(),
+                    ContentType="application/json",
+                    IfNoneMatch="*",
+                )
+        except BaseException:
+            await asyncio.shield(self._store.abort_multipart(ref, uploader.upload_id))
+            raise
+        return _session(ref.bucket, session_id, checkpoint, response["ETag"])
+
+    async def open_session(self, bucket: str, session_id: str) -> Session:
+        checkpoint, revision = await self._read_checkpoint(bucket, session_id)
+        ref = ObjectRef(bucket, checkpoint.key)
+        try:
+            with s3_errors(ref):
+                await self._client.list_parts(
+                    Bucket=bucket, Key=checkpoint.key, UploadId=checkpoint.upload_id, MaxParts=1
+                )
+        except UploadGone:
+            # Aborted behind the gateway's back (a lifecycle rule) or completed
+            # by a call whose reply was lost: either way the session is over.
+            await self._delete_checkpoint(bucket, session_id)
+            raise NotFound("no such upload session: S3 no longer holds its parts") from None
+        return _session(bucket, session_id, checkpoint, revision)
+
+    async def cancel_session(self, bucket: str, session_id: str) -> None:
+        checkpoint, _ = await self._read_checkpoint(bucket, session_id)
+        await self._end(bucket, session_id, checkpoint)
+
+    async def _end(self, bucket: str, session_id: str, checkpoint: Checkpoint) -> None:
+        """Abort the multipart upload, then drop the checkpoint."""
+        ref = ObjectRef(bucket, checkpoint.key)
+        try:
+            with s3_errors(ref):
+                await self._client.abort_multipart_upload(
+                    Bucket=bucket, Key=checkpoint.key, UploadId=checkpoint.upload_id
+                )
+        except (UploadGone, NotFound):
+            pass  # already gone
+        await self._delete_checkpoint(bucket, session_id)
+
+    async def resume_session(self, session: Session, body: AsyncIterable[bytes]) -> ObjectInfo:
+        start, _ = await self._read_checkpoint(session.bucket, session.session_id)
+        if start.persisted_size != session.persisted_size:
+            raise FailedPrecondition(
+                "another Upload continued this session meanwhile: "
+                "query its status and resume from the persisted size"
+            )
+        progress = _Progress(self, session, start)
+        uploader = PartUploader(
+            self._client,
+            session.spec.ref,
+            start.upload_id,
+            self._in_flight,
+            self._store.budget,
+            first_part=start.parts + 1,
+            on_uploaded=progress.stored,
+        )
+        sha256 = Sha256State(base64.b64decode(start.sha256_state))
+        crc32c = start.crc32c
+        try:
+            async for part, reserved in self._store.cut_parts(body, start.part_size):
+                if not part.tell():
+                    await self._store.budget.release(reserved)
+                    continue
+                with part.getbuffer() as view:
+                    sha256.update(view)
+                    crc32c = google_crc32c.extend(crc32c, bytes(view))
+                if part.tell() == start.part_size:
+                    progress.cut(start.parts + uploader.submitted + 1, sha256.state(), crc32c)
+                await uploader.submit(part, reserved)
+            stored = await uploader.finish()
+        except BaseException:
+            await uploader.cancel()  # the session stays, at its last whole part
+            raise
+        sums = ContentChecksums(sha256=sha256.digest(), crc32c=crc32c)
+        try:
+            verify_checksums(session.spec.options.known, sums)
+            size = start.persisted_size + uploader.size
+            return await self._commit(session, start, stored, size, sums)
+        except (InvalidArgument, FailedPrecondition):
+            # The whole object is wrong, or can never be written: no resume helps.
+            await self._end(session.bucket, session.session_id, progress.checkpoint)
+            raise
+
+    async def _commit(
+        self,
+        session: Session,
+        start: Checkpoint,
+        stored: list[dict[str, Any]],
+        size: int,
+        sums: ContentChecksums,
+    ) -> ObjectInfo:
+        """Complete the multipart upload from the parts the session held when
+        this stream started and the ones it stored, then drop the checkpoint."""
+        ref, options = session.spec.ref, session.spec.options
+        parts = await self._earlier_parts(ref, start) + stored
+        if not parts:  # an empty object: S3 wants at least one part
+            parts = [await self._empty_part(ref, start)]
+        if options.if_match:
+            # Not every S3-compatible store honours If-Match on completion.
+            await self._store.check_preconditions(ref, options)
+        with s3_errors(ref):
+            response = await self._client.complete_multipart_upload(
+                Bucket=ref.bucket,
+                Key=ref.key,
+                UploadId=start.upload_id,
+                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                **self._store.conditions(options),  # type: ignore[arg-type]
+            )
+        etag = response["ETag"]
+        try:
+            await self._delete_checkpoint(session.bucket, session.session_id)
+        except Exception:
+            log.warning("could not delete a finished session's record", exc_info=True)
+        if options.known.sha256 is None:
+            etag = await self._store.store_checksums(ref, options, sums, etag, size)
+        return await self._store.committed(ref, options, sums, size, etag)
+
+    async def _earlier_parts(self, ref: ObjectRef, checkpoint: Checkpoint) -> list[dict[str, Any]]:
+        """The parts a checkpoint counts, as S3 lists them (with their sizes)."""
+        parts: list[dict[str, Any]] = []
+        sizes: list[int] = []
+        marker = 0
+        while len(parts) < checkpoint.parts:
+            with s3_errors(ref):
+                response = await self._client.list_parts(
+                    Bucket=ref.bucket,
+                    Key=ref.key,
+                    UploadId=checkpoint.upload_id,
+                    PartNumberMarker=marker,
+                )
+            listed = response.get("Parts", [])
+            for part in listed:
+                number = int(part["PartNumber"])
+                if number <= checkpoint.parts:
+                    parts.append({"PartNumber": number, "ETag": part["ETag"]})
+                    sizes.append(int(part["Size"]))
+            if not response.get("IsTruncated") or not listed:
+                break
+            marker = int(response.get("NextPartNumberMarker", listed[-1]["PartNumber"]))
+        numbers = [int(p["PartNumber"]) for p in parts]
+        if numbers != list(range(1, checkpoint.parts + 1)) or any(
+            size != checkpoint.part_size for size in sizes
+        ):
+            raise UploadGone(f"S3 no longer holds every stored part of {ref.key!r}")
+        return parts
+
+    async def _empty_part(self, ref: ObjectRef, checkpoint: Checkpoint) -> dict[str, Any]:
+        with s3_errors(ref):
+            response = await self._client.upload_part(
+                Bucket=ref.bucket,
+                Key=ref.key,
+                UploadId=checkpoint.upload_id,
+                PartNumber=1,
+                Body=b"",
+            )
+        return {"PartNumber": 1, "ETag": response["ETag"]}
+
+    # --- the janitor -----------------------------------------------------------
+
+    async def sweep(self, buckets: list[str]) -> int:
+        aborted = 0
+        cutoff = datetime.now(UTC) - self.expiry
+        for bucket in buckets:
+            aborted += await self._sweep_bucket(bucket, cutoff)
+        return aborted
+
+    async def _sweep_bucket(self, bucket: str, cutoff: datetime) -> int:
+        # Multipart uploads are listed before the session records: a session
+        # starting meanwhile has its record written by the time records are
+        # listed, so its upload is never taken for an orphan.
+        uploads: list[dict[str, Any]] = []
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        async for page in paginator.paginate(Bucket=bucket):
+            uploads.extend(dict(upload) for upload in page.get("Uploads", []))
+        aborted = 0
+        live: set[str] = set()
+        async for item in self._listed(bucket):
+            try:
+                response = await self._client.get_object(Bucket=bucket, Key=item["Key"])
+                checkpoint = Checkpoint.from_json(await response["Body"].read())
+            except (ClientError, BotoCoreError, OSError, ValueError, TypeError):
+                log.warning("janitor: unreadable session record in %s", bucket, exc_info=True)
+                continue
+            if item["LastModified"] >= cutoff:
+                live.add(checkpoint.upload_id)
+                continue
+            await self._store.abort_multipart(
+                ObjectRef(bucket, checkpoint.key), checkpoint.upload_id
+            )
+            await self._client.delete_object(Bucket=bucket, Key=item["Key"])
+            aborted += 1
+        for upload in uploads:
+            owned = live | self._store.writing
+            if upload["UploadId"] in owned or upload["Initiated"] >= cutoff:
+                continue
+            # No session owns it and it is older than any session may idle:
+            # left by an instance that died mid-Upload.
+            orphan = ObjectRef(bucket, upload["Key"])
+            await self._store.abort_multipart(orphan, upload["UploadId"])
+            aborted += 1
+        return aborted
+
+    async def _listed(self, bucket: str) -> AsyncIterator[dict[str, Any]]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=bucket, Prefix=CHECKPOINT_PREFIX):
+            for item in page.get("Contents", []):
+                yield dict(item)
+
+
+__all__ = ["Checkpoint", "S3Sessions", "checkpoint_key"]

@@ -1,0 +1,342 @@
+"""Resumable upload sessions: state in S3 (the multipart upload and the
+session record), a persisted size that is part-aligned and never decreases,
+resumption from it (on another instance too), cancel, expiry by the janitor,
+and the whole-object checks of the session's spec."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import grpc
+import pytest
+from conftest import MiB, gateway_settings
+from helpers import (
+    HeldUpload,
+    chunks,
+    data,
+    eventually,
+    expect_status,
+    payload,
+    running_gateway,
+    sha256,
+    upload_requests,
+    wait_multipart_started,
+    wait_nothing_left,
+)
+from server_process import ServerProcess
+
+from blobgate.v1 import storage_pb2, storage_pb2_grpc
+from server.app import Gateway
+from server.s3_sessions import CHECKPOINT_PREFIX
+
+PART = 5 * MiB  # gateway_settings' part size
+
+
+def resume(upload_id: str, offset: int, blob: bytes) -> Iterator[storage_pb2.UploadRequest]:
+    """An Upload continuing a session at ``offset`` with ``blob[offset:]``."""
+    yield storage_pb2.UploadRequest(
+        resume=storage_pb2.UploadResume(upload_id=upload_id, write_offset=offset)
+    )
+    for piece in chunks(blob[offset:]):
+        yield data(piece)
+
+
+async def start(
+    stub: storage_pb2_grpc.StorageServiceStub, key: str, **fields: Any
+) -> storage_pb2.StartResumableUploadResponse:
+    request = storage_pb2.StartResumableUploadRequest(
+        spec=storage_pb2.UploadSpec(key=key, **fields)
+    )
+    response: storage_pb2.StartResumableUploadResponse = await stub.StartResumableUpload(
+        request, timeout=10
+    )
+    return response
+
+
+async def persisted(stub: storage_pb2_grpc.StorageServiceStub, upload_id: str) -> int:
+    request = storage_pb2.QueryUploadStatusRequest(upload_id=upload_id)
+    return int((await stub.QueryUploadStatus(request, timeout=10)).persisted_size)
+
+
+async def interrupted(
+    stub: storage_pb2_grpc.StorageServiceStub, upload_id: str, blob: bytes, stop_at: int
+) -> int:
+    """Send ``blob[:stop_at]`` into a session, wait until S3 holds every whole
+    part of it, then drop the call as a vanished client would; the persisted size."""
+    sent = asyncio.Event()
+
+    async def requests() -> AsyncIterator[storage_pb2.UploadRequest]:
+        for request in resume(upload_id, 0, blob[:stop_at]):
+            yield request
+        sent.set()
+        await asyncio.Event().wait()  # never half-close: the call is cut
+
+    call = stub.Upload(requests(), timeout=60)
+    await asyncio.wait_for(sent.wait(), 30)
+    whole = stop_at // PART * PART
+
+    async def stored() -> None:
+        assert await persisted(stub, upload_id) == whole
+
+    await eventually(stored)
+    call.cancel()
+    return whole
+
+
+async def sessions_left(s3: Any, bucket: str) -> tuple[list[str], list[str]]:
+    """The session records and the multipart uploads in ``bucket``."""
+    records = await s3.list_objects_v2(Bucket=bucket, Prefix=CHECKPOINT_PREFIX)
+    uploads = await s3.list_multipart_uploads(Bucket=bucket)
+    return (
+        [o["Key"] for o in records.get("Contents", [])],
+        [u["Key"] for u in uploads.get("Uploads", [])],
+    )
+
+
+async def assert_exact(s3: Any, bucket: str, key: str, blob: bytes) -> None:
+    body = await (await s3.get_object(Bucket=bucket, Key=key))["Body"].read()
+    assert sha256(body) == sha256(blob)
+    head = await s3.head_object(Bucket=bucket, Key=key)
+    assert head["Metadata"]["sha256"] == hashlib.sha256(blob).hexdigest()
+
+
+async def test_one_stream_commits_the_object_and_ends_the_session(
+    gateway: Gateway, stub: storage_pb2_grpc.StorageServiceStub, s3: Any, bucket: str
+) -> None:
+    blob = payload(2 * PART + 123, seed=1)
+    started = await start(stub, "one.bin", size=len(blob))
+    assert started.part_size == PART
+    assert started.expires_after_idle.ToSeconds() == 7 * 86400
+    obj = await upload_requests(gateway, resume(started.upload_id, 0, blob))
+    assert obj.size == len(blob)
+    assert obj.checksums.sha256 == sha256(blob)
+    await assert_exact(s3, bucket, "one.bin", blob)
+    assert await sessions_left(s3, bucket) == ([], [])
+    await expect_status(grpc.StatusCode.NOT_FOUND, persisted(stub, started.upload_id))
+
+
+async def test_an_interrupted_session_resumes_from_whole_parts(
+    gateway: Gateway, stub: storage_pb2_grpc.StorageServiceStub, s3: Any, bucket: str
+) -> None:
+    blob = payload(3 * PART + 777, seed=2)
+    started = await start(stub, "resumed.bin", size=len(blob), content_type="text/plain")
+    whole = await interrupted(stub, started.upload_id, blob, stop_at=2 * PART + MiB)
+    assert whole == 2 * PART
+    # The session outlives the call; its persisted size does not go back.
+    await asyncio.sleep(0.3)
+    assert await persisted(stub, started.upload_id) == 2 * PART
+    records, uploads = await sessions_left(s3, bucket)
+    assert len(records) == 1 and uploads == ["resumed.bin"]
+    listed = await stub.List(storage_pb2.ListRequest(), timeout=10)
+    assert [o.key for o in listed.objects] == []  # the record is not the caller's
+    obj = await upload_requests(gateway, resume(started.upload_id, whole, blob))
+    assert obj.size == len(blob)
+    assert obj.content_type == "text/plain"
+    # sha256 is computed over every byte, across both calls.
+    assert obj.checksums.sha256 == sha256(blob)
+    await assert_exact(s3, bucket, "resumed.bin", blob)
+    assert await sessions_left(s3, bucket) == ([], [])
+
+
+async def test_the_expected_sha256_is_checked_across_calls(
+    gateway: Gateway, stub: storage_pb2_grpc.StorageServiceStub, s3: Any, bucket: str
+) -> None:
+    blob = payload(2 * PART + 5, seed=3)
+    expected = storage_pb2.Checksums(sha256=sha256(blob))
+    started = await start(stub, "checked.bin", expected=expected)
+    whole = await interrupted(stub, started.upload_id, blob, stop_at=PART + 10)
+    corrupt = blob[:-1] + bytes([blob[-1] ^ 1])
+    error = await expect_status(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        upload_requests(gateway, resume(started.upload_id, whole, corrupt)),
+    )
+    assert "sha256 mismatch" in str(error.details())
+    # A wrong whole object cannot be mended by resuming: the session is over.
+    await wait_nothing_left(s3, bucket, "checked.bin")
+    assert await sessions_left(s3, bucket) == ([], [])
+
+
+async def test_a_wrong_write_offset_is_out_of_range(
+    gateway: Gateway, stub: storage_pb2_grpc.StorageServiceStub, s3: Any, bucket: str
+) -> None:
+    blob = payload(PART + 10, seed=4)
+    started = await start(stub, "offset.bin")
+    for offset in (10, PART, -1):
+        error = await expect_status(
+            grpc.StatusCode.OUT_OF_RANGE,
+            upload_requests(gateway, resume(started.upload_id, offset, blob)),
+        )
+        assert "persisted size, 0" in str(error.details())
+    assert await persisted(stub, started.upload_id) == 0
+    obj = await upload_requests(gateway, resume(started.upload_id, 0, blob))
+    assert obj.checksums.sha256 == sha256(blob)
+
+
+async def test_cancel_deletes_what_the_session_stored(
+    gateway: Gateway, stub: storage_pb2_grpc.StorageServiceStub, s3: Any, bucket: str
+) -> None:
+    blob = payload(2 * PART, seed=5)
+    started = await start(stub, "cancelled.bin")
+    await interrupted(stub, started.upload_id, blob, stop_at=PART + 1)
+    cancel = storage_pb2.CancelResumableUploadRequest(upload_id=started.upload_id)
+    await stub.CancelResumableUpload(cancel, timeout=10)
+    await wait_nothing_left(s3, bucket, "cancelled.bin")
+    assert await sessions_left(s3, bucket) == ([], [])
+    await expect_status(grpc.StatusCode.NOT_FOUND, persisted(stub, started.upload_id))
+    await expect_status(grpc.StatusCode.NOT_FOUND, stub.CancelResumableUpload(cancel, timeout=10))
+    await expect_status(
+        grpc.StatusCode.NOT_FOUND,
+        upload_requests(gateway, resume(started.upload_id, 0, blob)),
+    )
+
+
+async def test_an_empty_object_through_a_session(
+    gateway: Gateway, stub: storage_pb2_grpc.StorageServiceStub, s3: Any, bucket: str
+) -> None:
+    started = await start(stub, "empty.txt", size=0)
+    obj = await upload_requests(gateway, resume(started.upload_id, 0, b""))
+    assert obj.size == 0
+    await assert_exact(s3, bucket, "empty.txt", b"")
+    assert await sessions_left(s3, bucket) == ([], [])
+
+
+async def test_a_precondition_that_fails_at_commit_ends_the_session(
+    gateway: Gateway, stub: storage_pb2_grpc.StorageServiceStub, s3: Any, bucket: str
+) -> None:
+    blob = payload(PART + 3, seed=6)
+    started = await start(stub, "race.bin", if_none_match=True)
+    await s3.put_object(Bucket=bucket, Key="race.bin", Body=b"the winner")
+    await expect_status(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        upload_requests(gateway, resume(started.upload_id, 0, blob)),
+    )
+    body = await (await s3.get_object(Bucket=bucket, Key="race.bin"))["Body"].read()
+    assert body == b"the winner"
+    assert await sessions_left(s3, bucket) == ([], [])
+
+
+def encoded(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("make_id", "code"),
+    [
+        (lambda bucket: "", grpc.StatusCode.INVALID_ARGUMENT),
+        (lambda bucket: "not base64 at all!", grpc.StatusCode.INVALID_ARGUMENT),
+        (lambda bucket: encoded(bucket), grpc.StatusCode.INVALID_ARGUMENT),
+        (lambda bucket: encoded(f"{bucket}/short"), grpc.StatusCode.INVALID_ARGUMENT),
+        # Well-formed, but for a bucket this gateway does not serve...
+        (lambda bucket: encoded(f"other/{'A' * 43}"), grpc.StatusCode.PERMISSION_DENIED),
+        # ...or for a session that never existed.
+        (lambda bucket: encoded(f"{bucket}/{'A' * 43}"), grpc.StatusCode.NOT_FOUND),
+    ],
+)
+async def test_bad_upload_ids_get_clear_statuses(
+    stub: storage_pb2_grpc.StorageServiceStub,
+    bucket: str,
+    make_id: Callable[[str], str],
+    code: grpc.StatusCode,
+) -> None:
+    upload_id = make_id(bucket)
+    await expect_status(code, persisted(stub, upload_id))
+    cancel = storage_pb2.CancelResumableUploadRequest(upload_id=upload_id)
+    await expect_status(code, stub.CancelResumableUpload(cancel, timeout=10))
+
+
+async def test_a_bad_spec_is_refused_before_a_session_exists(
+    stub: storage_pb2_grpc.StorageServiceStub, s3: Any, bucket: str
+) -> None:
+    await expect_status(grpc.StatusCode.INVALID_ARGUMENT, start(stub, ""))
+    await expect_status(grpc.StatusCode.INVALID_ARGUMENT, start(stub, ".blobgate/uploads/x"))
+    await expect_status(grpc.StatusCode.INVALID_ARGUMENT, start(stub, "k", size=-1))
+    await expect_status(grpc.StatusCode.PERMISSION_DENIED, start(stub, "k", bucket="elsewhere"))
+    await s3.put_object(Bucket=bucket, Key="taken", Body=b"x")
+    await expect_status(
+        grpc.StatusCode.FAILED_PRECONDITION, start(stub, "taken", if_none_match=True)
+    )
+    assert await sessions_left(s3, bucket) == ([], [])
+
+
+async def test_the_janitor_aborts_idle_sessions_and_orphaned_uploads(
+    moto_endpoint: str, s3: Any, bucket: str
+) -> None:
+    settings = gateway_settings(moto_endpoint, bucket, session_expiry=1.0, janitor_interval=0.3)
+    async with running_gateway(settings) as (_, stub, _):
+        blob = payload(PART + 1, seed=7)
+        started = await start(stub, "idle.bin")
+        await interrupted(stub, started.upload_id, blob, stop_at=PART + 1)
+        # A plain multipart upload nothing owns, as a killed instance leaves.
+        await s3.create_multipart_upload(Bucket=bucket, Key="orphan.bin")
+
+        async def swept() -> None:
+            assert await sessions_left(s3, bucket) == ([], [])
+
+        await eventually(swept, within=15)
+        await expect_status(grpc.StatusCode.NOT_FOUND, persisted(stub, started.upload_id))
+
+
+async def test_a_live_session_survives_the_janitor(
+    moto_endpoint: str, s3: Any, bucket: str
+) -> None:
+    settings = gateway_settings(moto_endpoint, bucket, session_expiry=60.0, janitor_interval=0.1)
+    async with running_gateway(settings) as (gw, stub, _):
+        blob = payload(PART + 1, seed=8)
+        started = await start(stub, "live.bin")
+        whole = await interrupted(stub, started.upload_id, blob, stop_at=PART + 1)
+        await asyncio.sleep(0.5)  # several sweeps
+        assert await persisted(stub, started.upload_id) == whole
+        obj = await upload_requests(gw, resume(started.upload_id, whole, blob))
+        assert obj.checksums.sha256 == sha256(blob)
+
+
+async def test_a_session_outlives_a_killed_instance_and_resumes_on_another(
+    moto_endpoint: str, s3: Any, bucket: str, processes: list[ServerProcess]
+) -> None:
+    """The gateway SIGKILLed mid-upload: a plain Upload in flight leaves a
+    multipart upload that the janitor of the next instance aborts; the session
+    resumes on that instance and commits the exact object."""
+    first = await ServerProcess.start(
+        "--listen", "127.0.0.1:0",
+        "--s3-endpoint", moto_endpoint,
+        "--default-bucket", bucket,
+        "--create-buckets",
+        "--part-size", "5MiB",
+    )  # fmt: skip
+    processes.append(first)
+    port = await first.wait_listening()
+    blob = payload(3 * PART + 99, seed=9)
+    plain = HeldUpload("plain.bin", payload(2 * PART, seed=10), hold_at=PART + MiB)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = storage_pb2_grpc.StorageServiceStub(channel)
+        started = await start(stub, "survivor.bin", size=len(blob))
+        await interrupted(stub, started.upload_id, blob, stop_at=2 * PART + MiB)
+        in_flight = stub.Upload(plain.requests(), timeout=60)
+        await plain.holding()
+        await wait_multipart_started(s3, bucket, "plain.bin")
+        await first.kill()
+        with pytest.raises(grpc.aio.AioRpcError):
+            await in_flight
+    _, uploads = await sessions_left(s3, bucket)
+    assert sorted(uploads) == ["plain.bin", "survivor.bin"]
+
+    settings = gateway_settings(moto_endpoint, bucket, session_expiry=60.0, janitor_interval=0.2)
+    async with running_gateway(settings) as (second, stub, _):
+        # moto dates every multipart upload in 2010, so the orphan is already
+        # older than the expiry; the session's own upload is live.
+        async def orphan_gone() -> None:
+            assert (await sessions_left(s3, bucket))[1] == ["survivor.bin"]
+
+        await eventually(orphan_gone)
+        offset = await persisted(stub, started.upload_id)
+        assert offset == 2 * PART
+        obj = await upload_requests(second, resume(started.upload_id, offset, blob))
+    assert obj.checksums.sha256 == sha256(blob)
+    await assert_exact(s3, bucket, "survivor.bin", blob)
+    assert await sessions_left(s3, bucket) == ([], [])
+    listing = await s3.list_objects_v2(Bucket=bucket)
+    assert sorted(o["Key"] for o in listing.get("Contents", [])) == ["survivor.bin"]
