@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import socket
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from moto.server import ThreadedMotoServer
 
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 from server.app import Gateway, start_gateway
+from server.s3_sessions import CHECKPOINT_PREFIX
 from server.settings import Settings
 
 MiB = 1024 * 1024
@@ -309,3 +311,29 @@ class HeldUpload:
 
     def release(self) -> None:
         self._released.set()
+
+
+async def sessions_left(s3: Any, bucket: str) -> tuple[list[str], list[str]]:
+    """The session records and the multipart uploads in ``bucket``."""
+    records = await s3.list_objects_v2(Bucket=bucket, Prefix=CHECKPOINT_PREFIX)
+    uploads = await s3.list_multipart_uploads(Bucket=bucket)
+    return (
+        [o["Key"] for o in records.get("Contents", [])],
+        [u["Key"] for u in uploads.get("Uploads", [])],
+    )
+
+
+async def assert_exact(s3: Any, bucket: str, key: str, blob: bytes) -> None:
+    body = await (await s3.get_object(Bucket=bucket, Key=key))["Body"].read()
+    assert sha256(body) == sha256(blob)
+    head = await s3.head_object(Bucket=bucket, Key=key)
+    assert head["Metadata"]["sha256"] == hashlib.sha256(blob).hexdigest()
+
+
+def free_port() -> int:
+    """A port nothing listens on right now, for a server that must keep its
+    port across restarts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

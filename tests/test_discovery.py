@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -23,6 +22,7 @@ import grpc
 import pytest
 from conftest import gateway_settings, stop_gateway
 from consul_agent import ConsulAgent
+from helpers import free_port
 from server_process import ServerProcess
 
 from blobgate.v1 import storage_pb2 as pb
@@ -36,13 +36,6 @@ Code = grpc.StatusCode
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "blobgate"
 HEALTH_SERVICE = "blobgate.v1.StorageService"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def wait_until(predicate: Callable[[], bool], within: float = 10.0, what: str = "") -> None:

@@ -56,7 +56,7 @@ def key_is_valid(key: str) -> bool:
     no '.' or '..' path segment."""
     if not key or len(key.encode("utf-8")) > 1024:
         return False
-    if "\x00" in key or key.startswith("/"):
+    if "\x00" in key or key.startswith(("/", ".blobgate/")):
         return False
     return not any(segment in {".", ".."} for segment in key.split("/"))
 
@@ -630,3 +630,50 @@ async def test_headers_and_listing_bounds(
 async def test_deleting_a_missing_key_is_ok_however_s3_says_so(seeded: Gateway, stub: Any) -> None:
     for key in ["never-written", "x\ny"]:  # moto answers the second with a 404
         await stub.Delete(storage_pb2.DeleteRequest(key=key), timeout=10)
+
+
+# -- resumable upload sessions -----------------------------------------------
+
+SESSION_REFUSALS = {Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.PERMISSION_DENIED}
+
+
+@FUZZ
+@given(
+    upload_id=st.one_of(
+        st.text(max_size=120),
+        st.binary(max_size=90).map(_b64),
+        st.tuples(st.text(max_size=20), st.text(max_size=50)).map(
+            lambda parts: _b64(f"{parts[0]}/{parts[1]}".encode("utf-8", "surrogatepass"))
+        ),
+    ),
+    offset=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+)
+async def test_hostile_upload_ids_and_offsets(
+    seeded: Gateway, stub: Any, upload_id: str, offset: int
+) -> None:
+    """Query, cancel and resume with forged ids: a clear refusal each."""
+    query = storage_pb2.QueryUploadStatusRequest(upload_id=upload_id)
+    cancel = storage_pb2.CancelResumableUploadRequest(upload_id=upload_id)
+    for call in (stub.QueryUploadStatus(query), stub.CancelResumableUpload(cancel)):
+        error = await outcome(call)
+        assert error is not None and error.code() in SESSION_REFUSALS, upload_id
+    resume = storage_pb2.UploadResume(upload_id=upload_id, write_offset=offset)
+    requests = [storage_pb2.UploadRequest(resume=resume), data(b"x")]
+    error = await outcome(upload_requests(seeded, requests))
+    assert error is not None and error.code() in SESSION_REFUSALS, upload_id
+
+
+async def test_resume_and_spec_in_one_stream(
+    seeded: Gateway, stub: Any, channel: grpc.aio.Channel
+) -> None:
+    started = await stub.StartResumableUpload(
+        storage_pb2.StartResumableUploadRequest(spec=storage_pb2.UploadSpec(key="mixed.bin"))
+    )
+    resume = storage_pb2.UploadResume(upload_id=started.upload_id, write_offset=0)
+    for second in (spec("mixed.bin"), storage_pb2.UploadRequest(resume=resume)):
+        requests = [storage_pb2.UploadRequest(resume=resume), data(b"abc"), second]
+        await expect(Code.INVALID_ARGUMENT, upload_requests(seeded, requests), second)
+    # The session is still there, and still empty.
+    query = storage_pb2.QueryUploadStatusRequest(upload_id=started.upload_id)
+    assert (await stub.QueryUploadStatus(query)).persisted_size == 0
+    await assert_healthy(channel, stub)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -16,12 +15,14 @@ import pytest
 from conftest import MiB, gateway_settings
 from helpers import (
     HeldUpload,
+    assert_exact,
     chunks,
     data,
     eventually,
     expect_status,
     payload,
     running_gateway,
+    sessions_left,
     sha256,
     upload_requests,
     wait_multipart_started,
@@ -31,7 +32,6 @@ from server_process import ServerProcess
 
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 from server.app import Gateway
-from server.s3_sessions import CHECKPOINT_PREFIX
 
 PART = 5 * MiB  # gateway_settings' part size
 
@@ -85,23 +85,6 @@ async def interrupted(
     await eventually(stored)
     call.cancel()
     return whole
-
-
-async def sessions_left(s3: Any, bucket: str) -> tuple[list[str], list[str]]:
-    """The session records and the multipart uploads in ``bucket``."""
-    records = await s3.list_objects_v2(Bucket=bucket, Prefix=CHECKPOINT_PREFIX)
-    uploads = await s3.list_multipart_uploads(Bucket=bucket)
-    return (
-        [o["Key"] for o in records.get("Contents", [])],
-        [u["Key"] for u in uploads.get("Uploads", [])],
-    )
-
-
-async def assert_exact(s3: Any, bucket: str, key: str, blob: bytes) -> None:
-    body = await (await s3.get_object(Bucket=bucket, Key=key))["Body"].read()
-    assert sha256(body) == sha256(blob)
-    head = await s3.head_object(Bucket=bucket, Key=key)
-    assert head["Metadata"]["sha256"] == hashlib.sha256(blob).hexdigest()
 
 
 async def test_one_stream_commits_the_object_and_ends_the_session(

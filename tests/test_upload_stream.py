@@ -26,7 +26,7 @@ def _stream(spec: pb.UploadSpec | None, *chunks: bytes, max_size: int = 1 << 30)
 
 
 async def _drain(stream: UploadStream) -> bytes:
-    await stream.read_spec()
+    await stream.read_first()
     return b"".join([chunk async for chunk in stream.chunks()])
 
 
@@ -95,9 +95,20 @@ async def test_second_spec_is_refused_where_it_appears() -> None:
         pb.UploadRequest(spec=pb.UploadSpec(key="other")),
     ]
     stream = UploadStream(_messages(items), 100)
-    await stream.read_spec()
+    await stream.read_first()
     received = []
-    with pytest.raises(InvalidArgument, match="sent twice"):
+    with pytest.raises(InvalidArgument, match="a second UploadSpec"):
         async for chunk in stream.chunks():
             received.append(chunk)
     assert received == [b"abc"]
+
+
+async def test_a_resumed_stream_counts_from_the_persisted_size() -> None:
+    resume = pb.UploadResume(upload_id="id", write_offset=8)
+    items = [pb.UploadRequest(resume=resume), pb.UploadRequest(data=b"abc")]
+    stream = UploadStream(_messages(items), 100)
+    assert await stream.read_first() == resume
+    stream.resume_at(8, declared=10)
+    with pytest.raises(OutOfRange, match="more than the declared size of 10"):
+        async for _ in stream.chunks():
+            pass
