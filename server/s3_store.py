@@ -84,6 +84,11 @@ def _translate(exc: Exception, ref: ObjectRef | None, bucket: str) -> BlobgateEr
             return UploadGone(f"S3 lost the multipart upload for {where}; try again")
         if code in _NOT_FOUND:
             return NotFound(f"no object {where}")
+        if code == "InvalidPart":  # a part was replaced by a concurrent writer
+            return FailedPrecondition(
+                f"the stored parts of {where} changed while it was being written; "
+                "another Upload continued the same session"
+            )
         if code in _PRECONDITION:
             return FailedPrecondition(f"precondition failed for {where}")
         if code == "InvalidRange" or code == "416":

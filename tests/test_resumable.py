@@ -323,3 +323,58 @@ async def test_a_session_outlives_a_killed_instance_and_resumes_on_another(
     assert await sessions_left(s3, bucket) == ([], [])
     listing = await s3.list_objects_v2(Bucket=bucket)
     assert sorted(o["Key"] for o in listing.get("Contents", [])) == ["survivor.bin"]
+
+
+async def test_a_stale_stream_cannot_move_a_session_back(
+    gateway: Gateway, stub: storage_pb2_grpc.StorageServiceStub, s3: Any, bucket: str
+) -> None:
+    """Two streams on one session (a client retried while its first call
+    still ran): the one that continued first wins, the stale one fails when
+    it tries to persist, and the persisted size never goes back."""
+    blob = payload(3 * PART + 10, seed=11)
+    started = await start(stub, "contested.bin", size=len(blob))
+    more = asyncio.Event()
+
+    async def stale() -> AsyncIterator[storage_pb2.UploadRequest]:
+        requests = list(resume(started.upload_id, 0, blob))
+        first_part = 1 + PART // MiB  # the resume message and one part of data
+        for request in requests[: first_part + 1]:
+            yield request
+        await more.wait()
+        for request in requests[first_part + 1 :]:
+            yield request
+
+    stale_call = stub.Upload(stale(), timeout=60)
+
+    async def one_part() -> None:
+        assert await persisted(stub, started.upload_id) == PART
+
+    await eventually(one_part)
+    # The retry continues from the persisted size and gets a part further.
+    fresh: asyncio.Event = asyncio.Event()
+
+    async def retried() -> AsyncIterator[storage_pb2.UploadRequest]:
+        requests = list(resume(started.upload_id, PART, blob))
+        for request in requests[: 1 + PART // MiB + 1]:
+            yield request
+        await fresh.wait()
+        for request in requests[1 + PART // MiB + 1 :]:
+            yield request
+
+    retry_call = stub.Upload(retried(), timeout=60)
+
+    async def two_parts() -> None:
+        assert await persisted(stub, started.upload_id) == 2 * PART
+
+    await eventually(two_parts)
+    more.set()  # the stale stream goes on and stores its second part
+    with pytest.raises(grpc.aio.AioRpcError) as stale_error:
+        await stale_call
+    assert stale_error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "another Upload continued" in str(stale_error.value.details())
+    assert await persisted(stub, started.upload_id) == 2 * PART
+    fresh.set()
+    committed = await retry_call
+    assert committed.object.checksums.sha256 == sha256(blob)
+    await assert_exact(s3, bucket, "contested.bin", blob)
+    assert await sessions_left(s3, bucket) == ([], [])
