@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint protos check-protos buf contract-release bench clean
+.PHONY: run test lint protos check-protos buf contract-release bench soak clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ contract-release: node_modules/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.throughput
+
+soak: $(BIN)/.installed
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

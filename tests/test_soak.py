@@ -1,0 +1,52 @@
+"""The soak benchmark (bench/soak.py), short: a few seconds of eight concurrent
+mixed workers through a real gateway process on a real moto server process.
+Nothing may fail, no byte may differ, every kind of operation must have run,
+and the gateway's peak RSS must stay under memory_budget + the benchmark's
+fixed overhead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.soak import HEADER_SIZE, KINDS, Corpus, SoakOptions, report, soak
+
+MiB = 1024 * 1024
+
+
+async def test_short_soak_has_no_errors_or_mismatches_and_stays_under_the_bound(
+    tmp_path: Path,
+) -> None:
+    options = SoakOptions(
+        duration=6.0,
+        streams=8,
+        min_size=1 * MiB,
+        max_size=12 * MiB,
+        part_size=5 * MiB,  # S3's minimum: 12 MiB objects go up in three parts
+        parts_in_flight=2,  # an upload holds at most three parts: 15 MiB
+        budget=64 * MiB,  # more than the three upload workers hold at once (45 MiB)
+        seed=7,
+        op_timeout=60.0,
+        log_dir=tmp_path,
+    )
+    result = await soak(options)
+    print(report(result))  # shown when the test fails
+
+    assert result.failures() == []
+    for kind in KINDS:
+        assert result.stats[kind].ops >= 1, f"no {kind} ran"
+        assert result.stats[kind].errors == 0
+        assert result.stats[kind].mismatches == 0
+    assert result.stats["upload"].nbytes > 0 and result.stats["download"].nbytes > 0
+    assert 0 < result.peak_rss <= result.bound
+    assert result.leftovers == []
+
+
+def test_soak_content_ranges_match_the_whole_and_shifts_never_match() -> None:
+    corpus = Corpus(3, "p/")
+    first, second = corpus.new(0, 3 * MiB + 5), corpus.new(1, 3 * MiB + 5)
+    whole = corpus.content(first)
+    assert len(whole) == first.size and whole != corpus.content(second)
+    for start, end in [(0, 1), (10, 100), (60, 70), (64, 2 * MiB), (MiB + 3, first.size), (5, 5)]:
+        assert corpus.content(first, start, end) == whole[start:end]
+    body = whole[HEADER_SIZE:]
+    assert body[MiB : 2 * MiB] != body[:MiB]  # a message out of place is caught
