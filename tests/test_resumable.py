@@ -378,3 +378,19 @@ async def test_a_stale_stream_cannot_move_a_session_back(
     assert committed.object.checksums.sha256 == sha256(blob)
     await assert_exact(s3, bucket, "contested.bin", blob)
     assert await sessions_left(s3, bucket) == ([], [])
+
+
+async def test_a_session_whose_parts_s3_removed_is_over(
+    gateway: Gateway, stub: storage_pb2_grpc.StorageServiceStub, s3: Any, bucket: str
+) -> None:
+    """A bucket lifecycle rule (AbortIncompleteMultipartUpload) removed the
+    session's multipart upload: the session answers NOT_FOUND and its record
+    goes too."""
+    started = await start(stub, "lifecycled.bin")
+    uploads = (await s3.list_multipart_uploads(Bucket=bucket))["Uploads"]
+    await s3.abort_multipart_upload(
+        Bucket=bucket, Key="lifecycled.bin", UploadId=uploads[0]["UploadId"]
+    )
+    error = await expect_status(grpc.StatusCode.NOT_FOUND, persisted(stub, started.upload_id))
+    assert "no longer holds" in str(error.details())
+    assert await sessions_left(s3, bucket) == ([], [])
