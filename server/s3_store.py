@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import aioboto3
 from aiobotocore.config import AioConfig
+from aiohttp import ClientPayloadError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from server.errors import (
@@ -105,7 +106,7 @@ def _translate(exc: Exception, ref: ObjectRef | None, bucket: str) -> BlobgateEr
         if code in {"InvalidArgument", "InvalidRequest", "KeyTooLongError", "InvalidBucketName"}:
             return InvalidArgument(f"S3 rejected the request for {where}: {message}")
         return BlobgateError(f"S3 error {code} for {where}: {message}")
-    if isinstance(exc, BotoCoreError | asyncio.TimeoutError | OSError):
+    if isinstance(exc, BotoCoreError | asyncio.TimeoutError | OSError | ClientPayloadError):
         return Unavailable(f"S3 is unreachable or timed out ({type(exc).__name__}); retry later")
     return BlobgateError(f"unexpected S3 failure for {where}: {type(exc).__name__}")
 
@@ -117,7 +118,8 @@ def s3_errors(ref: ObjectRef | None = None, bucket: str = "") -> Iterator[None]:
         yield
     except BlobgateError:
         raise
-    except (TimeoutError, ClientError, BotoCoreError, OSError) as exc:
+    except (TimeoutError, ClientError, BotoCoreError, OSError, ClientPayloadError) as exc:
+        # aiobotocore leaves aiohttp's error for a body cut short untranslated.
         raise _translate(exc, ref, ref.bucket if ref else bucket) from exc
 
 
@@ -330,7 +332,7 @@ class S3Store:
         return AioConfig(
             connect_timeout=s.s3_connect_timeout,
             read_timeout=s.s3_read_timeout,
-            retries={"max_attempts": s.s3_max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": s.s3_max_attempts, "mode": "standard"},
             max_pool_connections=s.s3_max_connections,
             s3={"addressing_style": s.s3_addressing_style},
             signature_version="s3v4",

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     s3_connect_timeout: float = Field(5.0, gt=0, description="seconds to connect to S3")
     s3_read_timeout: float = Field(60.0, gt=0, description="seconds to wait for S3 to answer")
     s3_max_attempts: int = Field(
-        3, ge=1, le=10, description="attempts per S3 request (botocore standard retries)"
+        4, ge=1, le=10, description="attempts per S3 request (botocore standard retries)"
     )
     s3_max_connections: int = Field(64, ge=1, description="S3 connection pool size")
     checksum_mode: ChecksumMode = Field(
