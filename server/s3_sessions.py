@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = f"{RESERVED_PREFIX}uploads/"
+# When a session's stream fails, how long the parts already sent get to land.
+SETTLE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -322,7 +324,8 @@ class S3Sessions:
                 await uploader.submit(part, reserved)
             stored = await uploader.finish()
         except BaseException:
-            await uploader.cancel()  # the session stays, at its last whole part
+            # The session stays: parts already sent may still land and count.
+            await uploader.settle(SETTLE_SECONDS)
             raise
         sums = ContentChecksums(sha256=sha256.digest(), crc32c=crc32c)
         try:

@@ -309,6 +309,14 @@ class PartUploader:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def settle(self, within: float) -> None:
+        """Give the parts already on their way ``within`` seconds to land
+        (what they store still counts), then cancel whatever is left."""
+        pending = [task for task in self._tasks if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=within)
+        await self.cancel()
+
 
 class S3Store:
     """ObjectStore on S3. Use as an async context manager (or ``start`` /

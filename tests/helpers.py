@@ -75,6 +75,17 @@ def upload_stream(
         yield data(piece)
 
 
+def resume_requests(
+    upload_id: str, offset: int, blob: bytes
+) -> Iterator[storage_pb2.UploadRequest]:
+    """An Upload continuing a session at ``offset`` with ``blob[offset:]``."""
+    yield storage_pb2.UploadRequest(
+        resume=storage_pb2.UploadResume(upload_id=upload_id, write_offset=offset)
+    )
+    for piece in chunks(blob[offset:]):
+        yield data(piece)
+
+
 def _upload_blocking(
     port: int, requests: Iterable[storage_pb2.UploadRequest], rpc_timeout: float
 ) -> storage_pb2.Object:

@@ -17,7 +17,8 @@ connection fails. Neither retries a GetObject body cut after its headers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,6 +27,7 @@ import pytest
 from conftest import gateway_settings
 from fault_proxy import (
     FaultProxy,
+    Request,
     complete_multipart_upload,
     get_object,
     head_object,
@@ -45,20 +47,25 @@ from helpers import (
     expect_status,
     health,
     payload,
+    resume_requests,
     running_gateway,
+    sessions_left,
     sha256,
     spec,
     upload,
+    upload_requests,
     wait_multipart_started,
     wait_nothing_left,
     write_all,
 )
 
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
+from client import Client
 from server.app import Gateway
+from server.settings import Settings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
-DEFAULT_ATTEMPTS = 3  # the s3_max_attempts default
+DEFAULT_ATTEMPTS = int(Settings.model_fields["s3_max_attempts"].default)
 # Where every attempt is throttled: fewer attempts, less of botocore's backoff.
 THROTTLED_ATTEMPTS = 2
 MULTIPART = 2 * PART + 1000  # three UploadParts
@@ -392,3 +399,70 @@ async def test_client_vanishes_while_s3_is_slow(
 
         await eventually(all_dropped)
         await assert_recovers(proxy, gw, s3, bucket)
+
+
+# --- resumable sessions ------------------------------------------------------------
+
+
+def part_number(number: int) -> Callable[[Request], bool]:
+    def matches(r: Request) -> bool:
+        return upload_part(r) and r.query["partNumber"] == [str(number)]
+
+    return matches
+
+
+async def test_s3_failing_mid_session_leaves_it_resumable(
+    proxy: FaultProxy, moto_endpoint: str, s3: Any, bucket: str
+) -> None:
+    """S3 throttles one part of a session for good: the Upload is
+    UNAVAILABLE, no object exists, the only multipart upload left is the
+    live session's, holding its whole parts; with S3 back, resuming from the
+    persisted size commits the exact object."""
+    blob = payload(3 * PART + 7, seed=31)
+    async with proxied_gateway(proxy, moto_endpoint, bucket, s3_max_attempts=1) as gw:
+        gateway, stub, _ = gw
+        started = await stub.StartResumableUpload(
+            storage_pb2.StartResumableUploadRequest(
+                spec=storage_pb2.UploadSpec(key="session.bin", size=len(blob))
+            ),
+            timeout=10,
+        )
+        proxy.slow_down(match=part_number(3))
+        await expect_status(
+            Code.UNAVAILABLE,
+            upload_requests(gateway, resume_requests(started.upload_id, 0, blob)),
+        )
+        records, uploads = await sessions_left(s3, bucket)
+        assert len(records) == 1 and uploads == ["session.bin"]
+        listing = await s3.list_objects_v2(Bucket=bucket, Prefix="session.bin")
+        assert listing.get("Contents", []) == []
+        query = storage_pb2.QueryUploadStatusRequest(upload_id=started.upload_id)
+        persisted = (await stub.QueryUploadStatus(query, timeout=10)).persisted_size
+        assert persisted == 2 * PART
+        proxy.clear()
+        obj = await upload_requests(gateway, resume_requests(started.upload_id, persisted, blob))
+        assert obj.checksums.sha256 == sha256(blob)
+        await assert_exact(s3, bucket, "session.bin", blob)
+        assert await sessions_left(s3, bucket) == ([], [])
+        await assert_recovers(proxy, gw, s3, bucket)
+
+
+async def test_the_client_resumes_through_s3_failures(
+    proxy: FaultProxy, moto_endpoint: str, s3: Any, bucket: str
+) -> None:
+    """The client library's upload meets S3 failing one part: it asks where
+    the session stands and sends only the rest."""
+    blob = payload(4 * PART + 11, seed=32)
+    sent: list[int] = []
+    async with proxied_gateway(proxy, moto_endpoint, bucket, s3_max_attempts=1) as gw:
+        gateway = gw[0]
+        proxy.slow_down(match=part_number(3), times=1)
+        async with Client(f"127.0.0.1:{gateway.port}") as client:
+            info = await client.upload(
+                "client.bin", blob, progress=lambda done, total: sent.append(done)
+            )
+        assert info.sha256 == sha256(blob)
+        await assert_exact(s3, bucket, "client.bin", blob)
+        assert await sessions_left(s3, bucket) == ([], [])
+    restarts = [b for a, b in itertools.pairwise(sent) if b < a]
+    assert restarts == [2 * PART]  # one resume, from the two whole parts S3 kept

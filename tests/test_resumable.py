@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import pytest
 from conftest import MiB, gateway_settings
 from helpers import (
+    PART,
     HeldUpload,
     assert_exact,
-    chunks,
-    data,
     eventually,
     expect_status,
     payload,
+    resume_requests,
     running_gateway,
     sessions_left,
     sha256,
@@ -32,17 +32,6 @@ from server_process import ServerProcess
 
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 from server.app import Gateway
-
-PART = 5 * MiB  # gateway_settings' part size
-
-
-def resume(upload_id: str, offset: int, blob: bytes) -> Iterator[storage_pb2.UploadRequest]:
-    """An Upload continuing a session at ``offset`` with ``blob[offset:]``."""
-    yield storage_pb2.UploadRequest(
-        resume=storage_pb2.UploadResume(upload_id=upload_id, write_offset=offset)
-    )
-    for piece in chunks(blob[offset:]):
-        yield data(piece)
 
 
 async def start(
@@ -70,7 +59,7 @@ async def interrupted(
     sent = asyncio.Event()
 
     async def requests() -> AsyncIterator[storage_pb2.UploadRequest]:
-        for request in resume(upload_id, 0, blob[:stop_at]):
+        for request in resume_requests(upload_id, 0, blob[:stop_at]):
             yield request
         sent.set()
         await asyncio.Event().wait()  # never half-close: the call is cut
@@ -94,7 +83,7 @@ async def test_one_stream_commits_the_object_and_ends_the_session(
     started = await start(stub, "one.bin", size=len(blob))
     assert started.part_size == PART
     assert started.expires_after_idle.ToSeconds() == 7 * 86400
-    obj = await upload_requests(gateway, resume(started.upload_id, 0, blob))
+    obj = await upload_requests(gateway, resume_requests(started.upload_id, 0, blob))
     assert obj.size == len(blob)
     assert obj.checksums.sha256 == sha256(blob)
     await assert_exact(s3, bucket, "one.bin", blob)
@@ -116,7 +105,7 @@ async def test_an_interrupted_session_resumes_from_whole_parts(
     assert len(records) == 1 and uploads == ["resumed.bin"]
     listed = await stub.List(storage_pb2.ListRequest(), timeout=10)
     assert [o.key for o in listed.objects] == []  # the record is not the caller's
-    obj = await upload_requests(gateway, resume(started.upload_id, whole, blob))
+    obj = await upload_requests(gateway, resume_requests(started.upload_id, whole, blob))
     assert obj.size == len(blob)
     assert obj.content_type == "text/plain"
     # sha256 is computed over every byte, across both calls.
@@ -135,7 +124,7 @@ async def test_the_expected_sha256_is_checked_across_calls(
     corrupt = blob[:-1] + bytes([blob[-1] ^ 1])
     error = await expect_status(
         grpc.StatusCode.INVALID_ARGUMENT,
-        upload_requests(gateway, resume(started.upload_id, whole, corrupt)),
+        upload_requests(gateway, resume_requests(started.upload_id, whole, corrupt)),
     )
     assert "sha256 mismatch" in str(error.details())
     # A wrong whole object cannot be mended by resuming: the session is over.
@@ -151,11 +140,11 @@ async def test_a_wrong_write_offset_is_out_of_range(
     for offset in (10, PART, -1):
         error = await expect_status(
             grpc.StatusCode.OUT_OF_RANGE,
-            upload_requests(gateway, resume(started.upload_id, offset, blob)),
+            upload_requests(gateway, resume_requests(started.upload_id, offset, blob)),
         )
         assert "persisted size, 0" in str(error.details())
     assert await persisted(stub, started.upload_id) == 0
-    obj = await upload_requests(gateway, resume(started.upload_id, 0, blob))
+    obj = await upload_requests(gateway, resume_requests(started.upload_id, 0, blob))
     assert obj.checksums.sha256 == sha256(blob)
 
 
@@ -173,7 +162,7 @@ async def test_cancel_deletes_what_the_session_stored(
     await expect_status(grpc.StatusCode.NOT_FOUND, stub.CancelResumableUpload(cancel, timeout=10))
     await expect_status(
         grpc.StatusCode.NOT_FOUND,
-        upload_requests(gateway, resume(started.upload_id, 0, blob)),
+        upload_requests(gateway, resume_requests(started.upload_id, 0, blob)),
     )
 
 
@@ -181,7 +170,7 @@ async def test_an_empty_object_through_a_session(
     gateway: Gateway, stub: storage_pb2_grpc.StorageServiceStub, s3: Any, bucket: str
 ) -> None:
     started = await start(stub, "empty.txt", size=0)
-    obj = await upload_requests(gateway, resume(started.upload_id, 0, b""))
+    obj = await upload_requests(gateway, resume_requests(started.upload_id, 0, b""))
     assert obj.size == 0
     await assert_exact(s3, bucket, "empty.txt", b"")
     assert await sessions_left(s3, bucket) == ([], [])
@@ -195,7 +184,7 @@ async def test_a_precondition_that_fails_at_commit_ends_the_session(
     await s3.put_object(Bucket=bucket, Key="race.bin", Body=b"the winner")
     await expect_status(
         grpc.StatusCode.FAILED_PRECONDITION,
-        upload_requests(gateway, resume(started.upload_id, 0, blob)),
+        upload_requests(gateway, resume_requests(started.upload_id, 0, blob)),
     )
     body = await (await s3.get_object(Bucket=bucket, Key="race.bin"))["Body"].read()
     assert body == b"the winner"
@@ -273,7 +262,7 @@ async def test_a_live_session_survives_the_janitor(
         whole = await interrupted(stub, started.upload_id, blob, stop_at=PART + 1)
         await asyncio.sleep(0.5)  # several sweeps
         assert await persisted(stub, started.upload_id) == whole
-        obj = await upload_requests(gw, resume(started.upload_id, whole, blob))
+        obj = await upload_requests(gw, resume_requests(started.upload_id, whole, blob))
         assert obj.checksums.sha256 == sha256(blob)
 
 
@@ -317,7 +306,7 @@ async def test_a_session_outlives_a_killed_instance_and_resumes_on_another(
         await eventually(orphan_gone)
         offset = await persisted(stub, started.upload_id)
         assert offset == 2 * PART
-        obj = await upload_requests(second, resume(started.upload_id, offset, blob))
+        obj = await upload_requests(second, resume_requests(started.upload_id, offset, blob))
     assert obj.checksums.sha256 == sha256(blob)
     await assert_exact(s3, bucket, "survivor.bin", blob)
     assert await sessions_left(s3, bucket) == ([], [])
@@ -336,7 +325,7 @@ async def test_a_stale_stream_cannot_move_a_session_back(
     more = asyncio.Event()
 
     async def stale() -> AsyncIterator[storage_pb2.UploadRequest]:
-        requests = list(resume(started.upload_id, 0, blob))
+        requests = list(resume_requests(started.upload_id, 0, blob))
         first_part = 1 + PART // MiB  # the resume message and one part of data
         for request in requests[: first_part + 1]:
             yield request
@@ -354,7 +343,7 @@ async def test_a_stale_stream_cannot_move_a_session_back(
     fresh: asyncio.Event = asyncio.Event()
 
     async def retried() -> AsyncIterator[storage_pb2.UploadRequest]:
-        requests = list(resume(started.upload_id, PART, blob))
+        requests = list(resume_requests(started.upload_id, PART, blob))
         for request in requests[: 1 + PART // MiB + 1]:
             yield request
         await fresh.wait()
