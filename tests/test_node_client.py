@@ -1,7 +1,8 @@
 """The contract from a client nobody here wrote: tests/node/client.mjs, a Node.js
 program on @grpc/grpc-js and @grpc/proto-loader that loads storage.proto at run
 time, drives a live gateway (Upload, Download, Stat, List, Presign, error
-statuses), and this test checks that what it uploaded reached S3 byte-exact.
+statuses, a resumable session cut and resumed), and this test checks that what
+it uploaded reached S3 byte-exact.
 
 Node and npm are required, not optional: without them this test fails. Its
 packages come from tests/node/package-lock.json via ``npm ci``, run here once
@@ -141,6 +142,16 @@ async def test_node_client_round_trip(
         async with got["Body"] as body:
             assert await body.read() == blob, key
         assert got["ETag"].strip('"') == etag
+    session = result["session"]
+    assert session["persisted"] == session["part_size"] == 5 * 1024 * 1024
+    blob = (tmp_path / "session.bin").read_bytes()
+    assert session["size"] == str(len(blob))
+    got = await s3.get_object(Bucket=bucket, Key=session["key"])
+    async with got["Body"] as body:
+        assert hashlib.sha256(await body.read()).digest() == hashlib.sha256(blob).digest()
     listing = await s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
-    assert sorted(o["Key"] for o in listing["Contents"]) == result["list"]["keys"]
+    assert sorted(o["Key"] for o in listing["Contents"]) == [
+        *result["list"]["keys"],
+        session["key"],
+    ]
     assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []

@@ -85,6 +85,11 @@ function loadService() {
 // --- the RPCs, promisified --------------------------------------------------
 
 function upload(client, spec, blob, chunkSize = MiB) {
+  return uploadAfter(client, { spec }, blob, chunkSize);
+}
+
+// An Upload whose first message is `first`: a spec, or a session's resume.
+function uploadAfter(client, first, blob, chunkSize = MiB) {
   return new Promise((resolve, reject) => {
     const seen = { metadata: null };
     const call = client.Upload({ deadline: deadline() }, (err, response) => {
@@ -97,7 +102,7 @@ function upload(client, spec, blob, chunkSize = MiB) {
     call.on('metadata', (md) => {
       seen.metadata = md.getMap();
     });
-    call.write({ spec });
+    call.write(first);
     for (let pos = 0; pos < blob.length; pos += chunkSize) {
       call.write({ data: blob.subarray(pos, pos + chunkSize) });
     }
@@ -334,10 +339,45 @@ async function main() {
     await expectError(unary(client, 'Stat', { key: `${prefix}${name}` }), grpc.status.NOT_FOUND, `Stat(${name})`);
   }
 
+  results.session = await resumableSession(client, prefix, scratch);
+
   client.close();
   results.ok = true;
   results.node = process.version;
   process.stdout.write(`${JSON.stringify(results)}\n`);
+}
+
+// A resumable upload session across two calls: the first is cut after a part
+// and a bit; the second resumes where QueryUploadStatus says.
+async function resumableSession(client, prefix, scratch) {
+  const key = `${prefix}session.bin`;
+  const blob = randomBytes(12 * MiB + 5);
+  writeFileSync(path.join(scratch, 'session.bin'), blob);
+  const started = await unary(client, 'StartResumableUpload', {
+    spec: { key, size: blob.length, expected: { sha256: sha256(blob) } },
+  });
+  check(started.upload_id.length > 0, 'StartResumableUpload: empty upload_id');
+  const partSize = Number(started.part_size);
+  const first = client.Upload({ deadline: deadline() }, () => {});
+  first.write({ resume: { upload_id: started.upload_id, write_offset: 0 } });
+  for (let pos = 0; pos < partSize + MiB; pos += MiB) first.write({ data: blob.subarray(pos, pos + MiB) });
+  const query = () => unary(client, 'QueryUploadStatus', { upload_id: started.upload_id });
+  let persisted = 0;
+  for (let tries = 0; tries < 200 && persisted === 0; tries++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    persisted = Number((await query()).persisted_size);
+  }
+  first.cancel();
+  checkEqual(persisted, partSize, 'QueryUploadStatus.persisted_size after one part');
+  checkEqual(Number((await query()).persisted_size), partSize, 'persisted_size after the cut');
+  const { response } = await uploadAfter(
+    client,
+    { resume: { upload_id: started.upload_id, write_offset: String(persisted) } },
+    blob.subarray(persisted),
+  );
+  checkEqual(response.object.checksums.sha256.toString('hex'), sha256(blob).toString('hex'), 'resumed sha256');
+  await expectError(query(), grpc.status.NOT_FOUND, 'QueryUploadStatus(finished session)');
+  return { key, part_size: partSize, persisted, size: response.object.size };
 }
 
 main().then(
