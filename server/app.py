@@ -80,6 +80,18 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
         # waiting for S3 consumes, and gRPC buffers that data: measured, it
         # cost ~50 MiB of peak RSS per 256 MiB upload, at no loopback speed gain.
         ("grpc.http2.bdp_probe", 0),
+        # The fixed receive window of each stream: what gRPC buffers for an
+        # upload that is not being read (waiting for budget or S3), so most of
+        # what an open upload costs outside memory_budget. Measured with
+        # `python -m bench.soak --stream-cost 32`, per upload waiting for
+        # budget: ~3.7 MiB at 4 MiB, ~1.7 at 2 MiB, ~0.8 at 1 MiB. On loopback
+        # (bench/throughput.py, 3 runs each) 1 and 2 MiB cost no measurable
+        # upload or download throughput, but a window caps a stream at about
+        # window / round-trip time: through a TCP proxy delaying each way by
+        # half of 10 ms, one 64 MiB upload ran at ~73 MB/s with 4 MiB, ~67
+        # with 2 MiB and ~49 with 1 MiB (20 ms: ~62, ~51, ~33). Clients are
+        # rarely on loopback, so 4 MiB stays, and the memory bound
+        # (README, Configuration) counts it per stream.
         ("grpc.http2.lookahead_bytes", 4 * 1024 * 1024),
     ]
 

@@ -42,6 +42,7 @@ from server.settings import Settings
 from server.sha256_state import Sha256State
 from server.store import (
     RESERVED_PREFIX,
+    Chunk,
     ContentChecksums,
     ObjectInfo,
     ObjectRef,
@@ -292,7 +293,7 @@ class S3Sessions:
             pass  # already gone
         await self._delete_checkpoint(bucket, session_id)
 
-    async def resume_session(self, session: Session, body: AsyncIterable[bytes]) -> ObjectInfo:
+    async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> ObjectInfo:
         start, _ = await self._read_checkpoint(session.bucket, session.session_id)
         if start.persisted_size != session.persisted_size:
             raise FailedPrecondition(

@@ -41,6 +41,7 @@ from server.store import (
     RESERVED_PREFIX,
     SHA256_KEY,
     ByteRange,
+    Chunk,
     ContentChecksums,
     ListPage,
     ObjectInfo,
@@ -443,7 +444,7 @@ class S3Store:
     async def put(
         self,
         ref: ObjectRef,
-        body: AsyncIterable[bytes],
+        body: AsyncIterable[Chunk],
         options: PutOptions,
         checksums: Callable[[], ContentChecksums],
     ) -> ObjectInfo:
@@ -490,7 +491,7 @@ class S3Store:
         return await self.committed(ref, options, sums, uploader.size, etag)
 
     async def cut_parts(
-        self, body: AsyncIterable[bytes], part_size: int
+        self, body: AsyncIterable[Chunk], part_size: int
     ) -> AsyncIterator[tuple[io.BytesIO, int]]:
         """Cut ``body`` into parts of ``part_size`` bytes, then one last part
         shorter than that (possibly empty) once ``body`` ends.
@@ -501,19 +502,38 @@ class S3Store:
         filled, and comes with it: the receiver hands both to
         ``PartUploader.submit`` or releases the budget itself. Taking budget
         bit by bit would let two half-filled parts wait on each other forever;
-        this way a part being filled waits only on its client."""
+        this way a part being filled waits only on its client.
+
+        A part's budget is taken before the chunk that starts it is read, so
+        a stream waiting for budget holds no message of its own (only what
+        gRPC's flow-control window lets its client send ahead); and since
+        ``body`` tells the client its spec was accepted when first read, a
+        client that waits for that sends nothing until its first part has
+        budget. A chunk is referenced only while bytes of it are unwritten:
+        not while its part waits for an upload slot, nor while the next chunk
+        is awaited. The price: a stream that ends exactly on a part boundary
+        waits for a part's budget to learn that it ended."""
+        chunks = aiter(body)
         part = io.BytesIO()
         reserved = 0  # budget held for the part being filled
         try:
-            async for chunk in body:
-                view = memoryview(chunk)
-                while view:
-                    if not reserved:
+            while True:
+                if not reserved:
+                    await self.budget.acquire(part_size)
+                    reserved = part_size
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                rest: memoryview | None = memoryview(chunk) if len(chunk) else None
+                del chunk
+                while rest is not None:
+                    if not reserved:  # the chunk runs on into the next part
                         await self.budget.acquire(part_size)
                         reserved = part_size
                     room = part_size - part.tell()
-                    part.write(view[:room])
-                    view = view[room:]
+                    part.write(rest[:room])
+                    rest = rest[room:] if room < len(rest) else None
                     if part.tell() == part_size:
                         handed, reserved = reserved, 0
                         yield part, handed

@@ -26,7 +26,7 @@ from server.store import (
     SessionSpec,
     SessionStore,
 )
-from server.upload_stream import UploadStream, check_spec, expected_checksums
+from server.upload_stream import UploadMessage, UploadStream, check_spec, expected_checksums
 from server.validation import (
     BucketPolicy,
     guess_content_type,
@@ -106,12 +106,41 @@ def _parser(message: Any) -> Callable[[bytes], Any]:
     return parse
 
 
+_parse_upload_request = _parser(pb.UploadRequest)
+_UPLOAD_DATA_TAG = 0x12  # UploadRequest.data: field 2, length-delimited
+_MAX_LENGTH_BYTES = 5  # a varint of 5 bytes holds any length protobuf allows (< 2 GiB)
+
+
+def _upload_request(raw: bytes) -> UploadMessage:
+    """The Upload deserializer. A message that is exactly one ``data`` field
+    (its tag, a varint length, then that many bytes to the end: every data
+    message a client normally sends) becomes a memoryview of its payload in
+    ``raw``, with no copy. Parsing it into an UploadRequest and reading
+    ``.data`` would hold two more copies of the payload while the stream
+    waits for budget. Anything else (spec, resume, unknown fields, repeated
+    or malformed fields) goes through protobuf, whose result for a data-only
+    message would be the same bytes."""
+    if len(raw) > 1 and raw[0] == _UPLOAD_DATA_TAG:
+        length = shift = 0
+        for at in range(1, min(len(raw), 1 + _MAX_LENGTH_BYTES)):
+            byte = raw[at]
+            length |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                if at + 1 + length == len(raw):
+                    return memoryview(raw)[at + 1 :]
+                break
+            shift += 7
+    parsed: storage_pb2.UploadRequest | InvalidArgument = _parse_upload_request(raw)
+    return parsed
+
+
 def add_to_server(servicer: StorageServicer, server: grpc.aio.Server) -> None:
     """Register the StorageService: the generated registration's table, except
-    that Download's data messages arrive already encoded."""
+    that Upload's data messages are not parsed into UploadRequests (see
+    _upload_request) and Download's data messages arrive already encoded."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Upload": grpc.stream_unary_rpc_method_handler(
-            servicer.Upload, _parser(pb.UploadRequest), pb.UploadResponse.SerializeToString
+            servicer.Upload, _upload_request, pb.UploadResponse.SerializeToString
         ),
         "Download": grpc.unary_stream_rpc_method_handler(
             servicer.Download, _parser(pb.DownloadRequest), _download_serializer
@@ -180,7 +209,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
 
     @status.unary
     async def Upload(
-        self, request_iterator: AsyncIterable[storage_pb2.UploadRequest], context: Context
+        self, request_iterator: AsyncIterable[UploadMessage], context: Context
     ) -> storage_pb2.UploadResponse:
         # Initial metadata tells the client that the spec was accepted, once
         # the store starts reading data: see Upload in the proto.

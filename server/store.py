@@ -23,6 +23,10 @@ RESERVED_METADATA = frozenset({SHA256_KEY, CRC32C_KEY})
 # resumable upload sessions): callers can neither read, write nor list them.
 RESERVED_PREFIX = ".blobgate/"
 
+Chunk = bytes | memoryview
+"""A piece of an object's body as the stores take it: Upload's data messages
+arrive as views of the received bytes (see ``service._upload_request``)."""
+
 
 @dataclass(frozen=True)
 class ObjectRef:
@@ -131,7 +135,7 @@ class ObjectStore(Protocol):
     async def put(
         self,
         ref: ObjectRef,
-        body: AsyncIterable[bytes],
+        body: AsyncIterable[Chunk],
         options: PutOptions,
         checksums: Callable[[], ContentChecksums],
     ) -> ObjectInfo:
@@ -205,7 +209,7 @@ class SessionStore(Protocol):
         """Read a live session; NotFound once it finished, was cancelled or expired."""
         ...
 
-    async def resume_session(self, session: Session, body: AsyncIterable[bytes]) -> ObjectInfo:
+    async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> ObjectInfo:
         """Append ``body`` at the persisted size and commit the object when it
         ends. Whole parts persist as they are stored; if ``body`` fails the
         session stays open at its last whole part."""

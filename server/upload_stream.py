@@ -1,6 +1,13 @@
 """The Upload stream adapter: the first message is the spec, every later one
 is data. It counts and hashes the bytes as they pass and checks them against
-what the client declared, raising before the store can commit."""
+what the client declared, raising before the store can commit.
+
+Data messages usually arrive as the payload alone (bytes or a memoryview of
+the received message; see ``service._upload_request``), other messages as an
+UploadRequest, and undecodable ones as the InvalidArgument to raise. Nothing
+here keeps a message once its bytes are passed on: a stream that waits (for
+budget, for S3, for its client) holds at most the one message in hand.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,23 @@ import google_crc32c
 
 from blobgate.v1 import storage_pb2
 from server.errors import BlobgateError, InvalidArgument, OutOfRange, ResourceExhausted
-from server.store import ContentChecksums, verify_checksums
+from server.store import Chunk, ContentChecksums, verify_checksums
+
+UploadMessage = storage_pb2.UploadRequest | Chunk | BlobgateError
+"""What the Upload deserializer hands over for one message."""
+
+
+def _data(message: UploadMessage) -> Chunk:
+    """The bytes of a data message; raise for anything else."""
+    if isinstance(message, BlobgateError):  # undecodable message
+        raise message
+    if isinstance(message, bytes | memoryview):
+        return message
+    if message.WhichOneof("message") != "data":
+        raise InvalidArgument(
+            "a second UploadSpec or UploadResume: only the first message may be one"
+        )
+    return message.data
 
 
 class UploadStream:
@@ -19,7 +42,7 @@ class UploadStream:
 
     def __init__(
         self,
-        requests: AsyncIterable[storage_pb2.UploadRequest],
+        requests: AsyncIterable[UploadMessage],
         max_size: int,
         on_accepted: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -43,6 +66,8 @@ class UploadStream:
             ) from None
         if isinstance(first, BlobgateError):  # undecodable message
             raise first
+        if isinstance(first, bytes | memoryview):
+            raise InvalidArgument("the first message must be an UploadSpec or an UploadResume")
         kind = first.WhichOneof("message")
         if kind == "resume":
             return first.resume
@@ -60,20 +85,15 @@ class UploadStream:
         self._declared = declared
         self._hashing = False
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[Chunk]:
         """Yield the data; on the stream's end, verify size and checksums.
         ``on_accepted`` runs first: the consumer has accepted the spec."""
         declared = self._declared
         if self._on_accepted is not None:
             await self._on_accepted()
-        async for request in self._requests:
-            if isinstance(request, BlobgateError):  # undecodable message
-                raise request
-            if request.WhichOneof("message") != "data":
-                raise InvalidArgument(
-                    "a second UploadSpec or UploadResume: only the first message may be one"
-                )
-            data = request.data
+        async for message in self._requests:
+            data = _data(message)
+            del message  # an UploadRequest would hold a second copy of the bytes
             self.size += len(data)
             if declared is not None and self.size > declared:
                 raise OutOfRange(f"received more than the declared size of {declared} bytes")
@@ -83,8 +103,10 @@ class UploadStream:
                 )
             if self._hashing:
                 self._sha256.update(data)
-                self._crc32c.update(data)
+                # google_crc32c takes only bytes: a memoryview costs a passing copy.
+                self._crc32c.update(data if isinstance(data, bytes) else bytes(data))
             yield data
+            del data  # not kept while the next message is awaited
         if declared is not None and self.size != declared:
             raise OutOfRange(f"received {self.size} bytes but the declared size is {declared}")
         if self._hashing:

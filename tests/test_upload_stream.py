@@ -1,20 +1,30 @@
 """The Upload stream adapter on its own: spec first, then data, counted and
-hashed, with every mismatch raised before the stream ends cleanly."""
+hashed, with every mismatch raised before the stream ends cleanly; and the
+Upload deserializer that hands it data messages as bare payloads."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 
 import google_crc32c
 import pytest
+from google.protobuf.message import DecodeError
+from hypothesis import given
+from hypothesis import strategies as st
 
 from blobgate.v1 import storage_pb2 as pb
 from server.errors import BlobgateError, InvalidArgument, OutOfRange, ResourceExhausted
-from server.upload_stream import UploadStream
+from server.s3_store import S3Store
+from server.service import _upload_request
+from server.settings import Settings
+from server.upload_stream import UploadMessage, UploadStream
+
+MiB = 1024 * 1024
 
 
-async def _messages(items: Sequence[pb.UploadRequest]) -> AsyncIterator[pb.UploadRequest]:
+async def _messages(items: Sequence[UploadMessage]) -> AsyncIterator[UploadMessage]:
     for item in items:
         yield item
 
@@ -112,3 +122,174 @@ async def test_a_resumed_stream_counts_from_the_persisted_size() -> None:
     with pytest.raises(OutOfRange, match="more than the declared size of 10"):
         async for _ in stream.chunks():
             pass
+
+
+async def test_bare_payloads_are_data() -> None:
+    """What the deserializer makes of data messages: bytes or memoryviews."""
+    raw = b"\x12\x03abc"
+    items: list[UploadMessage] = [
+        pb.UploadRequest(spec=pb.UploadSpec(key="k", size=7)),
+        memoryview(raw)[2:],
+        b"de",
+        pb.UploadRequest(data=b"f"),
+        memoryview(b""),
+        b"g",
+    ]
+    stream = UploadStream(_messages(items), 100)
+    assert await _drain(stream) == b"abcdefg"
+    assert stream.checksums().crc32c == google_crc32c.value(b"abcdefg")
+
+
+@pytest.mark.parametrize("first", [b"data first", memoryview(b"data first")])
+async def test_a_bare_payload_first_is_refused(first: bytes | memoryview) -> None:
+    stream = UploadStream(_messages([first]), 100)
+    with pytest.raises(InvalidArgument, match="first message must be an UploadSpec"):
+        await stream.read_first()
+
+
+async def test_an_undecodable_message_is_raised_where_it_appears() -> None:
+    items: list[UploadMessage] = [
+        pb.UploadRequest(spec=pb.UploadSpec(key="k")),
+        b"abc",
+        InvalidArgument("the request is not a valid UploadRequest"),
+    ]
+    stream = UploadStream(_messages(items), 100)
+    await stream.read_first()
+    with pytest.raises(InvalidArgument, match="not a valid UploadRequest"):
+        async for _ in stream.chunks():
+            pass
+
+
+# -- the Upload deserializer ----------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16383, 16384, 1024 * 1024, 2_097_152 + 3])
+def test_a_data_message_becomes_a_view_of_its_payload(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    raw = pb.UploadRequest(data=payload).SerializeToString()
+    parsed = _upload_request(raw)
+    assert isinstance(parsed, memoryview)
+    assert parsed.obj is raw  # no copy: a view into the received message
+    assert parsed == payload
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pb.UploadRequest(spec=pb.UploadSpec(key="k", size=3)),
+        pb.UploadRequest(resume=pb.UploadResume(upload_id="id", write_offset=5)),
+        pb.UploadRequest(),
+    ],
+)
+def test_other_messages_are_parsed(message: pb.UploadRequest) -> None:
+    parsed = _upload_request(message.SerializeToString())
+    assert isinstance(parsed, pb.UploadRequest) and parsed == message
+
+
+@pytest.mark.parametrize(
+    ("raw", "data"),
+    [
+        (b"\x12\x01a\x12\x01b", b"b"),  # data twice: the last one wins
+        (b"\x12\x01a\x20\x01", b"a"),  # then an unknown varint field
+        (b"\x20\x01\x12\x01a", b"a"),  # an unknown field first
+        (b"\x12\x81\x00a", b"a"),  # a length in more bytes than it needs
+    ],
+)
+def test_unusual_data_messages_read_as_protobuf_reads_them(raw: bytes, data: bytes) -> None:
+    parsed = _upload_request(raw)
+    assert isinstance(parsed, (pb.UploadRequest, memoryview))
+    assert (parsed.data if isinstance(parsed, pb.UploadRequest) else bytes(parsed)) == data
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x12",  # no length
+        b"\x12\x05ab",  # length past the end
+        b"\x12\x80",  # length cut off
+        b"\x12\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # length of 11 bytes
+        b"\x0a\x05ab",  # a spec cut short
+        b"\x12\x01a\x0a\x05",  # data, then a spec cut short
+    ],
+)
+def test_malformed_messages_are_invalid_argument(raw: bytes) -> None:
+    assert isinstance(_upload_request(raw), InvalidArgument)
+
+
+@given(st.binary(max_size=40), st.booleans())
+def test_the_deserializer_agrees_with_protobuf(tail: bytes, tagged: bool) -> None:
+    """Whatever the bytes, the payload (or the refusal) is protobuf's."""
+    raw = (b"\x12" if tagged else b"") + tail
+    parsed = _upload_request(raw)
+    try:
+        expected: pb.UploadRequest | None = pb.UploadRequest.FromString(raw)
+    except DecodeError:
+        expected = None
+    if expected is None:
+        assert isinstance(parsed, InvalidArgument)
+    elif isinstance(parsed, memoryview):
+        assert expected.WhichOneof("message") == "data" and bytes(parsed) == expected.data
+    else:
+        assert parsed == expected
+
+
+# -- cutting parts under the budget ---------------------------------------------
+
+
+class _Counted:
+    """Upload messages: a spec, then ``chunks`` data messages of 1 MiB; counts
+    the data messages handed out."""
+
+    def __init__(self, chunks: int) -> None:
+        self.chunks = chunks
+        self.pulled = 0
+
+    async def __aiter__(self) -> AsyncIterator[UploadMessage]:
+        yield pb.UploadRequest(spec=pb.UploadSpec(key="k"))
+        for _ in range(self.chunks):
+            self.pulled += 1
+            yield b"x" * MiB
+
+
+async def _cut(store: S3Store, stream: UploadStream, held: list[tuple[int, int]]) -> None:
+    """Consume the parts as put() does, each part's budget kept until the end."""
+    async for part, reserved in store.cut_parts(stream.chunks(), 5 * MiB):
+        held.append((part.tell(), reserved))
+
+
+async def test_an_upload_waiting_for_budget_has_read_nothing_and_is_not_accepted() -> None:
+    store = S3Store(Settings(default_bucket="cut-parts", part_size=5 * MiB, memory_budget=5 * MiB))
+    await store.budget.acquire(5 * MiB)  # another upload holds the whole budget
+    messages, accepted = _Counted(3), asyncio.Event()
+
+    async def on_accepted() -> None:
+        accepted.set()
+
+    stream = UploadStream(messages.__aiter__(), 1 << 30, on_accepted)
+    await stream.read_first()
+    held: list[tuple[int, int]] = []
+    cutting = asyncio.create_task(_cut(store, stream, held))
+    await asyncio.sleep(0.05)
+    assert not accepted.is_set() and messages.pulled == 0
+    await store.budget.release(5 * MiB)
+    await asyncio.wait_for(cutting, 5)
+    assert accepted.is_set() and held == [(3 * MiB, 5 * MiB)]
+
+
+async def test_the_next_part_has_budget_before_its_first_chunk_is_read() -> None:
+    store = S3Store(Settings(default_bucket="cut-parts", part_size=5 * MiB, memory_budget=5 * MiB))
+    messages = _Counted(10)  # two whole parts
+    stream = UploadStream(messages.__aiter__(), 1 << 30)
+    await stream.read_first()
+    held: list[tuple[int, int]] = []
+    cutting = asyncio.create_task(_cut(store, stream, held))
+    await asyncio.sleep(0.05)
+    assert held == [(5 * MiB, 5 * MiB)] and messages.pulled == 5  # the sixth waits for budget
+    await store.budget.release(5 * MiB)
+    await asyncio.sleep(0.05)
+    assert messages.pulled == 10 and len(held) == 2
+    await store.budget.release(5 * MiB)  # the stream ended on a part boundary: the empty
+    await asyncio.wait_for(cutting, 5)  # last part waited for budget too, and comes with it
+    assert held[2] == (0, 5 * MiB)
+    await store.budget.release(5 * MiB)
+    assert store.budget.used == 0
