@@ -32,13 +32,20 @@ kept, so moto (which keeps every object) stays small.
 
 Before the soak it measures the idle gateway's RSS and its peak (VmHWM) during
 one --max-size-mib upload; then it resets VmHWM and reports the soak's peak
-against the bound memory_budget + OVERHEAD_MIB (see OVERHEAD_MIB for the
-reasoning). Exit status 1 if any operation failed, any byte or field
-mismatched, a multipart upload was left behind, the gateway logged an error,
-or the peak RSS passed the bound.
+against the bound memory_budget + OVERHEAD_MIB + max_streams x
+STREAM_OVERHEAD_MIB (see OVERHEAD_MIB for the reasoning). Exit status 1 if any
+operation failed, any byte or field mismatched, a multipart upload was left
+behind, the gateway logged an error, or the peak RSS passed the bound.
+
+--stream-cost N measures STREAM_OVERHEAD_MIB instead of soaking: on a gateway
+whose memory_budget is one part, N uploads (from a client that sends without
+waiting for "blobgate-upload: accepted") wait for budget, then, on a new
+gateway, N downloads stop reading after their first data message; it reports
+the gateway's RSS growth per stream, steady and at the phase's peak.
 
     .venv/bin/python -m bench.soak [--duration 60] [--streams 64] [--max-size-mib 64]
         [--budget-mib 256] [--seed 1]
+    .venv/bin/python -m bench.soak --stream-cost 64
 """
 
 from __future__ import annotations
@@ -52,11 +59,12 @@ import re
 import shlex
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -79,6 +87,8 @@ from bench.throughput import (
     status_mib,
     wait_until,
 )
+from blobgate.v1 import storage_pb2 as pb
+from blobgate.v1 import storage_pb2_grpc
 from client import BlobgateError, Client
 from client.models import ObjectInfo
 
@@ -97,11 +107,13 @@ BLOCK_SIZE = MiB + 4087  # a prime: no shift by whole MiB (messages, parts) matc
 LIST_PAGE = 50
 CONTENT_TYPE = "application/octet-stream"  # what the client guesses for *.bin
 
-# The gateway's peak RSS must stay under memory_budget + OVERHEAD_MIB.
+# The gateway's peak RSS must stay under
+#     memory_budget + OVERHEAD_MIB + max_streams x STREAM_OVERHEAD_MIB.
 # memory_budget bounds the part buffers of all uploads together; OVERHEAD_MIB
-# is everything else a gateway needs, measured on this project's machine kind
-# (2 cores, AMD EPYC, Python 3.11.7, grpcio 1.85.1, aioboto3 15.5.0) by this
-# benchmark's calibration step (printed by every run) and bench/throughput.py:
+# is what a gateway needs whatever its streams count, measured on this
+# project's machine kind (2 cores, AMD EPYC, Python 3.11.7, grpcio 1.85.1,
+# aioboto3 15.5.0) by this benchmark's calibration step (printed by every run)
+# and bench/throughput.py:
 # - the idle gateway (interpreter, grpcio, botocore, aiohttp) is 91 MiB RSS
 #   here (86 MiB in the README's throughput run);
 # - one upload alone peaks, less its budgeted part buffers ((1 +
@@ -113,9 +125,18 @@ CONTENT_TYPE = "application/octet-stream"  # what the client guesses for *.bin
 #   aiohttp and botocore buffers, allocator and connection state kept after
 #   the first transfer).
 # 116 MiB, rounded up to 128 for run-to-run noise (peaks vary by ~6 MiB).
-# The overhead is fixed, not per stream: the bound holds only if what
-# concurrent streams hold outside the budget stays within that margin.
 OVERHEAD_MIB = 128
+# What one open Upload or Download stream holds outside memory_budget, with
+# 1 MiB messages: an upload's gRPC receive window (4 MiB, server/app.py),
+# which its client fills while the upload waits for budget or S3, and the
+# message in hand; a download's message waiting for a slow client and what
+# aiohttp read ahead from S3. Measured by `python -m bench.soak --stream-cost
+# 64` (this file), 64 streams at once, per stream: an upload waiting for
+# budget 3.8-3.9 MiB steady and 5.8-6.9 MiB at the peak of the phase (while
+# the waiting uploads go through, one part at a time); a download whose
+# client stopped reading 2.6-5.3 MiB (two modes, run to run). 6.9 MiB (also
+# the highest of 5 runs with 16 and 32 streams), rounded up to 8.
+STREAM_OVERHEAD_MIB = 8
 
 
 @dataclass(frozen=True)
@@ -148,7 +169,8 @@ class SoakOptions:
 
     @property
     def bound_mib(self) -> float:
-        return self.budget / MiB + OVERHEAD_MIB
+        """memory_budget + OVERHEAD_MIB + max_streams x STREAM_OVERHEAD_MIB."""
+        return self.budget / MiB + OVERHEAD_MIB + self.gateway_max_streams * STREAM_OVERHEAD_MIB
 
 
 @dataclass
@@ -534,9 +556,23 @@ async def leftover_uploads(endpoint: str) -> list[str]:
     return [f"{u.get('Key')} ({u.get('UploadId')})" for u in uploads]
 
 
-async def soak(options: SoakOptions) -> SoakResult:
-    """Start moto and the gateway, calibrate, soak, stop them; the outcome."""
-    log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix="blobgate-soak-"))
+@dataclass
+class Services:
+    """moto and the gateway, running on loopback."""
+
+    moto: subprocess.Popen[bytes]
+    gateway: subprocess.Popen[bytes]
+    moto_url: str
+    gateway_addr: str
+    logs: dict[str, Path]
+    header: list[str]  # machine, code, commands
+
+
+@contextlib.asynccontextmanager
+async def services(options: SoakOptions, prefix: str) -> AsyncIterator[Services]:
+    """Start moto and the gateway (configured from ``options``), wait until
+    both answer; stop both on the way out."""
+    log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix=prefix))
     log_dir.mkdir(parents=True, exist_ok=True)
     logs = {"moto": log_dir / "moto.log", "gateway": log_dir / "gateway.log"}
     ports = {"moto": free_port(), "gateway": free_port()}
@@ -553,8 +589,7 @@ async def soak(options: SoakOptions) -> SoakResult:
     ]  # fmt: skip
     moto_cmd = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(ports["moto"])]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BLOBGATE_")} | AWS_ENV
-    result = SoakResult(options)
-    result.header = [
+    header = [
         machine(),
         code_version(),
         "gateway: " + shlex.join(gateway_cmd),
@@ -569,8 +604,17 @@ async def soak(options: SoakOptions) -> SoakResult:
         async with grpc.aio.insecure_channel(gateway_addr) as channel:
             serving = partial(gateway_serving, channel)
             await wait_until(gateway, "gateway", logs["gateway"], 90, serving)
+        yield Services(moto, gateway, moto_url, gateway_addr, logs, header)
+
+
+async def soak(options: SoakOptions) -> SoakResult:
+    """Start moto and the gateway, calibrate, soak, stop them; the outcome."""
+    result = SoakResult(options)
+    async with services(options, "blobgate-soak-") as running:
+        result.header = running.header
+        moto, gateway = running.moto, running.gateway
         pids = {"client": os.getpid(), "gateway": gateway.pid, "moto": moto.pid}
-        client = Client(gateway_addr, timeout=options.op_timeout,
+        client = Client(running.gateway_addr, timeout=options.op_timeout,
                         stream_timeout=options.op_timeout, max_attempts=1)  # fmt: skip
         async with client:
             await calibrate(client, options, gateway.pid, result)
@@ -595,15 +639,175 @@ async def soak(options: SoakOptions) -> SoakResult:
             result.cpu = {name: cpu_seconds(pid) - cpu[name] for name, pid in pids.items()}
             result.end_rss = status_mib(gateway.pid, "VmRSS")
             await run.delete_rest()
-        result.leftovers = await leftover_uploads(moto_url)
+        result.leftovers = await leftover_uploads(running.moto_url)
         if gateway.poll() is not None:
             result.log_problems.append(f"gateway exited with code {gateway.returncode}")
-    for line in logs["gateway"].read_text(errors="replace").splitlines():
+    for line in running.logs["gateway"].read_text(errors="replace").splitlines():
         if re.search(r"ERROR|CRITICAL|Traceback", line):
             result.log_problems.append(line)
         elif "WARNING" in line:
             result.log_warnings.append(line)
     return result
+
+
+# --- what a stream costs --------------------------------------------------------
+
+COST_UPLOAD_SIZE = 16 * MiB  # each waiting upload
+COST_OBJECT_SIZE = 32 * MiB  # the object every stalled download reads
+SETTLE_SECONDS = 3.0  # before the steady state is sampled
+
+
+@dataclass
+class StreamCost:
+    """What each of ``streams`` concurrent streams holds outside memory_budget,
+    in MiB of the gateway's RSS (its growth, divided by the streams)."""
+
+    streams: int
+    header: list[str]
+    idle: float = 0.0  # the gateway before any transfer
+    upload_held: float = 0.0  # uploads waiting for budget, steady
+    upload_peak: float = 0.0  # VmHWM over that phase, until every upload committed
+    download_held: float = 0.0  # downloads whose client stopped reading, steady
+    download_peak: float = 0.0  # VmHWM over that phase, until every download ended
+
+
+async def _upload_requests(key: str, data: bytes) -> AsyncIterator[pb.UploadRequest]:
+    """Spec and 1 MiB data messages, written as fast as flow control allows:
+    unlike client.Client, without waiting for "blobgate-upload: accepted"."""
+    yield pb.UploadRequest(spec=pb.UploadSpec(key=key, size=len(data)))
+    view = memoryview(data)
+    for offset in range(0, len(data), MiB):
+        yield pb.UploadRequest(data=bytes(view[offset : offset + MiB]))
+
+
+async def _steady_rss(pid: int) -> float:
+    """The highest VmRSS over 2 s, after SETTLE_SECONDS."""
+    await asyncio.sleep(SETTLE_SECONDS)
+    samples = []
+    for _ in range(10):
+        samples.append(status_mib(pid, "VmRSS"))
+        await asyncio.sleep(0.2)
+    return max(samples)
+
+
+async def _waiting_uploads(
+    stub: Any, pid: int, streams: int, data: bytes, rpc_timeout: float
+) -> tuple[float, float]:
+    """One upload takes the whole budget (one part) and stalls; ``streams``
+    uploads then wait for budget while their clients send what flow control
+    lets through. Per stream: (steady, phase peak) RSS growth in MiB."""
+    release = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[pb.UploadRequest]:
+        yield pb.UploadRequest(spec=pb.UploadSpec(key="cost/blocker.bin"))
+        yield pb.UploadRequest(data=bytes(MiB))
+        await release.wait()
+
+    blocker = stub.Upload(stalled(), timeout=rpc_timeout)
+    await blocker.initial_metadata()  # accepted: it is reading its first part
+    await asyncio.sleep(1.0)
+    base = status_mib(pid, "VmRSS")
+    reset_peak_rss(pid)
+    calls = [stub.Upload(_upload_requests(f"cost/{n}.bin", data), timeout=rpc_timeout)
+             for n in range(streams)]  # fmt: skip
+    try:
+        held = await _steady_rss(pid)
+    finally:
+        release.set()
+    replies = await asyncio.gather(blocker, *calls)
+    peak = status_mib(pid, "VmHWM")
+    if any(reply.object.size != len(data) for reply in replies[1:]):
+        raise BenchError("stream cost: an upload committed the wrong size")
+    return (held - base) / streams, (peak - base) / streams
+
+
+async def _stalled_downloads(
+    stub: Any, pid: int, streams: int, key: str, size: int, rpc_timeout: float
+) -> tuple[float, float]:
+    """``streams`` downloads of one object whose clients stop reading after
+    the first data message. Per stream: (steady, phase peak) RSS growth in MiB."""
+    release, all_stopped = asyncio.Event(), asyncio.Event()
+    stopped = 0
+
+    async def download() -> int:
+        nonlocal stopped
+        received = 0
+        async for message in stub.Download(pb.DownloadRequest(key=key), timeout=rpc_timeout):
+            if message.WhichOneof("message") == "data":
+                if not received:
+                    stopped += 1
+                    if stopped == streams:
+                        all_stopped.set()
+                    await release.wait()
+                received += len(message.data)
+        return received
+
+    base = status_mib(pid, "VmRSS")
+    reset_peak_rss(pid)
+    tasks = [asyncio.create_task(download()) for _ in range(streams)]
+    try:
+        async with asyncio.timeout(rpc_timeout):
+            await all_stopped.wait()
+        held = await _steady_rss(pid)
+    finally:
+        release.set()
+    received = await asyncio.gather(*tasks)
+    peak = status_mib(pid, "VmHWM")
+    if any(count != size for count in received):
+        raise BenchError("stream cost: a download returned the wrong size")
+    return (held - base) / streams, (peak - base) / streams
+
+
+async def stream_cost(options: SoakOptions, streams: int) -> StreamCost:
+    """Measure what ``streams`` concurrent uploads waiting for budget, then as
+    many downloads whose clients stopped reading, hold outside the budget:
+    each kind on a new moto and gateway (memory_budget one part), since what
+    one phase freed and the allocator kept would hide the next one's growth."""
+    options = replace(options, budget=options.part_size, max_streams=streams + 1)
+    data = random.Random(options.seed).randbytes(COST_OBJECT_SIZE)
+    key, timeout = "cost/object.bin", options.op_timeout
+    cost = StreamCost(streams, [])
+    for phase in ("upload", "download"):
+        async with services(options, "blobgate-streams-") as running:
+            pid = running.gateway.pid
+            if phase == "upload":
+                cost.header, cost.idle = running.header, status_mib(pid, "VmRSS")
+            else:
+                cost.header.append(f"logs:    {running.logs['gateway'].parent} (downloads)")
+            async with grpc.aio.insecure_channel(running.gateway_addr) as channel:
+                stub = storage_pb2_grpc.StorageServiceStub(channel)
+                await stub.Upload(_upload_requests(key, data), timeout=timeout)  # and warm up
+                async for _ in stub.Download(pb.DownloadRequest(key=key), timeout=timeout):
+                    pass
+                if phase == "upload":
+                    cost.upload_held, cost.upload_peak = await _waiting_uploads(
+                        stub, pid, streams, data[:COST_UPLOAD_SIZE], timeout
+                    )
+                else:
+                    cost.download_held, cost.download_peak = await _stalled_downloads(
+                        stub, pid, streams, key, len(data), timeout
+                    )
+    return cost
+
+
+def cost_report(cost: StreamCost) -> str:
+    n = cost.streams
+    return "\n".join(
+        [
+            *cost.header,
+            "",
+            f"| per stream, {n} at once (MiB of gateway RSS) | steady, while they wait "
+            "| peak of the phase |",
+            "|---|---:|---:|",
+            f"| upload waiting for budget, client not waiting for accepted "
+            f"| {cost.upload_held:.2f} | {cost.upload_peak:.2f} |",
+            f"| download whose client stopped reading "
+            f"| {cost.download_held:.2f} | {cost.download_peak:.2f} |",
+            "",
+            f"gateway idle RSS {cost.idle:.1f} MiB; the soak's bound counts "
+            f"STREAM_OVERHEAD_MIB = {STREAM_OVERHEAD_MIB} per stream",
+        ]
+    )
 
 
 # --- the report ------------------------------------------------------------------
@@ -660,7 +864,8 @@ def report(result: SoakResult) -> str:
         f"| {result.calibration_peak:.1f} | | |",
         f"| gateway peak RSS during the soak (VmHWM; from {result.start_rss:.1f}) "
         f"| {result.peak_rss:.1f} | {result.bound:.0f} = {o.budget // MiB} budget "
-        f"+ {OVERHEAD_MIB} overhead | {ok} |",
+        f"+ {OVERHEAD_MIB} overhead + {o.gateway_max_streams} max_streams "
+        f"x {STREAM_OVERHEAD_MIB} per stream | {ok} |",
         f"| gateway highest VmRSS sample (every 0.2 s), at {result.peak_sampled_at:.0f} s "
         f"| {result.peak_sampled:.1f} | | |",
         f"| gateway RSS after the soak | {result.end_rss:.1f} | | |",
@@ -693,6 +898,21 @@ async def bounded(run: Coroutine[Any, Any, T], within: float) -> T:
     return await asyncio.wait_for(run, within)
 
 
+def measure_stream_cost(options: SoakOptions, streams: int, started: float) -> int:
+    within = 3 * options.op_timeout + 180
+    try:
+        cost = asyncio.run(bounded(stream_cost(options, streams), within))
+    except (BenchError, TimeoutError, OSError, grpc.aio.AioRpcError) as exc:
+        print(f"\nmeasurement failed: {type(exc).__name__}: {exc or 'timed out'}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\ninterrupted; subprocesses stopped", file=sys.stderr)
+        return 130
+    print(cost_report(cost))
+    print(f"\nrun took {time.monotonic() - started:.0f} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -712,6 +932,10 @@ def main(argv: list[str] | None = None) -> int:
     add("--gateway-cmd", help="command that starts the gateway (default: blobgate-server)")
     add("--gateway-log-level", default="WARNING")
     add("--log-dir", type=Path, help="for moto.log and gateway.log (default: new temp dir)")
+    add("--stream-cost", type=int, metavar="N",
+        help="instead of soaking, measure what N concurrent streams (N uploads waiting "
+             "for budget, then N downloads whose client stopped reading) each hold "
+             "outside memory_budget")  # fmt: skip
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.streams < 1 or not 1 <= args.min_size_mib <= args.max_size_mib:
         parser.error("need --duration > 0, --streams >= 1, 1 <= --min-size-mib <= --max-size-mib")
@@ -726,6 +950,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     print("command:", shlex.join([sys.executable, "-m", "bench.soak", *sys.argv[1:]]), flush=True)
     started = time.monotonic()
+    if args.stream_cost is not None:
+        if args.stream_cost < 1:
+            parser.error("need --stream-cost >= 1")
+        return measure_stream_cost(options, args.stream_cost, started)
     within = options.duration + 2 * options.op_timeout + 180
     try:
         result = asyncio.run(bounded(soak(options), within))
