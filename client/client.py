@@ -408,7 +408,8 @@ class Client:
         progress: Progress | None,
     ) -> ObjectInfo:
         """Upload through a session, resuming from its persisted size after
-        each UNAVAILABLE; cancel the session if the upload fails for good."""
+        each retryable failure (UNAVAILABLE, or a broken stream whose status gRPC
+        lost); cancel the session if the upload fails for good."""
         request = storage_pb2.StartResumableUploadRequest(spec=spec)
         started = await self._unary("StartResumableUpload", request)
         upload_id = started.upload_id
@@ -744,8 +745,8 @@ class Client:
         self, budget: _Budget, exc: BlobgateError, failed: Endpoint | None
     ) -> None:
         """Pause before the next attempt; raise ``exc`` if there is none:
-        not UNAVAILABLE, no attempt left, or the deadline would pass."""
-        if exc.code != grpc.StatusCode.UNAVAILABLE or budget.attempts <= 0:
+        not retryable, no attempt left, or the deadline would pass."""
+        if not exc.retryable or budget.attempts <= 0:
             raise exc
         if failed is not None:
             budget.tried.add(failed.address)

@@ -12,21 +12,43 @@ from contextlib import contextmanager
 
 import grpc
 
+# What grpc.aio reports, in place of the call's real status, when a client
+# write fails because the stream already ended (grpc/grpc#36066): the server
+# died, the connection broke, or the server's own status arrived first.
+_WRITE_FAILED = (grpc.StatusCode.INTERNAL, "Internal error from Core")
+
 
 class BlobgateError(Exception):
     """A call failed. ``code`` is the gRPC status code (api.md lists what each
-    means); ``message`` is the server's explanation."""
+    means); ``message`` is the server's explanation. ``status_lost`` is true
+    when gRPC lost the call's status because a write failed as the stream
+    ended: ``code`` is then INTERNAL, whatever really ended the stream."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, *, status_lost: bool = False) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
+        self.status_lost = status_lost
+
+    @property
+    def retryable(self) -> bool:
+        """Worth another attempt where the call may be repeated: the server or
+        S3 is unavailable, or a broken stream's status was lost."""
+        return self.code == grpc.StatusCode.UNAVAILABLE or self.status_lost
 
     @classmethod
     def from_rpc_error(cls, exc: grpc.aio.AioRpcError) -> BlobgateError:
         """The error for a failed gRPC call."""
         code = exc.code()
-        return cls(code if code is not None else grpc.StatusCode.UNKNOWN, exc.details() or "")
+        details = exc.details() or ""
+        if (code, details) == _WRITE_FAILED:
+            message = (
+                "the stream to the server ended while data was being sent, and gRPC lost "
+                "the reason (the server stopped, the connection broke, or the server "
+                "refused the stream)"
+            )
+            return cls(grpc.StatusCode.INTERNAL, message, status_lost=True)
+        return cls(code if code is not None else grpc.StatusCode.UNKNOWN, details)
 
 
 @contextmanager

@@ -338,6 +338,29 @@ async def test_unreachable_server_is_unavailable() -> None:
     assert str(caught.value).startswith("UNAVAILABLE: ")
 
 
+def test_a_write_that_lost_the_status_is_named_and_retryable() -> None:
+    """grpc.aio replaces a call's status with INTERNAL "Internal error from
+    Core" when a write fails as the stream ends (grpc/grpc#36066; seen when
+    the gateway is SIGKILLed mid-upload, tests/test_client_resume.py). The
+    error is built here from grpc.aio's own error type, since no real part
+    produces that race on demand."""
+    lost = BlobgateError.from_rpc_error(
+        grpc.aio.AioRpcError(
+            Code.INTERNAL,
+            details="Internal error from Core",
+            debug_error_string='Failed "execute_batch": (SendMessageOperation,)',
+        )
+    )
+    assert lost.code == Code.INTERNAL and lost.status_lost and lost.retryable
+    assert "ended while data was being sent" in lost.message
+    server_said = BlobgateError.from_rpc_error(
+        grpc.aio.AioRpcError(Code.INTERNAL, details="internal error (request id 1f2e)")
+    )
+    assert not server_said.status_lost and not server_said.retryable
+    assert server_said.message == "internal error (request id 1f2e)"
+    assert BlobgateError(Code.UNAVAILABLE, "down").retryable
+
+
 async def test_closed_client_raises_blobgate_error(gateway: Gateway) -> None:
     c = Client(f"127.0.0.1:{gateway.port}")
     await c.close()
