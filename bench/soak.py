@@ -111,20 +111,22 @@ CONTENT_TYPE = "application/octet-stream"  # what the client guesses for *.bin
 #     memory_budget + OVERHEAD_MIB + max_streams x STREAM_OVERHEAD_MIB.
 # memory_budget bounds the part buffers of all uploads together; OVERHEAD_MIB
 # is what a gateway needs whatever its streams count, measured on this
-# project's machine kind (2 cores, AMD EPYC, Python 3.11.7, grpcio 1.85.1,
-# aioboto3 15.5.0) by this benchmark's calibration step (printed by every run)
-# and bench/throughput.py:
-# - the idle gateway (interpreter, grpcio, botocore, aiohttp) is 91 MiB RSS
-#   here (86 MiB in the README's throughput run);
+# project's machine kind (2 cores, AMD EPYC, Python 3.11.7, aioboto3 15.5.0)
+# by this benchmark's calibration step (printed by every run) and
+# bench/throughput.py:
+# - the idle gateway (interpreter, grpcio, botocore, aiohttp) is 91-92 MiB
+#   RSS with grpcio 1.85.3 (86 MiB in a throughput run with grpcio 1.85.1);
 # - one upload alone peaks, less its budgeted part buffers ((1 +
-#   parts_in_flight) x part_size = 40 MiB by default), at 97-112 MiB (one
-#   64 MiB upload in this benchmark's runs: 136.7 - 40 and 151.8 - 40, from
-#   idle 91) and 116 MiB (the throughput run's 256 MiB upload: 155.6 - 40,
-#   from idle 85.7): idle plus 6-30 MiB that a transfer costs beyond its
-#   parts (its gRPC receive window, the message being handled, BytesIO slack,
-#   aiohttp and botocore buffers, allocator and connection state kept after
-#   the first transfer).
-# 116 MiB, rounded up to 128 for run-to-run noise (peaks vary by ~6 MiB).
+#   parts_in_flight) x part_size = 40 MiB by default), at 97-118 MiB (one
+#   64 MiB upload in this benchmark's runs: 136.7 - 40 to 158.1 - 40, from
+#   idle 91-92) and 114-128 MiB (256 MiB uploads in the throughput runs:
+#   153.6 - 40 to 167.6 - 40, from idle 92): idle plus 6-36 MiB that a
+#   transfer costs beyond its parts (its gRPC receive window, the message
+#   being handled, BytesIO slack, aiohttp and botocore buffers, allocator and
+#   connection state kept after the first transfer).
+# 128 MiB is the highest of those. The bound adds STREAM_OVERHEAD_MIB for
+# every stream on top, the first one included, so for one upload it is
+# 128 + 40 + 8 = 176 MiB against the 167.6 measured.
 OVERHEAD_MIB = 128
 # What one open Upload or Download stream holds outside memory_budget, with
 # 1 MiB messages: an upload's gRPC receive window (4 MiB, server/app.py),
@@ -134,7 +136,7 @@ OVERHEAD_MIB = 128
 # 64` (this file), 64 streams at once, per stream: an upload waiting for
 # budget 3.8-3.9 MiB steady and 5.8-6.9 MiB at the peak of the phase (while
 # the waiting uploads go through, one part at a time); a download whose
-# client stopped reading 2.6-5.3 MiB (two modes, run to run). 6.9 MiB (also
+# client stopped reading 2.6-5.4 MiB (two modes, run to run). 6.9 MiB (also
 # the highest of 5 runs with 16 and 32 streams), rounded up to 8.
 STREAM_OVERHEAD_MIB = 8
 
