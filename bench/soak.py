@@ -900,19 +900,17 @@ async def bounded(run: Coroutine[Any, Any, T], within: float) -> T:
     return await asyncio.wait_for(run, within)
 
 
-def measure_stream_cost(options: SoakOptions, streams: int, started: float) -> int:
-    within = 3 * options.op_timeout + 180
+def run_bounded(run: Coroutine[Any, Any, T], within: float, what: str) -> T:
+    """Run ``run`` under one deadline; on a failure or an interrupt, say so
+    and exit (1, or 130 when interrupted) after its subprocesses stopped."""
     try:
-        cost = asyncio.run(bounded(stream_cost(options, streams), within))
-    except (BenchError, TimeoutError, OSError, grpc.aio.AioRpcError) as exc:
-        print(f"\nmeasurement failed: {type(exc).__name__}: {exc or 'timed out'}", file=sys.stderr)
-        return 1
+        return asyncio.run(bounded(run, within))
+    except (BenchError, TimeoutError, OSError, grpc.aio.AioRpcError, BlobgateError) as exc:
+        print(f"\n{what} failed: {type(exc).__name__}: {exc or 'timed out'}", file=sys.stderr)
+        raise SystemExit(1) from None
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("\ninterrupted; subprocesses stopped", file=sys.stderr)
-        return 130
-    print(cost_report(cost))
-    print(f"\nrun took {time.monotonic() - started:.0f} s")
-    return 0
+        raise SystemExit(130) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -955,16 +953,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.stream_cost is not None:
         if args.stream_cost < 1:
             parser.error("need --stream-cost >= 1")
-        return measure_stream_cost(options, args.stream_cost, started)
+        within = 3 * options.op_timeout + 180
+        cost = run_bounded(stream_cost(options, args.stream_cost), within, "measurement")
+        print(cost_report(cost))
+        print(f"\nrun took {time.monotonic() - started:.0f} s")
+        return 0
     within = options.duration + 2 * options.op_timeout + 180
-    try:
-        result = asyncio.run(bounded(soak(options), within))
-    except (BenchError, TimeoutError, OSError, grpc.aio.AioRpcError, BlobgateError) as exc:
-        print(f"\nsoak failed: {type(exc).__name__}: {exc or 'timed out'}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("\ninterrupted; subprocesses stopped", file=sys.stderr)
-        return 130
+    result = run_bounded(soak(options), within, "soak")
     print(report(result))
     print(f"\nrun took {time.monotonic() - started:.0f} s")
     return 1 if result.failures() else 0
