@@ -173,7 +173,7 @@ class DownloadStream:
 
     def _complete_despite(self, exc: BlobgateError) -> bool:
         return (
-            exc.code == grpc.StatusCode.UNAVAILABLE
+            exc.retryable
             and self._digest is not None
             and self.info.sha256 is not None
             and self._received == self.info.size

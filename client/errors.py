@@ -16,25 +16,36 @@ import grpc
 # write fails because the stream already ended (grpc/grpc#36066): the server
 # died, the connection broke, or the server's own status arrived first.
 _WRITE_FAILED = (grpc.StatusCode.INTERNAL, "Internal error from Core")
+# The details grpc.aio gives a call this process cancelled itself; any other
+# CANCELLED came from the server's side, which cancels the calls it has not
+# started when it shuts down (grpc/grpc#41785) and those still running when
+# its grace period ends.
+_LOCALLY_CANCELLED = "Locally cancelled by application!"
 
 
 class BlobgateError(Exception):
     """A call failed. ``code`` is the gRPC status code (api.md lists what each
     means); ``message`` is the server's explanation. ``status_lost`` is true
     when gRPC lost the call's status because a write failed as the stream
-    ended: ``code`` is then INTERNAL, whatever really ended the stream."""
+    ended: ``code`` is then INTERNAL, whatever really ended the stream.
+    ``retryable`` says whether another attempt may succeed where the call can
+    be repeated: UNAVAILABLE, a lost status, or a call the server cancelled."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, *, status_lost: bool = False) -> None:
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        status_lost: bool = False,
+        retryable: bool | None = None,
+    ) -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
         self.status_lost = status_lost
-
-    @property
-    def retryable(self) -> bool:
-        """Worth another attempt where the call may be repeated: the server or
-        S3 is unavailable, or a broken stream's status was lost."""
-        return self.code == grpc.StatusCode.UNAVAILABLE or self.status_lost
+        if retryable is None:
+            retryable = code == grpc.StatusCode.UNAVAILABLE or status_lost
+        self.retryable = retryable
 
     @classmethod
     def from_rpc_error(cls, exc: grpc.aio.AioRpcError) -> BlobgateError:
@@ -48,6 +59,9 @@ class BlobgateError(Exception):
                 "refused the stream)"
             )
             return cls(grpc.StatusCode.INTERNAL, message, status_lost=True)
+        if code == grpc.StatusCode.CANCELLED and details != _LOCALLY_CANCELLED:
+            message = f"the server cancelled the call; it may be shutting down ({details})"
+            return cls(code, message, retryable=True)
         return cls(code if code is not None else grpc.StatusCode.UNKNOWN, details)
 
 

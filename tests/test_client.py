@@ -361,6 +361,22 @@ def test_a_write_that_lost_the_status_is_named_and_retryable() -> None:
     assert BlobgateError(Code.UNAVAILABLE, "down").retryable
 
 
+def test_a_call_the_server_cancelled_is_retryable() -> None:
+    """A server shutting down cancels the calls it has not started
+    (grpc/grpc#41785; seen in tests/test_lifecycle.py): CANCELLED, which is
+    worth another attempt unless this process cancelled the call itself. Built
+    from grpc.aio's own error type: the race does not happen on demand."""
+    cancelled = grpc.aio.AioRpcError(Code.CANCELLED, details="CANCELLED")
+    by_server = BlobgateError.from_rpc_error(cancelled)
+    assert by_server.code == Code.CANCELLED and by_server.retryable
+    assert "server cancelled the call" in by_server.message
+    by_us = BlobgateError.from_rpc_error(
+        grpc.aio.AioRpcError(Code.CANCELLED, details="Locally cancelled by application!")
+    )
+    assert not by_us.retryable
+    assert not BlobgateError(Code.CANCELLED, "client is closed").retryable
+
+
 async def test_closed_client_raises_blobgate_error(gateway: Gateway) -> None:
     c = Client(f"127.0.0.1:{gateway.port}")
     await c.close()
