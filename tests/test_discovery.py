@@ -490,7 +490,7 @@ async def test_cli_with_a_consul_target(
     assert err.startswith("blobgate: --server: ") and err.count("\n") == 1
 
 
-# --- the key test: SIGKILL one of three gateway processes under load ---------------
+# --- the key test: SIGKILL or SIGTERM one of three gateway processes under load -----
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
