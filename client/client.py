@@ -408,8 +408,8 @@ class Client:
         progress: Progress | None,
     ) -> ObjectInfo:
         """Upload through a session, resuming from its persisted size after
-        each retryable failure (UNAVAILABLE, or a broken stream whose status gRPC
-        lost); cancel the session if the upload fails for good."""
+        each retryable failure (``BlobgateError.retryable``); cancel the session
+        if the upload fails for good."""
         request = storage_pb2.StartResumableUploadRequest(spec=spec)
         started = await self._unary("StartResumableUpload", request)
         upload_id = started.upload_id

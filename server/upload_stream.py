@@ -28,7 +28,7 @@ def _data(message: UploadMessage) -> Chunk:
     """The bytes of a data message; raise for anything else."""
     if isinstance(message, BlobgateError):  # undecodable message
         raise message
-    if isinstance(message, bytes | memoryview):
+    if isinstance(message, Chunk):
         return message
     if message.WhichOneof("message") != "data":
         raise InvalidArgument(
@@ -66,7 +66,7 @@ class UploadStream:
             ) from None
         if isinstance(first, BlobgateError):  # undecodable message
             raise first
-        if isinstance(first, bytes | memoryview):
+        if isinstance(first, Chunk):
             raise InvalidArgument("the first message must be an UploadSpec or an UploadResume")
         kind = first.WhichOneof("message")
         if kind == "resume":
