@@ -50,3 +50,8 @@ class Unavailable(BlobgateError):
 
 class UploadGone(Unavailable):
     """S3 no longer knows a multipart upload: aborted, completed or expired."""
+
+
+class Cancelled(BlobgateError):
+    """The request stream broke before its end (reset, oversized or malformed
+    message, lost connection): nothing is stored."""

@@ -18,6 +18,7 @@ import grpc
 
 from server.errors import (
     BlobgateError,
+    Cancelled,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -37,6 +38,7 @@ CODES: dict[type[BlobgateError], grpc.StatusCode] = {
     OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    Cancelled: grpc.StatusCode.CANCELLED,
 }
 
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 import google_crc32c
 
 from blobgate.v1 import storage_pb2
+from server import stream_end
 from server.errors import BlobgateError, InvalidArgument, OutOfRange, ResourceExhausted
 from server.store import Chunk, ContentChecksums, verify_checksums
 
@@ -38,7 +39,8 @@ def _data(message: UploadMessage) -> Chunk:
 
 
 class UploadStream:
-    """Wraps the request iterator of one Upload call."""
+    """Wraps the request iterator of one Upload call. Made inside the call's
+    own task: it watches that task for a failed receive (server.stream_end)."""
 
     def __init__(
         self,
@@ -47,6 +49,7 @@ class UploadStream:
         on_accepted: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._requests = aiter(requests)
+        stream_end.watch()
         self._on_accepted = on_accepted
         self._max_size = max_size
         self._sha256 = hashlib.sha256()
@@ -107,6 +110,8 @@ class UploadStream:
                 self._crc32c.update(data if isinstance(data, bytes) else bytes(data))
             yield data
             del data  # not kept while the next message is awaited
+        # grpc.aio ends the iterator on a failed receive too: never commit then.
+        stream_end.ensure_clean_end()
         if declared is not None and self.size != declared:
             raise OutOfRange(f"received {self.size} bytes but the declared size is {declared}")
         if self._hashing:
