@@ -87,10 +87,10 @@ from bench.throughput import (
     status_mib,
     wait_until,
 )
+from blobgate.client import BlobgateError, Client
+from blobgate.client.models import ObjectInfo
 from blobgate.v1 import storage_pb2 as pb
 from blobgate.v1 import storage_pb2_grpc
-from client import BlobgateError, Client
-from client.models import ObjectInfo
 
 T = TypeVar("T")
 MiB = 1024 * 1024

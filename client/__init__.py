@@ -11,11 +11,11 @@ of the Consul service ``blobgate`` (agent: ``$CONSUL_HTTP_ADDR``).
 
 import logging
 
-from client.client import Client, DownloadStream, Progress
-from client.errors import BlobgateError
-from client.models import ListPage, ObjectInfo, PresignedURL
-from client.sources import UploadSource
-from client.sync_client import SyncClient, SyncDownloadStream
+from blobgate.client.client import Client, DownloadStream, Progress
+from blobgate.client.errors import BlobgateError
+from blobgate.client.models import ListPage, ObjectInfo, PresignedURL
+from blobgate.client.sources import UploadSource
+from blobgate.client.sync_client import SyncClient, SyncDownloadStream
 
 # A library logs; the application decides where that goes (nowhere by default).
 logging.getLogger(__name__).addHandler(logging.NullHandler())

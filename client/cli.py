@@ -42,10 +42,10 @@ from typing import Any, NoReturn
 
 import grpc
 
-from client.client import Client, Progress
-from client.errors import BlobgateError
-from client.models import ObjectInfo, PresignedURL
-from client.progress_bar import ProgressBar
+from blobgate.client.client import Client, Progress
+from blobgate.client.errors import BlobgateError
+from blobgate.client.models import ObjectInfo, PresignedURL
+from blobgate.client.progress_bar import ProgressBar
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 

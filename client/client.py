@@ -2,11 +2,11 @@
 
 A ``Client`` talks to one server (``host:port``: one channel) or to the
 passing instances of a Consul service (``consul://NAME``: one channel per
-instance, calls spread round-robin, the set followed by ``client.discovery``).
+instance, calls spread round-robin, the set followed by ``blobgate.client.discovery``).
 Idempotent calls (stat, list, presign, delete, and a download until its first
 bytes reach the caller) are retried on UNAVAILABLE, on another instance when
 there is one; uploads are not. Every public method translates gRPC failures
-into ``BlobgateError`` (``client.errors``), including those raised while a
+into ``BlobgateError`` (``blobgate.client.errors``), including those raised while a
 download is iterated.
 """
 
@@ -30,14 +30,14 @@ from typing import Any, BinaryIO, Literal, Self, TypeVar
 import grpc
 from google.protobuf import duration_pb2
 
+from blobgate.client.backoff import Backoff
+from blobgate.client.discovery import ConsulConfig, ConsulTarget, ConsulWatcher, Instance
+from blobgate.client.errors import BlobgateError, translate_errors
+from blobgate.client.models import ListPage, ObjectInfo, PresignedURL
+from blobgate.client.pool import Endpoint, Pool
+from blobgate.client.sources import UploadSource, prepare_source
+from blobgate.client.tls import ChannelOption, TLSConfig
 from blobgate.v1 import storage_pb2
-from client.backoff import Backoff
-from client.discovery import ConsulConfig, ConsulTarget, ConsulWatcher, Instance
-from client.errors import BlobgateError, translate_errors
-from client.models import ListPage, ObjectInfo, PresignedURL
-from client.pool import Endpoint, Pool
-from client.sources import UploadSource, prepare_source
-from client.tls import ChannelOption, TLSConfig
 
 log = logging.getLogger(__name__)
 

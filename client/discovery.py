@@ -25,7 +25,7 @@ from typing import Any
 import consul
 import consul.aio
 
-from client.backoff import Backoff
+from blobgate.client.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

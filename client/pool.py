@@ -15,8 +15,8 @@ from collections.abc import Collection, Iterable, Sequence
 
 import grpc
 
+from blobgate.client.tls import ChannelOption
 from blobgate.v1 import storage_pb2_grpc
-from client.tls import ChannelOption
 
 
 class Endpoint:

@@ -26,10 +26,10 @@ from typing import Any, BinaryIO, Literal, Self, TypeVar
 
 import grpc
 
-from client.client import Client, DownloadStream, Progress
-from client.errors import BlobgateError
-from client.models import ListPage, ObjectInfo, PresignedURL
-from client.sources import BinaryReader, UploadSource
+from blobgate.client.client import Client, DownloadStream, Progress
+from blobgate.client.errors import BlobgateError
+from blobgate.client.models import ListPage, ObjectInfo, PresignedURL
+from blobgate.client.sources import BinaryReader, UploadSource
 
 T = TypeVar("T")
 

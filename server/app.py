@@ -18,13 +18,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from server.consul_registration import ConsulRegistration
-from server.errors import BlobgateError
-from server.health import SERVICE_NAME, S3HealthProbe
-from server.s3_sessions import S3Sessions
-from server.s3_store import S3Store
-from server.service import StorageServicer, add_to_server
-from server.settings import Settings
+from blobgate.server.consul_registration import ConsulRegistration
+from blobgate.server.errors import ServiceError
+from blobgate.server.health import SERVICE_NAME, S3HealthProbe
+from blobgate.server.rpc.handlers import StorageServicer, add_to_server
+from blobgate.server.settings import Settings
+from blobgate.server.storage.s3.sessions import S3Sessions
+from blobgate.server.storage.s3.store import S3Store
 
 log = logging.getLogger(__name__)
 
@@ -190,4 +190,4 @@ async def serve(settings: Settings, *, credentials: Mapping[str, str] | None = N
     return 0
 
 
-__all__ = ["BlobgateError", "Gateway", "StartupError", "serve", "start_gateway"]
+__all__ = ["Gateway", "ServiceError", "StartupError", "serve", "start_gateway"]

@@ -23,8 +23,8 @@ import consul
 import consul.aio
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
-from server.health import SERVICE_NAME
-from server.settings import Settings
+from blobgate.server.health import SERVICE_NAME
+from blobgate.server.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.settings import Settings
+from blobgate.server.settings import Settings
 
 DEV_LISTEN = "127.0.0.1:50051"
 # moto accepts any credentials; these keep botocore from looking elsewhere.

@@ -1,13 +1,13 @@
 """The service's own error types.
 
 The S3 module raises these (``raise ... from exc``) instead of botocore's
-errors, validation raises them for bad requests, and ``server.status`` maps
+errors, validation raises them for bad requests, and ``blobgate.server.rpc.status_codes`` maps
 each to exactly one gRPC status code. Messages are shown to callers, so they
 say what went wrong and what to fix, never how the code is laid out.
 """
 
 
-class BlobgateError(Exception):
+class ServiceError(Exception):
     """Base of every error the service reports to a caller."""
 
     def __init__(self, message: str) -> None:
@@ -15,12 +15,12 @@ class BlobgateError(Exception):
         self.message = message
 
 
-class InvalidArgument(BlobgateError):
+class InvalidArgument(ServiceError):
     """The request is malformed: bad key, spec missing or repeated, bad page
     size or expiry, checksum mismatch."""
 
 
-class NotFound(BlobgateError):
+class NotFound(ServiceError):
     """No such key, or an allowed bucket that does not exist."""
 
 
@@ -28,23 +28,23 @@ class BucketNotFound(NotFound):
     """An allowed bucket that does not exist in S3."""
 
 
-class PermissionDenied(BlobgateError):
+class PermissionDenied(ServiceError):
     """The bucket is not in the allowed set, or S3 refused the gateway."""
 
 
-class FailedPrecondition(BlobgateError):
+class FailedPrecondition(ServiceError):
     """An if_match or if_none_match condition did not hold."""
 
 
-class OutOfRange(BlobgateError):
+class OutOfRange(ServiceError):
     """The declared size differs from the bytes sent, or an offset is past the end."""
 
 
-class ResourceExhausted(BlobgateError):
+class ResourceExhausted(ServiceError):
     """The object is larger than the server accepts, or the server is full."""
 
 
-class Unavailable(BlobgateError):
+class Unavailable(ServiceError):
     """S3 is unreachable, throttling or timing out: worth retrying later."""
 
 
@@ -52,6 +52,6 @@ class UploadGone(Unavailable):
     """S3 no longer knows a multipart upload: aborted, completed or expired."""
 
 
-class Cancelled(BlobgateError):
+class Cancelled(ServiceError):
     """The request stream broke before its end (reset, oversized or malformed
     message, lost connection): nothing is stored."""

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
+from blobgate.server.errors import ServiceError
 from blobgate.v1 import storage_pb2
-from server.errors import BlobgateError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class S3HealthProbe:
             # that arrives as the probe finishes, and stop() would wait forever.
             async with asyncio.timeout(self._timeout):
                 await self._probe()
-        except (BlobgateError, TimeoutError) as exc:
+        except (ServiceError, TimeoutError) as exc:
             log.debug("S3 probe failed: %s", exc)
             serving = False
         except Exception:

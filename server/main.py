@@ -8,10 +8,10 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from server.app import StartupError, serve
-from server.embedded import DEV_CREDENTIALS, EmbeddedS3, EmbeddedS3Error, dev_settings
-from server.memory import tune_malloc
-from server.settings import SettingsError, load_settings
+from blobgate.server.app import StartupError, serve
+from blobgate.server.embedded import DEV_CREDENTIALS, EmbeddedS3, EmbeddedS3Error, dev_settings
+from blobgate.server.malloc import tune_malloc
+from blobgate.server.settings import SettingsError, load_settings
 
 log = logging.getLogger("blobgate")
 

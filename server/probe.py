@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.health import SERVICE_NAME
+from blobgate.server.health import SERVICE_NAME
 
 
 def main(argv: Sequence[str] | None = None) -> int:

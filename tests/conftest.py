@@ -17,9 +17,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 from server_process import ServerProcess
 
+from blobgate.server.app import Gateway, start_gateway
+from blobgate.server.settings import Settings
 from blobgate.v1 import storage_pb2_grpc
-from server.app import Gateway, start_gateway
-from server.settings import Settings
 
 MiB = 1024 * 1024
 

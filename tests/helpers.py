@@ -22,10 +22,10 @@ from conftest import assert_nothing_left
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moto.server import ThreadedMotoServer
 
+from blobgate.server.app import Gateway, start_gateway
+from blobgate.server.settings import Settings
+from blobgate.server.storage.s3.sessions import CHECKPOINT_PREFIX
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
-from server.app import Gateway, start_gateway
-from server.s3_sessions import CHECKPOINT_PREFIX
-from server.settings import Settings
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # the part size gateway_settings() gives every test gateway

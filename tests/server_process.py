@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER = [sys.executable, "-m", "server.main"]
+SERVER = [sys.executable, "-m", "blobgate.server.main"]
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
 
 

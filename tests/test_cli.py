@@ -19,8 +19,8 @@ import grpc
 import pytest
 from test_client import TLS_NAME, StatOnly, issue
 
+from blobgate.server.app import Gateway
 from blobgate.v1 import storage_pb2_grpc
-from server.app import Gateway
 
 MiB = 1024 * 1024
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ async def run_cli(
     *args: str,
     stdin: bytes | None = None,
     env: dict[str, str] | None = None,
-    program: tuple[str, ...] = (sys.executable, "-m", "client.cli"),
+    program: tuple[str, ...] = (sys.executable, "-m", "blobgate.client.cli"),
 ) -> Run:
     environ = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}", **(env or {})}
     proc = await asyncio.create_subprocess_exec(

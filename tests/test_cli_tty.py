@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_cli import ROOT, Run, run_cli
 
-from server.app import Gateway
+from blobgate.server.app import Gateway
 
 MiB = 1024 * 1024
 DATA = random.Random(1).randbytes(3 * MiB + 17)
@@ -48,7 +48,7 @@ async def run_cli_tty(*args: str) -> Run:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "client.cli",
+            "blobgate.client.cli",
             *args,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,

@@ -25,11 +25,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from blobgate.client import BlobgateError, Client, ObjectInfo
+from blobgate.client.pool import Pool
+from blobgate.client.tls import TLSConfig
+from blobgate.server.app import Gateway
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
-from client import BlobgateError, Client, ObjectInfo
-from client.pool import Pool
-from client.tls import TLSConfig
-from server.app import Gateway
 
 MiB = 1024 * 1024
 Code = grpc.StatusCode
@@ -481,7 +481,7 @@ async def test_failing_progress_callback(client: Client) -> None:
 
 
 def test_range_size() -> None:
-    from client.client import _range_size
+    from blobgate.client.client import _range_size
 
     assert _range_size(100, 0, 0) == 100
     assert _range_size(100, 90, 50) == 10

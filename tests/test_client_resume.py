@@ -15,9 +15,9 @@ from conftest import MiB
 from helpers import assert_exact, eventually, free_port, payload, sessions_left, sha256
 from server_process import ServerProcess
 
-from client import BlobgateError, Client
-from client.client import RESUMABLE_THRESHOLD
-from server.app import Gateway
+from blobgate.client import BlobgateError, Client
+from blobgate.client.client import RESUMABLE_THRESHOLD
+from blobgate.server.app import Gateway
 
 
 async def test_big_uploads_go_through_a_session_and_leave_nothing_behind(

@@ -22,8 +22,8 @@ import grpc
 import pytest
 from server_process import LISTENING, ROOT, SERVER
 
-from client import BlobgateError, ObjectInfo, SyncClient
-from client.sync_client import SyncUploadSource
+from blobgate.client import BlobgateError, ObjectInfo, SyncClient
+from blobgate.client.sync_client import SyncUploadSource
 
 MiB = 1024 * 1024
 Code = grpc.StatusCode

@@ -26,12 +26,12 @@ from consul_agent import ConsulAgent
 from helpers import free_port
 from server_process import ServerProcess
 
+from blobgate.client import BlobgateError, Client
+from blobgate.client.discovery import ConsulConfig, ConsulTarget, _next_index, instances_from_health
+from blobgate.client.pool import Pool
+from blobgate.server.app import Gateway, start_gateway
 from blobgate.v1 import storage_pb2 as pb
 from blobgate.v1 import storage_pb2_grpc
-from client import BlobgateError, Client
-from client.discovery import ConsulConfig, ConsulTarget, _next_index, instances_from_health
-from client.pool import Pool
-from server.app import Gateway, start_gateway
 
 Code = grpc.StatusCode
 ROOT = Path(__file__).resolve().parent.parent
@@ -458,7 +458,7 @@ async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, bytes, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "client.cli",
+        "blobgate.client.cli",
         *args,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,

@@ -7,8 +7,8 @@ import inspect
 
 import pytest
 
+from blobgate.server.rpc.handlers import StorageServicer
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
-from server.service import StorageServicer
 
 METHODS = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].methods
 

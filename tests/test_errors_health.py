@@ -32,8 +32,8 @@ from helpers import (
     upload,
 )
 
+from blobgate.server.app import start_gateway
 from blobgate.v1 import storage_pb2
-from server.app import start_gateway
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

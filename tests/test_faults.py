@@ -59,10 +59,10 @@ from helpers import (
     write_all,
 )
 
+from blobgate.client import Client
+from blobgate.server.app import Gateway
+from blobgate.server.settings import Settings
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
-from client import Client
-from server.app import Gateway
-from server.settings import Settings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 DEFAULT_ATTEMPTS = int(Settings.model_fields["s3_max_attempts"].default)

@@ -31,8 +31,8 @@ from helpers import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from blobgate.server.app import Gateway
 from blobgate.v1 import storage_pb2
-from server.app import Gateway
 
 Code = grpc.StatusCode
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -14,10 +14,10 @@ import pytest
 from conftest import gateway_settings, stop_gateway
 from helpers import upload, upload_requests
 
+from blobgate.server.app import start_gateway
+from blobgate.server.storage.limits import ByteBudget
 from blobgate.v1 import storage_pb2 as pb
 from blobgate.v1 import storage_pb2_grpc
-from server.app import start_gateway
-from server.limits import ByteBudget
 
 MiB = 1024 * 1024
 

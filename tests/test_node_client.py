@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from server.app import Gateway
+from blobgate.server.app import Gateway
 
 NODE_DIR = Path(__file__).parent / "node"
 CLIENT = NODE_DIR / "client.mjs"

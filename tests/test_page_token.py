@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server import page_token
-from server.errors import InvalidArgument
+from blobgate.server.errors import InvalidArgument
+from blobgate.server.rpc import page_token
 
 
 def test_round_trip() -> None:

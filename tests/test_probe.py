@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from server.app import Gateway
+from blobgate.server.app import Gateway
 
-PROBE = [sys.executable, "-m", "server.probe"]
+PROBE = [sys.executable, "-m", "blobgate.server.probe"]
 
 
 async def _probe(*args: str) -> tuple[int, str]:

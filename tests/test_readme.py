@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-from server.settings import Settings
+from blobgate.server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

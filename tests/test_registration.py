@@ -17,9 +17,9 @@ from consul_agent import ConsulAgent
 from helpers import HeldUpload, LocalMoto, ensure_bucket, eventually
 from server_process import ServerProcess
 
+from blobgate.server.app import Gateway, start_gateway
 from blobgate.v1 import storage_pb2 as pb
 from blobgate.v1 import storage_pb2_grpc
-from server.app import Gateway, start_gateway
 
 MiB = 1024 * 1024
 CHECK = {"check_interval": 0.3, "check_timeout": 1.0, "deregister_critical_after": 60.0}

@@ -30,8 +30,8 @@ from helpers import (
 )
 from server_process import ServerProcess
 
+from blobgate.server.app import Gateway
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
-from server.app import Gateway
 
 
 async def start(

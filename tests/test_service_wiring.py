@@ -8,13 +8,13 @@ from typing import Any
 import grpc
 import pytest
 
-from blobgate.v1 import storage_pb2 as pb
-from server.service import (
+from blobgate.server.rpc.handlers import (
     UPLOAD_ACCEPTED_KEY,
     StorageServicer,
     add_to_server,
     encoded_data_message,
 )
+from blobgate.v1 import storage_pb2 as pb
 
 
 @pytest.mark.parametrize(

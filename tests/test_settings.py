@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import MiB, SettingsError, load_settings
+from blobgate.server.settings import MiB, SettingsError, load_settings
 
 
 def test_defaults() -> None:

@@ -1,7 +1,7 @@
 """A request stream that did not end cleanly never commits.
 
 grpc.aio ends the request iterator in the same way on a clean half-close and
-on a failed receive (server.stream_end). Before the fix, an Upload without a
+on a failed receive (blobgate.server.rpc.stream_end). Before the fix, an Upload without a
 declared size or checksum whose stream broke could replace the object at its
 key with what had arrived so far (empty, for an oversized first message).
 Each test keeps an object at the key and checks S3 afterwards: the original
@@ -21,12 +21,12 @@ from helpers import Code, MiB, data, health, payload, spec, wait_nothing_left
 from raw_h2 import RawCall, grpc_frame
 from server_process import ServerProcess
 
+from blobgate.server.app import Gateway
+from blobgate.server.errors import Cancelled
+from blobgate.server.rpc import stream_end
+from blobgate.server.rpc.upload_stream import UploadMessage, UploadStream
+from blobgate.server.storage.protocols import ObjectRef, PutOptions
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
-from server import stream_end
-from server.app import Gateway
-from server.errors import Cancelled
-from server.store import ObjectRef, PutOptions
-from server.upload_stream import UploadMessage, UploadStream
 
 UPLOAD = "/blobgate.v1.StorageService/Upload"
 ORIGINAL = b"the object that must survive"
@@ -113,7 +113,7 @@ async def test_oversized_message_without_size_never_commits(
 async def test_grpc_still_reports_a_failed_receive(
     gateway: Gateway, stub: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The record server.stream_end relies on: if a grpc release drops or
+    """The record blobgate.server.rpc.stream_end relies on: if a grpc release drops or
     rewords it, this fails (and the tests above start to flake)."""
     caplog.set_level(logging.DEBUG, logger="grpc")
     for _ in range(ATTEMPTS):

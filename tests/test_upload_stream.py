@@ -14,12 +14,12 @@ from google.protobuf.message import DecodeError
 from hypothesis import given
 from hypothesis import strategies as st
 
+from blobgate.server.errors import InvalidArgument, OutOfRange, ResourceExhausted, ServiceError
+from blobgate.server.rpc.handlers import _upload_request
+from blobgate.server.rpc.upload_stream import UploadMessage, UploadStream
+from blobgate.server.settings import Settings
+from blobgate.server.storage.s3.store import S3Store
 from blobgate.v1 import storage_pb2 as pb
-from server.errors import BlobgateError, InvalidArgument, OutOfRange, ResourceExhausted
-from server.s3_store import S3Store
-from server.service import _upload_request
-from server.settings import Settings
-from server.upload_stream import UploadMessage, UploadStream
 
 MiB = 1024 * 1024
 
@@ -91,7 +91,7 @@ async def test_verified_against_expected_checksums_and_size() -> None:
 async def test_bad_streams(
     spec: pb.UploadSpec | None,
     chunks: list[bytes],
-    error: type[BlobgateError],
+    error: type[ServiceError],
     fragment: str,
 ) -> None:
     with pytest.raises(error, match=fragment):

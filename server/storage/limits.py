@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from server.errors import ResourceExhausted
+from blobgate.server.errors import ResourceExhausted
 
 
 class ByteBudget:

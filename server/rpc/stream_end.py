@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextvars
 import logging
 
-from server.errors import Cancelled
+from blobgate.server.errors import Cancelled
 
 # The logger and message grpc.aio's failed receive writes (cygrpc's
 # callback_common: "Failed to receive any message from Core").

@@ -1,7 +1,7 @@
 """The one backend protocol: what the service needs from an object store.
 
 The gRPC layer talks only to ``ObjectStore``; the S3 implementation lives in
-``server.s3_store``. Failures are raised as ``server.errors`` types.
+``blobgate.server.storage.s3.store``. Failures are raised as ``blobgate.server.errors`` types.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from server.errors import InvalidArgument
+from blobgate.server.errors import InvalidArgument
 
 # User-metadata keys under which stores keep an object's checksums; callers
 # may not set them.
@@ -61,7 +61,7 @@ def verify_checksums(expected: ContentChecksums, actual: ContentChecksums) -> No
 
 
 @dataclass(frozen=True)
-class ObjectInfo:
+class StoredObject:
     """One stored object as the store describes it."""
 
     bucket: str
@@ -98,7 +98,7 @@ class ByteRange:
 class ObjectReader(Protocol):
     """An open ranged read: the object's description, then its bytes."""
 
-    info: ObjectInfo
+    info: StoredObject
 
     def chunks(self, size: int) -> AsyncIterator[list[bytes]]:
         """Yield the selected bytes in chunks of at most ``size`` bytes, each
@@ -113,7 +113,7 @@ class ObjectReader(Protocol):
 
 @dataclass(frozen=True)
 class ListPage:
-    objects: list[ObjectInfo]
+    objects: list[StoredObject]
     common_prefixes: list[str]
     next_token: str
 
@@ -138,7 +138,7 @@ class ObjectStore(Protocol):
         body: AsyncIterable[Chunk],
         options: PutOptions,
         checksums: Callable[[], ContentChecksums],
-    ) -> ObjectInfo:
+    ) -> StoredObject:
         """Store ``body`` as one object, atomically: visible only once ``body``
         ended without error, and nothing left behind otherwise. ``checksums``
         is called once ``body`` is exhausted and returns what to store with
@@ -149,7 +149,7 @@ class ObjectStore(Protocol):
         """Open a ranged read of one object."""
         ...
 
-    async def head(self, ref: ObjectRef) -> ObjectInfo:
+    async def head(self, ref: ObjectRef) -> StoredObject:
         """Describe one object."""
         ...
 
@@ -209,7 +209,7 @@ class SessionStore(Protocol):
         """Read a live session; NotFound once it finished, was cancelled or expired."""
         ...
 
-    async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> ObjectInfo:
+    async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> StoredObject:
         """Append ``body`` at the persisted size and commit the object when it
         ends. Whole parts persist as they are stored; if ``body`` fails the
         session stays open at its last whole part."""

@@ -8,7 +8,7 @@ import base64
 import binascii
 import json
 
-from server.errors import InvalidArgument
+from blobgate.server.errors import InvalidArgument
 
 _VERSION = 1
 

@@ -1,5 +1,5 @@
 """The StorageService handlers: validate, adapt the stream, call the store,
-map the result. Errors are translated by ``server.status``."""
+map the result. Errors are translated by ``blobgate.server.rpc.status_codes``."""
 
 from __future__ import annotations
 
@@ -11,23 +11,16 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc.aio import ServicerContext
 
-from blobgate.v1 import storage_pb2, storage_pb2_grpc
-from server import page_token, status
-from server import upload_id as upload_id_codec
-from server.errors import InvalidArgument, OutOfRange
-from server.limits import StreamLimit
-from server.settings import Settings
-from server.store import (
-    ByteRange,
-    ObjectInfo,
-    ObjectStore,
-    PresignMethod,
-    PutOptions,
-    SessionSpec,
-    SessionStore,
+from blobgate.server.errors import InvalidArgument, OutOfRange
+from blobgate.server.rpc import page_token, status_codes
+from blobgate.server.rpc import upload_id as upload_id_codec
+from blobgate.server.rpc.upload_stream import (
+    UploadMessage,
+    UploadStream,
+    check_spec,
+    expected_checksums,
 )
-from server.upload_stream import UploadMessage, UploadStream, check_spec, expected_checksums
-from server.validation import (
+from blobgate.server.rpc.validation import (
     BucketPolicy,
     guess_content_type,
     validate_content_type,
@@ -35,6 +28,18 @@ from server.validation import (
     validate_listing,
     validate_metadata,
 )
+from blobgate.server.settings import Settings
+from blobgate.server.storage.limits import StreamLimit
+from blobgate.server.storage.protocols import (
+    ByteRange,
+    ObjectStore,
+    PresignMethod,
+    PutOptions,
+    SessionSpec,
+    SessionStore,
+    StoredObject,
+)
+from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
 pb = storage_pb2
 Context = ServicerContext[object, object]
@@ -49,8 +54,8 @@ _NS_PER_SECOND = 10**9
 _METHODS = {pb.HTTP_METHOD_GET: PresignMethod.GET, pb.HTTP_METHOD_PUT: PresignMethod.PUT}
 
 
-def object_message(info: ObjectInfo) -> storage_pb2.Object:
-    """The wire form of an ObjectInfo."""
+def object_message(info: StoredObject) -> storage_pb2.Object:
+    """The wire form of an StoredObject."""
     message = pb.Object(
         bucket=info.bucket,
         key=info.key,
@@ -95,7 +100,7 @@ def _download_serializer(message: storage_pb2.DownloadResponse | bytes) -> bytes
 def _parser(message: Any) -> Callable[[bytes], Any]:
     """A request deserializer that returns an InvalidArgument in place of a
     request it cannot decode (gRPC itself would answer UNKNOWN); the handler
-    wrappers in server.status and UploadStream raise it."""
+    wrappers in blobgate.server.rpc.status_codes and UploadStream raise it."""
 
     def parse(raw: bytes) -> Any:
         try:
@@ -207,7 +212,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         bucket, session_id = upload_id_codec.decode(upload_id)
         return self._buckets.resolve(bucket), session_id
 
-    @status.unary
+    @status_codes.unary
     async def Upload(
         self, request_iterator: AsyncIterable[UploadMessage], context: Context
     ) -> storage_pb2.UploadResponse:
@@ -242,7 +247,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             info = await self._sessions.resume_session(session, stream.chunks())
         return pb.UploadResponse(object=object_message(info))
 
-    @status.unary
+    @status_codes.unary
     async def StartResumableUpload(
         self, request: storage_pb2.StartResumableUploadRequest, context: Context
     ) -> storage_pb2.StartResumableUploadResponse:
@@ -255,21 +260,21 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         response.expires_after_idle.FromTimedelta(self._session_expiry)
         return response
 
-    @status.unary
+    @status_codes.unary
     async def QueryUploadStatus(
         self, request: storage_pb2.QueryUploadStatusRequest, context: Context
     ) -> storage_pb2.QueryUploadStatusResponse:
         session = await self._sessions.open_session(*self._session_handle(request.upload_id))
         return pb.QueryUploadStatusResponse(persisted_size=session.persisted_size)
 
-    @status.unary
+    @status_codes.unary
     async def CancelResumableUpload(
         self, request: storage_pb2.CancelResumableUploadRequest, context: Context
     ) -> storage_pb2.CancelResumableUploadResponse:
         await self._sessions.cancel_session(*self._session_handle(request.upload_id))
         return pb.CancelResumableUploadResponse()
 
-    @status.streaming
+    @status_codes.streaming
     async def Download(
         self, request: storage_pb2.DownloadRequest, context: Context
     ) -> AsyncIterator[storage_pb2.DownloadResponse]:
@@ -286,14 +291,14 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             finally:
                 await reader.close()
 
-    @status.unary
+    @status_codes.unary
     async def Stat(
         self, request: storage_pb2.StatRequest, context: Context
     ) -> storage_pb2.StatResponse:
         info = await self._store.head(self._buckets.ref(request.bucket, request.key))
         return pb.StatResponse(object=object_message(info))
 
-    @status.unary
+    @status_codes.unary
     async def List(
         self, request: storage_pb2.ListRequest, context: Context
     ) -> storage_pb2.ListResponse:
@@ -316,7 +321,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             ),
         )
 
-    @status.unary
+    @status_codes.unary
     async def Presign(
         self, request: storage_pb2.PresignRequest, context: Context
     ) -> storage_pb2.PresignResponse:
@@ -348,7 +353,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         response.expires_at.FromDatetime(issued + timedelta(seconds=seconds))
         return response
 
-    @status.unary
+    @status_codes.unary
     async def Delete(
         self, request: storage_pb2.DeleteRequest, context: Context
     ) -> storage_pb2.DeleteResponse:

@@ -16,8 +16,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from server.errors import (
-    BlobgateError,
+from blobgate.server.errors import (
     Cancelled,
     FailedPrecondition,
     InvalidArgument,
@@ -25,12 +24,13 @@ from server.errors import (
     OutOfRange,
     PermissionDenied,
     ResourceExhausted,
+    ServiceError,
     Unavailable,
 )
 
 log = logging.getLogger(__name__)
 
-CODES: dict[type[BlobgateError], grpc.StatusCode] = {
+CODES: dict[type[ServiceError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
@@ -57,7 +57,7 @@ def code_for(exc: BaseException) -> grpc.StatusCode | None:
 
 async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
     code = code_for(exc)
-    if code is not None and isinstance(exc, BlobgateError):
+    if code is not None and isinstance(exc, ServiceError):
         if code is grpc.StatusCode.UNAVAILABLE:
             log.warning("%s: %s (cause: %r)", method, exc.message, exc.__cause__)
         await context.abort(code, exc.message)
@@ -78,7 +78,7 @@ def unary(
     @functools.wraps(handler)
     async def wrapper(self: S, request: Req, context: Context) -> Resp:
         try:
-            if isinstance(request, BlobgateError):  # undecodable: see service._parser
+            if isinstance(request, ServiceError):  # undecodable: see service._parser
                 raise request
             return await handler(self, request, context)
         except grpc.aio.AbortError:
@@ -97,7 +97,7 @@ def streaming(
     @functools.wraps(handler)
     async def wrapper(self: S, request: Req, context: Context) -> AsyncIterator[Resp]:
         try:
-            if isinstance(request, BlobgateError):  # undecodable: see service._parser
+            if isinstance(request, ServiceError):  # undecodable: see service._parser
                 raise request
             async for response in handler(self, request, context):
                 yield response

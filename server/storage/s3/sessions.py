@@ -31,26 +31,26 @@ from typing import TYPE_CHECKING, Any
 import google_crc32c
 from botocore.exceptions import BotoCoreError, ClientError
 
-from server.errors import FailedPrecondition, InvalidArgument, NotFound, UploadGone
-from server.s3_store import (
+from blobgate.server.errors import FailedPrecondition, InvalidArgument, NotFound, UploadGone
+from blobgate.server.settings import Settings
+from blobgate.server.storage.protocols import (
+    RESERVED_PREFIX,
+    Chunk,
+    ContentChecksums,
+    ObjectRef,
+    PutOptions,
+    Session,
+    SessionSpec,
+    StoredObject,
+    verify_checksums,
+)
+from blobgate.server.storage.s3.store import (
     PartUploader,
     S3Store,
     quoted_etag,
     s3_errors,
 )
-from server.settings import Settings
-from server.sha256_state import Sha256State
-from server.store import (
-    RESERVED_PREFIX,
-    Chunk,
-    ContentChecksums,
-    ObjectInfo,
-    ObjectRef,
-    PutOptions,
-    Session,
-    SessionSpec,
-    verify_checksums,
-)
+from blobgate.server.storage.sha256_state import Sha256State
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -293,7 +293,7 @@ class S3Sessions:
             pass  # already gone
         await self._delete_checkpoint(bucket, session_id)
 
-    async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> ObjectInfo:
+    async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> StoredObject:
         start, _ = await self._read_checkpoint(session.bucket, session.session_id)
         if start.persisted_size != session.persisted_size:
             raise FailedPrecondition(
@@ -345,7 +345,7 @@ class S3Sessions:
         stored: list[dict[str, Any]],
         size: int,
         sums: ContentChecksums,
-    ) -> ObjectInfo:
+    ) -> StoredObject:
         """Complete the multipart upload from the parts the session held when
         this stream started and the ones it stored, then drop the checkpoint."""
         ref, options = session.spec.ref, session.spec.options

@@ -9,7 +9,7 @@ import base64
 import binascii
 import re
 
-from server.errors import InvalidArgument
+from blobgate.server.errors import InvalidArgument
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 _MALFORMED = "upload_id is malformed: pass the upload_id that StartResumableUpload returned"

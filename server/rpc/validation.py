@@ -7,8 +7,8 @@ import mimetypes
 import re
 from collections.abc import Mapping
 
-from server.errors import InvalidArgument, PermissionDenied
-from server.store import RESERVED_METADATA, RESERVED_PREFIX, ObjectRef
+from blobgate.server.errors import InvalidArgument, PermissionDenied
+from blobgate.server.storage.protocols import RESERVED_METADATA, RESERVED_PREFIX, ObjectRef
 
 MAX_KEY_BYTES = 1024
 # S3 caps all user metadata (keys and values, as sent) at 2 KB; leave room

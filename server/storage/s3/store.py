@@ -1,6 +1,6 @@
 """The ObjectStore on S3, through one long-lived aioboto3 client.
 
-Every botocore failure is translated here, once, into a ``server.errors``
+Every botocore failure is translated here, once, into a ``blobgate.server.errors``
 type. Checksums are stored as user metadata (``sha256`` in hex, ``crc32c``
 in decimal) and read back into ``ContentChecksums``.
 """
@@ -22,8 +22,7 @@ from aiobotocore.config import AioConfig
 from aiohttp import ClientPayloadError
 from botocore.exceptions import BotoCoreError, ClientError
 
-from server.errors import (
-    BlobgateError,
+from blobgate.server.errors import (
     BucketNotFound,
     FailedPrecondition,
     InvalidArgument,
@@ -31,12 +30,13 @@ from server.errors import (
     OutOfRange,
     PermissionDenied,
     ResourceExhausted,
+    ServiceError,
     Unavailable,
     UploadGone,
 )
-from server.limits import ByteBudget
-from server.settings import Settings
-from server.store import (
+from blobgate.server.settings import Settings
+from blobgate.server.storage.limits import ByteBudget
+from blobgate.server.storage.protocols import (
     CRC32C_KEY,
     RESERVED_PREFIX,
     SHA256_KEY,
@@ -44,11 +44,11 @@ from server.store import (
     Chunk,
     ContentChecksums,
     ListPage,
-    ObjectInfo,
     ObjectRef,
     PresignedRequest,
     PresignMethod,
     PutOptions,
+    StoredObject,
 )
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ _UNAVAILABLE = {
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 
 
-def _translate(exc: Exception, ref: ObjectRef | None, bucket: str) -> BlobgateError:
+def _translate(exc: Exception, ref: ObjectRef | None, bucket: str) -> ServiceError:
     where = f"{ref.key!r} in bucket {ref.bucket!r}" if ref else f"bucket {bucket!r}"
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
@@ -106,10 +106,10 @@ def _translate(exc: Exception, ref: ObjectRef | None, bucket: str) -> BlobgateEr
             return ResourceExhausted(f"S3 refused {where} as too large")
         if code in {"InvalidArgument", "InvalidRequest", "KeyTooLongError", "InvalidBucketName"}:
             return InvalidArgument(f"S3 rejected the request for {where}: {message}")
-        return BlobgateError(f"S3 error {code} for {where}: {message}")
+        return ServiceError(f"S3 error {code} for {where}: {message}")
     if isinstance(exc, BotoCoreError | asyncio.TimeoutError | OSError | ClientPayloadError):
         return Unavailable(f"S3 is unreachable or timed out ({type(exc).__name__}); retry later")
-    return BlobgateError(f"unexpected S3 failure for {where}: {type(exc).__name__}")
+    return ServiceError(f"unexpected S3 failure for {where}: {type(exc).__name__}")
 
 
 @contextlib.contextmanager
@@ -117,7 +117,7 @@ def s3_errors(ref: ObjectRef | None = None, bucket: str = "") -> Iterator[None]:
     """Translate botocore and transport failures into service errors."""
     try:
         yield
-    except BlobgateError:
+    except ServiceError:
         raise
     except (TimeoutError, ClientError, BotoCoreError, OSError, ClientPayloadError) as exc:
         # aiobotocore leaves aiohttp's error for a body cut short untranslated.
@@ -154,10 +154,10 @@ def _split_metadata(raw: Mapping[str, str]) -> tuple[dict[str, str], ContentChec
     return metadata, ContentChecksums(sha256=sha, crc32c=crc)
 
 
-def _info(ref: ObjectRef, response: Mapping[str, Any], size: int) -> ObjectInfo:
+def _info(ref: ObjectRef, response: Mapping[str, Any], size: int) -> StoredObject:
     metadata, sums = _split_metadata(response.get("Metadata", {}))
     last_modified = response.get("LastModified")
-    return ObjectInfo(
+    return StoredObject(
         bucket=ref.bucket,
         key=ref.key,
         size=size,
@@ -187,7 +187,7 @@ def _total_size(response: Mapping[str, Any]) -> int:
 class S3Reader:
     """An open GetObject: its description and a bounded stream of its bytes."""
 
-    def __init__(self, info: ObjectInfo, body: Any, limit: int, ref: ObjectRef) -> None:
+    def __init__(self, info: StoredObject, body: Any, limit: int, ref: ObjectRef) -> None:
         self.info = info
         self._body = body
         self._remaining = limit  # -1: no limit beyond the requested range
@@ -220,7 +220,7 @@ class S3Reader:
 
 
 class _EmptyReader:
-    def __init__(self, info: ObjectInfo) -> None:
+    def __init__(self, info: StoredObject) -> None:
         self.info = info
 
     async def chunks(self, size: int) -> AsyncIterator[list[bytes]]:
@@ -447,7 +447,7 @@ class S3Store:
         body: AsyncIterable[Chunk],
         options: PutOptions,
         checksums: Callable[[], ContentChecksums],
-    ) -> ObjectInfo:
+    ) -> StoredObject:
         if options.if_none_match or options.if_match:
             await self.check_preconditions(ref, options)
         # The first whole part starts a multipart upload; an object that never
@@ -545,7 +545,7 @@ class S3Store:
 
     async def put_single(
         self, ref: ObjectRef, part: io.BytesIO, options: PutOptions, sums: ContentChecksums
-    ) -> ObjectInfo:
+    ) -> StoredObject:
         size = part.tell()
         part.seek(0)
         with s3_errors(ref):
@@ -627,9 +627,9 @@ class S3Store:
 
     async def committed(
         self, ref: ObjectRef, options: PutOptions, sums: ContentChecksums, size: int, etag: str
-    ) -> ObjectInfo:
+    ) -> StoredObject:
         """Describe what was just committed; a HEAD supplies LastModified."""
-        info = ObjectInfo(
+        info = StoredObject(
             bucket=ref.bucket,
             key=ref.key,
             size=size,
@@ -664,7 +664,7 @@ class S3Store:
 
     # --- reads -------------------------------------------------------------
 
-    async def head(self, ref: ObjectRef) -> ObjectInfo:
+    async def head(self, ref: ObjectRef) -> StoredObject:
         with s3_errors(ref):
             response = await self.client.head_object(Bucket=ref.bucket, Key=ref.key)
         return _info(ref, response, int(response.get("ContentLength", 0)))
@@ -716,7 +716,7 @@ class S3Store:
             response = await self.client.list_objects_v2(**kwargs)
         # The gateway's own records are not the caller's objects.
         objects = [
-            ObjectInfo(
+            StoredObject(
                 bucket=bucket,
                 key=item["Key"],
                 size=int(item.get("Size", 0)),

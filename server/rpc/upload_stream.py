@@ -16,18 +16,18 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 
 import google_crc32c
 
+from blobgate.server.errors import InvalidArgument, OutOfRange, ResourceExhausted, ServiceError
+from blobgate.server.rpc import stream_end
+from blobgate.server.storage.protocols import Chunk, ContentChecksums, verify_checksums
 from blobgate.v1 import storage_pb2
-from server import stream_end
-from server.errors import BlobgateError, InvalidArgument, OutOfRange, ResourceExhausted
-from server.store import Chunk, ContentChecksums, verify_checksums
 
-UploadMessage = storage_pb2.UploadRequest | Chunk | BlobgateError
+UploadMessage = storage_pb2.UploadRequest | Chunk | ServiceError
 """What the Upload deserializer hands over for one message."""
 
 
 def _data(message: UploadMessage) -> Chunk:
     """The bytes of a data message; raise for anything else."""
-    if isinstance(message, BlobgateError):  # undecodable message
+    if isinstance(message, ServiceError):  # undecodable message
         raise message
     if isinstance(message, Chunk):
         return message
@@ -40,7 +40,7 @@ def _data(message: UploadMessage) -> Chunk:
 
 class UploadStream:
     """Wraps the request iterator of one Upload call. Made inside the call's
-    own task: it watches that task for a failed receive (server.stream_end)."""
+    own task: it watches that task for a failed receive (blobgate.server.rpc.stream_end)."""
 
     def __init__(
         self,
@@ -67,7 +67,7 @@ class UploadStream:
             raise InvalidArgument(
                 "empty stream: send an UploadSpec or an UploadResume as the first message"
             ) from None
-        if isinstance(first, BlobgateError):  # undecodable message
+        if isinstance(first, ServiceError):  # undecodable message
             raise first
         if isinstance(first, Chunk):
             raise InvalidArgument("the first message must be an UploadSpec or an UploadResume")
