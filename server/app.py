@@ -21,10 +21,13 @@ from grpc_reflection.v1alpha import reflection
 from blobgate.server.consul_registration import ConsulRegistration
 from blobgate.server.errors import ServiceError
 from blobgate.server.health import SERVICE_NAME, S3HealthProbe
-from blobgate.server.rpc.handlers import StorageServicer, add_to_server
+from blobgate.server.rpc.codecs import add_to_server
+from blobgate.server.rpc.handlers import StorageServicer
+from blobgate.server.rpc.interceptors import ErrorInterceptor
 from blobgate.server.settings import Settings
-from blobgate.server.storage.s3.sessions import S3Sessions
-from blobgate.server.storage.s3.store import S3Store
+from blobgate.server.storage.factory import Backend, Storage, build_storage
+from blobgate.server.storage.limits import ByteBudget
+from blobgate.server.storage.protocols import ObjectStore, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +39,14 @@ class StartupError(Exception):
 @dataclass
 class Gateway:
     """A running gateway: its server, the port it listens on, its health
-    service and its store."""
+    service and its storage stack."""
 
     settings: Settings
     server: grpc.aio.Server
     port: int
     health: HealthServicer
     probe: S3HealthProbe
-    store: S3Store
+    storage: Storage
     registration: ConsulRegistration | None
     _probe_task: asyncio.Task[None]
     _janitor_task: asyncio.Task[None] | None = None
@@ -66,7 +69,21 @@ class Gateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.server.stop(grace)
-        await self.store.close()
+        await self.storage.backend.close()
+
+    @property
+    def store(self) -> ObjectStore:
+        """The object store the handlers call (decorators included)."""
+        return self.storage.objects
+
+    @property
+    def sessions(self) -> SessionStore:
+        return self.storage.sessions
+
+    @property
+    def budget(self) -> ByteBudget:
+        """The memory budget shared by every upload."""
+        return self.storage.budget
 
 
 def _server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -97,23 +114,28 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
 
 
 async def start_gateway(
-    settings: Settings, *, credentials: Mapping[str, str] | None = None
+    settings: Settings,
+    *,
+    credentials: Mapping[str, str] | None = None,
+    backend: Backend | None = None,
 ) -> Gateway:
     """Start a gateway; ``credentials`` (aioboto3 Session arguments) override
-    botocore's chain, for the embedded S3 only."""
-    store = S3Store(settings, credentials)
-    sessions = S3Sessions(store, settings)
-    await store.start()
+    botocore's chain, for the embedded S3 only; ``backend`` replaces S3
+    (tests use the in-memory one)."""
+    storage = build_storage(settings, credentials=credentials, backend=backend)
+    await storage.backend.start()
     try:
         buckets = sorted(settings.buckets)
 
         async def probe() -> None:
             if settings.create_buckets:
-                await store.ensure_buckets(buckets)
-            await store.check()
+                await storage.backend.ensure_buckets(buckets)
+            await storage.backend.check()
 
-        server = grpc.aio.server(options=_server_options(settings))
-        add_to_server(StorageServicer(store, sessions, settings), server)
+        server = grpc.aio.server(
+            interceptors=[ErrorInterceptor()], options=_server_options(settings)
+        )
+        add_to_server(StorageServicer(storage.objects, storage.sessions, settings), server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         reflection.enable_server_reflection(
@@ -140,18 +162,20 @@ async def start_gateway(
             registration = ConsulRegistration(settings, port)
             await registration.start()
     except BaseException:
-        await store.close()
+        await storage.backend.close()
         raise
     task = asyncio.create_task(health_probe.run(), name="s3-health-probe")
     janitor = None
     if settings.janitor_interval:
         janitor = asyncio.create_task(
-            _sweep_forever(sessions, buckets, settings.janitor_interval), name="janitor"
+            _sweep_forever(storage.sessions, buckets, settings.janitor_interval), name="janitor"
         )
-    return Gateway(settings, server, port, health, health_probe, store, registration, task, janitor)
+    return Gateway(
+        settings, server, port, health, health_probe, storage, registration, task, janitor
+    )
 
 
-async def _sweep_forever(sessions: S3Sessions, buckets: list[str], interval: float) -> None:
+async def _sweep_forever(sessions: SessionStore, buckets: list[str], interval: float) -> None:
     """The janitor: abort expired sessions and orphaned multipart uploads
     every ``interval`` seconds."""
     while True:

@@ -59,8 +59,8 @@ async def test_uploads_share_the_budget_without_exceeding_it(
             stored = await s3.get_object(Bucket=bucket, Key=key)
             assert await stored["Body"].read() == blob
         # Never more buffered than the budget: one part at a time, across both.
-        assert gw.store.budget.peak == 5 * MiB
-        assert gw.store.budget.used == 0
+        assert gw.budget.peak == 5 * MiB
+        assert gw.budget.used == 0
     finally:
         await stop_gateway(gw)
 
@@ -74,7 +74,7 @@ async def test_failed_upload_gives_its_budget_back(moto_endpoint: str, bucket: s
         with pytest.raises(grpc.RpcError) as failed:
             await upload_requests(gw, requests, rpc_timeout=60)
         assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert gw.store.budget.used == 0
+        assert gw.budget.used == 0
     finally:
         await stop_gateway(gw)
 
@@ -94,7 +94,7 @@ async def test_streams_past_the_cap_are_refused(moto_endpoint: str, bucket: str)
             stub = storage_pb2_grpc.StorageServiceStub(channel)
             first = asyncio.ensure_future(stub.Upload(held_open(), timeout=30))
             async with asyncio.timeout(10):
-                while gw.store.budget.used == 0:  # noqa: ASYNC110 - the first upload is in
+                while gw.budget.used == 0:  # noqa: ASYNC110 - the first upload is in
                     await asyncio.sleep(0.01)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 async for _ in stub.Download(pb.DownloadRequest(key="held.bin"), timeout=10):

@@ -1,18 +1,11 @@
-"""The one place where service errors become gRPC statuses (api.md's table).
-
-Handlers are wrapped with ``unary`` or ``streaming``; an error the service
-raised becomes its documented code with its message, and anything else
-becomes INTERNAL with a request id that is also in the log, so a caller never
-sees UNKNOWN or a traceback.
-"""
+"""The one table of service errors to gRPC status codes (docs/api.md's
+error table), and the abort that reports one to the caller."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import grpc
 
@@ -42,9 +35,6 @@ CODES: dict[type[ServiceError], grpc.StatusCode] = {
 }
 
 Context = grpc.aio.ServicerContext[Any, Any]
-S = TypeVar("S")
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
 
 
 def code_for(exc: BaseException) -> grpc.StatusCode | None:
@@ -55,7 +45,10 @@ def code_for(exc: BaseException) -> grpc.StatusCode | None:
     return None
 
 
-async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
+async def abort(context: Context, exc: Exception, method: str) -> NoReturn:
+    """End the call with ``exc``'s documented status and message; anything
+    else becomes INTERNAL with a request id that is also in the log, so a
+    caller never sees UNKNOWN or a traceback."""
     code = code_for(exc)
     if code is not None and isinstance(exc, ServiceError):
         if code is grpc.StatusCode.UNAVAILABLE:
@@ -68,42 +61,3 @@ async def _abort(context: Context, exc: Exception, method: str) -> NoReturn:
         f"internal error (request id {request_id}); the gateway logged the details",
     )
     raise AssertionError("context.abort() returned")  # it always raises
-
-
-def unary(
-    handler: Callable[[S, Req, Context], Awaitable[Resp]],
-) -> Callable[[S, Req, Context], Awaitable[Resp]]:
-    """Wrap a handler that returns one response (unary or client-streaming)."""
-
-    @functools.wraps(handler)
-    async def wrapper(self: S, request: Req, context: Context) -> Resp:
-        try:
-            if isinstance(request, ServiceError):  # undecodable: see service._parser
-                raise request
-            return await handler(self, request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await _abort(context, exc, handler.__name__)
-
-    return wrapper
-
-
-def streaming(
-    handler: Callable[[S, Req, Context], AsyncIterator[Resp]],
-) -> Callable[[S, Req, Context], AsyncIterator[Resp]]:
-    """Wrap a handler that yields responses (server-streaming)."""
-
-    @functools.wraps(handler)
-    async def wrapper(self: S, request: Req, context: Context) -> AsyncIterator[Resp]:
-        try:
-            if isinstance(request, ServiceError):  # undecodable: see service._parser
-                raise request
-            async for response in handler(self, request, context):
-                yield response
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await _abort(context, exc, handler.__name__)
-
-    return wrapper

@@ -1,6 +1,7 @@
 """The Upload stream adapter: the first message is the spec, every later one
-is data. It counts and hashes the bytes as they pass and checks them against
-what the client declared, raising before the store can commit.
+is data. It counts the bytes as they pass, checks them against the declared
+size and the server's limit, and ends only if the stream ended cleanly,
+raising before the store can commit (the store checks the checksums).
 
 Data messages usually arrive as the payload alone (bytes or a memoryview of
 the received message; see ``service._upload_request``), other messages as an
@@ -11,14 +12,11 @@ budget, for S3, for its client) holds at most the one message in hand.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-
-import google_crc32c
 
 from blobgate.server.errors import InvalidArgument, OutOfRange, ResourceExhausted, ServiceError
 from blobgate.server.rpc import stream_end
-from blobgate.server.storage.protocols import Chunk, ContentChecksums, verify_checksums
+from blobgate.server.storage.protocols import Chunk, ContentChecksums
 from blobgate.v1 import storage_pb2
 
 UploadMessage = storage_pb2.UploadRequest | Chunk | ServiceError
@@ -52,12 +50,9 @@ class UploadStream:
         stream_end.watch()
         self._on_accepted = on_accepted
         self._max_size = max_size
-        self._sha256 = hashlib.sha256()
-        self._crc32c = google_crc32c.Checksum()
         self.size = 0
         self.spec = storage_pb2.UploadSpec()
         self._declared: int | None = None
-        self._hashing = True
 
     async def read_first(self) -> storage_pb2.UploadSpec | storage_pb2.UploadResume:
         """Read the first message: a spec (checked here) or a session's resume."""
@@ -83,14 +78,14 @@ class UploadStream:
 
     def resume_at(self, offset: int, declared: int | None) -> None:
         """Count from ``offset`` (the bytes a session already holds) against
-        the session's declared size; the session's store does the hashing."""
+        the session's declared size."""
         self.size = offset
         self._declared = declared
-        self._hashing = False
 
     async def chunks(self) -> AsyncIterator[Chunk]:
-        """Yield the data; on the stream's end, verify size and checksums.
-        ``on_accepted`` runs first: the consumer has accepted the spec."""
+        """Yield the data; on the stream's end, verify its size and that it
+        ended cleanly. ``on_accepted`` runs first: the consumer has accepted
+        the spec."""
         declared = self._declared
         if self._on_accepted is not None:
             await self._on_accepted()
@@ -104,25 +99,12 @@ class UploadStream:
                 raise ResourceExhausted(
                     f"object is over the server's limit of {self._max_size} bytes"
                 )
-            if self._hashing:
-                self._sha256.update(data)
-                # google_crc32c takes only bytes: a memoryview costs a passing copy.
-                self._crc32c.update(data if isinstance(data, bytes) else bytes(data))
             yield data
             del data  # not kept while the next message is awaited
         # grpc.aio ends the iterator on a failed receive too: never commit then.
         stream_end.ensure_clean_end()
         if declared is not None and self.size != declared:
             raise OutOfRange(f"received {self.size} bytes but the declared size is {declared}")
-        if self._hashing:
-            verify_checksums(expected_checksums(self.spec.expected), self.checksums())
-
-    def checksums(self) -> ContentChecksums:
-        """The checksums of everything received (complete once chunks() ended)."""
-        return ContentChecksums(
-            sha256=self._sha256.digest(),
-            crc32c=int.from_bytes(self._crc32c.digest(), "big"),
-        )
 
 
 def check_spec(spec: storage_pb2.UploadSpec, max_size: int) -> None:

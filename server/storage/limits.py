@@ -1,19 +1,36 @@
 """Server-wide limits: a budget of bytes buffered across all uploads, and a
-cap on concurrent transfer streams.
+cap on concurrent transfer streams, the latter as store decorators.
 
 Past the byte budget an upload waits before taking more data, so gRPC flow
 control slows its client (backpressure); past the stream cap a new Upload or
 Download is refused with RESOURCE_EXHAUSTED, so the server never dies of
-memory under load.
+memory under load. The budget is taken where bytes are buffered (the S3
+store cuts parts under it); the stream cap needs only the call, so it wraps
+any store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 
 from blobgate.server.errors import ResourceExhausted
+from blobgate.server.storage.protocols import (
+    ByteRange,
+    Chunk,
+    ListPage,
+    ObjectReader,
+    ObjectRef,
+    ObjectStore,
+    PresignedRequest,
+    PresignMethod,
+    PutOptions,
+    Session,
+    SessionSpec,
+    SessionStore,
+    StoredObject,
+)
 
 
 class ByteBudget:
@@ -48,14 +65,108 @@ class StreamLimit:
         self.limit = limit
         self.active = 0
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    def take(self) -> None:
+        """Take a slot, or raise ResourceExhausted when none is free."""
         if self.active >= self.limit:
             raise ResourceExhausted(
                 f"the server is at its limit of {self.limit} concurrent transfers; retry later"
             )
         self.active += 1
+
+    def give_back(self) -> None:
+        self.active -= 1
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        self.take()
         try:
             yield
         finally:
-            self.active -= 1
+            self.give_back()
+
+
+class _SlotReader:
+    """An ObjectReader that gives its transfer slot back when closed."""
+
+    def __init__(self, inner: ObjectReader, streams: StreamLimit) -> None:
+        self._inner = inner
+        self._streams: StreamLimit | None = streams
+        self.info = inner.info
+
+    def chunks(self, size: int) -> AsyncIterator[list[bytes]]:
+        return self._inner.chunks(size)
+
+    async def close(self) -> None:
+        try:
+            await self._inner.close()
+        finally:
+            if self._streams is not None:
+                self._streams.give_back()
+                self._streams = None
+
+
+class StreamLimitedStore:
+    """ObjectStore decorator: an upload (put) and a download (open until its
+    reader is closed) each hold one of ``streams``' slots."""
+
+    def __init__(self, inner: ObjectStore, streams: StreamLimit) -> None:
+        self._inner = inner
+        self._streams = streams
+
+    async def put(
+        self, ref: ObjectRef, body: AsyncIterable[Chunk], options: PutOptions
+    ) -> StoredObject:
+        async with self._streams.slot():
+            return await self._inner.put(ref, body, options)
+
+    async def open(self, ref: ObjectRef, byte_range: ByteRange, if_match: str) -> ObjectReader:
+        self._streams.take()
+        try:
+            reader = await self._inner.open(ref, byte_range, if_match)
+        except BaseException:
+            self._streams.give_back()
+            raise
+        return _SlotReader(reader, self._streams)
+
+    async def head(self, ref: ObjectRef) -> StoredObject:
+        return await self._inner.head(ref)
+
+    async def list_page(
+        self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
+    ) -> ListPage:
+        return await self._inner.list_page(bucket, prefix, delimiter, page_size, token)
+
+    async def delete(self, ref: ObjectRef, if_match: str) -> None:
+        await self._inner.delete(ref, if_match)
+
+    async def presign(
+        self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str
+    ) -> PresignedRequest:
+        return await self._inner.presign(ref, method, expires_in, content_type)
+
+    async def check(self) -> None:
+        await self._inner.check()
+
+
+class StreamLimitedSessions:
+    """SessionStore decorator: an Upload continuing a session holds a slot."""
+
+    def __init__(self, inner: SessionStore, streams: StreamLimit) -> None:
+        self._inner = inner
+        self._streams = streams
+
+    async def start_session(self, spec: SessionSpec) -> Session:
+        return await self._inner.start_session(spec)
+
+    async def open_session(self, bucket: str, session_id: str) -> Session:
+        return await self._inner.open_session(bucket, session_id)
+
+    async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> StoredObject:
+        async with self._streams.slot():
+            return await self._inner.resume_session(session, body)
+
+    async def cancel_session(self, bucket: str, session_id: str) -> None:
+        await self._inner.cancel_session(bucket, session_id)
+
+    async def sweep(self, buckets: list[str]) -> int:
+        return await self._inner.sweep(buckets)

@@ -1,18 +1,18 @@
-"""The one backend protocol: what the service needs from an object store.
+"""The storage protocols: what the service needs from an object store
+(``ObjectStore``) and from resumable upload sessions (``SessionStore``).
 
-The gRPC layer talks only to ``ObjectStore``; the S3 implementation lives in
-``blobgate.server.storage.s3.store``. Failures are raised as ``blobgate.server.errors`` types.
+The RPC layer talks only to these; implementations are ``storage.s3`` and
+``storage.memory``, and decorators (``storage.limits``) wrap them. Failures
+are raised as ``blobgate.server.errors`` types.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
-
-from blobgate.server.errors import InvalidArgument
 
 # User-metadata keys under which stores keep an object's checksums; callers
 # may not set them.
@@ -25,7 +25,7 @@ RESERVED_PREFIX = ".blobgate/"
 
 Chunk = bytes | memoryview
 """A piece of an object's body as the stores take it: Upload's data messages
-arrive as views of the received bytes (see ``service._upload_request``)."""
+arrive as views of the received bytes (see ``rpc.codecs``)."""
 
 
 @dataclass(frozen=True)
@@ -42,22 +42,6 @@ class ContentChecksums:
 
     sha256: bytes | None = None
     crc32c: int | None = None
-
-
-def verify_checksums(expected: ContentChecksums, actual: ContentChecksums) -> None:
-    """Raise InvalidArgument unless the data matches what the client vouched for."""
-    if expected.sha256 is not None and expected.sha256 != actual.sha256:
-        received = actual.sha256.hex() if actual.sha256 else "unknown"
-        raise InvalidArgument(
-            f"sha256 mismatch: expected {expected.sha256.hex()}, "
-            f"received data hashes to {received}; nothing was stored"
-        )
-    if expected.crc32c is not None and expected.crc32c != actual.crc32c:
-        received = f"{actual.crc32c:#010x}" if actual.crc32c is not None else "unknown"
-        raise InvalidArgument(
-            f"crc32c mismatch: expected {expected.crc32c:#010x}, "
-            f"received data has {received}; nothing was stored"
-        )
 
 
 @dataclass(frozen=True)
@@ -133,16 +117,12 @@ class ObjectStore(Protocol):
     """Put, read, describe, list, delete and presign objects."""
 
     async def put(
-        self,
-        ref: ObjectRef,
-        body: AsyncIterable[Chunk],
-        options: PutOptions,
-        checksums: Callable[[], ContentChecksums],
+        self, ref: ObjectRef, body: AsyncIterable[Chunk], options: PutOptions
     ) -> StoredObject:
         """Store ``body`` as one object, atomically: visible only once ``body``
-        ended without error, and nothing left behind otherwise. ``checksums``
-        is called once ``body`` is exhausted and returns what to store with
-        the object."""
+        ended without error and its checksums match ``options.known``
+        (InvalidArgument otherwise), and nothing left behind otherwise. The
+        store computes the SHA-256 and CRC32C it keeps with the object."""
         ...
 
     async def open(self, ref: ObjectRef, byte_range: ByteRange, if_match: str) -> ObjectReader:

@@ -18,98 +18,41 @@ session id, so listing the bucket does not reveal ids.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import json
 import logging
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterable
+from dataclasses import replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
-
-import google_crc32c
-from botocore.exceptions import BotoCoreError, ClientError
 
 from blobgate.server.errors import FailedPrecondition, InvalidArgument, NotFound, UploadGone
 from blobgate.server.settings import Settings
+from blobgate.server.storage.checksums import Hasher, verify
+from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import (
-    RESERVED_PREFIX,
     Chunk,
     ContentChecksums,
     ObjectRef,
-    PutOptions,
     Session,
     SessionSpec,
     StoredObject,
-    verify_checksums,
 )
-from blobgate.server.storage.s3.store import (
-    PartUploader,
-    S3Store,
-    quoted_etag,
-    s3_errors,
-)
-from blobgate.server.storage.sha256_state import Sha256State
+from blobgate.server.storage.s3.checkpoint import CHECKPOINT_PREFIX, Checkpoint, checkpoint_key
+from blobgate.server.storage.s3.commit import abort_multipart, complete_multipart, create_multipart
+from blobgate.server.storage.s3.connection import S3Connection
+from blobgate.server.storage.s3.errors import s3_errors
+from blobgate.server.storage.s3.janitor import sweep
+from blobgate.server.storage.s3.metadata import quoted_etag
+from blobgate.server.storage.s3.parts import PartUploader, cut_parts
+from blobgate.server.storage.s3.preconditions import check_preconditions
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_PREFIX = f"{RESERVED_PREFIX}uploads/"
 # When a session's stream fails, how long the parts already sent get to land.
 SETTLE_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """The session record stored as JSON at the checkpoint key."""
-
-    key: str
-    upload_id: str  # S3's multipart upload id
-    part_size: int
-    content_type: str
-    metadata: dict[str, str]
-    if_none_match: bool
-    if_match: str
-    size: int | None
-    expected_sha256: str  # hex, "" when not given
-    expected_crc32c: int | None
-    parts: int  # whole parts stored, 1..parts, without a gap
-    sha256_state: str  # base64 of the SHA-256 state after those parts
-    crc32c: int  # CRC32C of those parts
-
-    def to_json(self) -> bytes:
-        return json.dumps({"version": 1, **asdict(self)}, separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> Checkpoint:
-        fields = json.loads(raw)
-        fields.pop("version", None)
-        return cls(**fields)
-
-    @property
-    def persisted_size(self) -> int:
-        return self.parts * self.part_size
-
-    def spec(self, bucket: str) -> SessionSpec:
-        known = ContentChecksums(
-            sha256=bytes.fromhex(self.expected_sha256) if self.expected_sha256 else None,
-            crc32c=self.expected_crc32c,
-        )
-        options = PutOptions(
-            content_type=self.content_type,
-            metadata=self.metadata,
-            if_none_match=self.if_none_match,
-            if_match=self.if_match,
-            known=known,
-        )
-        return SessionSpec(ObjectRef(bucket, self.key), options, self.size)
-
-
-def checkpoint_key(session_id: str) -> str:
-    return CHECKPOINT_PREFIX + hashlib.sha256(session_id.encode()).hexdigest()
 
 
 def _session(bucket: str, session_id: str, checkpoint: Checkpoint, revision: str) -> Session:
@@ -134,12 +77,12 @@ class _Progress:
         self.checkpoint = checkpoint
         self._revision = session.revision
         self._stored: set[int] = set()
-        self._states: dict[int, tuple[bytes, int]] = {}
+        self._states: dict[int, tuple[str, int]] = {}
         self._lock = asyncio.Lock()
 
-    def cut(self, part: int, sha256_state: bytes, crc32c: int) -> None:
-        """Part ``part`` is whole; after it the hashes stand at these values."""
-        self._states[part] = (sha256_state, crc32c)
+    def cut(self, part: int, state: tuple[str, int]) -> None:
+        """Part ``part`` is whole; after it the hashes stand at ``state``."""
+        self._states[part] = state
 
     async def stored(self, part: int) -> None:
         if part not in self._states:
@@ -152,12 +95,7 @@ class _Progress:
             if parts == self.checkpoint.parts:
                 return
             state, crc = self._states[parts]
-            advanced = replace(
-                self.checkpoint,
-                parts=parts,
-                sha256_state=base64.b64encode(state).decode(),
-                crc32c=crc,
-            )
+            advanced = replace(self.checkpoint, parts=parts, sha256_state=state, crc32c=crc)
             self._revision = await self._sessions.write_checkpoint(
                 self._session, advanced, self._revision
             )
@@ -167,17 +105,19 @@ class _Progress:
 
 
 class S3Sessions:
-    """SessionStore on S3, sharing an S3Store's client and memory budget."""
+    """SessionStore on an S3Connection; upload buffers share ``budget``."""
 
-    def __init__(self, store: S3Store, settings: Settings) -> None:
-        self._store = store
+    def __init__(self, connection: S3Connection, budget: ByteBudget) -> None:
+        self._connection = connection
+        settings: Settings = connection.settings
+        self._budget = budget
         self._part_size = int(settings.part_size)
         self._in_flight = settings.parts_in_flight
         self.expiry = timedelta(seconds=settings.session_expiry)
 
     @property
     def _client(self) -> S3Client:
-        return self._store.client
+        return self._connection.client
 
     # --- the checkpoint ----------------------------------------------------
 
@@ -229,12 +169,13 @@ class S3Sessions:
     async def start_session(self, spec: SessionSpec) -> Session:
         ref, options = spec.ref, spec.options
         if options.if_none_match or options.if_match:
-            await self._store.check_preconditions(ref, options)
-        uploader = await self._store.create_multipart(ref, options)
+            await check_preconditions(self._client, ref, options)
+        upload_id = await create_multipart(self._client, ref, options)
         session_id = secrets.token_urlsafe(32)
+        sha256_state, crc32c = Hasher().state()
         checkpoint = Checkpoint(
             key=ref.key,
-            upload_id=uploader.upload_id,
+            upload_id=upload_id,
             part_size=self._part_size,
             content_type=options.content_type,
             metadata=dict(options.metadata),
@@ -244,8 +185,8 @@ class S3Sessions:
             expected_sha256=options.known.sha256.hex() if options.known.sha256 else "",
             expected_crc32c=options.known.crc32c,
             parts=0,
-            sha256_state=base64.b64encode(Sha256State().state()).decode(),
-            crc32c=0,
+            sha256_state=sha256_state,
+            crc32c=crc32c,
         )
         key = checkpoint_key(session_id)
         try:
@@ -258,7 +199,7 @@ class S3Sessions:
                     IfNoneMatch="*",
                 )
         except BaseException:
-            await asyncio.shield(self._store.abort_multipart(ref, uploader.upload_id))
+            await asyncio.shield(abort_multipart(self._client, ref, upload_id))
             raise
         return _session(ref.bucket, session_id, checkpoint, response["ETag"])
 
@@ -306,31 +247,29 @@ class S3Sessions:
             session.spec.ref,
             start.upload_id,
             self._in_flight,
-            self._store.budget,
+            self._budget,
             first_part=start.parts + 1,
             on_uploaded=progress.stored,
         )
-        sha256 = Sha256State(base64.b64decode(start.sha256_state))
-        crc32c = start.crc32c
+        hasher = Hasher(start.sha256_state, start.crc32c)
         try:
-            async for part, reserved in self._store.cut_parts(body, start.part_size):
+            async for part, reserved in cut_parts(body, start.part_size, self._budget):
                 if not part.tell():
-                    await self._store.budget.release(reserved)
+                    await self._budget.release(reserved)
                     continue
                 with part.getbuffer() as view:
-                    sha256.update(view)
-                    crc32c = google_crc32c.extend(crc32c, bytes(view))
+                    hasher.update(view)
                 if part.tell() == start.part_size:
-                    progress.cut(start.parts + uploader.submitted + 1, sha256.state(), crc32c)
+                    progress.cut(start.parts + uploader.submitted + 1, hasher.state())
                 await uploader.submit(part, reserved)
             stored = await uploader.finish()
         except BaseException:
             # The session stays: parts already sent may still land and count.
             await uploader.settle(SETTLE_SECONDS)
             raise
-        sums = ContentChecksums(sha256=sha256.digest(), crc32c=crc32c)
+        sums = hasher.checksums()
         try:
-            verify_checksums(session.spec.options.known, sums)
+            verify(session.spec.options.known, sums)
             size = start.persisted_size + uploader.size
             return await self._commit(session, start, stored, size, sums)
         except (InvalidArgument, FailedPrecondition):
@@ -352,25 +291,14 @@ class S3Sessions:
         parts = await self._earlier_parts(ref, start) + stored
         if not parts:  # an empty object: S3 wants at least one part
             parts = [await self._empty_part(ref, start)]
-        if options.if_match:
-            # Not every S3-compatible store honours If-Match on completion.
-            await self._store.check_preconditions(ref, options)
-        with s3_errors(ref):
-            response = await self._client.complete_multipart_upload(
-                Bucket=ref.bucket,
-                Key=ref.key,
-                UploadId=start.upload_id,
-                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-                **self._store.conditions(options),  # type: ignore[arg-type]
-            )
-        etag = response["ETag"]
+        committed = await complete_multipart(
+            self._client, ref, start.upload_id, parts, options, sums, size
+        )
         try:
             await self._delete_checkpoint(session.bucket, session.session_id)
         except Exception:
             log.warning("could not delete a finished session's record", exc_info=True)
-        if options.known.sha256 is None:
-            etag = await self._store.store_checksums(ref, options, sums, etag, size)
-        return await self._store.committed(ref, options, sums, size, etag)
+        return committed
 
     async def _earlier_parts(self, ref: ObjectRef, checkpoint: Checkpoint) -> list[dict[str, Any]]:
         """The parts a checkpoint counts, as S3 lists them (with their sizes)."""
@@ -415,53 +343,7 @@ class S3Sessions:
     # --- the janitor -----------------------------------------------------------
 
     async def sweep(self, buckets: list[str]) -> int:
-        aborted = 0
-        cutoff = datetime.now(UTC) - self.expiry
-        for bucket in buckets:
-            aborted += await self._sweep_bucket(bucket, cutoff)
-        return aborted
-
-    async def _sweep_bucket(self, bucket: str, cutoff: datetime) -> int:
-        # Multipart uploads are listed before the session records: a session
-        # starting meanwhile has its record written by the time records are
-        # listed, so its upload is never taken for an orphan.
-        uploads: list[dict[str, Any]] = []
-        paginator = self._client.get_paginator("list_multipart_uploads")
-        async for page in paginator.paginate(Bucket=bucket):
-            uploads.extend(dict(upload) for upload in page.get("Uploads", []))
-        aborted = 0
-        live: set[str] = set()
-        async for item in self._listed(bucket):
-            try:
-                response = await self._client.get_object(Bucket=bucket, Key=item["Key"])
-                checkpoint = Checkpoint.from_json(await response["Body"].read())
-            except (ClientError, BotoCoreError, OSError, ValueError, TypeError):
-                log.warning("janitor: unreadable session record in %s", bucket, exc_info=True)
-                continue
-            if item["LastModified"] >= cutoff:
-                live.add(checkpoint.upload_id)
-                continue
-            await self._store.abort_multipart(
-                ObjectRef(bucket, checkpoint.key), checkpoint.upload_id
-            )
-            await self._client.delete_object(Bucket=bucket, Key=item["Key"])
-            aborted += 1
-        for upload in uploads:
-            owned = live | self._store.writing
-            if upload["UploadId"] in owned or upload["Initiated"] >= cutoff:
-                continue
-            # No session owns it and it is older than any session may idle:
-            # left by an instance that died mid-Upload.
-            orphan = ObjectRef(bucket, upload["Key"])
-            await self._store.abort_multipart(orphan, upload["UploadId"])
-            aborted += 1
-        return aborted
-
-    async def _listed(self, bucket: str) -> AsyncIterator[dict[str, Any]]:
-        paginator = self._client.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=bucket, Prefix=CHECKPOINT_PREFIX):
-            for item in page.get("Contents", []):
-                yield dict(item)
+        return await sweep(self._connection, buckets, self.expiry)
 
 
-__all__ = ["Checkpoint", "S3Sessions", "checkpoint_key"]
+__all__ = ["CHECKPOINT_PREFIX", "S3Sessions"]

@@ -1,0 +1,100 @@
+"""Server interceptors: cross-cutting behaviour that needs only the method
+and the call, applied to every StorageService method in one place.
+
+``ErrorInterceptor`` turns what a handler raises into its documented status
+(``status_codes``). Access logs, authentication, RPC metrics and tracing
+join the chain as further interceptors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias
+
+import grpc
+
+from blobgate.server.errors import ServiceError
+from blobgate.server.rpc.status_codes import Context, abort
+from blobgate.v1 import storage_pb2
+
+SERVICE = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+# The handlers are grpc.aio coroutines and async generators; grpc's stubs
+# type RpcMethodHandler's behaviours as the synchronous API's, hence Any.
+
+
+def _unary_response(behaviour: Any, name: str) -> Callable[[Any, Context], Awaitable[Any]]:
+    async def call(request: Any, context: Context) -> Any:
+        try:
+            if isinstance(request, ServiceError):  # undecodable: see codecs._parser
+                raise request
+            return await behaviour(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, name)
+
+    return call
+
+
+def _stream_response(behaviour: Any, name: str) -> Callable[[Any, Context], AsyncIterator[Any]]:
+    async def call(request: Any, context: Context) -> AsyncIterator[Any]:
+        try:
+            if isinstance(request, ServiceError):  # undecodable: see codecs._parser
+                raise request
+            responses: AsyncIterable[Any] = behaviour(request, context)
+            async for response in responses:
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, name)
+
+    return call
+
+
+def _with_error_mapping(handler: Handler, name: str) -> Handler:
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _unary_response(handler.unary_unary, name), **serializers
+        )
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            _unary_response(handler.stream_unary, name), **serializers
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _stream_response(handler.unary_stream, name), **serializers
+        )
+    raise TypeError(f"{name}: StorageService has no bidirectional methods")
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps service errors to statuses for every StorageService method.
+    A method's wrapped handler is built once and reused while the handler
+    beneath it stays the same."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        method: str = handler_call_details.method
+        handler = await continuation(handler_call_details)
+        if handler is None or not method.startswith(f"/{SERVICE}/"):
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _with_error_mapping(handler, method.rpartition("/")[2])
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped

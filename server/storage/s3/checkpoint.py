@@ -1,0 +1,69 @@
+"""A resumable session's record, stored as JSON beside its multipart upload
+under the reserved prefix. Its key is a hash of the session id, so listing
+the bucket does not reveal ids."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from blobgate.server.storage.protocols import (
+    RESERVED_PREFIX,
+    ContentChecksums,
+    ObjectRef,
+    PutOptions,
+    SessionSpec,
+)
+
+CHECKPOINT_PREFIX = f"{RESERVED_PREFIX}uploads/"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The session record stored as JSON at the checkpoint key."""
+
+    key: str
+    upload_id: str  # S3's multipart upload id
+    part_size: int
+    content_type: str
+    metadata: dict[str, str]
+    if_none_match: bool
+    if_match: str
+    size: int | None
+    expected_sha256: str  # hex, "" when not given
+    expected_crc32c: int | None
+    parts: int  # whole parts stored, 1..parts, without a gap
+    sha256_state: str  # base64 of the SHA-256 state after those parts
+    crc32c: int  # CRC32C of those parts
+
+    def to_json(self) -> bytes:
+        return json.dumps({"version": 1, **asdict(self)}, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Checkpoint:
+        fields = json.loads(raw)
+        fields.pop("version", None)
+        return cls(**fields)
+
+    @property
+    def persisted_size(self) -> int:
+        return self.parts * self.part_size
+
+    def spec(self, bucket: str) -> SessionSpec:
+        known = ContentChecksums(
+            sha256=bytes.fromhex(self.expected_sha256) if self.expected_sha256 else None,
+            crc32c=self.expected_crc32c,
+        )
+        options = PutOptions(
+            content_type=self.content_type,
+            metadata=self.metadata,
+            if_none_match=self.if_none_match,
+            if_match=self.if_match,
+            known=known,
+        )
+        return SessionSpec(ObjectRef(bucket, self.key), options, self.size)
+
+
+def checkpoint_key(session_id: str) -> str:
+    return CHECKPOINT_PREFIX + hashlib.sha256(session_id.encode()).hexdigest()

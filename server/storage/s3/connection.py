@@ -1,0 +1,119 @@
+"""The gateway's S3 connection: one long-lived aioboto3 client, plus a second
+one for signing URLs when a public endpoint is configured, shared by the
+object store, the sessions and the janitor."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+import aioboto3
+from aiobotocore.config import AioConfig
+
+from blobgate.server.errors import NotFound
+from blobgate.server.settings import Settings
+from blobgate.server.storage.s3.errors import s3_errors
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+
+class S3Connection:
+    """Use as an async context manager, or ``start`` / ``close``."""
+
+    def __init__(self, settings: Settings, credentials: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self._credentials = dict(credentials or {})
+        self._stack = AsyncExitStack()
+        self._client: S3Client | None = None
+        self._signer: S3Client | None = None
+        # Multipart uploads this instance is writing: never an orphan to the
+        # janitor, whatever date the store gives them (moto dates every
+        # upload in 2010).
+        self.writing: set[str] = set()
+
+    def _config(self) -> AioConfig:
+        s = self.settings
+        return AioConfig(
+            connect_timeout=s.s3_connect_timeout,
+            read_timeout=s.s3_read_timeout,
+            retries={"total_max_attempts": s.s3_max_attempts, "mode": "standard"},
+            max_pool_connections=s.s3_max_connections,
+            s3={"addressing_style": s.s3_addressing_style},
+            signature_version="s3v4",
+            request_checksum_calculation=s.checksum_mode,
+            response_checksum_validation=s.checksum_mode,
+        )
+
+    async def start(self) -> None:
+        session = aioboto3.Session(**self._credentials)
+        region = self.settings.s3_region
+        self._client = await self._stack.enter_async_context(
+            session.client(
+                "s3",
+                endpoint_url=self.settings.s3_endpoint,
+                region_name=region,
+                config=self._config(),
+            )
+        )
+        self._signer = self._client
+        if self.settings.s3_public_endpoint:
+            self._signer = await self._stack.enter_async_context(
+                session.client(
+                    "s3",
+                    endpoint_url=self.settings.s3_public_endpoint,
+                    region_name=region,
+                    config=self._config(),
+                )
+            )
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        self._client = self._signer = None
+
+    async def __aenter__(self) -> S3Connection:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def client(self) -> S3Client:
+        if self._client is None:
+            raise RuntimeError("S3Connection used before start()")
+        return self._client
+
+    @property
+    def signer(self) -> S3Client:
+        """The client whose endpoint presigned URLs name."""
+        if self._signer is None:
+            raise RuntimeError("S3Connection used before start()")
+        return self._signer
+
+    async def ensure_buckets(self, buckets: list[str]) -> None:
+        """Create each missing bucket (the create-buckets setting)."""
+        region = self.settings.s3_region or self.client.meta.region_name
+        for bucket in buckets:
+            try:
+                with s3_errors(bucket=bucket):
+                    await self.client.head_bucket(Bucket=bucket)
+                continue
+            except NotFound:
+                pass
+            kwargs: dict[str, Any] = {"Bucket": bucket}
+            if region and region != "us-east-1":
+                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            with s3_errors(bucket=bucket):
+                await self.client.create_bucket(**kwargs)
+            log.info("created bucket %s", bucket)
+
+    async def check(self) -> None:
+        """HeadBucket on the default bucket: the health probe."""
+        bucket = self.settings.default_bucket
+        with s3_errors(bucket=bucket):
+            await self.client.head_bucket(Bucket=bucket)

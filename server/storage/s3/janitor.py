@@ -1,0 +1,68 @@
+"""The janitor: aborts resumable sessions idle past the expiry, and multipart
+uploads older than that which no session owns (left by an instance that died
+mid-Upload)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from blobgate.server.storage.protocols import ObjectRef
+from blobgate.server.storage.s3.checkpoint import CHECKPOINT_PREFIX, Checkpoint
+from blobgate.server.storage.s3.commit import abort_multipart
+from blobgate.server.storage.s3.connection import S3Connection
+from blobgate.server.storage.s3.errors import S3_FAILURES
+
+log = logging.getLogger(__name__)
+
+
+async def sweep(connection: S3Connection, buckets: list[str], expiry: timedelta) -> int:
+    """Sweep each bucket; how many multipart uploads were aborted."""
+    aborted = 0
+    cutoff = datetime.now(UTC) - expiry
+    for bucket in buckets:
+        aborted += await _sweep_bucket(connection, bucket, cutoff)
+    return aborted
+
+
+async def _sweep_bucket(connection: S3Connection, bucket: str, cutoff: datetime) -> int:
+    client = connection.client
+    # Multipart uploads are listed before the session records: a session
+    # starting meanwhile has its record written by the time records are
+    # listed, so its upload is never taken for an orphan.
+    uploads: list[dict[str, Any]] = []
+    paginator = client.get_paginator("list_multipart_uploads")
+    async for page in paginator.paginate(Bucket=bucket):
+        uploads.extend(dict(upload) for upload in page.get("Uploads", []))
+    aborted = 0
+    live: set[str] = set()
+    async for item in _records(connection, bucket):
+        try:
+            response = await client.get_object(Bucket=bucket, Key=item["Key"])
+            checkpoint = Checkpoint.from_json(await response["Body"].read())
+        except (*S3_FAILURES, ValueError, TypeError):
+            log.warning("janitor: unreadable session record in %s", bucket, exc_info=True)
+            continue
+        if item["LastModified"] >= cutoff:
+            live.add(checkpoint.upload_id)
+            continue
+        await abort_multipart(client, ObjectRef(bucket, checkpoint.key), checkpoint.upload_id)
+        await client.delete_object(Bucket=bucket, Key=item["Key"])
+        aborted += 1
+    for upload in uploads:
+        owned = live | connection.writing
+        if upload["UploadId"] in owned or upload["Initiated"] >= cutoff:
+            continue
+        orphan = ObjectRef(bucket, upload["Key"])
+        await abort_multipart(client, orphan, upload["UploadId"])
+        aborted += 1
+    return aborted
+
+
+async def _records(connection: S3Connection, bucket: str) -> AsyncIterator[dict[str, Any]]:
+    paginator = connection.client.get_paginator("list_objects_v2")
+    async for page in paginator.paginate(Bucket=bucket, Prefix=CHECKPOINT_PREFIX):
+        for item in page.get("Contents", []):
+            yield dict(item)
