@@ -1,34 +1,44 @@
-"""The README documents every setting, under its flag and its variable, and
-backs every guarantee with a test that exists."""
+"""The docs stay honest: every setting is in the configuration table under
+its flag and its variable, every guarantee names tests that exist, every
+relative link in README.md and docs/ leads to a file (and heading) in the
+repository, and nothing in the repository points outside it."""
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from blobgate.server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+CONFIGURATION = DOCS / "configuration.md"
+GUARANTEES = DOCS / "guarantees.md"
+# The design folder beside a checkout; spelled in two pieces so that this
+# file does not point there itself.
+OUTSIDE = ".." + "/shared"
 
 
 def test_every_setting_is_in_the_configuration_table() -> None:
-    rows = [line for line in README.read_text().splitlines() if line.startswith("| `")]
+    rows = [line for line in CONFIGURATION.read_text().splitlines() if line.startswith("| `")]
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         # Consul's standard variables keep their own names (the field's alias).
         aliases = getattr(field.validation_alias, "choices", [])
         variable = aliases[-1] if aliases else "BLOBGATE_" + name.upper()
         assert any(f"| `{name}` | `{flag}` / `{variable}` |" in row for row in rows), (
-            f"README's configuration table lacks {name}"
+            f"docs/configuration.md's table lacks {name}"
         )
 
 
 def test_every_guarantee_names_tests_that_exist() -> None:
-    text = README.read_text()
-    section = text.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and "::" in line]
+    text = GUARANTEES.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "::" in line]
     assert len(rows) >= 15
     for row in rows:
         named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", row)
@@ -40,4 +50,73 @@ def test_every_guarantee_names_tests_that_exist() -> None:
                 for node in tree.body
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
             }
-            assert test in defined, f"README names {path}::{test}, which does not exist"
+            assert test in defined, f"docs/guarantees.md names {path}::{test}, which does not exist"
+
+
+_FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+_CODE = re.compile(r"`[^`\n]*`")
+_INLINE_LINK = re.compile(r"\]\(([^)\s]+)\)")
+_REFERENCE_LINK = re.compile(r"^\s*\[[^\]]+\]:\s*(\S+)", re.MULTILINE)
+
+
+def _prose(text: str) -> str:
+    """Markdown without code blocks and code spans, where links are not links."""
+    return _CODE.sub("", _FENCE.sub("", text))
+
+
+def _anchors(markdown: Path) -> set[str]:
+    """The heading anchors GitHub gives a Markdown file."""
+    anchors = set()
+    for line in _FENCE.sub("", markdown.read_text()).splitlines():
+        if match := re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line):
+            title = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", match.group(1))
+            slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+            anchors.add(slug)
+    return anchors
+
+
+def _documents() -> list[Path]:
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+@pytest.mark.parametrize("document", _documents(), ids=lambda path: path.name)
+def test_relative_links_resolve(document: Path) -> None:
+    text = _prose(document.read_text())
+    targets = _INLINE_LINK.findall(text) + _REFERENCE_LINK.findall(text)
+    for target in targets:
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:, ...
+            continue
+        path, _, anchor = target.partition("#")
+        resolved = (document.parent / path).resolve() if path else document
+        name = document.relative_to(ROOT)
+        assert resolved.is_relative_to(ROOT), f"{name} links outside the repository: {target}"
+        assert resolved.exists(), f"{name} links to {target}, which does not exist"
+        if anchor and resolved.suffix == ".md":
+            assert anchor in _anchors(resolved), f"{name} links to {target}: no such heading"
+
+
+def _repository_files() -> list[Path]:
+    """Tracked files, and new ones not ignored: what the next commit can hold."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    return [ROOT / name for name in listed.decode().split("\0") if name]
+
+
+def test_no_file_points_outside_the_repository() -> None:
+    offenders = []
+    for path in _repository_files():
+        if not path.is_file():  # deleted meanwhile, or a link to a folder
+            continue
+        data = path.read_bytes()
+        if b"\0" in data:  # binary
+            continue
+        if OUTSIDE in data.decode("utf-8", "replace"):
+            offenders.append(str(path.relative_to(ROOT)))
+    assert not offenders, f"these files refer to {OUTSIDE}: {offenders}"
