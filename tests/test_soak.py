@@ -1,4 +1,4 @@
-"""The soak benchmark (bench/soak.py), short: a few seconds of eight concurrent
+"""The soak benchmark (python -m bench.soak), short: a few seconds of eight concurrent
 mixed workers through a real gateway process on a real moto server process.
 Nothing may fail, no byte may differ, every kind of operation must have run,
 and the gateway's peak RSS must stay under the benchmark's bound:
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.soak import HEADER_SIZE, KINDS, ROLES, Corpus, SoakOptions, report, soak
+from bench.soak_content import HEADER_SIZE, Corpus
+from bench.soak_options import KINDS, ROLES, SoakOptions
+from bench.soak_result import report
+from bench.soak_run import soak
 
 MiB = 1024 * 1024
 
