@@ -3,19 +3,22 @@
 
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY protos ./protos
 COPY server ./server
 COPY client ./client
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     BLOBGATE_LISTEN=0.0.0.0:50051
+# The dependency versions that were tested (hash-checked), then blobgate alone.
+COPY requirements/server.lock /tmp/server.lock
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl \
-    && rm -rf /wheels \
+RUN pip install --no-cache-dir --require-hashes -r /tmp/server.lock \
+    && pip install --no-cache-dir --no-deps /wheels/*.whl \
+    && rm -rf /wheels /tmp/server.lock \
     && groupadd --system --gid 10001 blobgate \
     && useradd --system --uid 10001 --gid 10001 --no-create-home blobgate
 USER 10001:10001

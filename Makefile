@@ -4,13 +4,25 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint protos check-protos buf contract-release bench soak clean
+.PHONY: run test lint protos check-protos buf contract-release bench soak lock clean
 
-$(BIN)/.installed: pyproject.toml
+# The versions that were tested (requirements/dev.lock, hash-checked), then
+# the project itself; pyproject.toml keeps ranges for library users.
+$(BIN)/.installed: pyproject.toml requirements/dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+# Re-resolve the lock files from pyproject.toml's ranges (uv, from PyPI):
+# server.lock is what the Docker image installs, dev.lock what make and CI do.
+lock: $(BIN)/.installed
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile --quiet pyproject.toml --python-version 3.11 --generate-hashes \
+		-o requirements/server.lock
+	$(BIN)/uv pip compile --quiet pyproject.toml --python-version 3.11 --generate-hashes \
+		--extra dev -o requirements/dev.lock
 
 run: $(BIN)/.installed
 	$(BIN)/blobgate-server --dev

@@ -108,7 +108,7 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
         # half of 10 ms, one 64 MiB upload ran at ~73 MB/s with 4 MiB, ~67
         # with 2 MiB and ~49 with 1 MiB (20 ms: ~62, ~51, ~33). Clients are
         # rarely on loopback, so 4 MiB stays, and the memory bound
-        # (README, Configuration) counts it per stream.
+        # (docs/configuration.md, Memory) counts it per stream.
         ("grpc.http2.lookahead_bytes", 4 * 1024 * 1024),
     ]
 

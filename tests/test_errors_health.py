@@ -1,4 +1,4 @@
-"""The error table of api.md, health and reflection.
+"""The error table of docs/api.md, health and reflection.
 
 Every failure is a specific status with a message that says what to fix; no
 UNKNOWN, no traceback text (helpers.assert_status checks the message)."""

@@ -1,6 +1,6 @@
 """Hostile input: property-based and hand-picked bad requests.
 
-Every bad input must get its documented status (api.md's error table), never
+Every bad input must get its documented status (docs/api.md's error table), never
 INTERNAL or UNKNOWN, with a message that is non-empty and carries no
 traceback; and the gateway must stay healthy afterwards (health SERVING, a
 normal Stat and List still work)."""
@@ -52,7 +52,7 @@ HEALTH_KEY = "healthy/probe.txt"
 
 
 def key_is_valid(key: str) -> bool:
-    """api.md's key rule: UTF-8, 1..1024 bytes, no NUL, no leading '/', and
+    """docs/api.md's key rule: UTF-8, 1..1024 bytes, no NUL, no leading '/', and
     no '.' or '..' path segment."""
     if not key or len(key.encode("utf-8")) > 1024:
         return False
@@ -146,7 +146,7 @@ async def test_longest_key_is_accepted(seeded: Gateway, stub: Any) -> None:
 
 # Keys as hostile as unicode text gets (surrogates cannot travel in protobuf).
 # "\n" is left out: moto's server routes no URL whose decoded path holds a
-# line feed and answers such a PUT 404 (the README says so under --dev); S3
+# line feed and answers such a PUT 404 (docs/api.md says so); S3
 # accepts it, so the gateway does not refuse it.
 key_text = st.text(
     alphabet=st.characters(codec="utf-8", exclude_characters="\n"),

@@ -1,5 +1,5 @@
 """Upload, the successful paths: what is stored is exactly what was sent, and
-the returned Object describes it as api.md says."""
+the returned Object describes it as docs/api.md says."""
 
 from __future__ import annotations
 
