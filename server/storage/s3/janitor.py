@@ -37,7 +37,8 @@ async def _sweep_bucket(connection: S3Connection, bucket: str, cutoff: datetime)
     async for page in paginator.paginate(Bucket=bucket):
         uploads.extend(dict(upload) for upload in page.get("Uploads", []))
     aborted = 0
-    live: set[str] = set()
+    live: set[str] = set()  # uploads of sessions still in use
+    ended: set[str] = set()  # uploads of the expired sessions aborted below
     async for item in _records(connection, bucket):
         try:
             response = await client.get_object(Bucket=bucket, Key=item["Key"])
@@ -50,9 +51,10 @@ async def _sweep_bucket(connection: S3Connection, bucket: str, cutoff: datetime)
             continue
         await abort_multipart(client, ObjectRef(bucket, checkpoint.key), checkpoint.upload_id)
         await client.delete_object(Bucket=bucket, Key=item["Key"])
+        ended.add(checkpoint.upload_id)
         aborted += 1
     for upload in uploads:
-        owned = live | connection.writing
+        owned = live | ended | connection.writing
         if upload["UploadId"] in owned or upload["Initiated"] >= cutoff:
             continue
         orphan = ObjectRef(bucket, upload["Key"])

@@ -103,6 +103,16 @@ class _Progress:
             for done in [n for n in self._states if n <= parts]:
                 del self._states[done]
 
+    async def claim(self) -> None:
+        """Before committing: raise FailedPrecondition if another stream moved
+        the session since this one last wrote it, by rewriting the record
+        under the same condition. Without this, a stale stream that stored
+        no whole part would commit over the other stream's parts."""
+        async with self._lock:
+            self._revision = await self._sessions.write_checkpoint(
+                self._session, self.checkpoint, self._revision
+            )
+
 
 class S3Sessions:
     """SessionStore on an S3Connection; upload buffers share ``budget``."""
@@ -268,6 +278,7 @@ class S3Sessions:
             await uploader.settle(SETTLE_SECONDS)
             raise
         sums = hasher.checksums()
+        await progress.claim()  # a stale stream fails here and leaves the session as it is
         try:
             verify(session.spec.options.known, sums)
             size = start.persisted_size + uploader.size
