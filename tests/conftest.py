@@ -19,6 +19,7 @@ from server_process import ServerProcess
 
 from blobgate.server.app import Gateway, start_gateway
 from blobgate.server.settings import Settings
+from blobgate.server.storage.memory_backend import MemoryBackend
 from blobgate.v1 import storage_pb2_grpc
 
 MiB = 1024 * 1024
@@ -72,8 +73,17 @@ def gateway_settings(moto_endpoint: str, bucket: str, **overrides: Any) -> Setti
 
 
 @pytest.fixture
-async def gateway(moto_endpoint: str, bucket: str) -> AsyncIterator[Gateway]:
-    gw = await start_gateway(gateway_settings(moto_endpoint, bucket))
+async def gateway(
+    request: pytest.FixtureRequest, moto_endpoint: str, bucket: str
+) -> AsyncIterator[Gateway]:
+    """A gateway on moto, or on the in-memory store for tests marked
+    ``@pytest.mark.store("memory")`` (a module's ``pytestmark``; a test's own
+    ``store("s3")`` marker overrides it): those only talk gRPC, and the
+    store contract suite keeps both stores the same."""
+    settings = gateway_settings(moto_endpoint, bucket)
+    marker = request.node.get_closest_marker("store")
+    backend = MemoryBackend(settings) if marker and marker.args == ("memory",) else None
+    gw = await start_gateway(settings, backend=backend)
     yield gw
     await stop_gateway(gw)
 

@@ -9,6 +9,9 @@ from helpers import Code, MiB, download, expect_status, payload, sha256, upload
 
 from blobgate.v1 import storage_pb2
 
+# Servicer tests over gRPC alone: on the in-memory store (see conftest.gateway).
+pytestmark = pytest.mark.store("memory")
+
 SIZE = 1000
 BLOB = payload(SIZE, seed=3)
 
@@ -90,6 +93,7 @@ async def test_multi_mib_object_streams_in_bounded_messages(gateway: Any, stub: 
     assert got.data == blob[start : start + 5 * MiB]
 
 
+@pytest.mark.store("s3")  # writes to S3 behind the gateway's back
 async def test_object_written_directly_to_s3(stub: Any, s3: Any, bucket: str) -> None:
     # Objects the gateway did not write (no sha256 in metadata) are still served.
     await s3.put_object(Bucket=bucket, Key="direct.txt", Body=b"hello", ContentType="text/plain")

@@ -34,6 +34,9 @@ from hypothesis import strategies as st
 from blobgate.server.app import Gateway
 from blobgate.v1 import storage_pb2
 
+# Servicer tests over gRPC alone: on the in-memory store (see conftest.gateway).
+pytestmark = pytest.mark.store("memory")
+
 Code = grpc.StatusCode
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NEVER = {Code.INTERNAL, Code.UNKNOWN}
@@ -416,12 +419,14 @@ async def test_bad_presign_expiries(seeded: Gateway, stub: Any, channel: grpc.ai
     await assert_healthy(channel, stub)
 
 
+@pytest.mark.store("s3")  # presigns: only S3 can
 async def test_presign_expiry_bounds_accepted(seeded: Gateway, stub: Any) -> None:
     for seconds, nanos in [(1, 0), (SEVEN_DAYS, 0), (900, 500_000_000)]:
         response = await stub.Presign(_presign(seconds, nanos))
         assert response.url, (seconds, nanos)
 
 
+@pytest.mark.store("s3")  # presigns: only S3 can
 @FUZZ
 @given(
     seconds=st.integers(min_value=-315_576_000_000, max_value=315_576_000_000),
