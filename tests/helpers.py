@@ -342,8 +342,8 @@ async def assert_exact(s3: Any, bucket: str, key: str, blob: bytes) -> None:
 
 
 def free_port() -> int:
-    """A port nothing listens on right now, for a server that must keep its
-    port across restarts."""
+    """A loopback port nothing listens on right now: for a server that must
+    keep its port across restarts, or an address that refuses connections."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]

@@ -1,4 +1,4 @@
-"""The Consul agent stand-in (tests/consul_agent.py) behaves like the real
+"""The Consul agent stand-in (tests/fakes/consul/) behaves like the real
 agent's HTTP API, driven through py-consul and raw HTTP: registration in both
 key cases, TTL and gRPC checks, passing-only discovery, blocking queries,
 deregistration of critical services, wipe, and stop/start on the same port."""
@@ -19,7 +19,7 @@ import consul.aio
 import grpc
 import pytest
 from consul.exceptions import BadRequest
-from consul_agent import ConsulAgent, format_duration, parse_duration
+from fakes.consul import ConsulAgent, format_duration, parse_duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from helpers import eventually

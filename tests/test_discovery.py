@@ -1,6 +1,6 @@
 """Discovery through Consul (``consul://blobgate``), calls spread over the
 instances, and retries, against real parts: the Consul stand-in of
-tests/consul_agent.py (which runs the gRPC checks itself), gateways on moto
+tests/fakes/consul/ (which runs the gRPC checks itself), gateways on moto
 (in-process, or subprocesses for the SIGKILL test) and py-consul to register
 them as the lead's server registration would."""
 
@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import consul
@@ -22,9 +19,10 @@ import consul.aio
 import grpc
 import pytest
 from conftest import gateway_settings, stop_gateway
-from consul_agent import ConsulAgent
+from fakes.consul import ConsulAgent
 from helpers import free_port
 from server_process import ServerProcess
+from test_cli import run_cli as run_cli_process
 
 from blobgate.client import BlobgateError, Client
 from blobgate.client.discovery import ConsulConfig, ConsulTarget, _next_index, instances_from_health
@@ -34,7 +32,6 @@ from blobgate.v1 import storage_pb2 as pb
 from blobgate.v1 import storage_pb2_grpc
 
 Code = grpc.StatusCode
-ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "blobgate"
 HEALTH_SERVICE = "blobgate.v1.StorageService"
 
@@ -454,21 +451,9 @@ async def test_whole_verified_download_survives_a_lost_status(
 
 
 async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, bytes, str]:
-    environ = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}", **env}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "blobgate.client.cli",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-        env=environ,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out, err.decode()
+    """test_cli's run_cli, as exit code, stdout and stderr."""
+    result = await run_cli_process(*args, env=env)
+    return result.returncode, result.stdout, result.stderr
 
 
 async def test_cli_with_a_consul_target(

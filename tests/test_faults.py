@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 import pytest
 from conftest import gateway_settings
-from fault_proxy import (
+from fakes.s3_fault_proxy import (
     FaultProxy,
     Request,
     complete_multipart_upload,

@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 from conftest import gateway_settings, stop_gateway
-from consul_agent import ConsulAgent
+from fakes.consul import ConsulAgent
 from helpers import HeldUpload, LocalMoto, ensure_bucket, eventually
 from server_process import ServerProcess
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import grpc
 import pytest
+from fakes.raw_h2 import RawCall, grpc_frame
 from helpers import Code, MiB, data, health, payload, spec, wait_nothing_left
-from raw_h2 import RawCall, grpc_frame
 from server_process import ServerProcess
 
 from blobgate.server.app import Gateway
@@ -71,7 +71,7 @@ async def test_a_failed_receive_commits_nothing(gateway: Gateway, s3: Any, bucke
     await stream.read_first()
     with pytest.raises(Cancelled, match="broke before its end"):
         await gateway.store.put(
-            ObjectRef(bucket, "k"), stream.chunks(), PutOptions("text/plain", {}), stream.checksums
+            ObjectRef(bucket, "k"), stream.chunks(), PutOptions("text/plain", {})
         )
     await assert_original(s3, bucket, "k")
 
