@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blobgate.server.app import Gateway
+from blobgate.server.rpc import page_token
 from blobgate.v1 import storage_pb2
 
 # Servicer tests over gRPC alone: on the in-memory store (see conftest.gateway).
@@ -590,7 +591,22 @@ async def test_declared_size_hostile(seeded: Gateway, stub: Any, channel: grpc.a
 
 
 async def test_bad_content_types(seeded: Gateway, stub: Any, channel: grpc.aio.Channel) -> None:
-    bad = ["no-slash", "text/\u00e9", "text/plain\r\nX-Evil: 1", " /x", "a/b\x00", "text/plain\n"]
+    bad = [
+        "no-slash",
+        "text/\u00e9",
+        "text/plain\r\nX-Evil: 1",
+        " /x",
+        "a/b\x00",
+        "text/plain\n",
+        # Whitespace other than a space before the parameters: each used to
+        # pass (the check allowed any \s), then break the HTTP header.
+        "text/plain\r\n; charset=utf-8",
+        "text/plain\n;x=1",
+        "text/plain\u00a0;x=1",
+        "text/plain\u2028;x=1",
+        "text/plain\t;x=1",
+        "text/" + "x" * 300,
+    ]
     for content_type in bad:
         upload_ = upload(seeded, "ct/obj", b"x", content_type=content_type)
         await expect(Code.INVALID_ARGUMENT, upload_, content_type)
@@ -599,6 +615,31 @@ async def test_bad_content_types(seeded: Gateway, stub: Any, channel: grpc.aio.C
         )
         await expect(Code.INVALID_ARGUMENT, stub.Presign(put), content_type)
     await assert_healthy(channel, stub)
+
+
+@pytest.mark.store("s3")  # the continuation token inside reaches S3
+async def test_page_tokens_of_any_length_are_refused_quickly(
+    seeded: Gateway, stub: Any, channel: grpc.aio.Channel
+) -> None:
+    """A 100 KB token used to end INTERNAL with a traceback in the log:
+    well-formed ones (bound to this listing, holding a huge continuation
+    token) and plain junk alike."""
+    bucket = seeded.settings.default_bucket
+    for size in [40_000, 100_000, 1_000_000]:
+        for token in [page_token.encode(bucket, "healthy/", "", "t" * size), "A" * size]:
+            request = storage_pb2.ListRequest(prefix="healthy/", page_token=token)
+            error = await expect_status(Code.INVALID_ARGUMENT, stub.List(request))
+            assert "page_token" in error.details(), size
+    await assert_healthy(channel, stub)
+
+
+async def test_a_refused_bucket_is_not_told_which_exist(seeded: Gateway, stub: Any) -> None:
+    """PERMISSION_DENIED says what was refused, never what is served."""
+    error = await expect_status(
+        Code.PERMISSION_DENIED, stub.Stat(storage_pb2.StatRequest(bucket="other-bkt", key="k"))
+    )
+    assert "other-bkt" in error.details()
+    assert seeded.settings.default_bucket not in error.details()
 
 
 async def test_bad_expected_sha256(seeded: Gateway, stub: Any, channel: grpc.aio.Channel) -> None:

@@ -11,6 +11,11 @@ import json
 from blobgate.server.errors import InvalidArgument
 
 _VERSION = 1
+# Tokens this service issues hold an S3 continuation token (S3's are a few
+# hundred characters) and the listing's prefix and delimiter (each at most a
+# key's 1024 bytes, up to 6 characters each once JSON-escaped), in base64:
+# well under 32 KiB. Anything longer was not issued here.
+MAX_TOKEN_LENGTH = 32 * 1024
 
 
 def encode(bucket: str, prefix: str, delimiter: str, s3_token: str) -> str:
@@ -25,6 +30,10 @@ def decode(token: str, bucket: str, prefix: str, delimiter: str) -> str:
     """The S3 continuation token inside ``token`` ("" for the first page)."""
     if not token:
         return ""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidArgument(
+            "page_token is longer than any this service issues: pass next_page_token unchanged"
+        )
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         payload = json.loads(raw)

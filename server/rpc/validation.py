@@ -55,10 +55,8 @@ class BucketPolicy:
     def resolve(self, bucket: str) -> str:
         name = bucket or self.default
         if name not in self.allowed:
-            raise PermissionDenied(
-                f"bucket {name!r} is not served by this gateway; "
-                f"use one of: {', '.join(sorted(self.allowed))}"
-            )
+            # Say what was refused, not what exists: no list of buckets.
+            raise PermissionDenied(f"bucket {name!r} is not served by this gateway")
         return name
 
     def ref(self, bucket: str, key: str) -> ObjectRef:
@@ -97,14 +95,20 @@ def validate_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     return clean
 
 
-_CONTENT_TYPE = re.compile(r"^[\x21-\x7e]+/[\x21-\x7e]+(\s*;[\x20-\x7e]*)?$")
+# type/subtype, then optional parameters: printable ASCII only (it travels as
+# an HTTP header, and a presigned PUT hands it back as one to send).
+_CONTENT_TYPE = re.compile(r"[\x21-\x7e]+/[\x21-\x7e]+( *;[\x20-\x7e]*)?")
+MAX_CONTENT_TYPE = 256
 
 
 def validate_content_type(content_type: str, key: str) -> str:
     if not content_type:
         return guess_content_type(key)
-    if not _CONTENT_TYPE.fullmatch(content_type):
-        raise InvalidArgument(f"content_type {content_type!r} is not a valid media type")
+    if len(content_type) > MAX_CONTENT_TYPE or not _CONTENT_TYPE.fullmatch(content_type):
+        raise InvalidArgument(
+            f"content_type {content_type[:80]!r} is not a valid media type: "
+            f"type/subtype[; parameters] in printable ASCII, at most {MAX_CONTENT_TYPE} characters"
+        )
     return content_type
 
 

@@ -49,7 +49,7 @@ S3_FAILURES = (TimeoutError, ClientError, BotoCoreError, OSError, ClientPayloadE
 def _client_error(exc: ClientError, where: str, bucket: str) -> ServiceError:
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
-    message = str(error.get("Message", "")) or code
+    message = str(error.get("Message", "")) or code  # logged as the cause, never shown
     if code == "NoSuchBucket":
         return BucketNotFound(f"bucket {bucket!r} does not exist in S3")
     if code == "NoSuchUpload":
@@ -66,7 +66,7 @@ def _client_error(exc: ClientError, where: str, bucket: str) -> ServiceError:
     if code in {"InvalidRange", "416"}:
         return OutOfRange(f"range not satisfiable for {where}")
     if code in _UNAVAILABLE:
-        return Unavailable(f"S3 is unavailable ({code}: {message}); retry later")
+        return Unavailable(f"S3 is unavailable ({code}); retry later")
     if code in _DENIED:
         return PermissionDenied(
             f"S3 refused the gateway access to {where} ({code}); check the gateway's credentials"
@@ -74,7 +74,7 @@ def _client_error(exc: ClientError, where: str, bucket: str) -> ServiceError:
     if code == "EntityTooLarge":
         return ResourceExhausted(f"S3 refused {where} as too large")
     if code in _BAD_REQUEST:
-        return InvalidArgument(f"S3 rejected the request for {where}: {message}")
+        return InvalidArgument(f"S3 rejected the request for {where} ({code})")
     return ServiceError(f"S3 error {code} for {where}: {message}")
 
 
