@@ -32,20 +32,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from pathlib import Path, PurePosixPath
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import grpc
 
-from blobgate.client.client import Client, Progress
+from blobgate.client import cli_commands
+from blobgate.client.cli_commands import Command, UsageError
+from blobgate.client.client import Client
 from blobgate.client.errors import BlobgateError
-from blobgate.client.models import ObjectInfo, PresignedURL
-from blobgate.client.progress_bar import ProgressBar
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 
@@ -68,191 +66,10 @@ _EXIT_CODES = {
     grpc.StatusCode.DEADLINE_EXCEEDED: EXIT_UNAVAILABLE,
 }
 
-Command = Callable[[Client, argparse.Namespace], Awaitable[None]]
-
 
 def exit_code(code: grpc.StatusCode) -> int:
     """The exit status for a call that failed with ``code``."""
     return _EXIT_CODES.get(code, EXIT_FAILURE)
-
-
-def human_size(size: int) -> str:
-    """``size`` bytes in binary units: 512 B, 1.5 KiB, 12.0 MiB."""
-    if size < 1024:
-        return f"{size} B"
-    value = size / 1024
-    units = ["KiB", "MiB", "GiB", "TiB", "PiB"]
-    while value >= 1024 and len(units) > 1:
-        value /= 1024
-        units.pop(0)
-    return f"{value:.1f} {units[0]}"
-
-
-def object_json(info: ObjectInfo) -> dict[str, Any]:
-    """``info`` as JSON-ready values: times in ISO 8601, checksums in hex."""
-    return {
-        "bucket": info.bucket,
-        "key": info.key,
-        "size": info.size,
-        "etag": info.etag,
-        "content_type": info.content_type,
-        "last_modified": info.last_modified.isoformat() if info.last_modified else None,
-        "metadata": info.metadata,
-        "sha256": info.sha256.hex() if info.sha256 is not None else None,
-        "crc32c": f"{info.crc32c:08x}" if info.crc32c is not None else None,
-    }
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, ensure_ascii=False))
-
-
-def _modified(info: ObjectInfo) -> str:
-    return info.last_modified.strftime("%Y-%m-%d %H:%M:%S") if info.last_modified else "-"
-
-
-@contextlib.contextmanager
-def _progress(args: argparse.Namespace, label: str) -> Iterator[Progress | None]:
-    """A progress bar on stderr if it is a terminal and the user wants one."""
-    if args.json or args.no_progress or not sys.stderr.isatty():
-        yield None
-        return
-    with ProgressBar(label, sys.stderr) as bar:
-        yield bar
-
-
-async def _put(client: Client, args: argparse.Namespace) -> None:
-    source = sys.stdin.buffer if args.local == "-" else Path(args.local)
-    with _progress(args, f"put {args.key}") as progress:
-        info = await client.upload(
-            args.key,
-            source,
-            bucket=args.bucket,
-            content_type=args.content_type,
-            metadata=dict(args.metadata),
-            if_none_match=args.if_none_match,
-            if_match=args.if_match,
-            progress=progress,
-        )
-    if args.json:
-        _print_json(object_json(info))
-    else:
-        print(f"put {info.key}: {human_size(info.size)}, etag {info.etag}")
-
-
-async def _get(client: Client, args: argparse.Namespace) -> None:
-    options: dict[str, Any] = {
-        "bucket": args.bucket,
-        "offset": args.offset,
-        "limit": args.limit,
-        "if_match": args.if_match,
-    }
-    if args.local == "-":
-        out = sys.stdout.buffer
-        with _progress(args, f"get {args.key}") as progress:
-            async for chunk in client.download(args.key, progress=progress, **options):
-                out.write(chunk)
-            out.flush()
-        return
-    target = Path(args.local)
-    if await asyncio.to_thread(target.is_dir):
-        name = PurePosixPath(args.key).name
-        if not name:
-            raise _UsageError(f"{args.key!r} has no file name: give LOCAL as a file path")
-        target /= name
-    with _progress(args, f"get {args.key}") as progress:
-        info = await client.download_to(args.key, target, progress=progress, **options)
-    if args.json:
-        _print_json(object_json(info))
-    else:
-        print(f"get {info.key}: {human_size(info.size)} -> {target}")
-
-
-async def _cat(client: Client, args: argparse.Namespace) -> None:
-    args.local, args.no_progress = "-", True
-    await _get(client, args)
-
-
-async def _ls(client: Client, args: argparse.Namespace) -> None:
-    token = ""
-    while True:
-        page = await client.list_page(
-            args.prefix,
-            bucket=args.bucket,
-            delimiter=args.delimiter,
-            page_size=args.page_size,
-            page_token=token,
-        )
-        for prefix in page.common_prefixes:
-            if args.json:
-                _print_json({"prefix": prefix})
-            elif args.long:
-                print(f"{'PRE':>10}  {'':19}  {prefix}")
-            else:
-                print(prefix)
-        for info in page.objects:
-            if args.json:
-                _print_json(object_json(info))
-            elif args.long:
-                print(f"{human_size(info.size):>10}  {_modified(info):19}  {info.key}")
-            else:
-                print(info.key)
-        token = page.next_page_token
-        if not token:
-            return
-
-
-async def _stat(client: Client, args: argparse.Namespace) -> None:
-    info = await client.stat(args.key, bucket=args.bucket)
-    if args.json:
-        _print_json(object_json(info))
-        return
-    rows = [
-        ("bucket", info.bucket),
-        ("key", info.key),
-        ("size", f"{human_size(info.size)} ({info.size} bytes)"),
-        ("etag", info.etag),
-        ("content-type", info.content_type),
-        ("last-modified", _modified(info)),
-        ("sha256", info.sha256.hex() if info.sha256 is not None else "-"),
-        ("crc32c", f"{info.crc32c:08x}" if info.crc32c is not None else "-"),
-    ]
-    rows += [(f"metadata {name}", value) for name, value in sorted(info.metadata.items())]
-    width = max(len(name) for name, _ in rows) + 1
-    for name, value in rows:
-        print(f"{name + ':':<{width}} {value}")
-
-
-async def _presign(client: Client, args: argparse.Namespace) -> None:
-    presigned: PresignedURL = await client.presign(
-        args.key,
-        method=args.method,
-        expires_in=args.expires,
-        content_type=args.content_type,
-        bucket=args.bucket,
-    )
-    if args.json:
-        _print_json(
-            {
-                "url": presigned.url,
-                "method": presigned.method,
-                "expires_at": presigned.expires_at.isoformat() if presigned.expires_at else None,
-                "headers": presigned.headers,
-            }
-        )
-        return
-    print(presigned.url)
-    for name, value in sorted(presigned.headers.items()):
-        # stderr, so that "$(blobgate presign KEY)" is the URL alone.
-        print(f"blobgate: send header '{name}: {value}' with this URL", file=sys.stderr)
-
-
-async def _rm(client: Client, args: argparse.Namespace) -> None:
-    await client.delete(args.key, bucket=args.bucket, if_match=args.if_match)
-
-
-class _UsageError(Exception):
-    """The command line is wrong in a way argparse cannot see."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -343,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_global_options(sub, subcommand=True)
         return sub
 
-    put = command("put", _put, "upload a file (or stdin) as an object")
+    put = command("put", cli_commands.put, "upload a file (or stdin) as an object")
     put.add_argument("local", metavar="LOCAL", help="file to upload, - for stdin")
     put.add_argument("key", metavar="KEY")
     put.add_argument("--content-type", default="", help="default: guessed from KEY")
@@ -359,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("--if-match", default="", metavar="ETAG", help="replace only this version")
     put.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
 
-    get = command("get", _get, "download an object to a file (or stdout)")
+    get = command("get", cli_commands.get, "download an object to a file (or stdout)")
     get.add_argument("key", metavar="KEY")
     get.add_argument("local", metavar="LOCAL", help="file or directory to write, - for stdout")
     get.add_argument("--offset", type=int, default=0, help="first byte; negative: from the end")
@@ -367,22 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--if-match", default="", metavar="ETAG", help="only this version")
     get.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
 
-    cat = command("cat", _cat, "write an object to stdout")
+    cat = command("cat", cli_commands.cat, "write an object to stdout")
     cat.add_argument("key", metavar="KEY")
     cat.add_argument("--offset", type=int, default=0, help="first byte; negative: from the end")
     cat.add_argument("--limit", type=int, default=0, help="most bytes (default: to the end)")
     cat.add_argument("--if-match", default="", metavar="ETAG", help="only this version")
 
-    ls = command("ls", _ls, "list objects under a prefix")
+    ls = command("ls", cli_commands.ls, "list objects under a prefix")
     ls.add_argument("prefix", metavar="PREFIX", nargs="?", default="")
     ls.add_argument("--delimiter", default="", help='group keys by this, e.g. "/"')
     ls.add_argument("-l", "--long", action="store_true", help="show size and time")
     ls.add_argument("--page-size", type=int, default=0, help=argparse.SUPPRESS)
 
-    stat = command("stat", _stat, "describe an object")
+    stat = command("stat", cli_commands.stat, "describe an object")
     stat.add_argument("key", metavar="KEY")
 
-    presign = command("presign", _presign, "print a URL for a plain HTTP client")
+    presign = command("presign", cli_commands.presign, "print a URL for a plain HTTP client")
     presign.add_argument("key", metavar="KEY")
     presign.add_argument("--method", type=str.upper, choices=["GET", "PUT"], default="GET")
     presign.add_argument(
@@ -390,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     presign.add_argument("--content-type", default="", help="PUT only; the uploader must send it")
 
-    rm = command("rm", _rm, "delete an object")
+    rm = command("rm", cli_commands.rm, "delete an object")
     rm.add_argument("key", metavar="KEY")
     rm.add_argument("--if-match", default="", metavar="ETAG", help="delete only this version")
     return parser
@@ -399,11 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
 async def _run(args: argparse.Namespace) -> None:
     server = args.server or os.environ.get("BLOBGATE_SERVER") or DEFAULT_SERVER
     if (args.cert_file is None) != (args.key_file is None):
-        raise _UsageError("--cert-file and --key-file go together")
+        raise UsageError("--cert-file and --key-file go together")
     try:
         client = Client(
             server,
             timeout=args.timeout,
+            bucket=args.bucket,
             tls=args.tls,
             root_certificates=await _read_pem(args.ca_file),
             certificate_chain=await _read_pem(args.cert_file),
@@ -413,7 +231,7 @@ async def _run(args: argparse.Namespace) -> None:
     except ValueError as exc:
         tls_files = (args.ca_file, args.cert_file, args.key_file)
         where = "TLS files" if any(tls_files) and "PEM" in str(exc) else "--server"
-        raise _UsageError(f"{where}: {exc}") from None
+        raise UsageError(f"{where}: {exc}") from None
     async with client:
         await args.handler(client, args)
 
@@ -434,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BlobgateError as exc:
         _fail(f"{exc.code.name}: {exc.message or 'no details'}")
         return exit_code(exc.code)
-    except _UsageError as exc:
+    except UsageError as exc:
         _fail(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -15,25 +15,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import urllib.parse
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import consul
-import consul.aio
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity.wait import wait_base
 
-from blobgate.client.backoff import Backoff
+from blobgate.client.consul_config import ConsulConfig
+from blobgate.client.retry import equal_jitter
+
+__all__ = [
+    "ConsulConfig",
+    "ConsulTarget",
+    "ConsulWatcher",
+    "Instance",
+    "instances_from_health",
+]
 
 log = logging.getLogger(__name__)
 
 SCHEME = "consul://"
-DEFAULT_CONSUL_ADDR = "127.0.0.1:8500"
 # Pauses between failed queries: about 0.2, 0.4, ... up to 5 s.
-WATCH_BACKOFF = Backoff(0.2, 5.0)
-_TRUE = {"1", "t", "true"}  # what Go's strconv.ParseBool takes as true (case aside)
+WATCH_WAIT = equal_jitter(0.2, 5.0)
 
 
 @dataclass(frozen=True)
@@ -63,61 +68,6 @@ class ConsulTarget:
 
     def __str__(self) -> str:
         return f"{self.service!r}" + (f" with tag {self.tag!r}" if self.tag else "")
-
-
-@dataclass(frozen=True)
-class ConsulConfig:
-    """Where the Consul agent's HTTP API is, and the ACL token to send."""
-
-    host: str
-    port: int
-    scheme: str = "http"
-    token: str | None = None
-
-    @classmethod
-    def from_environment(
-        cls,
-        addr: str | None = None,
-        token: str | None = None,
-        environ: Mapping[str, str] = os.environ,
-    ) -> ConsulConfig:
-        """The agent at ``addr`` (host:port or URL), else ``$CONSUL_HTTP_ADDR``,
-        else 127.0.0.1:8500; HTTPS if the URL says so or ``$CONSUL_HTTP_SSL``
-        is true; the token is ``token``, else ``$CONSUL_HTTP_TOKEN``."""
-        raw = addr or environ.get("CONSUL_HTTP_ADDR") or DEFAULT_CONSUL_ADDR
-        parts = urllib.parse.urlsplit(raw if "//" in raw else f"//{raw}")
-        ssl = environ.get("CONSUL_HTTP_SSL", "").strip().lower() in _TRUE
-        scheme = parts.scheme or ("https" if ssl else "http")
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if scheme not in ("http", "https") or not parts.hostname or port == -1:
-            raise ValueError(
-                f"Consul address must be host:port or http(s)://host:port, not {raw!r}"
-            )
-        return cls(
-            parts.hostname,
-            port or (8501 if scheme == "https" else 8500),
-            scheme,
-            token if token is not None else environ.get("CONSUL_HTTP_TOKEN") or None,
-        )
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
-
-    def connect(self) -> Any:
-        """A ``consul.aio.Consul`` for this agent; call it in a running event
-        loop and ``await`` its ``close()``."""
-        with warnings.catch_warnings():
-            # py-consul passes aiohttp arguments that aiohttp has deprecated.
-            warnings.filterwarnings("ignore", "verify_ssl is deprecated", DeprecationWarning)
-            warnings.filterwarnings("ignore", "ssl_context is deprecated", DeprecationWarning)
-            agent = consul.aio.Consul(host=self.host, port=self.port, scheme=self.scheme)
-        # py-consul prefers $CONSUL_HTTP_TOKEN over its argument; ours decided already.
-        agent.token = self.token
-        return agent
 
 
 @dataclass(frozen=True, order=True)
@@ -169,7 +119,7 @@ class ConsulWatcher:
         *,
         wait: float = 30.0,
         min_interval: float = 0.25,
-        backoff: Backoff = WATCH_BACKOFF,
+        retry_wait: wait_base = WATCH_WAIT,
         request_timeout: float = 10.0,
     ) -> None:
         self.target = target
@@ -179,7 +129,7 @@ class ConsulWatcher:
         self._on_change = on_change
         self._wait = wait
         self._min_interval = min_interval
-        self._backoff = backoff
+        self._retry_wait = retry_wait
         self._request_timeout = request_timeout
         self._resolved = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -216,31 +166,19 @@ class ConsulWatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         client = self.agent.connect()
+        # Failed queries are retried for as long as the watch runs.
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=self._retry_wait,
+            before_sleep=self._query_failed,
+        )
         index = 0
-        failures = 0
         try:
             while True:
-                started = loop.time()
-                try:
-                    header, entries = await self._query(client, index)
-                except Exception as exc:
-                    failures += 1
-                    self.error = f"{type(exc).__name__}: {exc}".rstrip(": ")
-                    delay = self._backoff.delay(failures)
-                    # The first failure of a streak is a warning, the retries are not.
-                    log.log(
-                        logging.WARNING if failures == 1 else logging.DEBUG,
-                        "Consul at %s, service %s: %s; retrying in %.1fs",
-                        self.agent,
-                        self.target,
-                        self.error,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                if failures:
+                answer: tuple[float, Any, Any] = await retrying(self._query, client, index)
+                started, header, entries = answer
+                if self.error is not None:
                     log.info("Consul at %s answers again", self.agent)
-                failures = 0
                 self.error = None
                 index = _next_index(index, header)
                 self._update(instances_from_health(entries))
@@ -250,18 +188,33 @@ class ConsulWatcher:
         finally:
             await client.close()
 
-    async def _query(self, client: Any, index: int) -> tuple[Any, Any]:
+    def _query_failed(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        self.error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        # The first failure of a streak is a warning, the retries are not.
+        log.log(
+            logging.WARNING if state.attempt_number == 1 else logging.DEBUG,
+            "Consul at %s, service %s: %s; retrying in %.1fs",
+            self.agent,
+            self.target,
+            self.error,
+            state.upcoming_sleep,
+        )
+
+    async def _query(self, client: Any, index: int) -> tuple[float, Any, Any]:
+        """When the query started, and the agent's index header and entries."""
+        started = asyncio.get_running_loop().time()
         # The agent holds a blocking query for up to wait + wait/16.
         limit = self._request_timeout + (self._wait * 17 / 16 if index else 0.0)
         async with asyncio.timeout(limit):
-            result: tuple[Any, Any] = await client.health.service(
+            header, entries = await client.health.service(
                 self.target.service,
                 index=index or None,
                 wait=f"{self._wait:g}s",
                 passing=True,
                 tag=self.target.tag,
             )
-        return result
+        return started, header, entries
 
     def _update(self, instances: tuple[Instance, ...]) -> None:
         first = not self._resolved.is_set()

@@ -15,11 +15,11 @@ from collections.abc import Collection, Iterable, Sequence
 
 import grpc
 
-from blobgate.client.tls import ChannelOption
+from blobgate.client.wire import ChannelOption
 from blobgate.v1 import storage_pb2_grpc
 
 
-class Endpoint:
+class PooledChannel:
     """One instance: its channel, stub and the calls using it."""
 
     def __init__(
@@ -60,8 +60,8 @@ class Pool:
         self._options = list(options)
         self._credentials = credentials
         self._drain_grace = drain_grace
-        self._active: dict[str, Endpoint] = {}
-        self._retired: dict[str, Endpoint] = {}
+        self._active: dict[str, PooledChannel] = {}
+        self._retired: dict[str, PooledChannel] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._turn = 0
         self.closed = False
@@ -92,10 +92,10 @@ class Pool:
                     endpoint.close_timer.cancel()
                     endpoint.close_timer = None
             else:
-                endpoint = Endpoint(address, self._options, self._credentials)
+                endpoint = PooledChannel(address, self._options, self._credentials)
             self._active[address] = endpoint
 
-    def acquire(self, exclude: Collection[str] = ()) -> Endpoint | None:
+    def acquire(self, exclude: Collection[str] = ()) -> PooledChannel | None:
         """The endpoint for the next call, or None if there is none."""
         candidates = list(self._active.values())
         if not candidates:
@@ -108,17 +108,17 @@ class Pool:
         self.hold(endpoint)
         return endpoint
 
-    def hold(self, endpoint: Endpoint) -> None:
+    def hold(self, endpoint: PooledChannel) -> None:
         """Count one more call on ``endpoint`` (undo with ``release``)."""
         endpoint.in_flight += 1
 
-    def release(self, endpoint: Endpoint) -> None:
+    def release(self, endpoint: PooledChannel) -> None:
         """A call on ``endpoint`` ended."""
         endpoint.in_flight -= 1
         if endpoint.retired and endpoint.in_flight <= 0:
             self._close(endpoint)
 
-    def _retire(self, endpoint: Endpoint) -> None:
+    def _retire(self, endpoint: PooledChannel) -> None:
         endpoint.retired = True
         if endpoint.in_flight <= 0:
             self._close(endpoint)
@@ -127,7 +127,7 @@ class Pool:
         loop = asyncio.get_running_loop()
         endpoint.close_timer = loop.call_later(self._drain_grace, self._close, endpoint)
 
-    def _close(self, endpoint: Endpoint) -> None:
+    def _close(self, endpoint: PooledChannel) -> None:
         if endpoint.closed:
             return
         endpoint.closed = True

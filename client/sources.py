@@ -1,5 +1,5 @@
-"""What ``Client.upload`` accepts, turned into 1 MiB chunks plus whatever is
-known before sending (size and sha256 for bytes and files; nothing for
+"""What ``Client.upload`` accepts, turned into chunks (1 MiB by default) plus
+whatever is known before sending (size and sha256 for bytes and files; nothing for
 streams). Local files are read in a worker thread so the event loop keeps
 serving other calls."""
 
@@ -42,25 +42,32 @@ class PreparedSource:
     reread: Callable[[int], AsyncIterator[bytes]] | None = None
 
 
-async def prepare_source(source: UploadSource) -> PreparedSource:
-    """Chunks and up-front facts for one upload source. A path is read twice:
-    once to hash it, once to send it, never held whole in memory."""
+async def prepare_source(source: UploadSource, chunk_size: int = CHUNK_SIZE) -> PreparedSource:
+    """Chunks of ``chunk_size`` bytes and up-front facts for one upload
+    source. A path is read twice: once to hash it, once to send it, never
+    held whole in memory."""
     if isinstance(source, bytes | bytearray | memoryview):
         view = memoryview(source).cast("B")
         sha256 = await asyncio.to_thread(lambda: hashlib.sha256(view).digest())
         return PreparedSource(
-            _memory_chunks(view), len(view), sha256, lambda offset: _memory_chunks(view[offset:])
+            _memory_chunks(view, chunk_size),
+            len(view),
+            sha256,
+            lambda offset: _memory_chunks(view[offset:], chunk_size),
         )
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         size, sha256 = await asyncio.to_thread(_hash_file, path)
         return PreparedSource(
-            _file_chunks(path), size, sha256, lambda offset: _file_chunks(path, offset)
+            _file_chunks(path, chunk_size),
+            size,
+            sha256,
+            lambda offset: _file_chunks(path, chunk_size, offset),
         )
     if isinstance(source, AsyncIterable):
-        return PreparedSource(_rechunk(source))
+        return PreparedSource(_rechunk(source, chunk_size))
     if isinstance(source, BinaryReader):
-        return PreparedSource(_reader_chunks(source))
+        return PreparedSource(_reader_chunks(source, chunk_size))
     raise TypeError(
         f"cannot upload {type(source).__name__}: give bytes, a path, a binary file "
         "object or an async iterable of bytes"
@@ -77,37 +84,44 @@ def _hash_file(path: Path) -> tuple[int, bytes]:
     return size, digest.digest()
 
 
-async def _memory_chunks(view: memoryview) -> AsyncIterator[bytes]:
-    for start in range(0, len(view), CHUNK_SIZE):
-        yield bytes(view[start : start + CHUNK_SIZE])
+async def _memory_chunks(view: memoryview, chunk_size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(view), chunk_size):
+        yield bytes(view[start : start + chunk_size])
 
 
-async def _file_chunks(path: Path, offset: int = 0) -> AsyncIterator[bytes]:
+async def _file_chunks(path: Path, chunk_size: int, offset: int = 0) -> AsyncIterator[bytes]:
     file: BinaryIO = await asyncio.to_thread(path.open, "rb")
     try:
         if offset:
             await asyncio.to_thread(file.seek, offset)
-        async for chunk in _reader_chunks(file):
+        async for chunk in _reader_chunks(file, chunk_size):
             yield chunk
     finally:
         await asyncio.to_thread(file.close)
 
 
-async def _reader_chunks(reader: BinaryReader) -> AsyncIterator[bytes]:
-    while chunk := await asyncio.to_thread(reader.read, CHUNK_SIZE):
+async def _reader_chunks(reader: BinaryReader, chunk_size: int) -> AsyncIterator[bytes]:
+    while chunk := await asyncio.to_thread(reader.read, chunk_size):
         yield chunk
 
 
-async def _rechunk(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """Chunks of exactly CHUNK_SIZE (the last may be shorter), whatever the
+async def _rechunk(chunks: AsyncIterable[bytes], chunk_size: int) -> AsyncIterator[bytes]:
+    """Chunks of exactly ``chunk_size`` (the last may be shorter), whatever the
     caller's sizes: big ones would pass the message limit, tiny ones cost a
     message each."""
     buffer = bytearray()
     async for chunk in chunks:
         buffer += chunk
-        while len(buffer) >= CHUNK_SIZE:
-            yield bytes(buffer[:CHUNK_SIZE])
+        while len(buffer) >= chunk_size:
+            yield bytes(buffer[:chunk_size])
             # Deleting from the front of a bytearray is O(1) in CPython.
-            del buffer[:CHUNK_SIZE]
+            del buffer[:chunk_size]
     if buffer:
         yield bytes(buffer)
+
+
+async def close_chunks(chunks: AsyncIterator[bytes]) -> None:
+    """Close ``chunks`` if it is an async generator (or has ``aclose``)."""
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()

@@ -16,28 +16,22 @@ into the client.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import itertools
 import os
-import threading
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, BinaryIO, Literal, Self, TypeVar
+from typing import BinaryIO, Literal, Self, Unpack
 
-import grpc
-
-from blobgate.client.client import Client, DownloadStream, Progress
-from blobgate.client.errors import BlobgateError
+from blobgate.client.client import Client
+from blobgate.client.download import DownloadStream
+from blobgate.client.loop_thread import LoopThread
 from blobgate.client.models import ListPage, ObjectInfo, PresignedURL
+from blobgate.client.options import ClientOptions, OptionKeywords
+from blobgate.client.progress import Progress
 from blobgate.client.sources import BinaryReader, UploadSource
-
-T = TypeVar("T")
 
 SyncUploadSource = UploadSource | Iterable[bytes]
 """What ``SyncClient.upload`` accepts: anything ``Client.upload`` does, or a
 plain iterable of byte chunks (read in the caller's place, one at a time)."""
-
-_names = itertools.count(1)
 
 
 class SyncDownloadStream:
@@ -45,8 +39,8 @@ class SyncDownloadStream:
     bytes (see ``DownloadStream``). Close it (or use ``with``) to cancel a
     download that is not read to the end."""
 
-    def __init__(self, client: SyncClient, stream: DownloadStream) -> None:
-        self._client = client
+    def __init__(self, runner: LoopThread, stream: DownloadStream) -> None:
+        self._runner = runner
         self._stream = stream
         self.info = stream.info
 
@@ -54,18 +48,18 @@ class SyncDownloadStream:
         return self
 
     def __next__(self) -> bytes:
-        chunk = self._client._run(_next_chunk(self._stream))
+        chunk = self._runner.run(_next_chunk(self._stream))
         if chunk is None:
             raise StopIteration
         return chunk
 
     def close(self) -> None:
         """Cancel the call unless it already ended; safe to call more than once."""
-        if threading.current_thread() is self._client._thread:
+        if self._runner.on_thread():
             # Garbage collection of an abandoned stream can land here.
             self._stream.close()
             return
-        self._client._run_if_open(_close_stream(self._stream))
+        self._runner.run_unless_stopped(_close_stream(self._stream))
 
     def __enter__(self) -> Self:
         return self
@@ -75,52 +69,30 @@ class SyncDownloadStream:
 
 
 class SyncClient:
-    """A blocking connection to blobgate; the arguments are those of ``Client``."""
+    """A blocking connection to blobgate: a target string, ``options`` and
+    keywords as for ``Client``."""
 
     def __init__(
         self,
         target: str,
         *,
-        timeout: float | None = 60.0,
-        stream_timeout: float | None = None,
-        max_attempts: int = 4,
-        consul_addr: str | None = None,
-        consul_token: str | None = None,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        server_name_override: str | None = None,
+        options: ClientOptions | None = None,
+        **keywords: Unpack[OptionKeywords],
     ) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name=f"blobgate-sync-{next(_names)}", daemon=True
-        )
-        self._thread.start()
-        self._closed = False
+        settings = ClientOptions.build(options, keywords)
+        self._runner = LoopThread()
 
         async def create() -> Client:
             # Inside the loop, so the channels and the Consul watch belong to it.
-            return Client(
-                target,
-                timeout=timeout,
-                stream_timeout=stream_timeout,
-                max_attempts=max_attempts,
-                consul_addr=consul_addr,
-                consul_token=consul_token,
-                tls=tls,
-                root_certificates=root_certificates,
-                private_key=private_key,
-                certificate_chain=certificate_chain,
-                server_name_override=server_name_override,
-            )
+            return Client(target, options=settings)
 
         try:
-            self._client = self._run(create())
+            self._client = self._runner.run(create())
         except BaseException:
-            self._stop_loop()
+            self._runner.stop()
             raise
         self.target = target
+        self.options = settings
 
     @property
     def instances(self) -> tuple[str, ...]:
@@ -131,46 +103,15 @@ class SyncClient:
         """Attempts started per instance address since the client was created."""
         return self._client.call_counts()
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the client's loop and wait for its result; an
-        interrupt (Ctrl-C) while waiting cancels it there."""
-        if self._closed:
-            coro.close()
-            raise BlobgateError(grpc.StatusCode.CANCELLED, "client is closed")
-        if threading.current_thread() is self._thread:
-            coro.close()
-            raise RuntimeError("a SyncClient cannot be called from its own callbacks")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError:
-            raise BlobgateError(grpc.StatusCode.CANCELLED, "call cancelled") from None
-        except BaseException:
-            future.cancel()
-            raise
-
-    def _run_if_open(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run ``coro`` unless the client is closed (which ended it already)."""
-        if self._closed:
-            coro.close()
-            return
-        self._run(coro)
-
     def close(self) -> None:
         """Close the channels (cancelling calls still running) and stop the
         loop thread; safe to call more than once."""
-        if self._closed:
+        if self._runner.stopped:
             return
         try:
-            self._run(self._client.close())
+            self._runner.run(self._client.close())
         finally:
-            self._closed = True
-            self._stop_loop()
-
-    def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+            self._runner.stop()
 
     def __enter__(self) -> Self:
         return self
@@ -203,7 +144,7 @@ class SyncClient:
             source, bytes | bytearray | memoryview | str | BinaryReader
         ):
             source = _from_iterable(source)
-        return self._run(
+        return self._runner.run(
             self._client.upload(
                 key,
                 source,
@@ -229,12 +170,12 @@ class SyncClient:
         progress: Progress | None = None,
     ) -> SyncDownloadStream:
         """Start downloading ``key`` (see ``Client.open_download``)."""
-        stream = self._run(
+        stream = self._runner.run(
             self._client.open_download(
                 key, bucket=bucket, offset=offset, limit=limit, if_match=if_match, progress=progress
             )
         )
-        return SyncDownloadStream(self, stream)
+        return SyncDownloadStream(self._runner, stream)
 
     def download(
         self,
@@ -266,7 +207,7 @@ class SyncClient:
     ) -> ObjectInfo:
         """Download ``key`` into the file ``path`` atomically, or into a binary
         file object (see ``Client.download_to``)."""
-        return self._run(
+        return self._runner.run(
             self._client.download_to(
                 key,
                 path,
@@ -280,7 +221,7 @@ class SyncClient:
 
     def stat(self, key: str, *, bucket: str = "") -> ObjectInfo:
         """Describe ``key``, with its metadata and checksums."""
-        return self._run(self._client.stat(key, bucket=bucket))
+        return self._runner.run(self._client.stat(key, bucket=bucket))
 
     def list_page(
         self,
@@ -292,7 +233,7 @@ class SyncClient:
         page_token: str = "",
     ) -> ListPage:
         """One page of the listing under ``prefix`` (see ``Client.list_page``)."""
-        return self._run(
+        return self._runner.run(
             self._client.list_page(
                 prefix,
                 bucket=bucket,
@@ -327,7 +268,7 @@ class SyncClient:
         bucket: str = "",
     ) -> PresignedURL:
         """A URL to GET or PUT ``key`` over plain HTTP (see ``Client.presign``)."""
-        return self._run(
+        return self._runner.run(
             self._client.presign(
                 key,
                 method=method,
@@ -339,7 +280,7 @@ class SyncClient:
 
     def delete(self, key: str, *, bucket: str = "", if_match: str = "") -> None:
         """Remove ``key``; a missing key is not an error unless ``if_match`` is given."""
-        self._run(self._client.delete(key, bucket=bucket, if_match=if_match))
+        self._runner.run(self._client.delete(key, bucket=bucket, if_match=if_match))
 
 
 async def _next_chunk(stream: DownloadStream) -> bytes | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import grpc
 
-ChannelOption = tuple[str, int | str]
+from blobgate.client.wire import ChannelOption
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ import importlib.metadata
 import logging
 import secrets
 import socket
-import urllib.parse
 from typing import Any
 
 import aiohttp
@@ -23,6 +22,7 @@ import consul
 import consul.aio
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
+from blobgate.client.consul_config import ConsulConfig
 from blobgate.server.health import SERVICE_NAME
 from blobgate.server.settings import Settings
 
@@ -66,15 +66,6 @@ def advertise_address(settings: Settings) -> str:
     return "127.0.0.1"
 
 
-def _agent(settings: Settings) -> tuple[str, int, str]:
-    """Host, port and scheme of the agent from CONSUL_HTTP_ADDR's forms."""
-    raw = settings.consul_http_addr
-    parsed = urllib.parse.urlsplit(raw if "//" in raw else f"//{raw}")
-    scheme = parsed.scheme or ("https" if settings.consul_http_ssl else "http")
-    default_port = 8501 if scheme == "https" else 8500
-    return parsed.hostname or "127.0.0.1", parsed.port or default_port, scheme
-
-
 class ConsulRegistration:
     """Keeps this instance registered while it runs; deregisters on stop()."""
 
@@ -110,17 +101,13 @@ class ConsulRegistration:
         }
 
     async def start(self) -> None:
-        host, port, scheme = _agent(self._settings)
-        self._client = consul.aio.Consul(
-            host=host,
-            port=port,
-            scheme=scheme,
+        # The settings already chose between the flag and CONSUL_HTTP_TOKEN.
+        agent = ConsulConfig.parse(
+            self._settings.consul_http_addr,
+            ssl=self._settings.consul_http_ssl,
             token=self._settings.consul_http_token,
-            verify=scheme == "https",
         )
-        # py-consul lets CONSUL_HTTP_TOKEN override its token argument; the
-        # settings already chose between the flag and that variable.
-        self._client.token = self._settings.consul_http_token
+        self._client = agent.connect(verify=agent.scheme == "https")
         self._task = asyncio.create_task(self._keep_registered(), name="consul-registration")
 
     async def _ensure_registered(self) -> None:

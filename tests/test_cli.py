@@ -10,13 +10,13 @@ import hashlib
 import json
 import os
 import random
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
+from helpers import free_port
 from test_client import TLS_NAME, StatOnly, issue
 
 from blobgate.server.app import Gateway
@@ -213,9 +213,7 @@ async def test_usage_errors_exit_2() -> None:
 
 
 async def test_unreachable_server_exits_5() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     result = await run_cli("--server", f"127.0.0.1:{port}", "stat", "k")
     assert_one_line_error(result, 5, "blobgate: UNAVAILABLE: ")
 

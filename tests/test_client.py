@@ -8,10 +8,9 @@ import asyncio
 import hashlib
 import io
 import os
-import random
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,8 +23,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from helpers import free_port, payload
 
-from blobgate.client import BlobgateError, Client, ObjectInfo
+from blobgate.client import (
+    BlobgateError,
+    Client,
+    ClientOptions,
+    Endpoint,
+    ObjectInfo,
+)
+from blobgate.client.download import range_size
 from blobgate.client.pool import Pool
 from blobgate.client.tls import TLSConfig
 from blobgate.server.app import Gateway
@@ -33,10 +40,6 @@ from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
 MiB = 1024 * 1024
 Code = grpc.StatusCode
-
-
-def payload(size: int, seed: int = 0) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 def names(directory: Path) -> list[str]:
@@ -326,11 +329,7 @@ async def test_bucket_outside_allowed_set_is_permission_denied(client: Client) -
 
 
 async def test_unreachable_server_is_unavailable() -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     async with Client(f"127.0.0.1:{port}", timeout=5) as c:
         with pytest.raises(BlobgateError) as caught:
             await c.stat("k")
@@ -481,13 +480,11 @@ async def test_failing_progress_callback(client: Client) -> None:
 
 
 def test_range_size() -> None:
-    from blobgate.client.client import _range_size
-
-    assert _range_size(100, 0, 0) == 100
-    assert _range_size(100, 90, 50) == 10
-    assert _range_size(100, -30, 10) == 10
-    assert _range_size(100, -300, 0) == 100
-    assert _range_size(0, 0, 0) == 0
+    assert range_size(100, 0, 0) == 100
+    assert range_size(100, 90, 50) == 10
+    assert range_size(100, -30, 10) == 10
+    assert range_size(100, -300, 0) == 100
+    assert range_size(0, 0, 0) == 0
 
 
 # TLS: the gateway has no TLS yet, so a small TLS server answering Stat stands in.
@@ -671,3 +668,100 @@ async def test_download_to_a_file_object(client: Client) -> None:
     assert sink.getvalue() == blob
     assert info.size == len(blob)
     assert info.sha256 == hashlib.sha256(blob).digest()
+
+
+@dataclass
+class PlainEndpoint:
+    address: str
+    channel: grpc.aio.Channel
+    stub: Any
+
+
+class OrderedTransport:
+    """A transport of the test's own: its addresses in order, the first one
+    a call does not avoid; it keeps what the client told it."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.target = "ordered"
+        self.endpoints = [
+            PlainEndpoint(
+                a,
+                channel := grpc.aio.insecure_channel(a),
+                storage_pb2_grpc.StorageServiceStub(channel),
+            )
+            for a in addresses
+        ]
+        self.acquired: list[tuple[str, frozenset[str]]] = []
+        self.released: list[tuple[str, Code | None]] = []
+        self.started = False
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return tuple(e.address for e in self.endpoints)
+
+    def call_counts(self) -> dict[str, int]:
+        return {a: sum(1 for b, _ in self.acquired if a == b) for a in self.addresses}
+
+    def start(self) -> None:
+        self.started = True
+
+    async def acquire(self, avoid: Collection[str], time_left: float | None) -> Endpoint:
+        endpoint = next(e for e in self.endpoints if e.address not in avoid)
+        self.acquired.append((endpoint.address, frozenset(avoid)))
+        return endpoint
+
+    def release(self, endpoint: Endpoint, failure: BlobgateError | None = None) -> None:
+        self.released.append((endpoint.address, failure.code if failure else None))
+
+    async def close(self) -> None:
+        for endpoint in self.endpoints:
+            await endpoint.channel.close()
+
+
+async def test_a_transport_of_ones_own(client: Client, gateway: Gateway) -> None:
+    await client.upload("own.txt", b"through my transport")
+    dead = f"127.0.0.1:{free_port()}"
+    live = f"127.0.0.1:{gateway.port}"
+    transport = OrderedTransport(dead, live)
+    async with Client(transport, timeout=10) as own:
+        assert transport.started
+        assert (own.target, own.instances) == ("ordered", (dead, live))
+        assert (await own.stat("own.txt")).size == len(b"through my transport")
+        # The dead address failed the call, was avoided by the retry, and told of it.
+        assert transport.acquired == [(dead, frozenset()), (live, frozenset({dead}))]
+        assert transport.released == [(dead, Code.UNAVAILABLE), (live, None)]
+        assert own.call_counts() == {dead: 1, live: 1}
+
+        transport.acquired.clear()
+        transport.released.clear()
+        assert await read_all(own, "own.txt") == b"through my transport"
+        assert transport.acquired == [(dead, frozenset()), (live, frozenset({dead}))]
+        assert transport.released == [(dead, Code.UNAVAILABLE), (live, None)]
+
+
+async def test_options_object(gateway: Gateway, bucket: str) -> None:
+    address = f"127.0.0.1:{gateway.port}"
+    options = ClientOptions(bucket="not-an-allowed-bucket", chunk_size=512 * 1024)
+    async with Client(address, options=options) as client:
+        assert client.options is options
+        with pytest.raises(BlobgateError) as caught:
+            await client.stat("k")  # the options' bucket
+        assert caught.value.code == Code.PERMISSION_DENIED
+        data = payload(2 * MiB + 5)
+        seen = Recorder()
+        info = await client.upload("opt/k", data, bucket=bucket, progress=seen)
+        assert info.bucket == bucket
+        assert len(seen.calls) == 6  # 0, then each of the 5 chunks of 512 KiB
+        assert await read_all(client, "opt/k", bucket=bucket) == data
+
+    # Keywords apply over the options object.
+    async with Client(address, options=options, timeout=5, bucket=bucket) as client:
+        assert (client.timeout, client.options.chunk_size) == (5, 512 * 1024)
+        assert (await client.stat("opt/k")).size == len(data)
+    with pytest.raises(ValueError, match="max_attempts"):
+        ClientOptions(max_attempts=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        ClientOptions(chunk_size=5 * MiB)
+    assert ClientOptions.build(None, {"server_name_override": "x"}).tls == TLSConfig(
+        server_name_override="x"
+    )

@@ -16,7 +16,7 @@ from helpers import assert_exact, eventually, free_port, payload, sessions_left,
 from server_process import ServerProcess
 
 from blobgate.client import BlobgateError, Client
-from blobgate.client.client import RESUMABLE_THRESHOLD
+from blobgate.client.resumable import RESUMABLE_THRESHOLD
 from blobgate.server.app import Gateway
 
 

@@ -9,7 +9,6 @@ import gc
 import hashlib
 import io
 import os
-import random
 import subprocess
 import threading
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from helpers import payload
 from server_process import LISTENING, ROOT, SERVER
 
 from blobgate.client import BlobgateError, ObjectInfo, SyncClient
@@ -27,10 +27,6 @@ from blobgate.client.sync_client import SyncUploadSource
 
 MiB = 1024 * 1024
 Code = grpc.StatusCode
-
-
-def payload(size: int, seed: int = 0) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +240,7 @@ def test_closed_client(server_address: str) -> None:
     with client:
         client.upload("closed/k", b"1")
         stream = client.open_download("closed/k")
-    assert not client._thread.is_alive()
+    assert not client._runner.thread.is_alive()
     with pytest.raises(BlobgateError) as caught:
         client.stat("closed/k")
     assert caught.value.code == Code.CANCELLED
@@ -254,8 +250,8 @@ def test_closed_client(server_address: str) -> None:
 
 def test_each_client_has_its_own_loop(server_address: str) -> None:
     with SyncClient(server_address) as one, SyncClient(server_address) as two:
-        assert one._loop is not two._loop
-        assert one._thread is not two._thread
+        assert one._runner.loop is not two._runner.loop
+        assert one._runner.thread is not two._runner.thread
         one.upload("loops/k", b"1")
         assert two.stat("loops/k").size == 1
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from grpc.aio import ServicerContext
 
+from blobgate.client.wire import UPLOAD_ACCEPTED, UPLOAD_ACCEPTED_KEY
 from blobgate.server.errors import InvalidArgument, OutOfRange
 from blobgate.server.rpc import page_token
 from blobgate.server.rpc import upload_id as upload_id_codec
@@ -42,7 +43,6 @@ pb = storage_pb2
 Context = ServicerContext[object, object]
 
 DOWNLOAD_CHUNK = 1024 * 1024
-UPLOAD_ACCEPTED_KEY = "blobgate-upload"
 MAX_PAGE_SIZE = 1000
 DEFAULT_EXPIRY = timedelta(minutes=15)
 MIN_EXPIRY = timedelta(seconds=1)
@@ -87,7 +87,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         stream = UploadStream(
             request_iterator,
             self._max_size,
-            lambda: context.send_initial_metadata(((UPLOAD_ACCEPTED_KEY, "accepted"),)),
+            lambda: context.send_initial_metadata(((UPLOAD_ACCEPTED_KEY, UPLOAD_ACCEPTED),)),
         )
         first = await stream.read_first()
         if isinstance(first, pb.UploadResume):

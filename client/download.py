@@ -1,0 +1,222 @@
+"""Downloads: opening the stream, reading it with the sha256 check, and
+opening it again elsewhere when an instance fails before any bytes reached
+the caller."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Self
+
+import grpc
+
+from blobgate.client.errors import BlobgateError, translate_errors
+from blobgate.client.models import ObjectInfo
+from blobgate.client.progress import Progress
+from blobgate.client.retry import CallBudget, on_endpoint, retry_call
+from blobgate.client.transport import Endpoint, Transport
+from blobgate.v1 import storage_pb2
+
+
+@dataclass
+class OpenedDownload:
+    """A download call whose first message (the object) has arrived, on
+    ``endpoint``, which the transport counts as busy until released."""
+
+    call: Any
+    info: ObjectInfo
+    endpoint: Endpoint
+
+
+class DownloadOpener:
+    """Opens a download on some endpoint, and again on another one when the
+    first fails before the caller got any bytes; all within one budget."""
+
+    def __init__(
+        self, transport: Transport, request: storage_pb2.DownloadRequest, budget: CallBudget
+    ) -> None:
+        self.transport = transport
+        self._request = request
+        self._budget = budget
+
+    async def open(self, after: BlobgateError | None = None) -> OpenedDownload:
+        """The download, opened with retries (after the failure ``after``, if given)."""
+        budget = self._budget
+        return await retry_call(
+            budget,
+            lambda: on_endpoint(self.transport, budget, self._attempt, keep=True),
+            target=self.transport.target,
+            after=after,
+        )
+
+    async def _attempt(self, endpoint: Endpoint, time_left: float | None) -> OpenedDownload:
+        call = endpoint.stub.Download(self._request, timeout=time_left)
+        try:
+            first = await call.read()
+        except BaseException:
+            call.cancel()
+            raise
+        if first is grpc.aio.EOF or first.WhichOneof("message") != "object":
+            call.cancel()
+            raise BlobgateError(
+                grpc.StatusCode.INTERNAL, "server did not describe the object first"
+            )
+        return OpenedDownload(call, ObjectInfo.from_proto(first.object), endpoint)
+
+    async def reopen(
+        self, exc: BlobgateError, failed: Endpoint | None, etag: str
+    ) -> OpenedDownload:
+        """After ``exc`` on ``failed``: pause, then open the same version
+        (``etag``) elsewhere; raise ``exc`` if no retry is left or the object
+        changed meanwhile."""
+        pinned_here = not self._request.if_match
+        request = storage_pb2.DownloadRequest()
+        request.CopyFrom(self._request)
+        request.if_match = etag
+        self._request = request
+        self._budget.failed_at = failed.address if failed is not None else None
+        try:
+            return await self.open(after=exc)
+        except BlobgateError as again:
+            if pinned_here and again.code == grpc.StatusCode.FAILED_PRECONDITION:
+                # The version the caller was told of is gone: report the failure.
+                raise exc from exc.__cause__
+            raise
+
+
+class DownloadStream:
+    """An open download: ``info`` describes the object, iterating yields its
+    bytes. When the whole object is read and the server knows its sha256, the
+    end of the iteration checks it (DATA_LOSS on a mismatch). Close it (or use
+    ``async with``) to cancel a download that is not read to the end.
+
+    If the instance fails (UNAVAILABLE) before any bytes were yielded, the
+    download starts again on another instance, pinned to ``info.etag``. A
+    whole object whose bytes all arrived and match the stored sha256 is
+    complete even if the connection drops before the server's final status.
+    """
+
+    def __init__(
+        self,
+        opened: OpenedDownload,
+        opener: DownloadOpener,
+        *,
+        whole: bool,
+        progress: Progress | None = None,
+        total: int | None = None,
+    ) -> None:
+        self._call = opened.call
+        self.info = opened.info
+        self._endpoint: Endpoint | None = opened.endpoint
+        self._opener = opener
+        self._digest = hashlib.sha256() if whole else None
+        self._received = 0
+        self._yielded = False
+        self._finished = False
+        self._progress = progress
+        self._total = total
+        if progress is not None:
+            progress(0, total)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            if self._finished:
+                raise StopAsyncIteration
+            try:
+                with translate_errors():
+                    message = await self._call.read()
+            except BlobgateError as exc:
+                if self._complete_despite(exc):
+                    message = grpc.aio.EOF
+                elif not self._yielded:
+                    await self._reopen(exc)
+                    continue
+                else:
+                    self._release(exc)
+                    raise
+            except BaseException:
+                self._release()
+                raise
+            break
+        if message is grpc.aio.EOF:
+            self._finished = True
+            self._release()
+            self._verify()
+            raise StopAsyncIteration
+        if message.WhichOneof("message") != "data":
+            self.close()
+            raise BlobgateError(grpc.StatusCode.INTERNAL, "server sent a second object message")
+        data: bytes = message.data
+        self._received += len(data)
+        self._yielded = True
+        if self._digest is not None:
+            self._digest.update(data)
+        if self._progress is not None:
+            self._progress(self._received, self._total)
+        return data
+
+    def _complete_despite(self, exc: BlobgateError) -> bool:
+        return (
+            exc.retryable
+            and self._digest is not None
+            and self.info.sha256 is not None
+            and self._received == self.info.size
+            and self._digest.digest() == self.info.sha256
+        )
+
+    async def _reopen(self, exc: BlobgateError) -> None:
+        """Start again elsewhere, or raise ``exc`` if no retry is left."""
+        failed = self._endpoint
+        self._call.cancel()
+        self._release(exc)
+        try:
+            opened = await self._opener.reopen(exc, failed, self.info.etag)
+        except BaseException:
+            self._finished = True
+            raise
+        self._call, self._endpoint = opened.call, opened.endpoint
+
+    def _release(self, failure: BlobgateError | None = None) -> None:
+        """Tell the transport that this call no longer uses its endpoint (once)."""
+        endpoint, self._endpoint = self._endpoint, None
+        if endpoint is not None:
+            self._opener.transport.release(endpoint, failure)
+
+    def _verify(self) -> None:
+        if self._digest is None:
+            return
+        key = self.info.key
+        if self._received != self.info.size:
+            raise BlobgateError(
+                grpc.StatusCode.DATA_LOSS,
+                f"{key}: received {self._received} bytes, the object has {self.info.size}",
+            )
+        if self.info.sha256 is not None and self._digest.digest() != self.info.sha256:
+            raise BlobgateError(
+                grpc.StatusCode.DATA_LOSS,
+                f"{key}: sha256 of the received bytes {self._digest.hexdigest()} differs "
+                f"from the stored {self.info.sha256.hex()}",
+            )
+
+    def close(self) -> None:
+        """Cancel the call unless it already ended; safe to call more than once."""
+        self._finished = True
+        self._call.cancel()
+        self._release()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def range_size(size: int, offset: int, limit: int) -> int:
+    """The bytes a download of ``offset``/``limit`` from ``size`` returns."""
+    start = offset if offset >= 0 else max(size + offset, 0)
+    start = min(start, size)
+    end = size if limit <= 0 else min(start + limit, size)
+    return end - start
