@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from blobgate.server.consul_registration import ConsulRegistration
 from blobgate.server.errors import ServiceError
 from blobgate.server.health import SERVICE_NAME, S3HealthProbe
+from blobgate.server.rpc import stream_end
 from blobgate.server.rpc.codecs import add_to_server
 from blobgate.server.rpc.handlers import StorageServicer
 from blobgate.server.rpc.interceptors import ErrorInterceptor
@@ -122,6 +123,7 @@ async def start_gateway(
     """Start a gateway; ``credentials`` (aioboto3 Session arguments) override
     botocore's chain, for the embedded S3 only; ``backend`` replaces S3
     (tests use the in-memory one)."""
+    stream_end.install()
     storage = build_storage(settings, credentials=credentials, backend=backend)
     await storage.backend.start()
     try:

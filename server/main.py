@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from blobgate.server.app import StartupError, serve
 from blobgate.server.embedded import DEV_CREDENTIALS, EmbeddedS3, EmbeddedS3Error, dev_settings
+from blobgate.server.logs import configure_logging
 from blobgate.server.malloc import tune_malloc
 from blobgate.server.settings import SettingsError, load_settings
 
@@ -23,10 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"blobgate-server: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
     embedded: EmbeddedS3 | None = None
     credentials: Mapping[str, str] | None = None
     try:

@@ -246,3 +246,27 @@ async def test_raw_http2_clean_upload_commits(gateway: Gateway, s3: Any, bucket:
     body = await (await s3.get_object(Bucket=bucket, Key="clean"))["Body"].read()
     assert body == b"hello"
     await wait_nothing_left(s3, bucket, "never-there")
+
+
+@pytest.mark.store("memory")
+async def test_a_cancelled_download_writes_no_error(
+    gateway: Gateway, stub: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that cancels a download while the gateway is sending to it
+    is not a server failure: grpc's "ExecuteBatchError" record (ERROR, with
+    a traceback, once per cancel) is lowered to DEBUG."""
+    blob = payload(12 * MiB)
+    call = stub.Upload(
+        iter([spec("big"), *(data(blob[i : i + MiB]) for i in range(0, len(blob), MiB))])
+    )
+    await call
+    caplog.set_level(logging.INFO)
+    for _ in range(3):
+        download = stub.Download(storage_pb2.DownloadRequest(key="big"))
+        await download.read()
+        await download.read()
+        await asyncio.sleep(0.5)  # the gateway is now blocked sending to us
+        download.cancel()
+        await asyncio.sleep(0.2)
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert errors == [], [r.getMessage() for r in errors]

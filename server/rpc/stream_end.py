@@ -12,8 +12,15 @@ written inside the handler's own task by the failed receive. ``watch`` starts
 recording such records for the calling task, and ``ensure_clean_end`` raises
 ``Cancelled`` when one was seen. The filter that records them also drops
 every grpc debug record the operator did not ask for, so enabling it adds no
-log lines. tests/test_stream_end.py proves that each way a stream can break
-is caught, and fails if a grpc release changes the record.
+log lines.
+
+The response side ends badly too when a client cancels or goes away while a
+message is being sent to it: grpc.aio then logs "ExecuteBatchError raised in
+core" at ERROR with a traceback, once per cancelled download. Nothing on the
+server failed, so the same filter lowers that record to DEBUG.
+
+tests/test_stream_end.py proves that each way a stream can break is caught,
+and fails if a grpc release changes the records.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from blobgate.server.errors import Cancelled
 # callback_common: "Failed to receive any message from Core").
 GRPC_LOGGER = "grpc._cython.cygrpc"
 FAILED_RECEIVE = "Failed to receive any message from Core"
+# What grpc.aio logs when a send fails because the peer left (server.pyx.pxi).
+PEER_GONE = "ExecuteBatchError raised in core by servicer method"
 
 
 class _Watch:
@@ -43,25 +52,30 @@ _current: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar(
 )
 
 
-class _FailedReceiveFilter(logging.Filter):
-    """Marks the current task's watch on a failed receive; passes on only the
-    records the logger's ancestors would have let through."""
+class _GrpcRecordFilter(logging.Filter):
+    """Marks the current task's watch on a failed receive, lowers a failed
+    send to a departed peer to DEBUG, and passes on only the records the
+    logger's ancestors would have let through."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.getMessage().startswith(FAILED_RECEIVE):
+        message = record.getMessage()
+        if message.startswith(FAILED_RECEIVE):
             watch = _current.get()
             if watch is not None:
                 watch.broken = True
+        elif message.startswith(PEER_GONE):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         parent = logging.getLogger(GRPC_LOGGER).parent
         threshold = parent.getEffectiveLevel() if parent is not None else logging.WARNING
         return record.levelno >= threshold
 
 
-_FILTER = _FailedReceiveFilter()
+_FILTER = _GrpcRecordFilter()
 
 
 def install() -> None:
-    """Let grpc's debug records reach the filter (idempotent)."""
+    """Let grpc's records reach the filter (idempotent); the app calls it at
+    start-up."""
     logger = logging.getLogger(GRPC_LOGGER)
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
