@@ -8,12 +8,9 @@ from typing import Any
 import grpc
 import pytest
 
-from blobgate.server.rpc.handlers import (
-    UPLOAD_ACCEPTED_KEY,
-    StorageServicer,
-    add_to_server,
-    encoded_data_message,
-)
+from blobgate.client.wire import UPLOAD_ACCEPTED_KEY
+from blobgate.server.rpc.codecs import add_to_server, encoded_data_message
+from blobgate.server.rpc.handlers import StorageServicer
 from blobgate.v1 import storage_pb2 as pb
 
 
