@@ -50,7 +50,6 @@ the gateway's RSS growth per stream, steady and at the phase's peak.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 import time
@@ -58,6 +57,7 @@ from pathlib import Path
 
 from bench import MiB
 from bench.bounded_run import run_bounded
+from bench.command_line import add_gateway_options, bench_parser, command_line
 from bench.soak_options import SoakOptions
 from bench.soak_result import report
 from bench.soak_run import soak
@@ -66,8 +66,7 @@ from blobgate.client import BlobgateError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser = bench_parser("bench.soak", __doc__)
     add = parser.add_argument
     add("--duration", type=float, default=60.0, help="seconds during which operations start")
     add("--streams", type=int, default=64, help="concurrent workers (streams)")
@@ -81,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--max-live", type=int, help="objects kept in S3 at once (default: half of --streams)")
     add("--reads-per-object", type=int, default=6, help="downloads and stats before deleting")
     add("--op-timeout", type=float, default=300.0, help="seconds allowed per operation")
-    add("--gateway-cmd", help="command that starts the gateway (default: blobgate-server)")
-    add("--gateway-log-level", default="WARNING")
+    add_gateway_options(parser)
     add("--log-dir", type=Path, help="for moto.log and gateway.log (default: new temp dir)")
     add("--stream-cost", type=int, metavar="N",
         help="instead of soaking, measure what N concurrent streams (N uploads waiting "
@@ -100,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         log_dir=args.log_dir, gateway_log_level=args.gateway_log_level,
         gateway_cmd=tuple(shlex.split(args.gateway_cmd or "")),
     )  # fmt: skip
-    print("command:", shlex.join([sys.executable, "-m", "bench.soak", *sys.argv[1:]]), flush=True)
+    print("command:", command_line("bench.soak"), flush=True)
     started = time.monotonic()
     if args.stream_cost is not None:
         if args.stream_cost < 1:

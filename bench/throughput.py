@@ -26,6 +26,7 @@ from pathlib import Path
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from bench.bounded_run import run_bounded
+from bench.command_line import add_gateway_options, bench_parser, command_line
 from bench.services import plan_services
 from bench.throughput_report import report
 from bench.throughput_run import measure
@@ -49,8 +50,7 @@ def env_pair(text: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__)
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser = bench_parser("bench.throughput", __doc__)
     add = parser.add_argument
     add("--reps", type=int, default=3, help="interleaved repetitions; medians are reported")
     add("--size-mib", type=int, default=256, help="object size for throughput and peak RSS")
@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--parts-in-flight", type=int, default=4, help="parts uploaded at once")
     add("--gateway-env", type=env_pair, action="append", default=[], metavar="KEY=VALUE",
         help="extra environment for the gateway process (repeatable)")  # fmt: skip
-    add("--gateway-cmd", help="command that starts the gateway (default: blobgate-server)")
-    add("--gateway-log-level", default="WARNING")
+    add_gateway_options(parser)
     add("--op-timeout", type=float, default=300, help="seconds allowed per transfer")
     add("--timeout", type=float, default=1800, help="seconds allowed for the whole run")
     add("--log-dir", type=Path, help="for moto.log and gateway.log (default: new temp dir)")
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     machine, code, *commands = plan.header
     print(machine)
     print(code)
-    print("command:", shlex.join([sys.executable, "-m", "bench.throughput", *sys.argv[1:]]))
+    print("command:", command_line("bench.throughput"))
     print(*commands, sep="\n")
     notes: list[str] = []
     started = time.monotonic()

@@ -22,17 +22,9 @@ from blobgate.v1 import storage_pb2_grpc
 class PooledChannel:
     """One instance: its channel, stub and the calls using it."""
 
-    def __init__(
-        self,
-        address: str,
-        options: Sequence[ChannelOption],
-        credentials: grpc.ChannelCredentials | None = None,
-    ) -> None:
+    def __init__(self, address: str, channel: grpc.aio.Channel) -> None:
         self.address = address
-        if credentials is None:
-            self.channel = grpc.aio.insecure_channel(address, options=options)
-        else:
-            self.channel = grpc.aio.secure_channel(address, credentials, options=options)
+        self.channel = channel
         self.stub = storage_pb2_grpc.StorageServiceStub(self.channel)
         self.in_flight = 0
         self.retired = False
@@ -92,7 +84,7 @@ class Pool:
                     endpoint.close_timer.cancel()
                     endpoint.close_timer = None
             else:
-                endpoint = PooledChannel(address, self._options, self._credentials)
+                endpoint = PooledChannel(address, self._open_channel(address))
             self._active[address] = endpoint
 
     def acquire(self, exclude: Collection[str] = ()) -> PooledChannel | None:
@@ -117,6 +109,12 @@ class Pool:
         endpoint.in_flight -= 1
         if endpoint.retired and endpoint.in_flight <= 0:
             self._close(endpoint)
+
+    def _open_channel(self, address: str) -> grpc.aio.Channel:
+        """A channel to ``address`` with the pool's options, secure with its credentials."""
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(address, options=self._options)
+        return grpc.aio.secure_channel(address, self._credentials, options=self._options)
 
     def _retire(self, endpoint: PooledChannel) -> None:
         endpoint.retired = True

@@ -16,15 +16,14 @@ into the client.
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from types import TracebackType
-from typing import BinaryIO, Literal, Self, Unpack
+import functools
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar, Unpack
 
 from blobgate.client.client import Client
 from blobgate.client.download import DownloadStream
 from blobgate.client.loop_thread import LoopThread
-from blobgate.client.models import ListPage, ObjectInfo, PresignedURL
+from blobgate.client.models import ObjectInfo
 from blobgate.client.options import ClientOptions, OptionKeywords
 from blobgate.client.progress import Progress
 from blobgate.client.sources import BinaryReader, UploadSource
@@ -32,6 +31,9 @@ from blobgate.client.sources import BinaryReader, UploadSource
 SyncUploadSource = UploadSource | Iterable[bytes]
 """What ``SyncClient.upload`` accepts: anything ``Client.upload`` does, or a
 plain iterable of byte chunks (read in the caller's place, one at a time)."""
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class SyncDownloadStream:
@@ -66,6 +68,34 @@ class SyncDownloadStream:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _blocking(
+    method: Callable[Concatenate[Client, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[SyncClient, P], T]:
+    """The ``SyncClient`` method that runs ``Client`` ``method`` on the
+    client's loop thread and waits for its result."""
+
+    @functools.wraps(method, assigned=("__name__", "__doc__"))
+    def call(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._runner.run(method(self._client, *args, **kwargs))
+
+    call.__qualname__ = f"SyncClient.{method.__name__}"
+    return call
+
+
+def _stream_opener(
+    method: Callable[Concatenate[Client, P], Coroutine[Any, Any, DownloadStream]],
+) -> Callable[Concatenate[SyncClient, P], SyncDownloadStream]:
+    """As ``_blocking``, for a ``Client`` method that opens a download: the
+    stream it returns is wrapped for iterating from the caller's thread."""
+    opened = _blocking(method)
+
+    @functools.wraps(opened, assigned=("__name__", "__qualname__", "__doc__"))
+    def call(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> SyncDownloadStream:
+        return SyncDownloadStream(self._runner, opened(self, *args, **kwargs))
+
+    return call
 
 
 class SyncClient:
@@ -116,12 +146,7 @@ class SyncClient:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def upload(
@@ -159,24 +184,6 @@ class SyncClient:
             )
         )
 
-    def open_download(
-        self,
-        key: str,
-        *,
-        bucket: str = "",
-        offset: int = 0,
-        limit: int = 0,
-        if_match: str = "",
-        progress: Progress | None = None,
-    ) -> SyncDownloadStream:
-        """Start downloading ``key`` (see ``Client.open_download``)."""
-        stream = self._runner.run(
-            self._client.open_download(
-                key, bucket=bucket, offset=offset, limit=limit, if_match=if_match, progress=progress
-            )
-        )
-        return SyncDownloadStream(self._runner, stream)
-
     def download(
         self,
         key: str,
@@ -194,55 +201,6 @@ class SyncClient:
         ) as stream:
             yield from stream
 
-    def download_to(
-        self,
-        key: str,
-        path: str | os.PathLike[str] | BinaryIO,
-        *,
-        bucket: str = "",
-        offset: int = 0,
-        limit: int = 0,
-        if_match: str = "",
-        progress: Progress | None = None,
-    ) -> ObjectInfo:
-        """Download ``key`` into the file ``path`` atomically, or into a binary
-        file object (see ``Client.download_to``)."""
-        return self._runner.run(
-            self._client.download_to(
-                key,
-                path,
-                bucket=bucket,
-                offset=offset,
-                limit=limit,
-                if_match=if_match,
-                progress=progress,
-            )
-        )
-
-    def stat(self, key: str, *, bucket: str = "") -> ObjectInfo:
-        """Describe ``key``, with its metadata and checksums."""
-        return self._runner.run(self._client.stat(key, bucket=bucket))
-
-    def list_page(
-        self,
-        prefix: str = "",
-        *,
-        bucket: str = "",
-        delimiter: str = "",
-        page_size: int = 0,
-        page_token: str = "",
-    ) -> ListPage:
-        """One page of the listing under ``prefix`` (see ``Client.list_page``)."""
-        return self._runner.run(
-            self._client.list_page(
-                prefix,
-                bucket=bucket,
-                delimiter=delimiter,
-                page_size=page_size,
-                page_token=page_token,
-            )
-        )
-
     def list(
         self, prefix: str = "", *, bucket: str = "", delimiter: str = "", page_size: int = 0
     ) -> Iterator[ObjectInfo]:
@@ -258,29 +216,14 @@ class SyncClient:
             if not token:
                 return
 
-    def presign(
-        self,
-        key: str,
-        *,
-        method: Literal["GET", "PUT"] = "GET",
-        expires_in: float | None = None,
-        content_type: str = "",
-        bucket: str = "",
-    ) -> PresignedURL:
-        """A URL to GET or PUT ``key`` over plain HTTP (see ``Client.presign``)."""
-        return self._runner.run(
-            self._client.presign(
-                key,
-                method=method,
-                expires_in=expires_in,
-                content_type=content_type,
-                bucket=bucket,
-            )
-        )
-
-    def delete(self, key: str, *, bucket: str = "", if_match: str = "") -> None:
-        """Remove ``key``; a missing key is not an error unless ``if_match`` is given."""
-        self._runner.run(self._client.delete(key, bucket=bucket, if_match=if_match))
+    # The calls that only forward their arguments: Client's own signatures and
+    # docstrings, blocking.
+    open_download = _stream_opener(Client.open_download)
+    download_to = _blocking(Client.download_to)
+    stat = _blocking(Client.stat)
+    list_page = _blocking(Client.list_page)
+    presign = _blocking(Client.presign)
+    delete = _blocking(Client.delete)
 
 
 async def _next_chunk(stream: DownloadStream) -> bytes | None:

@@ -323,6 +323,13 @@ class HeldUpload:
     def release(self) -> None:
         self._released.set()
 
+    async def completes(self, upload: Awaitable[storage_pb2.UploadResponse]) -> None:
+        """``release()``, then ``upload`` (the Upload call of ``requests()``)
+        must end within 60 s, having stored every byte."""
+        self.release()
+        response = await asyncio.wait_for(upload, 60)
+        assert response.object.size == len(self.blob)
+
 
 async def sessions_left(s3: Any, bucket: str) -> tuple[list[str], list[str]]:
     """The session records and the multipart uploads in ``bucket``."""

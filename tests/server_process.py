@@ -39,6 +39,19 @@ class ServerProcess:
         )
         return cls(proc)
 
+    @classmethod
+    async def gateway(cls, moto_endpoint: str, bucket: str, *args: str) -> ServerProcess:
+        """``start`` a gateway on a free loopback port in front of the S3 at
+        ``moto_endpoint``, ``bucket`` its default bucket (created), with
+        ``args`` added."""
+        return await cls.start(
+            "--listen", "127.0.0.1:0",
+            "--s3-endpoint", moto_endpoint,
+            "--default-bucket", bucket,
+            "--create-buckets",
+            *args,
+        )  # fmt: skip
+
     async def wait_listening(self, within: float = 30.0) -> int:
         """Read the log until the server says where it listens; its port."""
         assert self.proc.stderr is not None

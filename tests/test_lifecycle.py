@@ -75,15 +75,9 @@ async def test_dev_mode_serves_an_embedded_s3(processes: list[ServerProcess]) ->
 async def test_sigterm_drains_in_flight_upload(
     moto_endpoint: str, bucket: str, s3: Any, processes: list[ServerProcess]
 ) -> None:
-    server = await ServerProcess.start(
-        "--listen", "127.0.0.1:0",
-        "--s3-endpoint", moto_endpoint,
-        "--default-bucket", bucket,
-        "--create-buckets",
-        "--part-size", "5MiB",
-        "--shutdown-grace", "20",
-        "--drain-delay", "0",
-    )  # fmt: skip
+    server = await ServerProcess.gateway(
+        moto_endpoint, bucket, "--part-size", "5MiB", "--shutdown-grace", "20", "--drain-delay", "0"
+    )
     processes.append(server)
     port = await server.wait_listening()
     held = HeldUpload("drained.bin", os.urandom(7 * MiB), hold_at=4 * MiB)
@@ -120,9 +114,7 @@ async def test_sigterm_drains_in_flight_upload(
             )
 
         # ...while the upload in flight completes.
-        held.release()
-        response = await asyncio.wait_for(upload, 60)
-        assert response.object.size == len(held.blob)
+        await held.completes(upload)
 
     assert await asyncio.wait_for(server.proc.wait(), 30) == 0
     stored = await s3.get_object(Bucket=bucket, Key="drained.bin")

@@ -54,15 +54,20 @@ def _service_id(gw: Gateway) -> str:
     return gw.registration.service_id
 
 
-async def test_registration_payload_follows_the_agent_api(
-    registered: Gateway, agent: ConsulAgent
-) -> None:
-    service_id = _service_id(registered)
+async def _listed(agent: ConsulAgent, service_id: str, within: float) -> None:
+    """Wait until the agent lists the service ``service_id``."""
 
     async def listed() -> None:
         assert service_id in agent.services()
 
-    await eventually(listed, within=10)
+    await eventually(listed, within=within)
+
+
+async def test_registration_payload_follows_the_agent_api(
+    registered: Gateway, agent: ConsulAgent
+) -> None:
+    service_id = _service_id(registered)
+    await _listed(agent, service_id, within=10)
     service = agent.services()[service_id]
     assert service["Service"] == "blobgate"
     assert service["Address"] == "127.0.0.1"
@@ -134,12 +139,7 @@ async def test_consul_absent_at_start_then_appearing(moto_endpoint: str, bucket:
             assert list(listing.objects) == []
         await asyncio.sleep(1.0)  # a few failed attempts
         agent.start()
-        service_id = _service_id(gw)
-
-        async def listed() -> None:
-            assert service_id in agent.services()
-
-        await eventually(listed, within=20)
+        await _listed(agent, _service_id(gw), within=20)
     finally:
         await stop_gateway(gw)
         agent.stop()
@@ -149,23 +149,15 @@ async def test_wiped_agent_gets_the_registration_back(
     registered: Gateway, agent: ConsulAgent
 ) -> None:
     service_id = _service_id(registered)
-
-    async def listed() -> None:
-        assert service_id in agent.services()
-
-    await eventually(listed, within=10)
+    await _listed(agent, service_id, within=10)
     agent.wipe()
     assert service_id not in agent.services()
-    await eventually(listed, within=5)  # within a couple of check intervals
+    await _listed(agent, service_id, within=5)  # within a couple of check intervals
 
 
 async def test_stop_deregisters(registered: Gateway, agent: ConsulAgent) -> None:
     service_id = _service_id(registered)
-
-    async def listed() -> None:
-        assert service_id in agent.services()
-
-    await eventually(listed, within=10)
+    await _listed(agent, service_id, within=10)
     await registered.stop(grace=1.0)
     assert service_id not in agent.services()
 
@@ -173,11 +165,8 @@ async def test_stop_deregisters(registered: Gateway, agent: ConsulAgent) -> None
 async def test_sigterm_deregisters_then_drains_in_flight_upload(
     moto_endpoint: str, bucket: str, s3: Any, agent: ConsulAgent
 ) -> None:
-    server = await ServerProcess.start(
-        "--listen", "127.0.0.1:0",
-        "--s3-endpoint", moto_endpoint,
-        "--default-bucket", bucket,
-        "--create-buckets",
+    server = await ServerProcess.gateway(
+        moto_endpoint, bucket,
         "--part-size", "5MiB",
         "--consul",
         "--consul-http-addr", agent.address,
@@ -204,9 +193,7 @@ async def test_sigterm_deregisters_then_drains_in_flight_upload(
 
             await eventually(deregistered, within=10)
             assert server.proc.returncode is None, "exited before the upload finished"
-            held.release()
-            response = await asyncio.wait_for(upload, 60)
-            assert response.object.size == len(held.blob)
+            await held.completes(upload)
         assert await asyncio.wait_for(server.proc.wait(), 30) == 0
         stored = await s3.get_object(Bucket=bucket, Key="drained.bin")
         assert await stored["Body"].read() == held.blob

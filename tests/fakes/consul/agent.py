@@ -7,7 +7,6 @@ import contextlib
 import logging
 import threading
 import uuid
-from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
@@ -140,12 +139,7 @@ class ConsulAgent:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     # The agent's thread ---------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import operator
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,14 @@ from .blocking import ChangeFeed
 from .go_formats import SECOND_NS
 from .records import CRITICAL, PASSING, WARNING, Check, CheckSpec, Service
 from .shapes import agent_service_json, check_json
+
+# The fields of a service, and of a check, whose change a blocking query sees.
+_SERVICE_SEEN = operator.attrgetter(
+    "name", "tags", "address", "port", "meta", "weights", "enable_tag_override", "tagged_addresses"
+)
+_CHECK_SEEN = operator.attrgetter(
+    "name", "service_id", "type", "status", "notes", "grpc", "interval_ns", "timeout_ns", "ttl_ns"
+)
 
 
 class Catalog:
@@ -82,34 +91,10 @@ class Catalog:
         prints: dict[tuple[str, str], str] = {}
         by_name: dict[str, list[str]] = {}
         for sid, svc in self.services.items():
-            prints[("s", sid)] = json.dumps(
-                [
-                    svc.name,
-                    svc.tags,
-                    svc.address,
-                    svc.port,
-                    svc.meta,
-                    svc.weights,
-                    svc.enable_tag_override,
-                    svc.tagged_addresses,
-                ],
-                sort_keys=True,
-            )
+            prints[("s", sid)] = json.dumps(_SERVICE_SEEN(svc), sort_keys=True)
             by_name.setdefault(svc.name.lower(), []).append(sid)
         for cid, chk in self.checks.items():
-            prints[("c", cid)] = json.dumps(
-                [
-                    chk.name,
-                    chk.service_id,
-                    chk.type,
-                    chk.status,
-                    chk.notes,
-                    chk.grpc,
-                    chk.interval_ns,
-                    chk.timeout_ns,
-                    chk.ttl_ns,
-                ],
-            )
+            prints[("c", cid)] = json.dumps(_CHECK_SEEN(chk), sort_keys=True)
         for name, sids in by_name.items():
             parts = []
             for sid in sorted(sids):
