@@ -24,7 +24,7 @@ from blobgate.server.health import SERVICE_NAME, S3HealthProbe
 from blobgate.server.rpc import stream_end
 from blobgate.server.rpc.codecs import add_to_server
 from blobgate.server.rpc.handlers import StorageServicer
-from blobgate.server.rpc.interceptors import ErrorInterceptor
+from blobgate.server.rpc.interceptors import ErrorInterceptor, UnaryLimitInterceptor
 from blobgate.server.settings import Settings
 from blobgate.server.storage.factory import Backend, Storage, build_storage
 from blobgate.server.storage.limits import ByteBudget
@@ -87,9 +87,34 @@ class Gateway:
         return self.storage.budget
 
 
+# Connections: a client's idle connection is closed after 15 minutes; any
+# connection is asked to go away after an hour (clients reconnect, which
+# spreads them over the instances behind Consul), and calls in flight then get
+# another hour to finish, so long transfers survive. The server pings a
+# connection silent for a minute and drops it if no answer comes in 20 s (a
+# peer that vanished); clients may ping at most every 10 s.
+_MINUTE_MS = 60_000
+_CONNECTION_OPTIONS = [
+    ("grpc.max_connection_idle_ms", 15 * _MINUTE_MS),
+    ("grpc.max_connection_age_ms", 60 * _MINUTE_MS),
+    ("grpc.max_connection_age_grace_ms", 60 * _MINUTE_MS),
+    ("grpc.keepalive_time_ms", _MINUTE_MS),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 2),
+]
+
+
 def _server_options(settings: Settings) -> list[tuple[str, int]]:
     size = int(settings.max_message_size)
     return [
+        *_CONNECTION_OPTIONS,
+        # Calls a connection may have open at once (HTTP/2 streams), and
+        # connections at once: with max_calls (the server's maximum
+        # concurrent RPCs), what bounds the calls whose messages gRPC buffers
+        # before any handler runs (docs/configuration.md, Memory).
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
         ("grpc.max_receive_message_length", size),
         ("grpc.max_send_message_length", size),
         # A second instance on the same port must fail, not share it silently.
@@ -134,8 +159,13 @@ async def start_gateway(
                 await storage.backend.ensure_buckets(buckets)
             await storage.backend.check()
 
+        limits = UnaryLimitInterceptor(
+            settings.max_list_calls, settings.max_unary_calls, settings.unary_queue_timeout
+        )
         server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()], options=_server_options(settings)
+            interceptors=[ErrorInterceptor(), limits],
+            options=_server_options(settings),
+            maximum_concurrent_rpcs=settings.max_calls,
         )
         add_to_server(StorageServicer(storage.objects, storage.sessions, settings), server)
         health = HealthServicer()

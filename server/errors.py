@@ -55,3 +55,9 @@ class UploadGone(Unavailable):
 class Cancelled(ServiceError):
     """The request stream broke before its end (reset, oversized or malformed
     message, lost connection): nothing is stored."""
+
+
+class StreamIdle(ServiceError):
+    """A transfer stream's client sent (Upload) or read (Download) nothing
+    for ``stream_idle_timeout`` seconds: the stream is ended and releases
+    its slot, budget and S3 connection."""

@@ -33,6 +33,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from blobgate.client.consul_config import ConsulConfig
+
 MiB = 1024 * 1024
 S3_MIN_PART = 5 * MiB
 S3_MAX_PART = 5 * 1024 * MiB
@@ -78,7 +80,15 @@ class Settings(BaseSettings):
     s3_max_attempts: int = Field(
         4, ge=1, le=10, description="attempts per S3 request (botocore standard retries)"
     )
-    s3_max_connections: int = Field(64, ge=1, description="S3 connection pool size")
+    s3_max_connections: int = Field(
+        64, ge=1, description="S3 connections for the bytes of uploads and downloads"
+    )
+    s3_control_connections: int = Field(
+        16,
+        ge=1,
+        description="S3 connections for everything else (Stat, List, Delete, session records, "
+        "the health probe): transfers never use them",
+    )
     checksum_mode: ChecksumMode = Field(
         "when_required",
         description="botocore request/response checksums; when_required suits MinIO, Ceph, B2",
@@ -103,6 +113,33 @@ class Settings(BaseSettings):
     )
     max_streams: int = Field(
         256, ge=1, description="concurrent Upload/Download streams; more get RESOURCE_EXHAUSTED"
+    )
+    max_calls: int = Field(
+        512,
+        ge=1,
+        description="calls open at once, of every kind, counted from their first bytes; "
+        "more get RESOURCE_EXHAUSTED",
+    )
+    max_streams_per_connection: int = Field(
+        128, ge=1, description="calls one client connection may have open at once"
+    )
+    max_connections: int = Field(512, ge=1, description="client connections open at once")
+    max_unary_calls: int = Field(
+        256, ge=1, description="concurrent unary calls other than List; more wait in line"
+    )
+    max_list_calls: int = Field(
+        16, ge=1, description="concurrent List calls; more wait in line, apart from other calls"
+    )
+    unary_queue_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="seconds a unary call may wait in line before RESOURCE_EXHAUSTED",
+    )
+    stream_idle_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds an Upload may send nothing, or a Download's client read nothing, "
+        "before the stream is ended with DEADLINE_EXCEEDED",
     )
     session_expiry: float = Field(
         7 * 86400.0,
@@ -175,6 +212,12 @@ class Settings(BaseSettings):
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
             raise ValueError("must be host:port, e.g. 0.0.0.0:50051")
+        return value
+
+    @field_validator("consul_http_addr")
+    @classmethod
+    def _consul_address(cls, value: str) -> str:
+        ConsulConfig.parse(value)  # raises ValueError naming the accepted forms
         return value
 
     @model_validator(mode="after")

@@ -225,18 +225,21 @@ def test_the_deserializer_agrees_with_protobuf(tail: bytes, tagged: bool) -> Non
 
 
 class _Counted:
-    """Upload messages: a spec, then ``chunks`` data messages of 1 MiB; counts
-    the data messages handed out."""
+    """Upload messages: a spec, then ``chunks`` data messages of 1 MiB, then
+    (if ``stall``) nothing more, ever; counts the data messages handed out."""
 
-    def __init__(self, chunks: int) -> None:
+    def __init__(self, chunks: int, *, stall: bool = False) -> None:
         self.chunks = chunks
         self.pulled = 0
+        self._stall = stall
 
     async def __aiter__(self) -> AsyncIterator[UploadMessage]:
         yield pb.UploadRequest(spec=pb.UploadSpec(key="k"))
         for _ in range(self.chunks):
             self.pulled += 1
             yield b"x" * MiB
+        if self._stall:
+            await asyncio.Event().wait()
 
 
 async def _cut(budget: ByteBudget, stream: UploadStream, held: list[tuple[int, int]]) -> None:
@@ -245,26 +248,43 @@ async def _cut(budget: ByteBudget, stream: UploadStream, held: list[tuple[int, i
         held.append((part.tell(), reserved))
 
 
-async def test_an_upload_waiting_for_budget_has_read_nothing_and_is_not_accepted() -> None:
+async def test_a_stream_that_sends_nothing_holds_no_budget() -> None:
+    """An Upload that sends its spec and then nothing is accepted, but takes
+    no budget from the uploads that do send (issue: idle uploads starved
+    active ones of memory_budget)."""
     budget = ByteBudget(5 * MiB)
-    await budget.acquire(5 * MiB)  # another upload holds the whole budget
-    messages, accepted = _Counted(3), asyncio.Event()
+    accepted = asyncio.Event()
 
     async def on_accepted() -> None:
         accepted.set()
 
-    stream = UploadStream(messages.__aiter__(), 1 << 30, on_accepted)
+    stream = UploadStream(_Counted(0, stall=True).__aiter__(), 1 << 30, on_accepted)
+    await stream.read_first()
+    idle = asyncio.create_task(_cut(budget, stream, []))
+    await asyncio.wait_for(accepted.wait(), 5)
+    await asyncio.sleep(0.05)
+    assert budget.used == 0
+    idle.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await idle
+
+
+async def test_an_upload_waiting_for_budget_holds_one_message() -> None:
+    budget = ByteBudget(5 * MiB)
+    await budget.acquire(5 * MiB)  # another upload holds the whole budget
+    messages = _Counted(3)
+    stream = UploadStream(messages.__aiter__(), 1 << 30)
     await stream.read_first()
     held: list[tuple[int, int]] = []
     cutting = asyncio.create_task(_cut(budget, stream, held))
     await asyncio.sleep(0.05)
-    assert not accepted.is_set() and messages.pulled == 0
+    assert messages.pulled == 1 and held == []  # the first message waits for budget
     await budget.release(5 * MiB)
     await asyncio.wait_for(cutting, 5)
-    assert accepted.is_set() and held == [(3 * MiB, 5 * MiB)]
+    assert held == [(3 * MiB, 5 * MiB)]
 
 
-async def test_the_next_part_has_budget_before_its_first_chunk_is_read() -> None:
+async def test_the_next_part_takes_budget_when_its_first_bytes_arrive() -> None:
     budget = ByteBudget(5 * MiB)
     messages = _Counted(10)  # two whole parts
     stream = UploadStream(messages.__aiter__(), 1 << 30)
@@ -272,12 +292,36 @@ async def test_the_next_part_has_budget_before_its_first_chunk_is_read() -> None
     held: list[tuple[int, int]] = []
     cutting = asyncio.create_task(_cut(budget, stream, held))
     await asyncio.sleep(0.05)
-    assert held == [(5 * MiB, 5 * MiB)] and messages.pulled == 5  # the sixth waits for budget
+    assert held == [(5 * MiB, 5 * MiB)] and messages.pulled == 6  # the sixth waits for budget
     await budget.release(5 * MiB)
-    await asyncio.sleep(0.05)
-    assert messages.pulled == 10 and len(held) == 2
-    await budget.release(5 * MiB)  # the stream ended on a part boundary: the empty
-    await asyncio.wait_for(cutting, 5)  # last part waited for budget too, and comes with it
-    assert held[2] == (0, 5 * MiB)
+    await asyncio.wait_for(cutting, 5)  # ended on a part boundary: the empty last part
+    assert messages.pulled == 10  # comes at once, with no budget
+    assert held[1:] == [(5 * MiB, 5 * MiB), (0, 0)]
     await budget.release(5 * MiB)
     assert budget.used == 0
+
+
+async def test_the_budget_serves_waiters_in_order() -> None:
+    budget = ByteBudget(10)
+    await budget.acquire(10)
+    order: list[str] = []
+
+    async def wait(name: str, size: int) -> None:
+        await budget.acquire(size)
+        order.append(name)
+
+    first = asyncio.create_task(wait("first", 8))
+    await asyncio.sleep(0)
+    gone = asyncio.create_task(wait("cancelled", 2))
+    await asyncio.sleep(0)
+    small = asyncio.create_task(wait("small", 2))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await budget.release(3)  # 2 would fit "small", but "first" came earlier
+    await asyncio.sleep(0.01)
+    assert order == []
+    await budget.release(7)
+    await asyncio.wait_for(asyncio.gather(first, small), 5)
+    assert order == ["first", "small"] and budget.used == 10
+    with pytest.raises(asyncio.CancelledError):
+        await gone

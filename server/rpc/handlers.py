@@ -5,13 +5,15 @@ and other cross-cutting concerns wrap the stores (``storage.factory``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+import asyncio
+from collections.abc import AsyncIterable
 from datetime import UTC, datetime, timedelta
 
+import grpc
 from grpc.aio import ServicerContext
 
 from blobgate.client.wire import UPLOAD_ACCEPTED, UPLOAD_ACCEPTED_KEY
-from blobgate.server.errors import InvalidArgument, OutOfRange
+from blobgate.server.errors import Cancelled, InvalidArgument, OutOfRange, StreamIdle
 from blobgate.server.rpc import page_token
 from blobgate.server.rpc import upload_id as upload_id_codec
 from blobgate.server.rpc.codecs import encoded_data_message, object_message
@@ -60,6 +62,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self._session_expiry = timedelta(seconds=settings.session_expiry)
         self._buckets = BucketPolicy(settings.default_bucket, settings.buckets)
         self._max_size = settings.object_size_limit
+        self._idle_timeout = settings.stream_idle_timeout
 
     def _session_spec(self, spec: storage_pb2.UploadSpec) -> SessionSpec:
         """Where and how to store what an UploadSpec describes."""
@@ -88,6 +91,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             request_iterator,
             self._max_size,
             lambda: context.send_initial_metadata(((UPLOAD_ACCEPTED_KEY, UPLOAD_ACCEPTED),)),
+            idle_timeout=self._idle_timeout,
         )
         first = await stream.read_first()
         if isinstance(first, pb.UploadResume):
@@ -133,20 +137,33 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         await self._sessions.cancel_session(*self._session_handle(request.upload_id))
         return pb.CancelResumableUploadResponse()
 
-    async def Download(
-        self, request: storage_pb2.DownloadRequest, context: Context
-    ) -> AsyncIterator[storage_pb2.DownloadResponse]:
+    async def Download(self, request: storage_pb2.DownloadRequest, context: Context) -> None:
+        # Written with context.write rather than yielded, so that a client
+        # that stops reading can be timed out and its S3 connection freed.
         ref = self._buckets.ref(request.bucket, request.key)
         if request.limit < 0:
             raise InvalidArgument(f"limit {request.limit} is negative: use 0 to read to the end")
         byte_range = ByteRange(offset=request.offset, limit=request.limit)
         reader = await self._store.open(ref, byte_range, validate_etag(request.if_match))
         try:
-            yield pb.DownloadResponse(object=object_message(reader.info))
+            await self._send(context, pb.DownloadResponse(object=object_message(reader.info)))
             async for pieces in reader.chunks(DOWNLOAD_CHUNK):
-                yield encoded_data_message(pieces)  # type: ignore[misc]
+                await self._send(context, encoded_data_message(pieces))
         finally:
             await reader.close()
+
+    async def _send(self, context: Context, message: storage_pb2.DownloadResponse | bytes) -> None:
+        """Write one Download message, if the client makes room for it within
+        the idle timeout (gRPC flow control holds a write until it reads)."""
+        try:
+            async with asyncio.timeout(self._idle_timeout):
+                await context.write(message)
+        except TimeoutError:
+            raise StreamIdle(
+                f"the client read nothing for {self._idle_timeout:g}s: the download was ended"
+            ) from None
+        except grpc.aio.InternalError:  # core failed the write: the client is gone
+            raise Cancelled("the client went away during the download") from None
 
     async def Stat(
         self, request: storage_pb2.StatRequest, context: Context

@@ -2,18 +2,22 @@
 and the call, applied to every StorageService method in one place.
 
 ``ErrorInterceptor`` turns what a handler raises into its documented status
-(``status_codes``). Access logs, authentication, RPC metrics and tracing
-join the chain as further interceptors.
+(``status_codes``); ``UnaryLimitInterceptor`` bounds concurrent unary calls.
+The error interceptor comes first, so it also maps what later ones raise.
+Access logs, authentication, RPC metrics and tracing join the chain as
+further interceptors.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+import asyncio
+import inspect
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeAlias
 
 import grpc
 
-from blobgate.server.errors import ServiceError
+from blobgate.server.errors import ResourceExhausted, ServiceError
 from blobgate.server.rpc.status_codes import Context, abort
 from blobgate.v1 import storage_pb2
 
@@ -26,6 +30,9 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 def _unary_response(behaviour: Any, name: str) -> Callable[[Any, Context], Awaitable[Any]]:
+    """For a coroutine handler: unary response, or a stream written with
+    context.write."""
+
     async def call(request: Any, context: Context) -> Any:
         try:
             if isinstance(request, ServiceError):  # undecodable: see codecs._parser
@@ -69,9 +76,13 @@ def _with_error_mapping(handler: Handler, name: str) -> Handler:
             _unary_response(handler.stream_unary, name), **serializers
         )
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _stream_response(handler.unary_stream, name), **serializers
+        # A coroutine writes with context.write; an async generator yields.
+        wrap = (
+            _unary_response
+            if inspect.iscoroutinefunction(handler.unary_stream)
+            else _stream_response
         )
+        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream, name), **serializers)
     raise TypeError(f"{name}: StorageService has no bidirectional methods")
 
 
@@ -96,5 +107,67 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if cached is not None and cached[0] is handler:
             return cached[1]
         wrapped = _with_error_mapping(handler, method.rpartition("/")[2])
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+
+class _CallLimit:
+    """At most ``limit`` calls at once; the rest wait in arrival order for up
+    to ``queue_timeout`` seconds, then are refused with RESOURCE_EXHAUSTED."""
+
+    def __init__(self, what: str, limit: int, queue_timeout: float) -> None:
+        self._what = what
+        self._slots = asyncio.Semaphore(limit)
+        self._queue_timeout = queue_timeout
+
+    async def run(self, call: Coroutine[Any, Any, Any]) -> Any:
+        try:
+            async with asyncio.timeout(self._queue_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            call.close()  # never started
+            raise ResourceExhausted(
+                f"the server is busy with {self._what}: retry later, with backoff"
+            ) from None
+        try:
+            return await call
+        finally:
+            self._slots.release()
+
+
+class UnaryLimitInterceptor(grpc.aio.ServerInterceptor):
+    """Bounds the StorageService's unary calls, List apart from the rest: a
+    flood of large listings queues behind its own limit and cannot make
+    another caller's Stat wait for it. Streams are bounded by the stream
+    cap (storage.limits); health is never limited."""
+
+    def __init__(self, max_lists: int, max_others: int, queue_timeout: float) -> None:
+        self._lists = _CallLimit("listings", max_lists, queue_timeout)
+        self._others = _CallLimit("calls", max_others, queue_timeout)
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        method: str = handler_call_details.method
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or not method.startswith(f"/{SERVICE}/"):
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        limit = self._lists if method.endswith("/List") else self._others
+        behaviour: Any = handler.unary_unary  # a coroutine function: see above
+
+        async def limited(request: Any, context: Context) -> Any:
+            return await limit.run(behaviour(request, context))
+
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            limited,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
         self._wrapped[method] = (handler, wrapped)
         return wrapped

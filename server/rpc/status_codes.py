@@ -18,6 +18,7 @@ from blobgate.server.errors import (
     PermissionDenied,
     ResourceExhausted,
     ServiceError,
+    StreamIdle,
     Unavailable,
 )
 
@@ -32,6 +33,7 @@ CODES: dict[type[ServiceError], grpc.StatusCode] = {
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     Cancelled: grpc.StatusCode.CANCELLED,
+    StreamIdle: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -12,9 +12,16 @@ budget, for S3, for its client) holds at most the one message in hand.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 
-from blobgate.server.errors import InvalidArgument, OutOfRange, ResourceExhausted, ServiceError
+from blobgate.server.errors import (
+    InvalidArgument,
+    OutOfRange,
+    ResourceExhausted,
+    ServiceError,
+    StreamIdle,
+)
 from blobgate.server.rpc import stream_end
 from blobgate.server.storage.protocols import Chunk, ContentChecksums
 from blobgate.v1 import storage_pb2
@@ -45,19 +52,36 @@ class UploadStream:
         requests: AsyncIterable[UploadMessage],
         max_size: int,
         on_accepted: Callable[[], Awaitable[None]] | None = None,
+        *,
+        idle_timeout: float | None = None,
     ) -> None:
         self._requests = aiter(requests)
         stream_end.watch()
         self._on_accepted = on_accepted
         self._max_size = max_size
+        self._idle_timeout = idle_timeout
         self.size = 0
         self.spec = storage_pb2.UploadSpec()
         self._declared: int | None = None
 
+    async def _next(self) -> UploadMessage:
+        """The client's next message, if it sends one within the idle timeout
+        (StopAsyncIteration at the end). Only waiting on the client counts:
+        while the store is busy the stream is not read, and flow control
+        holds the client back."""
+        try:
+            async with asyncio.timeout(self._idle_timeout):
+                return await anext(self._requests)
+        except TimeoutError:
+            raise StreamIdle(
+                f"the client sent nothing for {self._idle_timeout:g}s: the upload was ended "
+                "and nothing was stored"
+            ) from None
+
     async def read_first(self) -> storage_pb2.UploadSpec | storage_pb2.UploadResume:
         """Read the first message: a spec (checked here) or a session's resume."""
         try:
-            first = await anext(self._requests)
+            first = await self._next()
         except StopAsyncIteration:
             raise InvalidArgument(
                 "empty stream: send an UploadSpec or an UploadResume as the first message"
@@ -89,7 +113,11 @@ class UploadStream:
         declared = self._declared
         if self._on_accepted is not None:
             await self._on_accepted()
-        async for message in self._requests:
+        while True:
+            try:
+                message = await self._next()
+            except StopAsyncIteration:
+                break
             data = _data(message)
             del message  # an UploadRequest would hold a second copy of the bytes
             self.size += len(data)

@@ -12,6 +12,7 @@ any store.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
 
@@ -34,28 +35,61 @@ from blobgate.server.storage.protocols import (
 
 
 class ByteBudget:
-    """Bytes that may be held in upload buffers at once, across all streams."""
+    """Bytes that may be held in upload buffers at once, across all streams.
+    Waiters are served first come, first served, so a stream that asked
+    earlier is never overtaken by later ones."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
         self.peak = 0
-        self._freed = asyncio.Condition()
+        self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    def _fits(self, size: int) -> bool:
+        # A request larger than the whole budget waits for an empty budget
+        # instead of forever.
+        return self.used + size <= self.limit or self.used == 0
+
+    def _take(self, size: int) -> None:
+        self.used += size
+        self.peak = max(self.peak, self.used)
+
+    def _grant_waiting(self) -> None:
+        while self._waiting:
+            size, granted = self._waiting[0]
+            if granted.done():  # its waiter was cancelled
+                self._waiting.popleft()
+                continue
+            if not self._fits(size):
+                return
+            self._waiting.popleft()
+            self._take(size)
+            granted.set_result(None)
 
     async def acquire(self, size: int) -> None:
-        """Wait until ``size`` more bytes fit. A request larger than the whole
-        budget waits for an empty budget instead of forever."""
-        async with self._freed:
-            await self._freed.wait_for(lambda: self.used + size <= self.limit or self.used == 0)
-            self.used += size
-            self.peak = max(self.peak, self.used)
+        """Wait until ``size`` more bytes fit, behind everyone already waiting."""
+        if not self._waiting and self._fits(size):
+            self._take(size)
+            return
+        granted = asyncio.get_running_loop().create_future()
+        self._waiting.append((size, granted))
+        try:
+            await granted
+        except BaseException:
+            if granted.done() and not granted.cancelled():
+                self._give_back(size)  # granted as the waiter was cancelled
+            else:
+                granted.cancel()
+                self._grant_waiting()
+            raise
+
+    def _give_back(self, size: int) -> None:
+        self.used -= size
+        self._grant_waiting()
 
     async def release(self, size: int) -> None:
-        if size <= 0:
-            return
-        async with self._freed:
-            self.used -= size
-            self._freed.notify_all()
+        if size > 0:
+            self._give_back(size)
 
 
 class StreamLimit:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 
 
@@ -23,12 +24,16 @@ def grpc_frame(message: bytes, *, compressed: bool = False) -> bytes:
 class RawCall:
     """One gRPC call on its own HTTP/2 connection."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int
+    ) -> None:
+        self._port = port
         self._reader = reader
         self._writer = writer
         config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         self._conn = h2.connection.H2Connection(config=config)
         self.stream_id = 1
+        self._settings_received = False
         self.status: str | None = None
         self.message = ""
         self.reset = False
@@ -37,22 +42,47 @@ class RawCall:
     @classmethod
     async def open(cls, port: int, path: str) -> RawCall:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        call = cls(reader, writer)
+        call = cls(reader, writer, port)
         call._conn.initiate_connection()
         call._conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
-        call._conn.send_headers(
-            call.stream_id,
+        call._send_headers(path)
+        await call._flush()
+        return call
+
+    def _send_headers(self, path: str) -> None:
+        self._conn.send_headers(
+            self.stream_id,
             [
                 (":method", "POST"),
                 (":scheme", "http"),
                 (":path", path),
-                (":authority", f"127.0.0.1:{port}"),
+                (":authority", f"127.0.0.1:{self._port}"),
                 ("content-type", "application/grpc"),
                 ("te", "trailers"),
             ],
         )
-        await call._flush()
-        return call
+
+    async def _await_settings(self) -> None:
+        while not self._settings_received:
+            if not await self._pump(10):
+                raise RuntimeError("the server closed before sending its settings")
+
+    async def peer_max_concurrent_streams(self) -> int:
+        """The server's SETTINGS_MAX_CONCURRENT_STREAMS for this connection."""
+        await self._await_settings()
+        return int(self._conn.remote_settings.max_concurrent_streams)
+
+    async def open_stream(self, path: str) -> None:
+        """Start another call on the same connection; later sends go to it.
+        RuntimeError if the server's concurrent-stream limit is reached."""
+        await self._await_settings()
+        try:
+            self.stream_id = self._conn.get_next_available_stream_id()
+            self._send_headers(path)
+        except h2.exceptions.TooManyStreamsError as exc:
+            raise RuntimeError(f"the server allows no more concurrent streams: {exc}") from None
+        self.reset = self.ended = False
+        await self._flush()
 
     async def _flush(self) -> None:
         data = self._conn.data_to_send()
@@ -76,9 +106,11 @@ class RawCall:
                 if "grpc-status" in headers:
                     self.status = str(headers["grpc-status"])
                     self.message = str(headers.get("grpc-message", ""))
-            elif isinstance(event, h2.events.StreamReset):
+            elif isinstance(event, h2.events.StreamReset) and event.stream_id == self.stream_id:
                 self.reset = True
-            elif isinstance(event, h2.events.StreamEnded):
+            elif isinstance(event, h2.events.RemoteSettingsChanged):
+                self._settings_received = True
+            elif isinstance(event, h2.events.StreamEnded) and event.stream_id == self.stream_id:
                 self.ended = True
         await self._flush()
         return True

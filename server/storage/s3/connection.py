@@ -1,6 +1,9 @@
-"""The gateway's S3 connection: one long-lived aioboto3 client, plus a second
-one for signing URLs when a public endpoint is configured, shared by the
-object store, the sessions and the janitor."""
+"""The gateway's S3 connections, shared by the object store, the sessions
+and the janitor: two long-lived aioboto3 clients with pools of their own,
+one for the bytes of transfers (part uploads, download bodies, commits) and
+one for everything else (Stat, List, Delete, session records, the health
+probe), so that transfers whose clients stall can never starve the others;
+plus a third client for signing URLs when a public endpoint is configured."""
 
 from __future__ import annotations
 
@@ -30,50 +33,49 @@ class S3Connection:
         self._credentials = dict(credentials or {})
         self._stack = AsyncExitStack()
         self._client: S3Client | None = None
+        self._transfers: S3Client | None = None
         self._signer: S3Client | None = None
         # Multipart uploads this instance is writing: never an orphan to the
         # janitor, whatever date the store gives them (moto dates every
         # upload in 2010).
         self.writing: set[str] = set()
 
-    def _config(self) -> AioConfig:
+    def _config(self, pool: int) -> AioConfig:
         s = self.settings
         return AioConfig(
             connect_timeout=s.s3_connect_timeout,
             read_timeout=s.s3_read_timeout,
             retries={"total_max_attempts": s.s3_max_attempts, "mode": "standard"},
-            max_pool_connections=s.s3_max_connections,
+            max_pool_connections=pool,
             s3={"addressing_style": s.s3_addressing_style},
             signature_version="s3v4",
             request_checksum_calculation=s.checksum_mode,
             response_checksum_validation=s.checksum_mode,
         )
 
-    async def start(self) -> None:
-        session = aioboto3.Session(**self._credentials)
-        region = self.settings.s3_region
-        self._client = await self._stack.enter_async_context(
+    async def _open(self, session: aioboto3.Session, endpoint: str | None, pool: int) -> S3Client:
+        client: S3Client = await self._stack.enter_async_context(
             session.client(
                 "s3",
-                endpoint_url=self.settings.s3_endpoint,
-                region_name=region,
-                config=self._config(),
+                endpoint_url=endpoint,
+                region_name=self.settings.s3_region,
+                config=self._config(pool),
             )
         )
+        return client
+
+    async def start(self) -> None:
+        session = aioboto3.Session(**self._credentials)
+        s = self.settings
+        self._client = await self._open(session, s.s3_endpoint, s.s3_control_connections)
+        self._transfers = await self._open(session, s.s3_endpoint, s.s3_max_connections)
         self._signer = self._client
-        if self.settings.s3_public_endpoint:
-            self._signer = await self._stack.enter_async_context(
-                session.client(
-                    "s3",
-                    endpoint_url=self.settings.s3_public_endpoint,
-                    region_name=region,
-                    config=self._config(),
-                )
-            )
+        if s.s3_public_endpoint:
+            self._signer = await self._open(session, s.s3_public_endpoint, 1)
 
     async def close(self) -> None:
         await self._stack.aclose()
-        self._client = self._signer = None
+        self._client = self._transfers = self._signer = None
 
     async def __aenter__(self) -> S3Connection:
         await self.start()
@@ -84,9 +86,17 @@ class S3Connection:
 
     @property
     def client(self) -> S3Client:
+        """The client for requests that carry no object bytes."""
         if self._client is None:
             raise RuntimeError("S3Connection used before start()")
         return self._client
+
+    @property
+    def transfers(self) -> S3Client:
+        """The client for the bytes of uploads and downloads."""
+        if self._transfers is None:
+            raise RuntimeError("S3Connection used before start()")
+        return self._transfers
 
     @property
     def signer(self) -> S3Client:

@@ -23,38 +23,27 @@ async def cut_parts(
     shorter than that (possibly empty) once ``body`` ends.
 
     Bytes collect in a BytesIO (aiohttp sends one in small writes, where a
-    large bytes body would be copied whole into the socket buffer). Each part
-    takes a whole part's worth of ``budget`` before it is filled, and comes
-    with it: the receiver hands both to ``PartUploader.submit`` or releases
-    the budget itself. Taking budget bit by bit would let two half-filled
-    parts wait on each other forever; this way a part being filled waits only
-    on its client.
+    large bytes body would be copied whole into the socket buffer). A part
+    takes a whole part's worth of ``budget`` when its first bytes arrive,
+    and comes with it: the receiver hands both to ``PartUploader.submit`` or
+    releases the budget itself (a last part with no bytes comes with none).
+    Taking budget bit by bit would let two half-filled parts wait on each
+    other forever; this way a part being filled waits only on its client.
 
-    A part's budget is taken before the chunk that starts it is read, so a
-    stream waiting for budget holds no message of its own (only what gRPC's
-    flow-control window lets its client send ahead); and since ``body``
-    tells the client its spec was accepted when first read, a client that
-    waits for that sends nothing until its first part has budget. A chunk is
+    Budget is taken when data needs it, so a stream that sends nothing holds
+    none, however long it stays open. While a stream waits for budget it
+    holds the one message in hand (and what gRPC's flow-control window lets
+    its client send ahead); the budget serves waiters in order. A chunk is
     referenced only while bytes of it are unwritten: not while its part
-    waits for an upload slot, nor while the next chunk is awaited. The price:
-    a stream that ends exactly on a part boundary waits for a part's budget
-    to learn that it ended."""
-    chunks = aiter(body)
+    waits for an upload slot, nor while the next chunk is awaited."""
     part = io.BytesIO()
     reserved = 0  # budget held for the part being filled
     try:
-        while True:
-            if not reserved:
-                await budget.acquire(part_size)
-                reserved = part_size
-            try:
-                chunk = await anext(chunks)
-            except StopAsyncIteration:
-                break
+        async for chunk in body:
             rest: memoryview | None = memoryview(chunk) if len(chunk) else None
             del chunk
             while rest is not None:
-                if not reserved:  # the chunk runs on into the next part
+                if not reserved:
                     await budget.acquire(part_size)
                     reserved = part_size
                 room = part_size - part.tell()

@@ -64,6 +64,10 @@ class S3Store:
     def _client(self) -> S3Client:
         return self._connection.client
 
+    @property
+    def _transfers(self) -> S3Client:
+        return self._connection.transfers
+
     async def check(self) -> None:
         await self._connection.check()
 
@@ -98,7 +102,7 @@ class S3Store:
                 await uploader.submit(part, reserved)
             parts = await uploader.finish()
             return await complete_multipart(
-                self._client, ref, uploader.upload_id, parts, options, sums, uploader.size
+                self._transfers, ref, uploader.upload_id, parts, options, sums, uploader.size
             )
         except BaseException:
             if uploader is not None:
@@ -120,7 +124,7 @@ class S3Store:
             await self.budget.release(reserved)
             raise
         self._connection.writing.add(upload_id)
-        return PartUploader(self._client, ref, upload_id, self._in_flight, self.budget)
+        return PartUploader(self._transfers, ref, upload_id, self._in_flight, self.budget)
 
     async def _put_single(
         self, ref: ObjectRef, part: io.BytesIO, options: PutOptions, sums: ContentChecksums
@@ -128,7 +132,7 @@ class S3Store:
         size = part.tell()
         part.seek(0)
         with s3_errors(ref):
-            response = await self._client.put_object(
+            response = await self._transfers.put_object(
                 Bucket=ref.bucket,
                 Key=ref.key,
                 Body=part,
@@ -169,7 +173,7 @@ class S3Store:
             kwargs["IfMatch"] = quoted_etag(if_match)
         try:
             with s3_errors(ref):
-                response = await self._client.get_object(**kwargs)
+                response = await self._transfers.get_object(**kwargs)
         except OutOfRange:
             return await self._empty_or_out_of_range(ref, byte_range, if_match)
         info = stored_object(ref, response, total_size(response))
