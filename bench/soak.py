@@ -80,6 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     add("--max-live", type=int, help="objects kept in S3 at once (default: half of --streams)")
     add("--reads-per-object", type=int, default=6, help="downloads and stats before deleting")
     add("--op-timeout", type=float, default=300.0, help="seconds allowed per operation")
+    add(
+        "--abusers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="misbehaving clients alongside the workers: idle uploads and stalled downloads "
+        "that the gateway must end (they add to the default --max-streams)",
+    )
+    add("--idle-timeout", type=float, default=30.0,
+        help="the gateway's stream_idle_timeout, seconds")  # fmt: skip
     add_gateway_options(parser)
     add("--log-dir", type=Path, help="for moto.log and gateway.log (default: new temp dir)")
     add("--stream-cost", type=int, metavar="N",
@@ -97,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         reads_per_object=args.reads_per_object, op_timeout=args.op_timeout,
         log_dir=args.log_dir, gateway_log_level=args.gateway_log_level,
         gateway_cmd=tuple(shlex.split(args.gateway_cmd or "")),
+        abusers=args.abusers, idle_timeout=args.idle_timeout,
     )  # fmt: skip
     print("command:", command_line("bench.soak"), flush=True)
     started = time.monotonic()

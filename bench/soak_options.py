@@ -71,10 +71,13 @@ class SoakOptions:
     log_dir: Path | None = None  # for moto.log and gateway.log (None: a new temp dir)
     gateway_log_level: str = "WARNING"
     gateway_cmd: tuple[str, ...] = ()  # () : blobgate-server beside this Python
+    abusers: int = 0  # misbehaving clients alongside the workers (bench/soak_abusers.py)
+    idle_timeout: float = 30.0  # the gateway's stream_idle_timeout
 
     @property
     def gateway_max_streams(self) -> int:
-        return self.streams if self.max_streams is None else self.max_streams
+        """Room for every worker and every misbehaving client."""
+        return self.streams + self.abusers if self.max_streams is None else self.max_streams
 
     @property
     def live_cap(self) -> int:
@@ -91,6 +94,7 @@ class SoakOptions:
             "--part-size", str(self.part_size), "--parts-in-flight", str(self.parts_in_flight),
             "--memory-budget", str(self.budget), "--max-streams", str(self.gateway_max_streams),
             "--log-level", self.gateway_log_level,
+            "--stream-idle-timeout", str(self.idle_timeout),
         ]  # fmt: skip
         return plan_services(
             bucket=BUCKET, settings=settings, gateway_cmd=self.gateway_cmd,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from bench import MiB
 from bench.markdown_table import head, row
+from bench.soak_abusers import Abusers
 from bench.soak_options import KINDS, OVERHEAD_MIB, ROLES, STREAM_OVERHEAD_MIB, SoakOptions
 
 
@@ -51,6 +52,7 @@ class SoakResult:
     log_problems: list[str] = field(default_factory=list)  # gateway ERROR/Traceback lines
     log_warnings: list[str] = field(default_factory=list)
     header: list[str] = field(default_factory=list)  # machine, code, commands
+    abusers: Abusers | None = None  # the misbehaving clients, if any ran
 
     @property
     def bound(self) -> float:
@@ -70,6 +72,10 @@ class SoakResult:
             why.append(f"multipart uploads left behind: {self.leftovers[:3]}")
         if self.log_problems:
             why.append(f"gateway logged errors: {self.log_problems[:3]}")
+        if self.abusers is not None and self.abusers.unexpected():
+            why.append(
+                f"misbehaving clients' calls ended unexpectedly: {self.abusers.unexpected()}"
+            )
         return why
 
 
@@ -101,6 +107,17 @@ def report(result: SoakResult) -> str:
     total_mismatch = sum(s.mismatches for s in result.stats.values())
     total_ops = sum(s.ops for s in result.stats.values())
     lines.append(row("all", total_ops, total_errors, total_mismatch, *[None] * 6))
+    if result.abusers is not None:
+        lines += [
+            "",
+            *head(
+                f"misbehaving clients ({o.abusers}, stream_idle_timeout "
+                f"{o.idle_timeout:g} s): how their calls ended",
+                "calls",
+                align="lr",
+            ),
+        ]
+        lines += [row(what, n) for what, n in sorted(result.abusers.outcomes.items())]
     lines += ["", *memory_table(result), ""]
     lines += head("CPU seconds during the soak", "client", "gateway", "moto", align="lrrr")
     lines.append(

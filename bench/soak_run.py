@@ -12,6 +12,7 @@ from bench import MiB
 from bench.errors import BenchError
 from bench.process_usage import RssSampler, cpu_seconds, reset_peak_rss, status_mib
 from bench.services import s3_session, services
+from bench.soak_abusers import Abusers
 from bench.soak_content import Corpus
 from bench.soak_options import BUCKET, SoakOptions
 from bench.soak_result import SoakResult
@@ -61,6 +62,13 @@ async def soak(options: SoakOptions) -> SoakResult:
         async with client:
             await calibrate(client, options, gateway.pid, result)
             run = Soak(client, options, result)
+            abusers = None
+            if options.abusers:
+                abusers = Abusers(
+                    running.gateway_addr, options.abusers, options.seed, run.readable,
+                    options.idle_timeout,
+                )  # fmt: skip
+                result.abusers = abusers
             cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
             result.start_rss = status_mib(gateway.pid, "VmRSS")
             reset_peak_rss(gateway.pid)
@@ -69,7 +77,7 @@ async def soak(options: SoakOptions) -> SoakResult:
             sampler = RssSampler(gateway.pid)
             sampling = asyncio.create_task(sampler.run())
             try:
-                await run.run()
+                await run.run(abusers)
             finally:
                 sampling.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from bench.errors import BenchError
+from bench.soak_abusers import Abusers
 from bench.soak_content import Corpus, SoakObject
 from bench.soak_options import KINDS, ROLES, UNARY, SoakOptions
 from bench.soak_result import SoakResult
@@ -39,13 +40,16 @@ class Soak:
         self.running = dict.fromkeys(KINDS, 0)
         self.max_running = dict.fromkeys(KINDS, 0)
 
-    async def run(self) -> None:
+    async def run(self, abusers: Abusers | None = None) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
         self.deadline = start + self.options.duration
         async with asyncio.TaskGroup() as group:
             for n in range(self.options.streams):
                 group.create_task(self.worker(n))
+            if abusers is not None:
+                hold_limit = 4 * self.options.idle_timeout + 30
+                group.create_task(abusers.run(self.deadline, hold_limit))
         self.result.elapsed = loop.time() - start
         self.result.active = self.options.duration
         self.result.max_concurrent = dict(self.max_running)

@@ -50,6 +50,35 @@ async def test_short_soak_has_no_errors_or_mismatches_and_stays_under_the_bound(
     assert result.leftovers == []
 
 
+async def test_a_short_soak_with_misbehaving_clients(tmp_path: Path) -> None:
+    """Idle uploads and stalled downloads among the workers: the gateway ends
+    every one (DEADLINE_EXCEEDED after stream_idle_timeout) while the
+    well-behaved workers see no error and memory stays under the bound."""
+    options = SoakOptions(
+        duration=6.0,
+        streams=8,
+        max_size=12 * MiB,
+        part_size=5 * MiB,
+        parts_in_flight=2,
+        budget=24 * MiB,
+        seed=11,
+        op_timeout=60.0,
+        log_dir=tmp_path,
+        abusers=4,
+        idle_timeout=1.0,
+    )
+    result = await soak(options)
+    print(report(result))  # shown when the test fails
+
+    assert result.failures() == []
+    assert result.abusers is not None and result.abusers.unexpected() == {}
+    assert result.abusers.ended_by_gateway() >= 4
+    for kind in KINDS:
+        assert result.stats[kind].errors == 0 and result.stats[kind].mismatches == 0
+    assert 0 < result.peak_rss <= result.bound
+    assert result.leftovers == []
+
+
 def test_soak_content_ranges_match_the_whole_and_shifts_never_match() -> None:
     corpus = Corpus(3, "p/")
     first, second = corpus.new(0, 3 * MiB + 5), corpus.new(1, 3 * MiB + 5)
