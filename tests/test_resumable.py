@@ -1,7 +1,8 @@
 """Resumable upload sessions: state in S3 (the multipart upload and the
 session record), a persisted size that is part-aligned and never decreases,
-resumption from it (on another instance too), cancel, expiry by the janitor,
-and the whole-object checks of the session's spec."""
+resumption from it (on another instance too), how much of it a killed
+instance loses, cancel, expiry by the janitor, and the whole-object checks of
+the session's spec."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from conftest import MiB, gateway_settings
+from fakes.s3_fault_proxy import FaultProxy, Predicate, upload_part
 from helpers import (
     PART,
     HeldUpload,
@@ -312,6 +314,115 @@ async def test_a_session_outlives_a_killed_instance_and_resumes_on_another(
     assert await sessions_left(s3, bucket) == ([], [])
     listing = await s3.list_objects_v2(Bucket=bucket)
     assert sorted(o["Key"] for o in listing.get("Contents", [])) == ["survivor.bin"]
+
+
+IN_FLIGHT = 4  # --parts-in-flight of the instance the next test kills
+# What can be in transit on an Upload stream (docs/api.md): the receive window
+# the gateway gives each stream (grpc.http2.lookahead_bytes in server/app.py)
+# and up to two messages in the client's gRPC (resume_requests sends 1 MiB).
+IN_TRANSIT = 4 * MiB + 2 * MiB
+
+
+def part_number(number: int) -> Predicate:
+    """The UploadPart requests of part ``number``."""
+    return lambda request: upload_part(request) and request.query["partNumber"] == [str(number)]
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "slow_part"),
+    [(14 * MiB, None), (36 * MiB, None), (None, 2)],
+    ids=["early", "late", "while-part-2-is-slow"],
+)
+async def test_a_killed_instance_loses_at_most_the_parts_in_flight(
+    moto_endpoint: str,
+    s3: Any,
+    bucket: str,
+    processes: list[ServerProcess],
+    kill_at: int | None,
+    slow_part: int | None,
+) -> None:
+    """SIGKILL the instance while a session streams at full speed, or while
+    S3 holds back one early part (as a retried request would) and the stream
+    runs on as far as the gateway lets it: the persisted size trails the
+    bytes the client sent by at most (parts_in_flight + 1) parts plus what
+    was in transit, and the parts S3 holds by at most parts_in_flight
+    (docs/api.md, Resumable uploads). Another instance then resumes the
+    session to the exact object."""
+    blob = payload(48 * MiB, seed=12)
+    sent = 0  # data whose write completed
+    sent_at_kill = -1
+    with FaultProxy(moto_endpoint) as proxy:
+        first = await ServerProcess.start(
+            "--listen", "127.0.0.1:0",
+            "--s3-endpoint", proxy.url,
+            "--default-bucket", bucket,
+            "--create-buckets",
+            "--part-size", "5MiB",
+            "--parts-in-flight", str(IN_FLIGHT),
+        )  # fmt: skip
+        processes.append(first)
+        port = await first.wait_listening()
+        if slow_part is not None:
+            slow = proxy.delay(60.0, match=part_number(slow_part))
+
+        def kill() -> None:
+            nonlocal sent_at_kill
+            sent_at_kill = sent
+            first.proc.kill()
+
+        async def requests(upload_id: str) -> AsyncIterator[storage_pb2.UploadRequest]:
+            nonlocal sent
+            for request in resume_requests(upload_id, 0, blob):
+                yield request
+                sent += len(request.data)
+                if sent == kill_at:
+                    kill()  # at once, with the stream at full speed
+                    await asyncio.Event().wait()
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = storage_pb2_grpc.StorageServiceStub(channel)
+            started = await start(stub, "killed.bin", size=len(blob))
+            call = stub.Upload(requests(started.upload_id), timeout=90)
+            if slow_part is not None:
+
+                async def part_held() -> None:
+                    assert slow.fired == 1
+
+                await eventually(part_held)
+                async with asyncio.timeout(60):
+                    while True:  # until the gateway stops taking data
+                        before = sent
+                        await asyncio.sleep(1.0)
+                        if sent == before:
+                            break
+                kill()
+            with pytest.raises(grpc.aio.AioRpcError):
+                await call
+        await first.kill()
+    assert sent_at_kill > 0
+
+    uploads = (await s3.list_multipart_uploads(Bucket=bucket))["Uploads"]
+    assert [u["Key"] for u in uploads] == ["killed.bin"]
+    listed = await s3.list_parts(Bucket=bucket, Key="killed.bin", UploadId=uploads[0]["UploadId"])
+    held = {int(p["PartNumber"]): int(p["Size"]) for p in listed.get("Parts", [])}
+    settings = gateway_settings(moto_endpoint, bucket)
+    async with running_gateway(settings) as (second, stub, _):
+        offset = await persisted(stub, started.upload_id)
+        counted = offset // PART
+        measured = (
+            f"sent {sent_at_kill / MiB:g} MiB, persisted {offset / MiB:g} MiB, "
+            f"S3 holds parts {sorted(held)}"
+        )
+        assert offset % PART == 0, measured
+        assert all(held.get(n) == PART for n in range(1, counted + 1)), measured
+        assert max(held, default=0) - counted <= IN_FLIGHT, measured
+        assert sent_at_kill - offset <= (IN_FLIGHT + 1) * PART + IN_TRANSIT, measured
+        if slow_part is not None:
+            assert counted < slow_part, measured  # the held part never reached S3
+        obj = await upload_requests(second, resume_requests(started.upload_id, offset, blob))
+    assert obj.checksums.sha256 == sha256(blob)
+    await assert_exact(s3, bucket, "killed.bin", blob)
+    assert await sessions_left(s3, bucket) == ([], [])
 
 
 async def test_a_stale_stream_cannot_move_a_session_back(
