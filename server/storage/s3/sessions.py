@@ -271,7 +271,7 @@ class S3Sessions:
             )
         progress = _Progress(self, session, start)
         uploader = PartUploader(
-            self._client,
+            self._connection.transfers,
             session.spec.ref,
             start.upload_id,
             self._in_flight,
@@ -322,7 +322,7 @@ class S3Sessions:
         if not parts:  # an empty object: S3 wants at least one part
             parts = [await self._empty_part(ref, start)]
         committed = await complete_multipart(
-            self._client, ref, start.upload_id, parts, options, sums, size
+            self._connection.transfers, ref, start.upload_id, parts, options, sums, size
         )
         try:
             await self._delete_checkpoint(session.bucket, session.session_id)
@@ -361,7 +361,7 @@ class S3Sessions:
 
     async def _empty_part(self, ref: ObjectRef, checkpoint: Checkpoint) -> dict[str, Any]:
         with s3_errors(ref):
-            response = await self._client.upload_part(
+            response = await self._connection.transfers.upload_part(
                 Bucket=ref.bucket,
                 Key=ref.key,
                 UploadId=checkpoint.upload_id,
