@@ -15,7 +15,7 @@ from typing import Any
 import google_crc32c
 import pytest
 from conftest import MiB, gateway_settings
-from helpers import payload
+from helpers import RANGED_BLOB, RANGED_SIZE
 
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.memory import MemoryStore
@@ -36,8 +36,8 @@ from blobgate.server.storage.s3.store import S3Store
 
 KINDS = ["memory", "s3"]
 PART = 5 * MiB  # the smallest part S3 takes: sessions persist in these
-SIZE = 1000
-BLOB = payload(SIZE, seed=3)
+SIZE = RANGED_SIZE
+BLOB = RANGED_BLOB
 
 
 @dataclass

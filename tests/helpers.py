@@ -42,6 +42,26 @@ def payload(size: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
+# A 1000-byte object and the ranges every reader must serve from it: the
+# gateway's Download and each store's open (offset, limit, the bytes read).
+RANGED_SIZE = 1000
+RANGED_BLOB = payload(RANGED_SIZE, seed=3)
+RANGES = [
+    pytest.param(0, 0, RANGED_BLOB, id="whole"),
+    pytest.param(100, 0, RANGED_BLOB[100:], id="offset"),
+    pytest.param(100, 50, RANGED_BLOB[100:150], id="offset-limit"),
+    pytest.param(0, 1, RANGED_BLOB[:1], id="first-byte"),
+    pytest.param(RANGED_SIZE - 1, 0, RANGED_BLOB[-1:], id="last-byte"),
+    pytest.param(-100, 0, RANGED_BLOB[-100:], id="last-100"),
+    pytest.param(-100, 30, RANGED_BLOB[-100:-70], id="negative-offset-limit"),
+    pytest.param(-RANGED_SIZE, 0, RANGED_BLOB, id="negative-whole"),
+    pytest.param(-RANGED_SIZE * 3, 0, RANGED_BLOB, id="negative-past-start"),
+    pytest.param(990, 50, RANGED_BLOB[990:], id="limit-clipped"),
+    pytest.param(0, RANGED_SIZE * 5, RANGED_BLOB, id="limit-past-end"),
+    pytest.param(RANGED_SIZE, 0, b"", id="offset-at-end"),
+]
+
+
 def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 

@@ -14,7 +14,18 @@ import pytest
 from conftest import assert_nothing_left, gateway_settings
 from fakes.raw_h2 import RawCall, grpc_frame
 from grpc_health.v1 import health_pb2
-from helpers import Code, MiB, data, download, health, payload, running_gateway, spec, upload_aio
+from helpers import (
+    Code,
+    MiB,
+    data,
+    download,
+    eventually,
+    health,
+    payload,
+    running_gateway,
+    spec,
+    upload_aio,
+)
 
 from blobgate.v1 import storage_pb2
 
@@ -155,7 +166,7 @@ async def test_unfinished_messages_are_bounded_per_connection_and_server(
         async def answers() -> None:
             await expect_code(Code.NOT_FOUND, stub.Stat(storage_pb2.StatRequest(key="missing")))
 
-        await _eventually(answers)
+        await eventually(answers, within=10.0)
         assert await health(channel, "") == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -163,18 +174,6 @@ async def expect_code(code: grpc.StatusCode, call: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call
     assert info.value.code() == code, info.value
-
-
-async def _eventually(check: Any, within: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        try:
-            await check()
-            return
-        except AssertionError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-        await asyncio.sleep(0.1)
 
 
 async def test_a_flood_of_listings_does_not_hold_up_a_stat(

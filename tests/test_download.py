@@ -5,15 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import Code, MiB, download, expect_status, payload, sha256, upload
+from helpers import (
+    RANGED_BLOB,
+    RANGED_SIZE,
+    RANGES,
+    Code,
+    MiB,
+    download,
+    expect_status,
+    payload,
+    sha256,
+    upload,
+)
 
 from blobgate.v1 import storage_pb2
 
 # Servicer tests over gRPC alone: on the in-memory store (see conftest.gateway).
 pytestmark = pytest.mark.store("memory")
 
-SIZE = 1000
-BLOB = payload(SIZE, seed=3)
+SIZE = RANGED_SIZE
+BLOB = RANGED_BLOB
 
 
 @pytest.fixture
@@ -22,22 +33,7 @@ async def stored(gateway: Any) -> storage_pb2.Object:
     return await upload(gateway, "ranged.bin", BLOB)
 
 
-@pytest.mark.parametrize(
-    ("offset", "limit", "expected"),
-    [
-        pytest.param(0, 0, BLOB, id="whole"),
-        pytest.param(100, 0, BLOB[100:], id="offset"),
-        pytest.param(100, 50, BLOB[100:150], id="offset-limit"),
-        pytest.param(0, 1, BLOB[:1], id="first-byte"),
-        pytest.param(SIZE - 1, 0, BLOB[-1:], id="last-byte"),
-        pytest.param(-100, 0, BLOB[-100:], id="last-100"),
-        pytest.param(-100, 30, BLOB[-100:-70], id="negative-offset-limit"),
-        pytest.param(-SIZE, 0, BLOB, id="negative-whole"),
-        pytest.param(990, 50, BLOB[990:], id="limit-clipped"),
-        pytest.param(0, SIZE * 5, BLOB, id="limit-past-end"),
-        pytest.param(SIZE, 0, b"", id="offset-at-end"),
-    ],
-)
+@pytest.mark.parametrize(("offset", "limit", "expected"), RANGES)
 async def test_ranges(
     stub: Any, stored: storage_pb2.Object, offset: int, limit: int, expected: bytes
 ) -> None:

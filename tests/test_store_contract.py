@@ -28,7 +28,7 @@ from contract_stores import (
     read,
     sums,
 )
-from helpers import payload
+from helpers import RANGES, payload
 
 from blobgate.server.errors import (
     BucketNotFound,
@@ -88,23 +88,7 @@ async def test_an_empty_object(stores: Stores) -> None:
         await read(stores, "empty.bin", offset=1)
 
 
-@pytest.mark.parametrize(
-    ("offset", "limit", "expected"),
-    [
-        pytest.param(0, 0, BLOB, id="whole"),
-        pytest.param(100, 0, BLOB[100:], id="offset"),
-        pytest.param(100, 50, BLOB[100:150], id="offset-limit"),
-        pytest.param(0, 1, BLOB[:1], id="first-byte"),
-        pytest.param(SIZE - 1, 0, BLOB[-1:], id="last-byte"),
-        pytest.param(-100, 0, BLOB[-100:], id="last-100"),
-        pytest.param(-100, 30, BLOB[-100:-70], id="negative-offset-limit"),
-        pytest.param(-SIZE, 0, BLOB, id="negative-whole"),
-        pytest.param(-SIZE * 3, 0, BLOB, id="negative-past-start"),
-        pytest.param(990, 50, BLOB[990:], id="limit-clipped"),
-        pytest.param(0, SIZE * 5, BLOB, id="limit-past-end"),
-        pytest.param(SIZE, 0, b"", id="offset-at-end"),
-    ],
-)
+@pytest.mark.parametrize(("offset", "limit", "expected"), RANGES)
 async def test_ranged_reads(stores: Stores, offset: int, limit: int, expected: bytes) -> None:
     info = await put(stores, "ranged.bin", BLOB)
     reader = await stores.objects.open(stores.ref("ranged.bin"), ByteRange(offset, limit), "")

@@ -86,13 +86,19 @@ def _with_error_mapping(handler: Handler, name: str) -> Handler:
     raise TypeError(f"{name}: StorageService has no bidirectional methods")
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps service errors to statuses for every StorageService method.
-    A method's wrapped handler is built once and reused while the handler
-    beneath it stays the same."""
+class _MethodInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps the handlers of StorageService methods it applies to; a
+    method's wrapped handler is built once and reused while the handler
+    beneath it stays the same. Other services (health, reflection) pass."""
 
     def __init__(self) -> None:
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    def applies(self, handler: Handler) -> bool:
+        return True
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        raise NotImplementedError  # each interceptor says how it wraps
 
     async def intercept_service(
         self,
@@ -101,14 +107,21 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     ) -> Handler | None:
         method: str = handler_call_details.method
         handler = await continuation(handler_call_details)
-        if handler is None or not method.startswith(f"/{SERVICE}/"):
+        if handler is None or not method.startswith(f"/{SERVICE}/") or not self.applies(handler):
             return handler
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = _with_error_mapping(handler, method.rpartition("/")[2])
+        wrapped = self.wrap(handler, method.rpartition("/")[2])
         self._wrapped[method] = (handler, wrapped)
         return wrapped
+
+
+class ErrorInterceptor(_MethodInterceptor):
+    """Maps service errors to statuses for every StorageService method."""
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        return _with_error_mapping(handler, method)
 
 
 class _CallLimit:
@@ -135,39 +148,29 @@ class _CallLimit:
             self._slots.release()
 
 
-class UnaryLimitInterceptor(grpc.aio.ServerInterceptor):
+class UnaryLimitInterceptor(_MethodInterceptor):
     """Bounds the StorageService's unary calls, List apart from the rest: a
     flood of large listings queues behind its own limit and cannot make
     another caller's Stat wait for it. Streams are bounded by the stream
     cap (storage.limits); health is never limited."""
 
     def __init__(self, max_lists: int, max_others: int, queue_timeout: float) -> None:
+        super().__init__()
         self._lists = _CallLimit("listings", max_lists, queue_timeout)
         self._others = _CallLimit("calls", max_others, queue_timeout)
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        method: str = handler_call_details.method
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or not method.startswith(f"/{SERVICE}/"):
-            return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        limit = self._lists if method.endswith("/List") else self._others
+    def applies(self, handler: Handler) -> bool:
+        return handler.unary_unary is not None
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        limit = self._lists if method == "List" else self._others
         behaviour: Any = handler.unary_unary  # a coroutine function: see above
 
         async def limited(request: Any, context: Context) -> Any:
             return await limit.run(behaviour(request, context))
 
-        wrapped = grpc.unary_unary_rpc_method_handler(
+        return grpc.unary_unary_rpc_method_handler(
             limited,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped

@@ -166,26 +166,34 @@ class S3Sessions:
             raise InvalidArgument(f"the session record is unreadable ({exc})") from None
         return checkpoint, response["ETag"]
 
+    async def _put_checkpoint(
+        self, bucket: str, session_id: str, checkpoint: Checkpoint, **condition: str
+    ) -> str:
+        """Write a session's record under ``condition``; its new revision."""
+        key = checkpoint_key(session_id)
+        with s3_errors(ObjectRef(bucket, key)):
+            response = await self._client.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=checkpoint.to_json(),
+                ContentType="application/json",
+                **condition,  # type: ignore[arg-type]
+            )
+        return str(response["ETag"])
+
     async def write_checkpoint(
         self, session: Session, checkpoint: Checkpoint, revision: str
     ) -> str:
         """Replace the checkpoint if it is still at ``revision``; the new revision."""
-        key = checkpoint_key(session.session_id)
         try:
-            with s3_errors(ObjectRef(session.bucket, key)):
-                response = await self._client.put_object(
-                    Bucket=session.bucket,
-                    Key=key,
-                    Body=checkpoint.to_json(),
-                    ContentType="application/json",
-                    IfMatch=quoted_etag(revision),
-                )
+            return await self._put_checkpoint(
+                session.bucket, session.session_id, checkpoint, IfMatch=quoted_etag(revision)
+            )
         except FailedPrecondition:
             raise FailedPrecondition(
                 "another Upload continued this session meanwhile: "
                 "query its status and resume from the persisted size"
             ) from None
-        return str(response["ETag"])
 
     async def _delete_checkpoint(self, bucket: str, session_id: str) -> None:
         key = checkpoint_key(session_id)
@@ -216,20 +224,14 @@ class S3Sessions:
             sha256_state=sha256_state,
             crc32c=crc32c,
         )
-        key = checkpoint_key(session_id)
         try:
-            with s3_errors(ObjectRef(ref.bucket, key)):
-                response = await self._client.put_object(
-                    Bucket=ref.bucket,
-                    Key=key,
-                    Body=checkpoint.to_json(),
-                    ContentType="application/json",
-                    IfNoneMatch="*",
-                )
+            revision = await self._put_checkpoint(
+                ref.bucket, session_id, checkpoint, IfNoneMatch="*"
+            )
         except BaseException:
             await asyncio.shield(abort_multipart(self._client, ref, upload_id))
             raise
-        return _session(ref.bucket, session_id, checkpoint, response["ETag"])
+        return _session(ref.bucket, session_id, checkpoint, revision)
 
     async def open_session(self, bucket: str, session_id: str) -> Session:
         checkpoint, revision = await self._read_checkpoint(bucket, session_id)
