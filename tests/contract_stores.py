@@ -173,3 +173,10 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0)
     while not await check():
         assert asyncio.get_running_loop().time() < deadline, "the condition never held"
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture(params=KINDS)
+async def stores(request: pytest.FixtureRequest, bucket: str) -> AsyncIterator[Stores]:
+    """Each store kind in turn, for the contract suites (a plugin of conftest)."""
+    async with open_stores(request, bucket) as opened:
+        yield opened

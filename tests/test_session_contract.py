@@ -5,13 +5,11 @@ contract_stores), so the two cannot drift apart. Parts are 5 MiB, S3's least."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from conftest import MiB
 from contract_stores import (
-    KINDS,
     PART,
     Boom,
     Gate,
@@ -20,7 +18,6 @@ from contract_stores import (
     broken,
     eventually,
     keys,
-    open_stores,
     options,
     put,
     read,
@@ -37,12 +34,6 @@ from blobgate.server.storage.protocols import (
     Session,
     SessionSpec,
 )
-
-
-@pytest.fixture(params=KINDS)
-async def stores(request: pytest.FixtureRequest, bucket: str) -> AsyncIterator[Stores]:
-    async with open_stores(request, bucket) as opened:
-        yield opened
 
 
 async def start(stores: Stores, key: str, size: int | None = None, **fields: Any) -> Session:

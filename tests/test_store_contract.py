@@ -13,7 +13,6 @@ import pytest
 from conftest import MiB
 from contract_stores import (
     BLOB,
-    KINDS,
     PART,
     SIZE,
     Boom,
@@ -22,7 +21,6 @@ from contract_stores import (
     broken,
     keys,
     md5,
-    open_stores,
     options,
     put,
     read,
@@ -45,13 +43,6 @@ from blobgate.server.storage.protocols import (
     ObjectRef,
     SessionSpec,
 )
-
-
-@pytest.fixture(params=KINDS)
-async def stores(request: pytest.FixtureRequest, bucket: str) -> AsyncIterator[Stores]:
-    async with open_stores(request, bucket) as opened:
-        yield opened
-
 
 # --- put, head, open -----------------------------------------------------------
 

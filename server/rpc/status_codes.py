@@ -9,31 +9,21 @@ from typing import Any, NoReturn
 
 import grpc
 
-from blobgate.server.errors import (
-    Cancelled,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    OutOfRange,
-    PermissionDenied,
-    ResourceExhausted,
-    ServiceError,
-    StreamIdle,
-    Unavailable,
-)
+from blobgate.server import errors
+from blobgate.server.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
 CODES: dict[type[ServiceError], grpc.StatusCode] = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
-    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    Cancelled: grpc.StatusCode.CANCELLED,
-    StreamIdle: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.Cancelled: grpc.StatusCode.CANCELLED,
+    errors.StreamIdle: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 Context = grpc.aio.ServicerContext[Any, Any]
