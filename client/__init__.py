@@ -16,7 +16,7 @@ import logging
 from blobgate.client.client import Client
 from blobgate.client.download import DownloadStream
 from blobgate.client.errors import BlobgateError
-from blobgate.client.models import ListPage, ObjectInfo, PresignedURL
+from blobgate.client.models import DeleteResult, ListPage, ObjectInfo, PresignedURL
 from blobgate.client.options import ClientOptions
 from blobgate.client.progress import Progress
 from blobgate.client.sources import UploadSource
@@ -31,6 +31,7 @@ __all__ = [
     "BlobgateError",
     "Client",
     "ClientOptions",
+    "DeleteResult",
     "DownloadStream",
     "Endpoint",
     "ListPage",

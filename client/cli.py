@@ -1,9 +1,15 @@
-"""The ``blobgate`` command: put, get, cat, list, describe, presign and delete objects.
+"""The ``blobgate`` command: put, get, cat, list, describe, presign, copy,
+move and delete objects, and whole trees of them.
 
     blobgate put q1.csv reports/q1.csv        # LOCAL "-" reads stdin
     blobgate get reports/q1.csv copy.csv      # LOCAL "-" writes stdout
     blobgate ls -l reports/ --delimiter /
     blobgate --json stat reports/q1.csv
+    blobgate cp reports/q1.csv archive/ --to-bucket cold   # inside S3
+    blobgate put -r ./site site/ -j 8         # a tree; a re-run skips unchanged files
+    blobgate get -r site/ ./copy
+    blobgate du site/ --delimiter /
+    blobgate rm -r site/
 
 The server is ``--server`` host:port, else ``$BLOBGATE_SERVER``, else
 127.0.0.1:50051; ``consul://NAME`` (or ``consul://NAME?tag=TAG``) spreads the
@@ -13,9 +19,16 @@ agent at ``$CONSUL_HTTP_ADDR`` (default 127.0.0.1:8500) with
 TLS, trusting the system's CAs or ``--ca-file``. ``--bucket`` empty means the
 server's default. The global options may come before or after the subcommand.
 ``--json`` prints machine output: one JSON object for put, get, stat and
-presign, one JSON object per line for ls (a common prefix is
-``{"prefix": ...}``). put and get draw a progress bar on stderr when it is a
-terminal, unless ``--json`` or ``--no-progress`` is given.
+presign, cp, mv, du and the ``-r`` forms, one JSON object per line for ls (a
+common prefix is ``{"prefix": ...}``). put and get (one bar for a whole tree)
+draw a progress bar on stderr when it is a terminal, unless ``--json`` or
+``--no-progress`` is given. A tree's PREFIX names a folder: ``site`` means
+the keys under ``site/``.
+
+When some files or keys of a tree command fail, the others still go; each
+failure is a line on stderr, ``blobgate: NAME: CODE: message`` (``LOCAL`` for
+a local file error), and the exit status is that code's, or 1 when they
+differ.
 
 A failure prints one line on stderr, ``blobgate: CODE: message``, and exits:
 
@@ -40,8 +53,8 @@ from typing import Any, NoReturn
 
 import grpc
 
-from blobgate.client import cli_commands
-from blobgate.client.cli_commands import Command, UsageError
+from blobgate.client import cli_commands, cli_trees
+from blobgate.client.cli_commands import Command, PartialFailure, UsageError
 from blobgate.client.client import Client
 from blobgate.client.errors import BlobgateError
 
@@ -90,6 +103,29 @@ def _positive(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
+
+
+def _jobs(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be 1 to 64, got {text}")
+    return value
+
+
+def _recursive(single: Command, tree: Command) -> Command:
+    """The handler of a command whose ``-r`` form works on a tree."""
+
+    async def run(client: Client, args: argparse.Namespace) -> None:
+        await (tree if args.recursive else single)(client, args)
+
+    return run
+
+
+def _add_tree_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("-r", "--recursive", action="store_true", help=what)
+    parser.add_argument(
+        "-j", "--jobs", type=_jobs, default=4, metavar="N", help="with -r: files at once (4)"
+    )
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, subcommand: bool) -> None:
@@ -160,9 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
         _add_global_options(sub, subcommand=True)
         return sub
 
-    put = command("put", cli_commands.put, "upload a file (or stdin) as an object")
-    put.add_argument("local", metavar="LOCAL", help="file to upload, - for stdin")
-    put.add_argument("key", metavar="KEY")
+    put = command(
+        "put",
+        _recursive(cli_commands.put, cli_trees.put_tree),
+        "upload a file (or stdin) as an object, or a directory (-r) under a prefix",
+    )
+    put.add_argument("local", metavar="LOCAL", help="file to upload, - for stdin; with -r: DIR")
+    put.add_argument("key", metavar="KEY", help="with -r: PREFIX")
+    _add_tree_options(put, "upload every file under DIR as PREFIX/its path; skip unchanged ones")
     put.add_argument("--content-type", default="", help="default: guessed from KEY")
     put.add_argument(
         "--metadata",
@@ -176,9 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("--if-match", default="", metavar="ETAG", help="replace only this version")
     put.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
 
-    get = command("get", cli_commands.get, "download an object to a file (or stdout)")
-    get.add_argument("key", metavar="KEY")
-    get.add_argument("local", metavar="LOCAL", help="file or directory to write, - for stdout")
+    get = command(
+        "get",
+        _recursive(cli_commands.get, cli_trees.get_tree),
+        "download an object to a file (or stdout), or a prefix (-r) into a directory",
+    )
+    get.add_argument("key", metavar="KEY", help="with -r: PREFIX")
+    get.add_argument(
+        "local", metavar="LOCAL", help="file or directory to write, - for stdout; with -r: DIR"
+    )
+    _add_tree_options(get, "download every object under PREFIX into DIR; skip unchanged files")
     get.add_argument("--offset", type=int, default=0, help="first byte; negative: from the end")
     get.add_argument("--limit", type=int, default=0, help="most bytes (default: to the end)")
     get.add_argument("--if-match", default="", metavar="ETAG", help="only this version")
@@ -207,9 +255,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     presign.add_argument("--content-type", default="", help="PUT only; the uploader must send it")
 
-    rm = command("rm", cli_commands.rm, "delete an object")
-    rm.add_argument("key", metavar="KEY")
+    rm = command(
+        "rm",
+        _recursive(cli_commands.rm, cli_trees.rm_tree),
+        "delete an object, or every object under a prefix (-r)",
+    )
+    rm.add_argument("key", metavar="KEY", help="with -r: PREFIX")
     rm.add_argument("--if-match", default="", metavar="ETAG", help="delete only this version")
+    rm.add_argument(
+        "-r", "--recursive", action="store_true", help="delete every object under PREFIX"
+    )
+
+    for name, handler, help_text in (
+        ("cp", cli_commands.cp, "copy an object inside the server's S3"),
+        ("mv", cli_commands.mv, "copy an object, then delete the source if it did not change"),
+    ):
+        move = command(name, handler, help_text)
+        move.add_argument("source", metavar="SRC")
+        move.add_argument("destination", metavar="DST", help='ending in "/": SRC\'s name is added')
+        move.add_argument(
+            "--to-bucket", default="", metavar="BUCKET", help="DST's bucket (default: --bucket)"
+        )
+        move.add_argument("--if-none-match", action="store_true", help="fail if DST exists")
+        move.add_argument("--if-match", default="", metavar="ETAG", help="replace only this DST")
+        if name == "cp":
+            move.add_argument(
+                "--source-if-match", default="", metavar="ETAG", help="copy only this version"
+            )
+            move.add_argument(
+                "--content-type", default="", help="replace the content type and metadata"
+            )
+            move.add_argument(
+                "--metadata",
+                type=_metadata_item,
+                action="append",
+                default=[],
+                metavar="NAME=VALUE",
+                help="replace the metadata (repeat for more; the checksums stay)",
+            )
+
+    du = command("du", cli_trees.du, "count the objects and bytes under a prefix")
+    du.add_argument("prefix", metavar="PREFIX", nargs="?", default="")
+    du.add_argument("--delimiter", default="", help='also per group one level down, e.g. "/"')
     return parser
 
 
@@ -255,6 +342,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         _fail(str(exc))
         return EXIT_USAGE
+    except PartialFailure as exc:
+        codes = set()
+        for failure in exc.failures:
+            code = failure.code.name if failure.code is not None else "LOCAL"
+            _fail(f"{failure.name}: {code}: {failure.message or 'no details'}")
+            codes.add(exit_code(failure.code) if failure.code is not None else EXIT_FAILURE)
+        return codes.pop() if len(codes) == 1 else EXIT_FAILURE
     except KeyboardInterrupt:
         _fail("interrupted")
         return EXIT_INTERRUPTED

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -19,12 +19,24 @@ from blobgate.client.cli_output import (
     progress_bar,
 )
 from blobgate.client.client import Client
+from blobgate.client.errors import BlobgateError
+from blobgate.client.models import ObjectInfo
+from blobgate.client.trees import TreeFailure, key_name
 
 Command = Callable[[Client, argparse.Namespace], Awaitable[None]]
 
 
 class UsageError(Exception):
     """The command line is wrong in a way argparse cannot see."""
+
+
+class PartialFailure(Exception):
+    """Some files or keys of a command failed (the rest succeeded): each
+    with its status code, None for a local failure."""
+
+    def __init__(self, failures: Sequence[TreeFailure]) -> None:
+        super().__init__(f"{len(failures)} failed")
+        self.failures = list(failures)
 
 
 async def put(client: Client, args: argparse.Namespace) -> None:
@@ -148,3 +160,57 @@ async def presign(client: Client, args: argparse.Namespace) -> None:
 async def rm(client: Client, args: argparse.Namespace) -> None:
     """Delete an object."""
     await client.delete(args.key, if_match=args.if_match)
+
+
+def _destination(source: str, destination: str) -> str:
+    """DST, or DST + the source's file name when DST ends with "/"."""
+    return destination + key_name(source) if destination.endswith("/") else destination
+
+
+def _copy_line(verb: str, source: str, info: ObjectInfo) -> str:
+    return f"{verb} {source} -> {info.bucket}/{info.key}: {human_size(info.size)}, etag {info.etag}"
+
+
+async def cp(client: Client, args: argparse.Namespace) -> None:
+    """Copy an object inside the server's S3."""
+    replace = bool(args.content_type or args.metadata)
+    info = await client.copy(
+        args.source,
+        _destination(args.source, args.destination),
+        to_bucket=args.to_bucket,
+        source_if_match=args.source_if_match,
+        if_none_match=args.if_none_match,
+        if_match=args.if_match,
+        replace_metadata=replace,
+        content_type=args.content_type,
+        metadata=dict(args.metadata),
+    )
+    if args.json:
+        print_json(object_json(info))
+    else:
+        print(_copy_line("cp", args.source, info))
+
+
+async def mv(client: Client, args: argparse.Namespace) -> None:
+    """Copy an object, then delete the source if it is still the version copied."""
+    source = await client.stat(args.source)
+    info = await client.copy(
+        args.source,
+        _destination(args.source, args.destination),
+        to_bucket=args.to_bucket,
+        source_if_match=source.etag,
+        if_none_match=args.if_none_match,
+        if_match=args.if_match,
+    )
+    try:
+        await client.delete(args.source, if_match=source.etag)
+    except BlobgateError as exc:
+        raise BlobgateError(
+            exc.code,
+            f"copied to {info.bucket}/{info.key}, but {args.source} was not deleted: "
+            f"{exc.message} (it changed or went away after the copy, so it was left as it is)",
+        ) from exc
+    if args.json:
+        print_json(object_json(info))
+    else:
+        print(_copy_line("mv", args.source, info))

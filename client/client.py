@@ -4,9 +4,9 @@ A ``Client`` sends its calls through a transport (``blobgate.client.transport``)
 one server (``host:port``: one channel), the passing instances of a Consul
 service (``consul://NAME``: one channel per instance, calls spread
 round-robin), or a transport object of the caller's own. Idempotent calls
-(stat, list, presign, delete, and a download until its first bytes reach the
-caller) are retried on UNAVAILABLE, on another instance when there is one
-(``blobgate.client.retry``); uploads are not, unless resumable
+(stat, list, presign, delete, copy, batch_delete, and a download until its
+first bytes reach the caller) are retried on UNAVAILABLE, on another instance
+when there is one (``blobgate.client.retry``); uploads are not, unless resumable
 (``blobgate.client.resumable``). Every public method translates gRPC failures
 into ``BlobgateError`` (``blobgate.client.errors``), including those raised
 while a download is iterated.
@@ -15,7 +15,7 @@ while a download is iterated.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Literal, Self, Unpack
@@ -25,7 +25,7 @@ from blobgate.client.consul_config import ConsulConfig
 from blobgate.client.consul_transport import ConsulTransport
 from blobgate.client.discovery import ConsulTarget
 from blobgate.client.download import DownloadOpener, DownloadStream, range_size
-from blobgate.client.models import ListPage, ObjectInfo, PresignedURL
+from blobgate.client.models import DeleteResult, ListPage, ObjectInfo, PresignedURL
 from blobgate.client.options import ClientOptions, OptionKeywords
 from blobgate.client.progress import Progress
 from blobgate.client.resumable import RESUMABLE_THRESHOLD, ResumableUpload
@@ -37,6 +37,8 @@ from blobgate.client.upload import upload_once, upload_spec
 from blobgate.client.wire import CHANNEL_OPTIONS, proto_duration
 from blobgate.v1 import storage_pb2
 
+BATCH_DELETE_LIMIT = 1000  # keys per BatchDelete call
+DeleteResults = list[DeleteResult]  # spelt here: Client.list hides the builtin in the class
 _HTTP_METHODS_BY_NAME = {"GET": storage_pb2.HTTP_METHOD_GET, "PUT": storage_pb2.HTTP_METHOD_PUT}
 
 
@@ -346,6 +348,74 @@ class Client:
             bucket=bucket or self.options.bucket, key=key, if_match=if_match
         )
         await self._unary("Delete", request)
+
+    async def copy(
+        self,
+        source_key: str,
+        destination_key: str,
+        *,
+        bucket: str = "",
+        to_bucket: str = "",
+        source_if_match: str = "",
+        if_none_match: bool = False,
+        if_match: str = "",
+        replace_metadata: bool = False,
+        content_type: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
+        """Copy ``source_key`` (in ``bucket``) to ``destination_key`` (in
+        ``to_bucket``, default: the source's bucket) inside S3, and return the
+        new object. The copy keeps the source's content type, metadata and
+        checksums; ``replace_metadata`` replaces the first two with
+        ``content_type`` (empty: guessed from the destination key) and
+        ``metadata``. ``source_if_match`` pins the source's version;
+        ``if_none_match`` and ``if_match`` guard the destination. A retry
+        after a lost reply can report FAILED_PRECONDITION for a copy that
+        ``if_none_match`` let through the first time."""
+        if not replace_metadata and (content_type or metadata):
+            raise ValueError("content_type and metadata need replace_metadata=True")
+        source_bucket = bucket or self.options.bucket
+        request = storage_pb2.CopyRequest(
+            source_bucket=source_bucket,
+            source_key=source_key,
+            source_if_match=source_if_match,
+            destination_bucket=to_bucket or source_bucket,
+            destination_key=destination_key,
+            if_none_match=if_none_match,
+            if_match=if_match,
+            replace_metadata=replace_metadata,
+            content_type=content_type,
+            metadata=dict(metadata or {}),
+        )
+        response: storage_pb2.CopyResponse = await self._unary("Copy", request)
+        return ObjectInfo.from_proto(response.object)
+
+    async def batch_delete(
+        self,
+        keys: Iterable[str],
+        *,
+        bucket: str = "",
+        if_match: Mapping[str, str] | None = None,
+    ) -> DeleteResults:
+        """Delete ``keys`` of one bucket, in calls of up to 1000 keys, and
+        say what became of each distinct key (in order): deleted (or already missing), or
+        the status that refused it. ``if_match`` maps keys to the ETag each
+        must still have. A failure of a whole call raises ``BlobgateError``;
+        the calls before it took effect."""
+        conditions = dict(if_match or {})
+        names = list(dict.fromkeys(keys))
+        results: DeleteResults = []
+        for start in range(0, len(names), BATCH_DELETE_LIMIT):
+            entries = [
+                storage_pb2.BatchDeleteEntry(key=key, if_match=conditions.get(key, ""))
+                for key in names[start : start + BATCH_DELETE_LIMIT]
+            ]
+            request = storage_pb2.BatchDeleteRequest(
+                bucket=bucket or self.options.bucket, entries=entries
+            )
+            response: storage_pb2.BatchDeleteResponse = await self._unary("BatchDelete", request)
+            results += [DeleteResult.from_proto(result) for result in response.results]
+        return results
 
     async def _unary(self, method: str, request: Any) -> Any:
         budget = CallBudget.start(self.options.timeout, self.options.max_attempts)

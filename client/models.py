@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import grpc
 from google.protobuf import timestamp_pb2
 
 from blobgate.v1 import storage_pb2
@@ -81,6 +82,30 @@ class PresignedURL:
             ),
             headers=dict(response.headers),
         )
+
+
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """What became of one key of a batch delete: ``code`` OK when the key is
+    gone (deleted, or already missing), else the status that refused it."""
+
+    key: str
+    code: grpc.StatusCode
+    message: str
+
+    @property
+    def deleted(self) -> bool:
+        """Whether the key is gone."""
+        return self.code == grpc.StatusCode.OK
+
+    @classmethod
+    def from_proto(cls, result: storage_pb2.BatchDeleteResult) -> DeleteResult:
+        """Convert an API ``BatchDeleteResult``."""
+        code = _STATUS_CODES.get(result.code, grpc.StatusCode.UNKNOWN)
+        return cls(key=result.key, code=code, message=result.message)
 
 
 def _datetime(timestamp: timestamp_pb2.Timestamp) -> datetime:

@@ -224,6 +224,8 @@ class SyncClient:
     list_page = _blocking(Client.list_page)
     presign = _blocking(Client.presign)
     delete = _blocking(Client.delete)
+    copy = _blocking(Client.copy)
+    batch_delete = _blocking(Client.batch_delete)
 
 
 async def _next_chunk(stream: DownloadStream) -> bytes | None:

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     create_buckets: bool = Field(False, description="create missing allowed buckets at start-up")
     part_size: ByteSize = Field(ByteSize(8 * MiB), description="multipart part size (>= 5MiB)")
     parts_in_flight: int = Field(4, ge=1, le=64, description="parts uploaded at once per upload")
+    copy_threshold: ByteSize = Field(
+        ByteSize(5 * 1024 * MiB),
+        description="Copy of a larger object goes part by part (UploadPartCopy), 5MiB to 5GiB",
+    )
     max_object_size: ByteSize | None = Field(
         None, description="largest object accepted; unset: 10000 parts of part_size"
     )
@@ -230,6 +234,8 @@ class Settings(BaseSettings):
                 f"{S3_MAX_PARTS} parts of {self.part_size.human_readable()}: raise part_size "
                 "or lower max_object_size"
             )
+        if not S3_MIN_PART <= self.copy_threshold <= S3_MAX_PART:
+            raise ValueError("copy_threshold must be between 5MiB and 5GiB (CopyObject's limit)")
         if self.memory_budget < self.part_size:
             raise ValueError("memory_budget must be at least part_size")
         if self.max_message_size < MIN_MESSAGE_SIZE:

@@ -1,8 +1,8 @@
 """The contract from a client nobody here wrote: tests/node/client.mjs, a Node.js
 program on @grpc/grpc-js and @grpc/proto-loader that loads storage.proto at run
 time, drives a live gateway (Upload, Download, Stat, List, Presign, error
-statuses, a resumable session cut and resumed), and this test checks that what
-it uploaded reached S3 byte-exact.
+statuses, a resumable session cut and resumed, Copy and BatchDelete), and this
+test checks that what it uploaded and copied reached S3 byte-exact.
 
 Node and npm are required, not optional: without them this test fails. Its
 packages come from tests/node/package-lock.json via ``npm ci``, run here once
@@ -149,9 +149,19 @@ async def test_node_client_round_trip(
     got = await s3.get_object(Bucket=bucket, Key=session["key"])
     async with got["Body"] as body:
         assert hashlib.sha256(await body.read()).digest() == hashlib.sha256(blob).digest()
+    copies = result["copy"]
+    assert [r["code"] for r in copies["results"]] == [0, 0, 9]  # OK, OK, FAILED_PRECONDITION
+    assert copies["errors"]["missing_source"]["code"] == 5
+    assert copies["errors"]["exists"]["code"] == 9
+    assert copies["errors"]["too_many"]["code"] == 3
+    # The replaced copy survived its stale if_match; the kept one is gone.
+    got = await s3.get_object(Bucket=bucket, Key=copies["replaced"])
+    async with got["Body"] as body:
+        assert await body.read() == small
+    assert got["Metadata"]["copied"] == "yes"
+    assert got["Metadata"]["sha256"] == hashlib.sha256(small).hexdigest()
     listing = await s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
-    assert sorted(o["Key"] for o in listing["Contents"]) == [
-        *result["list"]["keys"],
-        session["key"],
-    ]
+    assert sorted(o["Key"] for o in listing["Contents"]) == sorted(
+        [*result["list"]["keys"], session["key"], copies["replaced"]]
+    )
     assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []

@@ -148,6 +148,14 @@ def add_to_server(
             _parser(pb.CancelResumableUploadRequest),
             pb.CancelResumableUploadResponse.SerializeToString,
         ),
+        "Copy": grpc.unary_unary_rpc_method_handler(
+            servicer.Copy, _parser(pb.CopyRequest), pb.CopyResponse.SerializeToString
+        ),
+        "BatchDelete": grpc.unary_unary_rpc_method_handler(
+            servicer.BatchDelete,
+            _parser(pb.BatchDeleteRequest),
+            pb.BatchDeleteResponse.SerializeToString,
+        ),
     }
     name = pb.DESCRIPTOR.services_by_name["StorageService"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))

@@ -17,6 +17,11 @@ from blobgate.server.errors import Cancelled, InvalidArgument, OutOfRange, Strea
 from blobgate.server.rpc import page_token
 from blobgate.server.rpc import upload_id as upload_id_codec
 from blobgate.server.rpc.codecs import encoded_data_message, object_message
+from blobgate.server.rpc.copy_and_batch_delete import (
+    batch_delete_entries,
+    batch_delete_results,
+    copy_spec,
+)
 from blobgate.server.rpc.upload_stream import (
     UploadMessage,
     UploadStream,
@@ -230,3 +235,17 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         ref = self._buckets.ref(request.bucket, request.key)
         await self._store.delete(ref, validate_etag(request.if_match))
         return pb.DeleteResponse()
+
+    async def Copy(
+        self, request: storage_pb2.CopyRequest, context: Context
+    ) -> storage_pb2.CopyResponse:
+        info = await self._store.copy(copy_spec(request, self._buckets))
+        return pb.CopyResponse(object=object_message(info))
+
+    async def BatchDelete(
+        self, request: storage_pb2.BatchDeleteRequest, context: Context
+    ) -> storage_pb2.BatchDeleteResponse:
+        bucket = self._buckets.resolve(request.bucket)
+        entries = batch_delete_entries(request.entries)
+        results = await self._store.batch_delete(bucket, entries)
+        return pb.BatchDeleteResponse(results=batch_delete_results(entries, results))

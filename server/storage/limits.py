@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
-from blobgate.server.errors import ResourceExhausted
+from blobgate.server.errors import ResourceExhausted, ServiceError
 from blobgate.server.storage.protocols import (
     ByteRange,
     Chunk,
+    CopySpec,
+    DeleteEntry,
     ListPage,
     ObjectReader,
     ObjectRef,
@@ -172,6 +174,15 @@ class StreamLimitedStore:
 
     async def delete(self, ref: ObjectRef, if_match: str) -> None:
         await self._inner.delete(ref, if_match)
+
+    async def copy(self, spec: CopySpec) -> StoredObject:
+        # A unary call whose bytes stay in S3: no transfer slot.
+        return await self._inner.copy(spec)
+
+    async def batch_delete(
+        self, bucket: str, entries: Sequence[DeleteEntry]
+    ) -> list[ServiceError | None]:
+        return await self._inner.batch_delete(bucket, entries)
 
     async def presign(
         self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str

@@ -15,8 +15,8 @@ import binascii
 import bisect
 import hashlib
 import itertools
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ from blobgate.server.errors import (
     InvalidArgument,
     NotFound,
     OutOfRange,
+    ServiceError,
 )
 from blobgate.server.storage.checksums import Hasher, verify
 from blobgate.server.storage.protocols import (
@@ -33,6 +34,8 @@ from blobgate.server.storage.protocols import (
     ByteRange,
     Chunk,
     ContentChecksums,
+    CopySpec,
+    DeleteEntry,
     ListPage,
     ObjectRef,
     PresignedRequest,
@@ -201,6 +204,42 @@ class MemoryStore:
             self.check_preconditions(ref, PutOptions("", {}, if_match=if_match))
         if bucket.objects.pop(ref.key, None) is not None:
             del bucket.keys[bisect.bisect_left(bucket.keys, ref.key)]
+
+    async def copy(self, spec: CopySpec) -> StoredObject:
+        """Share the source's bytes (never changed once committed) with the copy."""
+        try:
+            source = self._object(spec.source)
+        except BucketNotFound:
+            raise
+        except NotFound:
+            raise NotFound(
+                f"no source object {spec.source.key!r} in bucket {spec.source.bucket!r}"
+            ) from None
+        if spec.source_if_match and source.info.etag != _plain_etag(spec.source_if_match):
+            raise FailedPrecondition(
+                f"source_if_match {spec.source_if_match!r} does not match "
+                f"{spec.source.key!r} (etag {source.info.etag!r})"
+            )
+        options = spec.options
+        if not spec.replace_metadata:
+            options = replace(
+                options, content_type=source.info.content_type, metadata=source.info.metadata
+            )
+        return self.commit(spec.destination, source.data, options, source.info.checksums)
+
+    async def batch_delete(
+        self, bucket: str, entries: Sequence[DeleteEntry]
+    ) -> list[ServiceError | None]:
+        self.bucket(bucket)
+        results: list[ServiceError | None] = []
+        for entry in entries:
+            try:
+                await self.delete(ObjectRef(bucket, entry.key), entry.if_match)
+            except FailedPrecondition as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
 
     # --- reads -------------------------------------------------------------
 

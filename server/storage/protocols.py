@@ -9,10 +9,12 @@ are raised as ``blobgate.server.errors`` types.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
+
+from blobgate.server.errors import ServiceError
 
 # User-metadata keys under which stores keep an object's checksums; callers
 # may not set them.
@@ -113,6 +115,28 @@ class PresignedRequest:
     headers: Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class CopySpec:
+    """A copy from ``source`` to ``destination``. ``options`` holds the
+    destination's preconditions and, when ``replace_metadata``, its content
+    type and metadata; otherwise the source's are kept. The source's
+    checksums are kept either way."""
+
+    source: ObjectRef
+    destination: ObjectRef
+    options: PutOptions
+    source_if_match: str = ""
+    replace_metadata: bool = False
+
+
+@dataclass(frozen=True)
+class DeleteEntry:
+    """One key of a batch delete, with its optional ETag condition."""
+
+    key: str
+    if_match: str = ""
+
+
 class ObjectStore(Protocol):
     """Put, read, describe, list, delete and presign objects."""
 
@@ -141,6 +165,20 @@ class ObjectStore(Protocol):
 
     async def delete(self, ref: ObjectRef, if_match: str) -> None:
         """Remove one object; a missing key is not an error without if_match."""
+        ...
+
+    async def copy(self, spec: CopySpec) -> StoredObject:
+        """Copy one object inside the store (no bytes through the gateway)
+        and describe the copy; NotFound for a missing source,
+        FailedPrecondition when a condition does not hold."""
+        ...
+
+    async def batch_delete(
+        self, bucket: str, entries: Sequence[DeleteEntry]
+    ) -> list[ServiceError | None]:
+        """Remove the entries' keys in one request where the store allows;
+        one result per entry, in order: None when the key is gone, else the
+        error that refused it. An error of the whole request is raised."""
         ...
 
     async def presign(

@@ -6,7 +6,8 @@
 //   node client.mjs ADDRESS SCRATCH_DIR KEY_PREFIX
 //
 // It uploads a ~3 MiB random object and a small one, downloads them (whole and
-// a range), Stats and Lists them, and checks error statuses. It writes the
+// a range), Stats and Lists them, Copies the small one and BatchDeletes the
+// copies, and checks error statuses. It writes the
 // bytes it uploaded to SCRATCH_DIR/<name>.bin so the caller can compare them
 // with what reached S3, prints one JSON line of results, and exits 0; on any
 // mismatch it prints "node client: FAILED: ..." to stderr and exits 1.
@@ -340,6 +341,7 @@ async function main() {
   }
 
   results.session = await resumableSession(client, prefix, scratch);
+  results.copy = await copyAndBatchDelete(client, prefix, objects[1]);
 
   client.close();
   results.ok = true;
@@ -378,6 +380,64 @@ async function resumableSession(client, prefix, scratch) {
   checkEqual(response.object.checksums.sha256.toString('hex'), sha256(blob).toString('hex'), 'resumed sha256');
   await expectError(query(), grpc.status.NOT_FOUND, 'QueryUploadStatus(finished session)');
   return { key, part_size: partSize, persisted, size: response.object.size };
+}
+
+// Copy the small object (keeping its metadata, then replacing it), then
+// BatchDelete the copies, a missing key and a key whose if_match is stale.
+async function copyAndBatchDelete(client, prefix, small) {
+  const copied = await unary(client, 'Copy', {
+    source_key: small.key,
+    destination_key: `${prefix}copies/kept.txt`,
+    if_none_match: true,
+  });
+  checkObject(copied.object, { ...small, key: `${prefix}copies/kept.txt` }, 'Copy(kept).object');
+  const replaced = await unary(client, 'Copy', {
+    source_key: small.key,
+    destination_key: `${prefix}copies/replaced.bin`,
+    replace_metadata: true,
+    metadata: { Copied: 'yes' },
+  });
+  checkObject(
+    replaced.object,
+    { ...small, key: `${prefix}copies/replaced.bin`, contentType: 'application/octet-stream' },
+    'Copy(replaced).object',
+  );
+  checkEqual(replaced.object.metadata.copied, 'yes', 'Copy(replaced).object.metadata.copied');
+  const copyErrors = {
+    missing_source: await expectError(
+      unary(client, 'Copy', { source_key: `${prefix}no-such-key`, destination_key: `${prefix}x` }),
+      grpc.status.NOT_FOUND,
+      'Copy(missing source)',
+    ),
+    exists: await expectError(
+      unary(client, 'Copy', {
+        source_key: small.key,
+        destination_key: `${prefix}copies/kept.txt`,
+        if_none_match: true,
+      }),
+      grpc.status.FAILED_PRECONDITION,
+      'Copy(if_none_match onto an existing key)',
+    ),
+  };
+  const deleted = await unary(client, 'BatchDelete', {
+    entries: [
+      { key: `${prefix}copies/kept.txt`, if_match: copied.object.etag },
+      { key: `${prefix}copies/missing.txt` },
+      { key: `${prefix}copies/replaced.bin`, if_match: 'stale-etag' },
+    ],
+  });
+  const results = deleted.results.map((r) => ({ key: r.key, code: r.code, message: r.message }));
+  checkEqual(results.length, 3, 'BatchDelete result count');
+  checkEqual(results[0].code, 0, 'BatchDelete(kept) code');
+  checkEqual(results[1].code, 0, 'BatchDelete(missing) code');
+  checkEqual(results[2].code, grpc.status.FAILED_PRECONDITION, 'BatchDelete(stale if_match) code');
+  check(results[2].message.length > 0, 'BatchDelete(stale if_match): empty message');
+  const tooMany = await expectError(
+    unary(client, 'BatchDelete', { entries: Array.from({ length: 1001 }, (_, i) => ({ key: `k${i}` })) }),
+    grpc.status.INVALID_ARGUMENT,
+    'BatchDelete(1001 keys)',
+  );
+  return { kept: copied.object.key, replaced: replaced.object.key, results, errors: { ...copyErrors, too_many: tooMany } };
 }
 
 main().then(

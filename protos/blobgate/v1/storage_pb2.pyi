@@ -250,3 +250,72 @@ class DeleteRequest(_message.Message):
 class DeleteResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class CopyRequest(_message.Message):
+    __slots__ = ("source_bucket", "source_key", "source_if_match", "destination_bucket", "destination_key", "if_none_match", "if_match", "replace_metadata", "content_type", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SOURCE_BUCKET_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_KEY_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_IF_MATCH_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_BUCKET_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_KEY_FIELD_NUMBER: _ClassVar[int]
+    IF_NONE_MATCH_FIELD_NUMBER: _ClassVar[int]
+    IF_MATCH_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    source_bucket: str
+    source_key: str
+    source_if_match: str
+    destination_bucket: str
+    destination_key: str
+    if_none_match: bool
+    if_match: str
+    replace_metadata: bool
+    content_type: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, source_bucket: _Optional[str] = ..., source_key: _Optional[str] = ..., source_if_match: _Optional[str] = ..., destination_bucket: _Optional[str] = ..., destination_key: _Optional[str] = ..., if_none_match: _Optional[bool] = ..., if_match: _Optional[str] = ..., replace_metadata: _Optional[bool] = ..., content_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class CopyResponse(_message.Message):
+    __slots__ = ("object",)
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    object: Object
+    def __init__(self, object: _Optional[_Union[Object, _Mapping]] = ...) -> None: ...
+
+class BatchDeleteEntry(_message.Message):
+    __slots__ = ("key", "if_match")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    IF_MATCH_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    if_match: str
+    def __init__(self, key: _Optional[str] = ..., if_match: _Optional[str] = ...) -> None: ...
+
+class BatchDeleteRequest(_message.Message):
+    __slots__ = ("bucket", "entries")
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    bucket: str
+    entries: _containers.RepeatedCompositeFieldContainer[BatchDeleteEntry]
+    def __init__(self, bucket: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[BatchDeleteEntry, _Mapping]]] = ...) -> None: ...
+
+class BatchDeleteResult(_message.Message):
+    __slots__ = ("key", "code", "message")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    code: int
+    message: str
+    def __init__(self, key: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class BatchDeleteResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BatchDeleteResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BatchDeleteResult, _Mapping]]] = ...) -> None: ...

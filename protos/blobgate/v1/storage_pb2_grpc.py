@@ -83,6 +83,16 @@ class StorageServiceStub:
                 request_serializer=blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadRequest.SerializeToString,
                 response_deserializer=blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadResponse.FromString,
                 _registered_method=True)
+        self.Copy = channel.unary_unary(
+                '/blobgate.v1.StorageService/Copy',
+                request_serializer=blobgate_dot_v1_dot_storage__pb2.CopyRequest.SerializeToString,
+                response_deserializer=blobgate_dot_v1_dot_storage__pb2.CopyResponse.FromString,
+                _registered_method=True)
+        self.BatchDelete = channel.unary_unary(
+                '/blobgate.v1.StorageService/BatchDelete',
+                request_serializer=blobgate_dot_v1_dot_storage__pb2.BatchDeleteRequest.SerializeToString,
+                response_deserializer=blobgate_dot_v1_dot_storage__pb2.BatchDeleteResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -171,6 +181,24 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Copy(self, request, context):
+        """Copy makes a new object from an existing one inside S3 (CopyObject, or
+        UploadPartCopy for large objects): the bytes never pass through the
+        gateway. The checksums travel with the object. A missing source is
+        NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchDelete(self, request, context):
+        """BatchDelete removes up to 1000 keys of one bucket in one call and says
+        what became of each. Deleting a missing key is OK, as with Delete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -218,6 +246,16 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.CancelResumableUpload,
                     request_deserializer=blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadRequest.FromString,
                     response_serializer=blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadResponse.SerializeToString,
+            ),
+            'Copy': grpc.unary_unary_rpc_method_handler(
+                    servicer.Copy,
+                    request_deserializer=blobgate_dot_v1_dot_storage__pb2.CopyRequest.FromString,
+                    response_serializer=blobgate_dot_v1_dot_storage__pb2.CopyResponse.SerializeToString,
+            ),
+            'BatchDelete': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchDelete,
+                    request_deserializer=blobgate_dot_v1_dot_storage__pb2.BatchDeleteRequest.FromString,
+                    response_serializer=blobgate_dot_v1_dot_storage__pb2.BatchDeleteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -467,6 +505,60 @@ class StorageService:
             '/blobgate.v1.StorageService/CancelResumableUpload',
             blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadRequest.SerializeToString,
             blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Copy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blobgate.v1.StorageService/Copy',
+            blobgate_dot_v1_dot_storage__pb2.CopyRequest.SerializeToString,
+            blobgate_dot_v1_dot_storage__pb2.CopyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchDelete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blobgate.v1.StorageService/BatchDelete',
+            blobgate_dot_v1_dot_storage__pb2.BatchDeleteRequest.SerializeToString,
+            blobgate_dot_v1_dot_storage__pb2.BatchDeleteResponse.FromString,
             options,
             channel_credentials,
             insecure,

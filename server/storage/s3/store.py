@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from blobgate.server.errors import BucketNotFound, FailedPrecondition, NotFound, OutOfRange
+from blobgate.server.errors import (
+    BucketNotFound,
+    FailedPrecondition,
+    NotFound,
+    OutOfRange,
+    ServiceError,
+)
 from blobgate.server.storage.checksums import Hasher, verify
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import (
@@ -21,6 +27,8 @@ from blobgate.server.storage.protocols import (
     ByteRange,
     Chunk,
     ContentChecksums,
+    CopySpec,
+    DeleteEntry,
     ListPage,
     ObjectRef,
     PresignedRequest,
@@ -28,6 +36,7 @@ from blobgate.server.storage.protocols import (
     PutOptions,
     StoredObject,
 )
+from blobgate.server.storage.s3.batch_delete import batch_delete
 from blobgate.server.storage.s3.commit import (
     abort_multipart,
     committed,
@@ -35,6 +44,7 @@ from blobgate.server.storage.s3.commit import (
     create_multipart,
 )
 from blobgate.server.storage.s3.connection import S3Connection
+from blobgate.server.storage.s3.copy import copy_object
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.metadata import (
     bare_etag,
@@ -156,6 +166,14 @@ class S3Store:
             if if_match:  # gone since the check above
                 raise FailedPrecondition(f"if_match: there is no object {ref.key!r}") from exc
             # Deleting a missing key is OK (S3 semantics), however S3 says it.
+
+    async def copy(self, spec: CopySpec) -> StoredObject:
+        return await copy_object(self._connection, spec)
+
+    async def batch_delete(
+        self, bucket: str, entries: Sequence[DeleteEntry]
+    ) -> list[ServiceError | None]:
+        return await batch_delete(self._client, bucket, entries)
 
     # --- reads -------------------------------------------------------------
 

@@ -1,0 +1,182 @@
+"""Copy inside S3: one CopyObject up to ``copy_threshold``, a multipart copy
+(UploadPartCopy of ``part_size`` ranges, ``parts_in_flight`` at once) above
+it. The bytes never pass through the gateway. Every request names the
+source's ETag as read up front (CopySourceIfMatch), so the checksums taken
+from that read describe the bytes copied."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from blobgate.server.errors import BucketNotFound, FailedPrecondition, NotFound
+from blobgate.server.storage.protocols import CopySpec, ObjectRef, PutOptions, StoredObject
+from blobgate.server.storage.s3.commit import abort_multipart, committed, create_multipart
+from blobgate.server.storage.s3.connection import S3Connection
+from blobgate.server.storage.s3.errors import s3_errors
+from blobgate.server.storage.s3.metadata import (
+    bare_etag,
+    conditions,
+    quoted_etag,
+    stored_metadata,
+)
+from blobgate.server.storage.s3.preconditions import check_preconditions, head
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+MAX_PARTS = 10_000  # S3's limit per multipart upload
+MAX_PART = 5 * 1024**3  # UploadPartCopy's limit per part
+
+
+async def copy_object(connection: S3Connection, spec: CopySpec) -> StoredObject:
+    """Copy ``spec.source`` to ``spec.destination`` and describe the copy."""
+    client = connection.client
+    source = await _read_source(client, spec)
+    if spec.options.if_none_match or spec.options.if_match:
+        await check_preconditions(client, spec.destination, spec.options)
+    options = replace(spec.options, known=source.checksums)
+    if not spec.replace_metadata:
+        options = replace(options, content_type=source.content_type, metadata=source.metadata)
+    copier = _Copier(connection, spec, source, options)
+    try:
+        if source.size <= int(connection.settings.copy_threshold):
+            return await copier.single()
+        return await copier.multipart()
+    except FailedPrecondition as exc:
+        raise FailedPrecondition(
+            f"the copy of {spec.source.key!r} to {spec.destination.key!r} was refused: "
+            "the source changed, or a destination precondition failed, during the copy"
+        ) from exc
+
+
+async def _read_source(client: S3Client, spec: CopySpec) -> StoredObject:
+    """The source as it is now, checked against ``source_if_match``."""
+    ref = spec.source
+    try:
+        source = await head(client, ref)
+    except BucketNotFound:
+        raise
+    except NotFound:
+        raise NotFound(f"no source object {ref.key!r} in bucket {ref.bucket!r}") from None
+    if spec.source_if_match and source.etag != bare_etag(spec.source_if_match):
+        raise FailedPrecondition(
+            f"source_if_match {spec.source_if_match!r} does not match {ref.key!r} "
+            f"(etag {source.etag!r})"
+        )
+    return source
+
+
+class _Copier:
+    """One copy's requests, by either path."""
+
+    def __init__(
+        self,
+        connection: S3Connection,
+        spec: CopySpec,
+        source: StoredObject,
+        options: PutOptions,
+    ) -> None:
+        self._connection = connection
+        self._spec = spec
+        self._source = source
+        self._options = options
+        self._copy_source = {"Bucket": spec.source.bucket, "Key": spec.source.key}
+        self._source_etag = quoted_etag(source.etag)
+
+    @property
+    def _destination(self) -> ObjectRef:
+        return self._spec.destination
+
+    async def _describe(self, etag: str) -> StoredObject:
+        sums = self._source.checksums
+        return await committed(
+            self._connection.client, self._destination, self._options, sums, self._source.size, etag
+        )
+
+    async def single(self) -> StoredObject:
+        """One CopyObject."""
+        kwargs: dict[str, Any] = dict(conditions(self._options))
+        if self._spec.replace_metadata:
+            kwargs["MetadataDirective"] = "REPLACE"
+            kwargs["ContentType"] = self._options.content_type
+            kwargs["Metadata"] = stored_metadata(self._options, self._source.checksums)
+        else:
+            kwargs["MetadataDirective"] = "COPY"
+        ref = self._destination
+        with s3_errors(ref):
+            response = await self._connection.transfers.copy_object(
+                Bucket=ref.bucket,
+                Key=ref.key,
+                CopySource=self._copy_source,  # type: ignore[arg-type]
+                CopySourceIfMatch=self._source_etag,
+                **kwargs,
+            )
+        return await self._describe(response["CopyObjectResult"].get("ETag", ""))
+
+    async def multipart(self) -> StoredObject:
+        """A multipart upload whose parts are ranges of the source; aborted
+        on any failure."""
+        ref = self._destination
+        client = self._connection.client
+        upload_id = await create_multipart(client, ref, self._options)
+        self._connection.writing.add(upload_id)
+        try:
+            parts = await self._copy_parts(upload_id)
+            if self._options.if_match:
+                # Not every S3-compatible store honours If-Match on completion.
+                await check_preconditions(client, ref, self._options)
+            with s3_errors(ref):
+                response = await self._connection.transfers.complete_multipart_upload(
+                    Bucket=ref.bucket,
+                    Key=ref.key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                    **conditions(self._options),  # type: ignore[arg-type]
+                )
+        except BaseException:
+            await asyncio.shield(abort_multipart(client, ref, upload_id))
+            raise
+        finally:
+            self._connection.writing.discard(upload_id)
+        return await self._describe(response["ETag"])
+
+    def _ranges(self) -> list[tuple[int, int]]:
+        size = self._source.size
+        part = max(int(self._connection.settings.part_size), -(-size // MAX_PARTS))
+        part = min(part, MAX_PART)
+        return [(start, min(start + part, size)) for start in range(0, size, part)]
+
+    async def _copy_parts(self, upload_id: str) -> list[dict[str, Any]]:
+        slots = asyncio.Semaphore(self._connection.settings.parts_in_flight)
+        ref = self._destination
+
+        async def copy_part(number: int, start: int, end: int) -> dict[str, Any]:
+            async with slots:
+                with s3_errors(ref):
+                    response = await self._connection.transfers.upload_part_copy(
+                        Bucket=ref.bucket,
+                        Key=ref.key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource=self._copy_source,  # type: ignore[arg-type]
+                        CopySourceIfMatch=self._source_etag,
+                        CopySourceRange=f"bytes={start}-{end - 1}",
+                    )
+            return {"PartNumber": number, "ETag": response["CopyPartResult"].get("ETag", "")}
+
+        tasks = [
+            asyncio.create_task(copy_part(number, start, end))
+            for number, (start, end) in enumerate(self._ranges(), start=1)
+        ]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
