@@ -105,7 +105,10 @@ def _repository_files() -> list[Path]:
             check=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout")
+        # Not a git checkout (an unpacked source archive): every file outside
+        # the tools' own folders.
+        tools = {".git", ".venv", "node_modules", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+        return [p for p in ROOT.rglob("*") if not tools & set(p.relative_to(ROOT).parts)]
     return [ROOT / name for name in listed.decode().split("\0") if name]
 
 

@@ -10,6 +10,7 @@ further interceptors.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import inspect
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine
@@ -97,8 +98,9 @@ class _MethodInterceptor(grpc.aio.ServerInterceptor):
     def applies(self, handler: Handler) -> bool:
         return True
 
+    @abc.abstractmethod
     def wrap(self, handler: Handler, method: str) -> Handler:
-        raise NotImplementedError  # each interceptor says how it wraps
+        """The handler that does this interceptor's part around ``handler``."""
 
     async def intercept_service(
         self,
