@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import inspect
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeAlias
 
 import grpc
@@ -26,35 +25,19 @@ SERVICE = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
-# The handlers are grpc.aio coroutines and async generators; grpc's stubs
-# type RpcMethodHandler's behaviours as the synchronous API's, hence Any.
+# Every StorageService handler is a grpc.aio coroutine (Download writes its
+# stream with context.write); grpc's stubs type RpcMethodHandler's behaviours
+# as the synchronous API's, hence Any.
 
 
-def _unary_response(behaviour: Any, name: str) -> Callable[[Any, Context], Awaitable[Any]]:
-    """For a coroutine handler: unary response, or a stream written with
-    context.write."""
+def _mapped(behaviour: Any, name: str) -> Callable[[Any, Context], Awaitable[Any]]:
+    """``behaviour`` with what it raises turned into its status."""
 
     async def call(request: Any, context: Context) -> Any:
         try:
             if isinstance(request, ServiceError):  # undecodable: see codecs._parser
                 raise request
             return await behaviour(request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            await abort(context, exc, name)
-
-    return call
-
-
-def _stream_response(behaviour: Any, name: str) -> Callable[[Any, Context], AsyncIterator[Any]]:
-    async def call(request: Any, context: Context) -> AsyncIterator[Any]:
-        try:
-            if isinstance(request, ServiceError):  # undecodable: see codecs._parser
-                raise request
-            responses: AsyncIterable[Any] = behaviour(request, context)
-            async for response in responses:
-                yield response
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
@@ -70,20 +53,16 @@ def _with_error_mapping(handler: Handler, name: str) -> Handler:
     }
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _unary_response(handler.unary_unary, name), **serializers
+            _mapped(handler.unary_unary, name), **serializers
         )
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(
-            _unary_response(handler.stream_unary, name), **serializers
+            _mapped(handler.stream_unary, name), **serializers
         )
     if handler.unary_stream is not None:
-        # A coroutine writes with context.write; an async generator yields.
-        wrap = (
-            _unary_response
-            if inspect.iscoroutinefunction(handler.unary_stream)
-            else _stream_response
+        return grpc.unary_stream_rpc_method_handler(
+            _mapped(handler.unary_stream, name), **serializers
         )
-        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream, name), **serializers)
     raise TypeError(f"{name}: StorageService has no bidirectional methods")
 
 
