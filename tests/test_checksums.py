@@ -19,15 +19,23 @@ from blobgate.server.storage.protocols import ContentChecksums
 @given(st.lists(st.binary(max_size=300), max_size=8), st.integers(0, 8))
 def test_any_chunking_resumed_anywhere_gives_hashlib_values(chunks: list[bytes], cut: int) -> None:
     data = b"".join(chunks)
-    first = Hasher()
+    first = Hasher(resumable=True)
+    plain = Hasher()
     for chunk in chunks[:cut]:
         first.update(memoryview(chunk))
-    resumed = Hasher(*first.state())  # another instance continues the stream
+        plain.update(memoryview(chunk))
+    resumed = Hasher(*first.state(), resumable=True)  # another instance continues
     for chunk in chunks[cut:]:
         resumed.update(chunk)
-    sums = resumed.checksums()
-    assert sums.sha256 == hashlib.sha256(data).digest()
-    assert sums.crc32c == google_crc32c.value(data)
+        plain.update(chunk)
+    expected = ContentChecksums(hashlib.sha256(data).digest(), google_crc32c.value(data))
+    assert resumed.checksums() == expected
+    assert plain.checksums() == expected
+
+
+def test_only_a_resumable_hasher_saves_its_state() -> None:
+    with pytest.raises(TypeError, match="resumable"):
+        Hasher().state()
 
 
 def test_verify_passes_matching_and_unknown_values() -> None:

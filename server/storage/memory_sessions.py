@@ -90,7 +90,7 @@ class MemorySessions:
     async def start_session(self, spec: SessionSpec) -> Session:
         bucket = self._store.bucket(spec.ref.bucket)
         self._store.check_preconditions(spec.ref, spec.options)
-        sha256_state, crc32c = Hasher().state()
+        sha256_state, crc32c = Hasher(resumable=True).state()
         record = SessionRecord(
             session_id=secrets.token_urlsafe(32),
             spec=spec,
@@ -116,7 +116,7 @@ class MemorySessions:
         if len(record.data) != session.persisted_size:
             raise FailedPrecondition(_STALE)
         revision, part_size = record.revision, record.part_size
-        hasher = Hasher(record.sha256_state, record.crc32c)
+        hasher = Hasher(record.sha256_state, record.crc32c, resumable=True)
         part = bytearray()  # the part being filled: the only bytes this stream holds
         async for chunk in body:
             view = memoryview(chunk)

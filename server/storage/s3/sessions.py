@@ -208,7 +208,7 @@ class S3Sessions:
             await check_preconditions(self._client, ref, options)
         upload_id = await create_multipart(self._client, ref, options)
         session_id = secrets.token_urlsafe(32)
-        sha256_state, crc32c = Hasher().state()
+        sha256_state, crc32c = Hasher(resumable=True).state()
         checkpoint = Checkpoint(
             key=ref.key,
             upload_id=upload_id,
@@ -281,7 +281,7 @@ class S3Sessions:
             first_part=start.parts + 1,
             on_uploaded=progress.stored,
         )
-        hasher = Hasher(start.sha256_state, start.crc32c)
+        hasher = Hasher(start.sha256_state, start.crc32c, resumable=True)
         try:
             async for part, reserved in cut_parts(body, start.part_size, self._budget):
                 if not part.tell():
