@@ -12,6 +12,7 @@ gateway/direct ratios and the targets.
 
     .venv/bin/python -m bench.throughput [--reps 3] [--size-mib 256]
         [--gateway-env MALLOC_MMAP_THRESHOLD_=67108864 --gateway-env ...]
+        [--metrics-cost]   # the whole run twice, metrics off then on; the ratios
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     add("--op-timeout", type=float, default=300, help="seconds allowed per transfer")
     add("--timeout", type=float, default=1800, help="seconds allowed for the whole run")
     add("--log-dir", type=Path, help="for moto.log and gateway.log (default: new temp dir)")
+    add("--metrics-cost", action="store_true",
+        help="run twice, gateway metrics off then on (--metrics-listen 127.0.0.1:0), "
+        "and print the on/off ratio of the gateway's median throughputs")  # fmt: skip
     args = parser.parse_args(argv)
     if args.reps < 1 or args.size_mib < 1 or not 1 <= args.small_mib <= args.size_mib:
         parser.error("--reps and --size-mib must be >= 1, and 1 <= --small-mib <= --size-mib")
@@ -70,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         "--part-size", str(args.part_size), "--parts-in-flight", str(args.parts_in_flight),
         "--log-level", args.gateway_log_level,
     ]  # fmt: skip
+    if args.metrics_cost:
+        return _metrics_cost(args, settings)
     plan = plan_services(
         bucket=BUCKET, settings=settings, gateway_cmd=shlex.split(args.gateway_cmd or ""),
         gateway_env=dict(args.gateway_env), log_dir=args.log_dir, log_prefix="blobgate-bench-",
@@ -91,6 +97,29 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print("NOTE:", note)
     print(f"\nrun took {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def _metrics_cost(args: argparse.Namespace, settings: list[str]) -> int:
+    """The same run with metrics off, then on; the on/off throughput ratios."""
+    medians: dict[str, dict[str, float]] = {}
+    for label, extra in (("off", []), ("on", ["--metrics-listen", "127.0.0.1:0"])):
+        plan = plan_services(
+            bucket=BUCKET, settings=settings + extra,
+            gateway_cmd=shlex.split(args.gateway_cmd or ""), gateway_env=dict(args.gateway_env),
+            log_dir=args.log_dir, log_prefix=f"blobgate-bench-metrics-{label}-",
+        )  # fmt: skip
+        print(f"\n== metrics {label}:", plan.header[-1])
+        notes: list[str] = []
+        rec = run_bounded(measure(args, plan, notes), args.timeout, "benchmark", "timed out")
+        report(rec, args)
+        for note in notes:
+            print("NOTE:", note)
+        medians[label] = {op: rec.median(op) for op in ("upload gateway", "download gateway")}
+    print("\nmetrics on / off, median MB/s:")
+    for op, off in medians["off"].items():
+        on = medians["on"][op]
+        print(f"  {op}: off {off:.0f}, on {on:.0f}, ratio {on / off:.3f}")
     return 0
 
 

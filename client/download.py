@@ -15,6 +15,7 @@ from blobgate.client.models import ObjectInfo
 from blobgate.client.progress import Progress
 from blobgate.client.retry import CallBudget, on_endpoint, retry_call
 from blobgate.client.transport import Endpoint, Transport
+from blobgate.client.wire import call_metadata
 from blobgate.v1 import storage_pb2
 
 
@@ -50,7 +51,7 @@ class DownloadOpener:
         )
 
     async def _attempt(self, endpoint: Endpoint, time_left: float | None) -> OpenedDownload:
-        call = endpoint.stub.Download(self._request, timeout=time_left)
+        call = endpoint.stub.Download(self._request, timeout=time_left, metadata=call_metadata())
         try:
             first = await call.read()
         except BaseException:

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 
 import grpc
 
+from blobgate.client.wire import REQUEST_ID_KEY
+
 # What grpc.aio reports, in place of the call's real status, when a client
 # write fails because the stream already ended (grpc/grpc#36066): the server
 # died, the connection broke, or the server's own status arrived first.
@@ -29,7 +31,10 @@ class BlobgateError(Exception):
     when gRPC lost the call's status because a write failed as the stream
     ended: ``code`` is then INTERNAL, whatever really ended the stream.
     ``retryable`` says whether another attempt may succeed where the call can
-    be repeated: UNAVAILABLE, a lost status, or a call the server cancelled."""
+    be repeated: UNAVAILABLE, a lost status, or a call the server cancelled.
+    ``request_id`` is the id the server gave the call (None if no server
+    answered): it is in the message too, for quoting to the server's
+    operator, who finds the call's access log line and trace by it."""
 
     def __init__(
         self,
@@ -38,7 +43,10 @@ class BlobgateError(Exception):
         *,
         status_lost: bool = False,
         retryable: bool | None = None,
+        request_id: str | None = None,
     ) -> None:
+        if request_id and request_id not in message:
+            message = f"{message} (request id {request_id})"
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
@@ -46,23 +54,35 @@ class BlobgateError(Exception):
         if retryable is None:
             retryable = code == grpc.StatusCode.UNAVAILABLE or status_lost
         self.retryable = retryable
+        self.request_id = request_id
 
     @classmethod
     def from_rpc_error(cls, exc: grpc.aio.AioRpcError) -> BlobgateError:
         """The error for a failed gRPC call."""
         code = exc.code()
         details = exc.details() or ""
+        request_id = _request_id(exc)
         if (code, details) == _WRITE_FAILED:
             message = (
                 "the stream to the server ended while data was being sent, and gRPC lost "
                 "the reason (the server stopped, the connection broke, or the server "
                 "refused the stream)"
             )
-            return cls(grpc.StatusCode.INTERNAL, message, status_lost=True)
+            return cls(grpc.StatusCode.INTERNAL, message, status_lost=True, request_id=request_id)
         if code == grpc.StatusCode.CANCELLED and details != _LOCALLY_CANCELLED:
             message = f"the server cancelled the call; it may be shutting down ({details})"
-            return cls(code, message, retryable=True)
-        return cls(code if code is not None else grpc.StatusCode.UNKNOWN, details)
+            return cls(code, message, retryable=True, request_id=request_id)
+        code = code if code is not None else grpc.StatusCode.UNKNOWN
+        return cls(code, details, request_id=request_id)
+
+
+def _request_id(exc: grpc.aio.AioRpcError) -> str | None:
+    """The request id the server sent with the call's status, if any."""
+    for metadata in (exc.trailing_metadata(), exc.initial_metadata()):
+        for key, value in metadata or ():
+            if key == REQUEST_ID_KEY and isinstance(value, str):
+                return value
+    return None
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from tenacity.wait import wait_base
 
 from blobgate.client.errors import BlobgateError, translate_errors
 from blobgate.client.transport import Endpoint, Transport
+from blobgate.client.wire import call_metadata
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,8 @@ async def retry_unary(transport: Transport, budget: CallBudget, method: str, req
     """Call the unary ``method`` with retries (all of them are idempotent)."""
 
     async def use(endpoint: Endpoint, time_left: float | None) -> Any:
-        return await getattr(endpoint.stub, method)(request, timeout=time_left)
+        call = getattr(endpoint.stub, method)
+        return await call(request, timeout=time_left, metadata=call_metadata())
 
     return await retry_call(
         budget, lambda: on_endpoint(transport, budget, use), target=transport.target

@@ -15,7 +15,7 @@ from blobgate.client.progress import Progress, counted
 from blobgate.client.retry import CallBudget
 from blobgate.client.sources import PreparedSource, close_chunks
 from blobgate.client.transport import Endpoint, Transport
-from blobgate.client.wire import UPLOAD_ACCEPTED, UPLOAD_ACCEPTED_KEY
+from blobgate.client.wire import UPLOAD_ACCEPTED, UPLOAD_ACCEPTED_KEY, call_metadata
 from blobgate.v1 import storage_pb2
 
 
@@ -90,7 +90,7 @@ async def send_upload(
 ) -> ObjectInfo:
     """Send ``first`` (a spec or a resume), wait for the server to accept it,
     then send ``chunks``; the committed object. ``chunks`` is closed in any case."""
-    call = endpoint.stub.Upload(timeout=time_left)
+    call = endpoint.stub.Upload(timeout=time_left, metadata=call_metadata())
     with translate_errors():
         try:
             await call.write(first)

@@ -21,14 +21,19 @@ from grpc_reflection.v1alpha import reflection
 from blobgate.server.consul_registration import ConsulRegistration
 from blobgate.server.errors import ServiceError
 from blobgate.server.health import SERVICE_NAME, S3HealthProbe
+from blobgate.server.metrics_endpoint import GatewayMetrics, MetricsError
 from blobgate.server.rpc import stream_end
+from blobgate.server.rpc.access_log import AccessLogInterceptor
 from blobgate.server.rpc.codecs import add_to_server
 from blobgate.server.rpc.handlers import StorageServicer
 from blobgate.server.rpc.interceptors import ErrorInterceptor, UnaryLimitInterceptor
+from blobgate.server.rpc.metrics import MetricsInterceptor, RpcMetrics
+from blobgate.server.rpc.tracing import TracingInterceptor
 from blobgate.server.settings import Settings
 from blobgate.server.storage.factory import Backend, Storage, build_storage
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import ObjectStore, SessionStore
+from blobgate.server.tracing import tracing_on
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,12 @@ class Gateway:
     registration: ConsulRegistration | None
     _probe_task: asyncio.Task[None]
     _janitor_task: asyncio.Task[None] | None = None
+    metrics: GatewayMetrics | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics is served on; None when metrics are off."""
+        return None if self.metrics is None else self.metrics.port
 
     async def stop(self, grace: float | None = None) -> None:
         """Go NOT_SERVING and deregister, wait the drain delay, refuse new
@@ -71,6 +82,8 @@ class Gateway:
                     await task
         await self.server.stop(grace)
         await self.storage.backend.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
 
     @property
     def store(self) -> ObjectStore:
@@ -149,7 +162,10 @@ async def start_gateway(
     botocore's chain, for the embedded S3 only; ``backend`` replaces S3
     (tests use the in-memory one)."""
     stream_end.install()
-    storage = build_storage(settings, credentials=credentials, backend=backend)
+    # Metrics are off (no interceptor, no decorators) when metrics_listen is empty.
+    metrics = GatewayMetrics() if settings.metrics_listen else None
+    registry = None if metrics is None else metrics.registry
+    storage = build_storage(settings, credentials=credentials, backend=backend, registry=registry)
     await storage.backend.start()
     try:
         buckets = sorted(settings.buckets)
@@ -162,8 +178,19 @@ async def start_gateway(
         limits = UnaryLimitInterceptor(
             settings.max_list_calls, settings.max_unary_calls, settings.unary_queue_timeout
         )
+        # The access log and the server span come before the error
+        # interceptor, so they see the status each call really ends with.
+        access = AccessLogInterceptor(settings.default_bucket)
         server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(), limits],
+            # Metrics first of all: they see the final status of every call.
+            interceptors=[
+                *([] if registry is None else [MetricsInterceptor(RpcMetrics(registry))]),
+                access,
+                # Server spans, only if a tracer provider is set (server.tracing).
+                *([TracingInterceptor()] if tracing_on() else []),
+                ErrorInterceptor(),
+                limits,
+            ],
             options=_server_options(settings),
             maximum_concurrent_rpcs=settings.max_calls,
         )
@@ -188,13 +215,25 @@ async def start_gateway(
                 "S3 at %s is not answering yet; serving NOT_SERVING until it does",
                 settings.s3_endpoint or "AWS",
             )
+        if metrics is not None:
+            metrics.watch_health(health_probe)
+            try:
+                metrics.start(settings.metrics_listen)
+            except MetricsError as exc:
+                raise StartupError(str(exc)) from None
         await server.start()
         registration = None
         if settings.consul:
-            registration = ConsulRegistration(settings, port)
+            registration = ConsulRegistration(
+                settings, port, None if metrics is None else metrics.port
+            )
             await registration.start()
+        if metrics is not None:
+            metrics.watch_registration(registration)
     except BaseException:
         await storage.backend.close()
+        if metrics is not None:
+            await metrics.stop()
         raise
     task = asyncio.create_task(health_probe.run(), name="s3-health-probe")
     janitor = None
@@ -203,7 +242,7 @@ async def start_gateway(
             _sweep_forever(storage.sessions, buckets, settings.janitor_interval), name="janitor"
         )
     return Gateway(
-        settings, server, port, health, health_probe, storage, registration, task, janitor
+        settings, server, port, health, health_probe, storage, registration, task, janitor, metrics
     )
 
 

@@ -69,8 +69,10 @@ def advertise_address(settings: Settings) -> str:
 class ConsulRegistration:
     """Keeps this instance registered while it runs; deregisters on stop()."""
 
-    def __init__(self, settings: Settings, port: int) -> None:
+    def __init__(self, settings: Settings, port: int, metrics_port: int | None = None) -> None:
         self._settings = settings
+        # Advertised in Meta so Prometheus's consul_sd_configs finds /metrics.
+        self.metrics_port = metrics_port
         self.address = advertise_address(settings)
         self.port = settings.advertise_port or port
         self.service_id = (
@@ -79,6 +81,7 @@ class ConsulRegistration:
         self._client: consul.aio.Consul | None = None
         self._task: asyncio.Task[None] | None = None
         self.registered = asyncio.Event()
+        self.is_registered = False  # now, as last seen (a gauge reads it)
 
     def payload(self) -> dict[str, Any]:
         """Arguments of agent.service.register for this instance."""
@@ -95,10 +98,16 @@ class ConsulRegistration:
             "address": self.address,
             "port": self.port,
             "tags": list(s.service_tags),
-            "meta": {"version": _version(), "api": API},
+            "meta": self._meta(),
             "check": check,
             "replace_existing_checks": True,
         }
+
+    def _meta(self) -> dict[str, str]:
+        meta = {"version": _version(), "api": API}
+        if self.metrics_port is not None:
+            meta["metrics_port"] = str(self.metrics_port)
+        return meta
 
     async def start(self) -> None:
         # The settings already chose between the flag and CONSUL_HTTP_TOKEN.
@@ -115,6 +124,7 @@ class ConsulRegistration:
         async with asyncio.timeout(REQUEST_TIMEOUT):
             services = await self._client.agent.services()
         if self.service_id in services:
+            self.is_registered = True
             return
         async with asyncio.timeout(REQUEST_TIMEOUT):
             await self._client.agent.service.register(**self.payload())
@@ -125,6 +135,7 @@ class ConsulRegistration:
             self.address,
             self.port,
         )
+        self.is_registered = True
         self.registered.set()
 
     async def _keep_registered(self) -> None:
@@ -143,11 +154,16 @@ class ConsulRegistration:
         while True:
             async for attempt in retrying:
                 with attempt:
-                    await self._ensure_registered()
+                    try:
+                        await self._ensure_registered()
+                    except CONSUL_ERRORS:
+                        self.is_registered = False
+                        raise
             await asyncio.sleep(self._settings.check_interval)
 
     async def stop(self) -> None:
         """Stop the loop and deregister (best effort, bounded in time)."""
+        self.is_registered = False
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -13,6 +13,7 @@ from blobgate.server.embedded import DEV_CREDENTIALS, EmbeddedS3, EmbeddedS3Erro
 from blobgate.server.logs import configure_logging
 from blobgate.server.malloc import tune_malloc
 from blobgate.server.settings import SettingsError, load_settings
+from blobgate.server.tracing import TracingError, start_tracing, stop_tracing
 
 log = logging.getLogger("blobgate")
 
@@ -24,7 +25,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"blobgate-server: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        start_tracing()  # if the OTEL_* variables ask for traces
+    except TracingError as exc:
+        print(f"blobgate-server: {exc}", file=sys.stderr)
+        return 2
     embedded: EmbeddedS3 | None = None
     credentials: Mapping[str, str] | None = None
     try:
@@ -45,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if embedded is not None:
             embedded.stop()
+        stop_tracing()  # flush the spans still buffered
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pydantic import (
     ByteSize,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -43,6 +44,7 @@ S3_MAX_PARTS = 10_000
 MIN_MESSAGE_SIZE = 4 * MiB + 64 * 1024
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["text", "json"]
 ChecksumMode = Literal["when_required", "when_supported"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 
@@ -166,6 +168,13 @@ class Settings(BaseSettings):
         description="seconds between NOT_SERVING/deregistering and refusing calls on SIGTERM",
     )
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    metrics_listen: str = Field(
+        "",
+        description="Prometheus metrics endpoint, host:port (e.g. 0.0.0.0:9464); empty: off",
+    )
+    log_format: LogFormat = Field(
+        "text", description="text, or json: one JSON object a line (docs/operations.md, Logs)"
+    )
 
     consul: bool = Field(False, description="register this instance with the local Consul agent")
     consul_http_addr: str = Field(
@@ -210,9 +219,16 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("listen")
+    @field_validator("log_format", mode="before")
     @classmethod
-    def _host_port(cls, value: str) -> str:
+    def _lower_format(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("listen", "metrics_listen")
+    @classmethod
+    def _host_port(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name == "metrics_listen" and value == "":
+            return value
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
             raise ValueError("must be host:port, e.g. 0.0.0.0:50051")

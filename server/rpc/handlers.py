@@ -14,7 +14,7 @@ from grpc.aio import ServicerContext
 
 from blobgate.client.wire import UPLOAD_ACCEPTED, UPLOAD_ACCEPTED_KEY
 from blobgate.server.errors import Cancelled, InvalidArgument, OutOfRange, StreamIdle
-from blobgate.server.rpc import page_token
+from blobgate.server.rpc import access_log, page_token
 from blobgate.server.rpc import upload_id as upload_id_codec
 from blobgate.server.rpc.codecs import encoded_data_message, object_message
 from blobgate.server.rpc.copy_and_batch_delete import (
@@ -109,6 +109,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self, stream: UploadStream, resume: storage_pb2.UploadResume
     ) -> storage_pb2.UploadResponse:
         session = await self._sessions.open_session(*self._session_handle(resume.upload_id))
+        access_log.note_object(session.spec.ref.bucket, session.spec.ref.key)
         if resume.write_offset != session.persisted_size:
             raise OutOfRange(
                 f"write_offset {resume.write_offset} is not where the session resumes: "
@@ -154,6 +155,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             await self._send(context, pb.DownloadResponse(object=object_message(reader.info)))
             async for pieces in reader.chunks(DOWNLOAD_CHUNK):
                 await self._send(context, encoded_data_message(pieces))
+                access_log.count_out(sum(len(piece) for piece in pieces))
         finally:
             await reader.close()
 

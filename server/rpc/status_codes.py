@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from blobgate.client.wire import REQUEST_ID_KEY
 from blobgate.server import errors
 from blobgate.server.errors import ServiceError
 
@@ -37,19 +38,36 @@ def code_for(exc: BaseException) -> grpc.StatusCode | None:
     return None
 
 
+def request_id(context: Context) -> str:
+    """The call's request id, which the access log interceptor put in its
+    trailing metadata (rpc.access_log); a new one outside that chain."""
+    for key, value in context.trailing_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str):
+            return value
+    return uuid.uuid4().hex[:16]
+
+
 async def abort(context: Context, exc: Exception, method: str) -> NoReturn:
     """End the call with ``exc``'s documented status and message; anything
-    else becomes INTERNAL with a request id that is also in the log, so a
-    caller never sees UNKNOWN or a traceback."""
+    else becomes INTERNAL with the call's request id, also in the log and
+    its access log line, so a caller never sees UNKNOWN or a traceback."""
     code = code_for(exc)
     if code is not None and isinstance(exc, ServiceError):
         if code is grpc.StatusCode.UNAVAILABLE:
-            log.warning("%s: %s (cause: %r)", method, exc.message, exc.__cause__)
+            log.warning(
+                "%s: %s (cause: %r)",
+                method,
+                exc.message,
+                exc.__cause__,
+                extra={"request_id": request_id(context)},
+            )
         await context.abort(code, exc.message)
-    request_id = uuid.uuid4().hex[:16]
-    log.error("%s failed (request id %s)", method, request_id, exc_info=exc)
+    call_id = request_id(context)
+    log.error(
+        "%s failed (request id %s)", method, call_id, exc_info=exc, extra={"request_id": call_id}
+    )
     await context.abort(
         grpc.StatusCode.INTERNAL,
-        f"internal error (request id {request_id}); the gateway logged the details",
+        f"internal error (request id {call_id}); the gateway logged the details",
     )
     raise AssertionError("context.abort() returned")  # it always raises

@@ -23,6 +23,7 @@ from blobgate.server.errors import (
     StreamIdle,
 )
 from blobgate.server.rpc import stream_end
+from blobgate.server.rpc.access_log import current_call
 from blobgate.server.storage.protocols import Chunk, ContentChecksums
 from blobgate.v1 import storage_pb2
 
@@ -57,6 +58,7 @@ class UploadStream:
     ) -> None:
         self._requests = aiter(requests)
         stream_end.watch()
+        self._call = current_call()  # the access log's record: object and bytes in
         self._on_accepted = on_accepted
         self._max_size = max_size
         self._idle_timeout = idle_timeout
@@ -95,6 +97,8 @@ class UploadStream:
             return first.resume
         if kind != "spec":
             raise InvalidArgument("the first message must be an UploadSpec or an UploadResume")
+        if self._call is not None:
+            self._call.bucket, self._call.key = first.spec.bucket, first.spec.key
         check_spec(first.spec, self._max_size)
         self.spec = first.spec
         self._declared = self.spec.size if self.spec.HasField("size") else None
@@ -121,6 +125,8 @@ class UploadStream:
             data = _data(message)
             del message  # an UploadRequest would hold a second copy of the bytes
             self.size += len(data)
+            if self._call is not None:
+                self._call.bytes_in += len(data)
             if declared is not None and self.size > declared:
                 raise OutOfRange(f"received more than the declared size of {declared} bytes")
             if self.size > self._max_size:

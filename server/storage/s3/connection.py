@@ -18,6 +18,7 @@ from aiobotocore.config import AioConfig
 from blobgate.server.errors import NotFound
 from blobgate.server.settings import Settings
 from blobgate.server.storage.s3.errors import s3_errors
+from blobgate.server.storage.s3.instrumentation import S3Instrumentation
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -39,6 +40,8 @@ class S3Connection:
         # janitor, whatever date the store gives them (moto dates every
         # upload in 2010).
         self.writing: set[str] = set()
+        # Set before start() to measure every S3 request (metrics, spans).
+        self.instrumentation: S3Instrumentation | None = None
 
     def _config(self, pool: int) -> AioConfig:
         s = self.settings
@@ -69,6 +72,9 @@ class S3Connection:
         s = self.settings
         self._client = await self._open(session, s.s3_endpoint, s.s3_control_connections)
         self._transfers = await self._open(session, s.s3_endpoint, s.s3_max_connections)
+        if self.instrumentation is not None:  # the signer sends no requests
+            self.instrumentation.attach(self._client)
+            self.instrumentation.attach(self._transfers)
         self._signer = self._client
         if s.s3_public_endpoint:
             self._signer = await self._open(session, s.s3_public_endpoint, 1)

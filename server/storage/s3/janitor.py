@@ -5,6 +5,7 @@ mid-Upload)."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,16 +19,26 @@ from blobgate.server.storage.s3.errors import S3_FAILURES
 log = logging.getLogger(__name__)
 
 
-async def sweep(connection: S3Connection, buckets: list[str], expiry: timedelta) -> int:
-    """Sweep each bucket; how many multipart uploads were aborted."""
+async def sweep(
+    connection: S3Connection,
+    buckets: list[str],
+    expiry: timedelta,
+    tally: Counter[str] | None = None,
+) -> int:
+    """Sweep each bucket; how many multipart uploads were aborted. ``tally``
+    counts each abort as it happens, by kind ("expired_session" or
+    "orphaned_upload"), even when a later one fails (the metrics read it)."""
     aborted = 0
     cutoff = datetime.now(UTC) - expiry
+    tally = Counter() if tally is None else tally
     for bucket in buckets:
-        aborted += await _sweep_bucket(connection, bucket, cutoff)
+        aborted += await _sweep_bucket(connection, bucket, cutoff, tally)
     return aborted
 
 
-async def _sweep_bucket(connection: S3Connection, bucket: str, cutoff: datetime) -> int:
+async def _sweep_bucket(
+    connection: S3Connection, bucket: str, cutoff: datetime, tally: Counter[str]
+) -> int:
     client = connection.client
     # Multipart uploads are listed before the session records: a session
     # starting meanwhile has its record written by the time records are
@@ -53,6 +64,7 @@ async def _sweep_bucket(connection: S3Connection, bucket: str, cutoff: datetime)
         await client.delete_object(Bucket=bucket, Key=item["Key"])
         ended.add(checkpoint.upload_id)
         aborted += 1
+        tally["expired_session"] += 1
     for upload in uploads:
         owned = live | ended | connection.writing
         if upload["UploadId"] in owned or upload["Initiated"] >= cutoff:
@@ -60,6 +72,7 @@ async def _sweep_bucket(connection: S3Connection, bucket: str, cutoff: datetime)
         orphan = ObjectRef(bucket, upload["Key"])
         await abort_multipart(client, orphan, upload["UploadId"])
         aborted += 1
+        tally["orphaned_upload"] += 1
     return aborted
 
 

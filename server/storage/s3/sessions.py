@@ -18,6 +18,7 @@ session id, so listing the bucket does not reveal ids.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import secrets
 from collections.abc import AsyncIterable
@@ -142,6 +143,8 @@ class S3Sessions:
         self._part_size = int(settings.part_size)
         self._in_flight = settings.parts_in_flight
         self.expiry = timedelta(seconds=settings.session_expiry)
+        # What the janitor aborted, by kind, since start-up (storage.metrics).
+        self.swept: collections.Counter[str] = collections.Counter()
 
     @property
     def _client(self) -> S3Client:
@@ -375,7 +378,7 @@ class S3Sessions:
     # --- the janitor -----------------------------------------------------------
 
     async def sweep(self, buckets: list[str]) -> int:
-        return await sweep(self._connection, buckets, self.expiry)
+        return await sweep(self._connection, buckets, self.expiry, self.swept)
 
 
 __all__ = ["CHECKPOINT_PREFIX", "S3Sessions"]

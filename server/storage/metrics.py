@@ -1,0 +1,271 @@
+"""Storage metrics: store decorators that count object bytes by bucket as
+they pass, committed object sizes and resumable sessions, plus gauges over
+the server-wide limits (memory budget, transfer streams).
+
+Labels are the bucket (one of the allowed set) and small fixed sets; never
+a key or an upload id.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from blobgate.server.errors import ServiceError
+from blobgate.server.storage.limits import ByteBudget, StreamLimit
+from blobgate.server.storage.protocols import (
+    ByteRange,
+    Chunk,
+    CopySpec,
+    DeleteEntry,
+    ListPage,
+    ObjectReader,
+    ObjectRef,
+    ObjectStore,
+    PresignedRequest,
+    PresignMethod,
+    PutOptions,
+    Session,
+    SessionSpec,
+    SessionStore,
+    StoredObject,
+)
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+_SIZES = (KiB, 64 * KiB, MiB, 8 * MiB, 64 * MiB, 256 * MiB, GiB, 4 * GiB, 16 * GiB, 64 * GiB)
+SESSION_ENDS = ("completed", "cancelled", "expired")
+# What the S3 janitor counts in the tally it is given (storage.s3.janitor).
+EXPIRED_SESSION = "expired_session"
+ORPHANED_UPLOAD = "orphaned_upload"
+
+
+class StorageMetrics:
+    """The storage families, in ``registry``; series of every allowed
+    bucket and every fixed label value start at zero."""
+
+    def __init__(self, registry: CollectorRegistry, buckets: Iterable[str]) -> None:
+        self.received = Counter(
+            "blobgate_received_bytes_total",
+            "Object bytes received from clients (Upload), by bucket.",
+            ["bucket"],
+            registry=registry,
+        )
+        self.sent = Counter(
+            "blobgate_sent_bytes_total",
+            "Object bytes read from the store for clients (Download), by bucket.",
+            ["bucket"],
+            registry=registry,
+        )
+        self.object_size = Histogram(
+            "blobgate_committed_object_size_bytes",
+            "Sizes of the objects Upload committed (plain and resumable), by bucket.",
+            ["bucket"],
+            buckets=_SIZES,
+            registry=registry,
+        )
+        self.sessions_started = Counter(
+            "blobgate_sessions_started_total",
+            "Resumable upload sessions started.",
+            registry=registry,
+        )
+        self.sessions_ended = Counter(
+            "blobgate_sessions_ended_total",
+            "Resumable upload sessions ended: completed (committed), cancelled, or expired "
+            "(aborted by the janitor).",
+            ["reason"],
+            registry=registry,
+        )
+        self.sweeps = Counter(
+            "blobgate_janitor_sweeps_total",
+            "Janitor sweeps, by outcome (ok or failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.aborted = Counter(
+            "blobgate_janitor_aborted_uploads_total",
+            "Multipart uploads the janitor aborted: of expired sessions and orphaned ones.",
+            registry=registry,
+        )
+        for bucket in buckets:
+            for family in (self.received, self.sent, self.object_size):
+                family.labels(bucket)
+        for reason in SESSION_ENDS:
+            self.sessions_ended.labels(reason)
+        for outcome in ("ok", "failed"):
+            self.sweeps.labels(outcome)
+
+
+def watch_limits(registry: CollectorRegistry, budget: ByteBudget, streams: StreamLimit) -> None:
+    """Gauges read from the limits at scrape time."""
+    memory = Gauge(
+        "blobgate_memory_budget_bytes",
+        "Upload buffer bytes: used now, and the limit (memory_budget).",
+        ["kind"],
+        registry=registry,
+    )
+    memory.labels("used").set_function(lambda: budget.used)
+    memory.labels("limit").set_function(lambda: budget.limit)
+    in_flight = Gauge(
+        "blobgate_streams_in_flight",
+        "Upload and Download streams open now (each holds a max_streams slot).",
+        registry=registry,
+    )
+    in_flight.set_function(lambda: streams.active)
+    limit = Gauge("blobgate_streams_limit", "The max_streams setting.", registry=registry)
+    limit.set_function(lambda: streams.limit)
+
+
+def _size(chunk: Chunk) -> int:
+    return chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
+
+
+class _CountedBody:
+    """An upload body that counts its bytes as the store takes them."""
+
+    def __init__(self, body: AsyncIterable[Chunk], counter: Counter) -> None:
+        self._chunks = aiter(body)
+        self._counter = counter
+
+    def __aiter__(self) -> _CountedBody:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        chunk = await anext(self._chunks)
+        self._counter.inc(_size(chunk))
+        return chunk
+
+
+class _CountedChunks:
+    def __init__(self, chunks: AsyncIterator[list[bytes]], counter: Counter) -> None:
+        self._chunks = chunks
+        self._counter = counter
+
+    def __aiter__(self) -> _CountedChunks:
+        return self
+
+    async def __anext__(self) -> list[bytes]:
+        pieces = await anext(self._chunks)
+        self._counter.inc(sum(len(piece) for piece in pieces))
+        return pieces
+
+
+class _CountedReader:
+    """An ObjectReader that counts the bytes read from it."""
+
+    def __init__(self, inner: ObjectReader, counter: Counter) -> None:
+        self._inner = inner
+        self._counter = counter
+        self.info = inner.info
+
+    def chunks(self, size: int) -> AsyncIterator[list[bytes]]:
+        return _CountedChunks(self._inner.chunks(size), self._counter)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class MeteredStore:
+    """ObjectStore decorator: bytes in and out by bucket, committed sizes."""
+
+    def __init__(self, inner: ObjectStore, metrics: StorageMetrics) -> None:
+        self._inner = inner
+        self._m = metrics
+
+    async def put(
+        self, ref: ObjectRef, body: AsyncIterable[Chunk], options: PutOptions
+    ) -> StoredObject:
+        counted = _CountedBody(body, self._m.received.labels(ref.bucket))
+        info = await self._inner.put(ref, counted, options)
+        self._m.object_size.labels(ref.bucket).observe(info.size)
+        return info
+
+    async def open(self, ref: ObjectRef, byte_range: ByteRange, if_match: str) -> ObjectReader:
+        reader = await self._inner.open(ref, byte_range, if_match)
+        return _CountedReader(reader, self._m.sent.labels(ref.bucket))
+
+    async def head(self, ref: ObjectRef) -> StoredObject:
+        return await self._inner.head(ref)
+
+    async def list_page(
+        self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
+    ) -> ListPage:
+        return await self._inner.list_page(bucket, prefix, delimiter, page_size, token)
+
+    async def delete(self, ref: ObjectRef, if_match: str) -> None:
+        await self._inner.delete(ref, if_match)
+
+    async def copy(self, spec: CopySpec) -> StoredObject:
+        return await self._inner.copy(spec)
+
+    async def batch_delete(
+        self, bucket: str, entries: Sequence[DeleteEntry]
+    ) -> list[ServiceError | None]:
+        return await self._inner.batch_delete(bucket, entries)
+
+    async def presign(
+        self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str
+    ) -> PresignedRequest:
+        return await self._inner.presign(ref, method, expires_in, content_type)
+
+    async def check(self) -> None:
+        await self._inner.check()
+
+
+class MeteredSessions:
+    """SessionStore decorator: sessions started and ended, their bytes, the
+    janitor's sweeps. ``tally`` is the backend's count of what its janitor
+    aborted, by kind (the S3 one keeps it); without one, every upload a
+    sweep aborted counts as an expired session."""
+
+    def __init__(
+        self, inner: SessionStore, metrics: StorageMetrics, tally: Tally[str] | None = None
+    ) -> None:
+        self._inner = inner
+        self._m = metrics
+        self._tally = tally
+        self._aborted_seen = self._expired_seen = 0
+
+    async def start_session(self, spec: SessionSpec) -> Session:
+        session = await self._inner.start_session(spec)
+        self._m.sessions_started.inc()
+        return session
+
+    async def open_session(self, bucket: str, session_id: str) -> Session:
+        return await self._inner.open_session(bucket, session_id)
+
+    async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> StoredObject:
+        counted = _CountedBody(body, self._m.received.labels(session.bucket))
+        info = await self._inner.resume_session(session, counted)
+        self._m.sessions_ended.labels("completed").inc()
+        self._m.object_size.labels(session.bucket).observe(info.size)
+        return info
+
+    async def cancel_session(self, bucket: str, session_id: str) -> None:
+        await self._inner.cancel_session(bucket, session_id)
+        self._m.sessions_ended.labels("cancelled").inc()
+
+    async def sweep(self, buckets: list[str]) -> int:
+        try:
+            aborted = await self._inner.sweep(buckets)
+        except BaseException:
+            self._m.sweeps.labels("failed").inc()
+            self._count_aborted(0)  # the tally knows what it aborted before failing
+            raise
+        self._m.sweeps.labels("ok").inc()
+        self._count_aborted(aborted)
+        return aborted
+
+    def _count_aborted(self, returned: int) -> None:
+        if self._tally is None:
+            aborted = expired = returned
+        else:
+            expired_total = self._tally[EXPIRED_SESSION]
+            total = expired_total + self._tally[ORPHANED_UPLOAD]
+            aborted, expired = total - self._aborted_seen, expired_total - self._expired_seen
+            self._aborted_seen, self._expired_seen = total, expired_total
+        self._m.aborted.inc(aborted)
+        self._m.sessions_ended.labels("expired").inc(expired)
