@@ -12,7 +12,9 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    BLOBGATE_LISTEN=0.0.0.0:50051
+    BLOBGATE_LISTEN=0.0.0.0:50051 \
+    BLOBGATE_METRICS_LISTEN=0.0.0.0:9464 \
+    BLOBGATE_LOG_FORMAT=json
 # The dependency versions that were tested (hash-checked), then blobgate alone.
 COPY requirements/server.lock /tmp/server.lock
 COPY --from=build /wheels /wheels
@@ -22,7 +24,8 @@ RUN pip install --no-cache-dir --require-hashes -r /tmp/server.lock \
     && groupadd --system --gid 10001 blobgate \
     && useradd --system --uid 10001 --gid 10001 --no-create-home blobgate
 USER 10001:10001
-EXPOSE 50051
+# gRPC, and Prometheus metrics (/metrics).
+EXPOSE 50051 9464
 # SERVING only while S3 answers; NOT_SERVING from the start of a graceful shutdown.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
     CMD ["blobgate-probe", "--address", "127.0.0.1:50051", "--timeout", "4"]
