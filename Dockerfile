@@ -1,5 +1,9 @@
 # blobgate: the gRPC storage gateway. Build: docker build -t blobgate .
-# Run: docker run -p 50051:50051 -e BLOBGATE_S3_ENDPOINT=... -e AWS_ACCESS_KEY_ID=... blobgate
+# Run: docker run -p 50051:50051 -e BLOBGATE_S3_ENDPOINT=... -e AWS_ACCESS_KEY_ID=... \
+#   -v /etc/blobgate/tls:/tls:ro -e BLOBGATE_TLS_CERT_FILE=/tls/server.crt \
+#   -e BLOBGATE_TLS_KEY_FILE=/tls/server.key -e BLOBGATE_TLS_CA_FILE=/tls/ca.crt blobgate
+# It listens on every interface, so it refuses to start without TLS files
+# unless told BLOBGATE_INSECURE=true (docs/security.md).
 
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -27,6 +31,7 @@ USER 10001:10001
 # gRPC, and Prometheus metrics (/metrics).
 EXPOSE 50051 9464
 # SERVING only while S3 answers; NOT_SERVING from the start of a graceful shutdown.
+# With TLS the probe reads the same BLOBGATE_TLS_* variables (docs/security.md).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
     CMD ["blobgate-probe", "--address", "127.0.0.1:50051", "--timeout", "4"]
 # Exec form: the server is PID 1's only process and receives SIGTERM itself.

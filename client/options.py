@@ -57,16 +57,20 @@ class ClientOptions:
         settings: dict[str, Any] = dict(keywords)
         wants_tls = settings.pop("tls", False)
         tls_settings = {name: settings.pop(name) for name in _TLS_KEYWORDS if name in settings}
-        if wants_tls or any(value is not None for value in tls_settings.values()):
+        if isinstance(wants_tls, TLSConfig):
+            if any(value is not None for value in tls_settings.values()):
+                raise ValueError("give tls=TLSConfig(...) or the TLS keywords, not both")
+            settings["tls"] = wants_tls
+        elif wants_tls or any(value is not None for value in tls_settings.values()):
             settings["tls"] = TLSConfig(**tls_settings)
         return replace(options or cls(), **settings)
 
 
 class OptionKeywords(TypedDict, total=False):
     """``ClientOptions`` as keyword arguments of ``Client(...)`` and
-    ``SyncClient(...)``. ``tls=True`` and the four PEM/name keywords of
-    ``TLSConfig`` stand for ``tls=TLSConfig(...)``; giving any of them
-    implies TLS."""
+    ``SyncClient(...)``. ``tls`` is a ``TLSConfig``, or ``True``; ``tls=True``
+    and the four PEM/name keywords of ``TLSConfig`` stand for
+    ``tls=TLSConfig(...)``; giving any of them implies TLS."""
 
     timeout: float | None
     stream_timeout: float | None
@@ -75,7 +79,7 @@ class OptionKeywords(TypedDict, total=False):
     consul_token: str | None
     bucket: str
     chunk_size: int
-    tls: bool
+    tls: bool | TLSConfig
     root_certificates: bytes | None
     private_key: bytes | None
     certificate_chain: bytes | None

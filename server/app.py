@@ -1,8 +1,8 @@
-"""The lifecycle, in one place: build the store, start the gRPC server with
-health and reflection, probe S3, register with Consul; on SIGTERM or SIGINT go
-NOT_SERVING, deregister, wait the drain delay so callers stop picking this
-instance, stop accepting calls, let in-flight calls finish within the grace
-period, and close the S3 client."""
+"""The lifecycle, in one place: build the store, start the gRPC server (TLS
+when configured) with health and, if asked, reflection, probe S3, register
+with Consul; on SIGTERM or SIGINT go NOT_SERVING, deregister, wait the drain
+delay so callers stop picking this instance, stop accepting calls, let
+in-flight calls finish within the grace period, and close the S3 client."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from blobgate.server.settings import Settings
 from blobgate.server.storage.factory import Backend, Storage, build_storage
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import ObjectStore, SessionStore
+from blobgate.server.tls import ServerTLS, TLSError, check_listen
 from blobgate.server.tracing import tracing_on
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Gateway:
     _probe_task: asyncio.Task[None]
     _janitor_task: asyncio.Task[None] | None = None
     metrics: GatewayMetrics | None = None
+    tls: ServerTLS | None = None
 
     @property
     def metrics_port(self) -> int | None:
@@ -161,6 +163,13 @@ async def start_gateway(
     """Start a gateway; ``credentials`` (aioboto3 Session arguments) override
     botocore's chain, for the embedded S3 only; ``backend`` replaces S3
     (tests use the in-memory one)."""
+    refusal = check_listen(settings)
+    if refusal is not None:
+        raise StartupError(refusal)
+    try:
+        tls = ServerTLS.from_settings(settings)
+    except TLSError as exc:
+        raise StartupError(str(exc)) from None
     stream_end.install()
     # Metrics are off (no interceptor, no decorators) when metrics_listen is empty.
     metrics = GatewayMetrics() if settings.metrics_listen else None
@@ -197,16 +206,20 @@ async def start_gateway(
         add_to_server(StorageServicer(storage.objects, storage.sessions, settings), server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
-        reflection.enable_server_reflection(
-            [
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
-        )
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                [
+                    SERVICE_NAME,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ],
+                server,
+            )
         try:
-            port = server.add_insecure_port(settings.listen)
+            if tls is None:
+                port = server.add_insecure_port(settings.listen)
+            else:
+                port = server.add_secure_port(settings.listen, tls.credentials())
         except RuntimeError as exc:
             raise StartupError(f"cannot listen on {settings.listen}: {exc}") from None
         health_probe = S3HealthProbe(health, probe, settings.health_interval)
@@ -242,7 +255,17 @@ async def start_gateway(
             _sweep_forever(storage.sessions, buckets, settings.janitor_interval), name="janitor"
         )
     return Gateway(
-        settings, server, port, health, health_probe, storage, registration, task, janitor, metrics
+        settings,
+        server,
+        port,
+        health,
+        health_probe,
+        storage,
+        registration,
+        task,
+        janitor,
+        metrics,
+        tls,
     )
 
 
@@ -265,9 +288,10 @@ async def serve(settings: Settings, *, credentials: Mapping[str, str] | None = N
     gateway = await start_gateway(settings, credentials=credentials)
     host = settings.listen.rpartition(":")[0]
     log.info(
-        "blobgate listening on %s:%d (S3: %s, default bucket %s)",
+        "blobgate listening on %s:%d (%s; S3: %s, default bucket %s)",
         host,
         gateway.port,
+        "plaintext" if gateway.tls is None else "mTLS" if gateway.tls.mutual else "TLS",
         settings.s3_endpoint or "AWS",
         settings.default_bucket,
     )

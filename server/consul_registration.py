@@ -86,12 +86,18 @@ class ConsulRegistration:
     def payload(self) -> dict[str, Any]:
         """Arguments of agent.service.register for this instance."""
         s = self._settings
+        tls = s.tls_cert_file is not None
         check = consul.Check.grpc(
             f"{self.address}:{self.port}/{SERVICE_NAME}",
             _duration(s.check_interval),
+            # Over TLS the agent verifies with its own CA (and, for mTLS,
+            # presents its own client certificate): docs/security.md.
+            use_tls=True if tls else None,
             timeout=_duration(s.check_timeout),
             deregister=_duration(s.deregister_critical_after),
         )
+        if tls and s.check_tls_server_name:
+            check["tls_server_name"] = s.check_tls_server_name
         return {
             "name": s.service_name,
             "service_id": self.service_id,

@@ -176,6 +176,22 @@ class Settings(BaseSettings):
         "text", description="text, or json: one JSON object a line (docs/operations.md, Logs)"
     )
 
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate chain to serve TLS with (with tls_key_file)"
+    )
+    tls_key_file: Path | None = Field(
+        None, description="PEM private key of tls_cert_file (unencrypted)"
+    )
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA certificates; set: clients must present a certificate they signed "
+        "(mTLS)",
+    )
+    insecure: bool = Field(
+        False, description="allow plaintext gRPC on an address beyond loopback (no TLS)"
+    )
+    reflection: bool = Field(False, description="serve gRPC server reflection (--dev: on)")
+
     consul: bool = Field(False, description="register this instance with the local Consul agent")
     consul_http_addr: str = Field(
         "127.0.0.1:8500",
@@ -205,6 +221,11 @@ class Settings(BaseSettings):
     )
     check_interval: float = Field(10.0, gt=0, description="seconds between Consul's gRPC checks")
     check_timeout: float = Field(5.0, gt=0, description="seconds Consul waits for a gRPC check")
+    check_tls_server_name: str | None = Field(
+        None,
+        description="with TLS: the name Consul's gRPC check expects in the server's "
+        "certificate; unset: the advertised address",
+    )
     deregister_critical_after: float = Field(
         60.0, gt=0, description="seconds critical before Consul drops the instance (Consul: >= 60)"
     )
@@ -213,6 +234,17 @@ class Settings(BaseSettings):
     @classmethod
     def _allowed_from_text(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator(
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_client_ca_file",
+        "check_tls_server_name",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -242,6 +274,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "tls_cert_file and tls_key_file go together (--tls-cert-file, --tls-key-file): "
+                "give both or neither"
+            )
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file: the server "
+                "must serve TLS to ask for client certificates"
+            )
         if not S3_MIN_PART <= self.part_size <= S3_MAX_PART:
             raise ValueError("part_size must be between 5MiB and 5GiB (S3's limits)")
         if self.max_object_size is not None and self.max_object_size > self.object_size_limit:

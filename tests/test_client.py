@@ -765,3 +765,15 @@ async def test_options_object(gateway: Gateway, bucket: str) -> None:
     assert ClientOptions.build(None, {"server_name_override": "x"}).tls == TLSConfig(
         server_name_override="x"
     )
+
+
+def test_tls_takes_a_tls_config_or_the_keywords_not_both() -> None:
+    """tls=TLSConfig(...) used to be taken as a plain "use TLS" and its
+    certificates silently dropped."""
+    pem = b"-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n"
+    config = TLSConfig(root_certificates=pem, server_name_override="gw")
+    assert ClientOptions.build(None, {"tls": config}).tls is config
+    built = ClientOptions.build(None, {"root_certificates": pem}).tls
+    assert built is not None and built.root_certificates == pem
+    with pytest.raises(ValueError, match="not both"):
+        ClientOptions.build(None, {"tls": config, "root_certificates": pem})

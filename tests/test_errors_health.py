@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -216,6 +216,17 @@ async def test_stop_never_hangs_on_the_health_probe(moto_endpoint: str, bucket: 
 # --- reflection ------------------------------------------------------------------------
 
 
+@pytest.fixture
+async def reflecting(moto_endpoint: str, bucket: str) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to a gateway with the reflection setting on (off by default)."""
+    async with running_gateway(gateway_settings(moto_endpoint, bucket, reflection=True)) as (
+        _,
+        _,
+        channel,
+    ):
+        yield channel
+
+
 async def _reflect(channel: Any, request: Any) -> Any:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     call = stub.ServerReflectionInfo(iter([request]), timeout=10)
@@ -224,16 +235,16 @@ async def _reflect(channel: Any, request: Any) -> Any:
     return responses[0]
 
 
-async def test_reflection_lists_the_service(channel: Any) -> None:
-    response = await _reflect(channel, reflection_pb2.ServerReflectionRequest(list_services=""))
+async def test_reflection_lists_the_service(reflecting: grpc.aio.Channel) -> None:
+    response = await _reflect(reflecting, reflection_pb2.ServerReflectionRequest(list_services=""))
     names = {service.name for service in response.list_services_response.service}
     assert SERVICE_NAME in names
     assert "grpc.health.v1.Health" in names
 
 
-async def test_reflection_describes_the_service(channel: Any) -> None:
+async def test_reflection_describes_the_service(reflecting: grpc.aio.Channel) -> None:
     response = await _reflect(
-        channel, reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME)
+        reflecting, reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME)
     )
     files = [
         descriptor_pb2.FileDescriptorProto.FromString(raw)

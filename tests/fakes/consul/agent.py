@@ -28,7 +28,10 @@ class ConsulAgent:
     ``min_deregister_after`` is the floor of DeregisterCriticalServiceAfter (1m
     on the real agent), ``reap_interval`` how often critical services are
     reaped (~30s on the real agent), ``min_check_interval`` the floor of a
-    check's Interval (1s on the real agent).
+    check's Interval (1s on the real agent). ``tls_ca`` (PEM; None: the
+    system's roots) and ``tls_cert``/``tls_key`` (the agent's own client
+    certificate) are what its gRPC checks with GRPCUseTLS use, as the agent's
+    ca_file, cert_file and key_file.
     """
 
     def __init__(
@@ -39,6 +42,9 @@ class ConsulAgent:
         reap_interval: float = 1.0,
         min_check_interval: float = 1.0,
         node_name: str = "consul-stand-in",
+        tls_ca: bytes | None = None,
+        tls_cert: bytes | None = None,
+        tls_key: bytes | None = None,
     ) -> None:
         self._port = port
         self.requests: list[dict[str, Any]] = []
@@ -49,7 +55,10 @@ class ConsulAgent:
         self._feed = ChangeFeed()
         self._catalog = Catalog(self._loop, self._feed, node_name, min_deregister_after)
         self._runner = CheckRunner(
-            self._catalog, int(min_check_interval * SECOND_NS), reap_interval
+            self._catalog,
+            int(min_check_interval * SECOND_NS),
+            reap_interval,
+            tls=(tls_ca, tls_key, tls_cert),
         )
         self._api = AgentApi(
             self._catalog,

@@ -167,6 +167,8 @@ class Catalog:
             timeout_ns=spec.timeout_ns,
             ttl_ns=spec.ttl_ns,
             grpc=spec.grpc,
+            grpc_use_tls=spec.grpc_use_tls,
+            tls_server_name=spec.tls_server_name,
             deregister_after=deregister_after,
             critical_since=critical_since,
             ttl_deadline=now + spec.ttl_ns / SECOND_NS if spec.type == "ttl" else None,

@@ -22,7 +22,14 @@ class CheckRunner:
     ``min_check_interval_ns`` is the floor of a check's Interval,
     ``reap_interval`` how often critical services are reaped."""
 
-    def __init__(self, catalog: Catalog, min_check_interval_ns: int, reap_interval: float) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        min_check_interval_ns: int,
+        reap_interval: float,
+        tls: tuple[bytes | None, bytes | None, bytes | None] = (None, None, None),
+    ) -> None:
+        self._tls = tls  # CA, key, certificate chain: the agent's TLS files
         self._catalog = catalog
         self._min_check_interval_ns = min_check_interval_ns
         self._reap_interval = reap_interval
@@ -52,7 +59,13 @@ class CheckRunner:
         interval = max(check.interval_ns, self._min_check_interval_ns) / SECOND_NS
         timeout = (check.timeout_ns / SECOND_NS) or DEFAULT_GRPC_TIMEOUT
         while True:
-            status, output = await probe_grpc(check.grpc, timeout)
+            credentials = None
+            if check.grpc_use_tls:
+                ca, key, cert = self._tls
+                credentials = grpc.ssl_channel_credentials(ca, key, cert)
+            status, output = await probe_grpc(
+                check.grpc, timeout, credentials, check.tls_server_name
+            )
             self._catalog.set_status(check, status, output)
             await asyncio.sleep(interval)
 
@@ -88,11 +101,24 @@ class CheckRunner:
                     catalog.remove_service(service_id)
 
 
-async def probe_grpc(target: str, rpc_timeout: float) -> tuple[str, str]:
-    """One grpc.health.v1.Health/Check on a fresh connection, as the agent does."""
+async def probe_grpc(
+    target: str,
+    rpc_timeout: float,
+    credentials: grpc.ChannelCredentials | None = None,
+    server_name: str = "",
+) -> tuple[str, str]:
+    """One grpc.health.v1.Health/Check on a fresh connection, as the agent
+    does; over TLS with ``credentials``, expecting ``server_name``."""
     address, _, service = target.partition("/")
+    options: list[tuple[str, str]] = []
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
+        if credentials is None:
+            channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            channel = grpc.aio.secure_channel(address, credentials, options=options)
+        async with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest(service=service)
             response = await stub.Check(request, timeout=rpc_timeout)

@@ -56,6 +56,8 @@ class Check:
     timeout_ns: int = 0
     ttl_ns: int = 0
     grpc: str = ""
+    grpc_use_tls: bool = False
+    tls_server_name: str = ""
     deregister_after: float = 0.0  # effective, minimum applied; 0 = never
     critical_since: float | None = None  # time.monotonic()
     ttl_deadline: float | None = None  # time.monotonic()
@@ -78,3 +80,5 @@ class CheckSpec:
     ttl_ns: int
     grpc: str
     deregister_after_ns: int
+    grpc_use_tls: bool = False
+    tls_server_name: str = ""

@@ -122,8 +122,14 @@ def parse_check(check: dict[str, Any]) -> CheckSpec:
             raise BadRequest(
                 f"Invalid check: the Consul stand-in runs only GRPC and TTL checks, not {key}"
             )
-    if check.get("grpcusetls"):
-        raise BadRequest("Invalid check: the Consul stand-in does not run gRPC checks over TLS")
+    use_tls = check.get("grpcusetls") or False
+    server_name = check.get("tlsservername") or ""
+    if not isinstance(use_tls, bool):
+        raise BadRequest("Request decode failed: GRPCUseTLS must be a boolean")
+    if not isinstance(server_name, str):
+        raise BadRequest("Request decode failed: TLSServerName must be a string")
+    if check.get("tlsskipverify"):
+        raise BadRequest("Invalid check: the Consul stand-in always verifies TLS (TLSSkipVerify)")
     durations: dict[str, int] = {}
     for key in ("interval", "timeout", "ttl", "deregistercriticalserviceafter"):
         value = check.get(key)
@@ -156,4 +162,6 @@ def parse_check(check: dict[str, Any]) -> CheckSpec:
         ttl_ns=durations["ttl"],
         grpc=target,
         deregister_after_ns=durations["deregistercriticalserviceafter"],
+        grpc_use_tls=use_tls,
+        tls_server_name=server_name,
     )
