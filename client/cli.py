@@ -16,7 +16,8 @@ The server is ``--server`` host:port, else ``$BLOBGATE_SERVER``, else
 calls over the passing instances of that Consul service, found through the
 agent at ``$CONSUL_HTTP_ADDR`` (default 127.0.0.1:8500) with
 ``$CONSUL_HTTP_TOKEN``. ``--tls`` (implied by the other TLS options) talks
-TLS, trusting the system's CAs or ``--ca-file``. ``--bucket`` empty means the
+TLS, trusting the system's CAs or ``--ca-file``; ``$BLOBGATE_TOKEN`` (a JWT,
+needs TLS) is sent as a bearer token on every call. ``--bucket`` empty means the
 server's default. The global options may come before or after the subcommand.
 ``--json`` prints machine output: one JSON object for put, get, stat and
 presign, cp, mv, du and the ``-r`` forms, one JSON object per line for ls (a
@@ -314,10 +315,13 @@ async def _run(args: argparse.Namespace) -> None:
             certificate_chain=await _read_pem(args.cert_file),
             private_key=await _read_pem(args.key_file),
             server_name_override=args.tls_server_name,
+            token=os.environ.get("BLOBGATE_TOKEN") or None,
         )
     except ValueError as exc:
         tls_files = (args.ca_file, args.cert_file, args.key_file)
         where = "TLS files" if any(tls_files) and "PEM" in str(exc) else "--server"
+        if str(exc).startswith("token "):
+            where = "BLOBGATE_TOKEN"
         raise UsageError(f"{where}: {exc}") from None
     async with client:
         await args.handler(client, args)

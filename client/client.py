@@ -50,7 +50,7 @@ def open_transport(target: str, options: ClientOptions) -> Transport:
     credentials = None
     if options.tls is not None:
         channel_options = [*channel_options, *options.tls.channel_options()]
-        credentials = options.tls.credentials()
+        credentials = options.tls.credentials(options.token)
     service = ConsulTarget.parse(target)
     if service is None:
         return StaticTransport(target, channel_options, credentials)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict
 
 from blobgate.client.sources import CHUNK_SIZE
@@ -25,10 +25,13 @@ class ClientOptions:
     ``consul_token``, else ``$CONSUL_HTTP_TOKEN``. ``tls`` makes every
     channel TLS (None: plaintext). ``bucket`` is the bucket of calls that
     name none (empty: the server's default bucket). ``chunk_size`` is the
-    size of the data messages of an upload (at most 4 MiB).
+    size of the data messages of an upload (at most 4 MiB). ``token`` is a
+    bearer token (a JWT) sent as ``authorization: Bearer ...`` on every
+    call, for servers that identify callers by JWT; it needs ``tls`` and is
+    never shown in a repr.
 
-    Raises ValueError for ``max_attempts`` below 1 or a ``chunk_size`` out
-    of range.
+    Raises ValueError for ``max_attempts`` below 1, a ``chunk_size`` out
+    of range, or a ``token`` that is malformed or without TLS.
     """
 
     timeout: float | None = 60.0
@@ -39,8 +42,16 @@ class ClientOptions:
     tls: TLSConfig | None = None
     bucket: str = ""
     chunk_size: int = CHUNK_SIZE
+    token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.token is not None:
+            if not self.token or not all(" " < char <= "~" for char in self.token):
+                raise ValueError("token must be non-empty printable ASCII without spaces")
+            if self.tls is None:
+                raise ValueError(
+                    "token needs TLS: a bearer token must not cross a plaintext connection"
+                )
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
         if not 0 < self.chunk_size <= MAX_CHUNK_SIZE:
@@ -79,6 +90,7 @@ class OptionKeywords(TypedDict, total=False):
     consul_token: str | None
     bucket: str
     chunk_size: int
+    token: str | None
     tls: bool | TLSConfig
     root_certificates: bytes | None
     private_key: bytes | None

@@ -36,12 +36,19 @@ class TLSConfig:
                 # gRPC would only log this and fail every call with a vague error.
                 raise ValueError(f"{name} is not PEM: no '-----BEGIN' line")
 
-    def credentials(self) -> grpc.ChannelCredentials:
-        """gRPC channel credentials built from these PEM bytes."""
-        return grpc.ssl_channel_credentials(
+    def credentials(self, token: str | None = None) -> grpc.ChannelCredentials:
+        """gRPC channel credentials built from these PEM bytes; with
+        ``token``, every call also sends ``authorization: Bearer <token>``
+        (gRPC sends such call credentials on secure channels only)."""
+        credentials = grpc.ssl_channel_credentials(
             root_certificates=self.root_certificates,
             private_key=self.private_key,
             certificate_chain=self.certificate_chain,
+        )
+        if token is None:
+            return credentials
+        return grpc.composite_channel_credentials(
+            credentials, grpc.access_token_call_credentials(token)
         )
 
     def channel_options(self) -> list[ChannelOption]:

@@ -21,9 +21,15 @@ from grpc_reflection.v1alpha import reflection
 from blobgate.server.consul_registration import ConsulRegistration
 from blobgate.server.errors import ServiceError
 from blobgate.server.health import SERVICE_NAME, S3HealthProbe
+from blobgate.server.identity import IdentityError, JwtVerifier
 from blobgate.server.metrics_endpoint import GatewayMetrics, MetricsError
 from blobgate.server.rpc import stream_end
 from blobgate.server.rpc.access_log import AccessLogInterceptor
+from blobgate.server.rpc.authentication import (
+    AuthenticationInterceptor,
+    from_bearer_token,
+    from_certificate,
+)
 from blobgate.server.rpc.codecs import add_to_server
 from blobgate.server.rpc.handlers import StorageServicer
 from blobgate.server.rpc.interceptors import ErrorInterceptor, UnaryLimitInterceptor
@@ -168,8 +174,10 @@ async def start_gateway(
         raise StartupError(refusal)
     try:
         tls = ServerTLS.from_settings(settings)
-    except TLSError as exc:
+        verifier = JwtVerifier.from_settings(settings)
+    except (TLSError, IdentityError) as exc:
         raise StartupError(str(exc)) from None
+    authentication = _authentication(tls, verifier)
     stream_end.install()
     # Metrics are off (no interceptor, no decorators) when metrics_listen is empty.
     metrics = GatewayMetrics() if settings.metrics_listen else None
@@ -195,6 +203,8 @@ async def start_gateway(
             interceptors=[
                 *([] if registry is None else [MetricsInterceptor(RpcMetrics(registry))]),
                 access,
+                # After the access log, so refused calls are logged too.
+                *([] if authentication is None else [authentication]),
                 # Server spans, only if a tracer provider is set (server.tracing).
                 *([TracingInterceptor()] if tracing_on() else []),
                 ErrorInterceptor(),
@@ -269,6 +279,18 @@ async def start_gateway(
     )
 
 
+def _authentication(
+    tls: ServerTLS | None, verifier: JwtVerifier | None
+) -> AuthenticationInterceptor | None:
+    """The interceptor of the server's identity source: the client
+    certificate in mTLS, else a bearer JWT; None when there is neither."""
+    if tls is not None and tls.mutual:
+        return AuthenticationInterceptor(from_certificate)
+    if verifier is not None:
+        return AuthenticationInterceptor(from_bearer_token(verifier))
+    return None
+
+
 async def _sweep_forever(sessions: SessionStore, buckets: list[str], interval: float) -> None:
     """The janitor: abort expired sessions and orphaned multipart uploads
     every ``interval`` seconds."""
@@ -291,7 +313,13 @@ async def serve(settings: Settings, *, credentials: Mapping[str, str] | None = N
         "blobgate listening on %s:%d (%s; S3: %s, default bucket %s)",
         host,
         gateway.port,
-        "plaintext" if gateway.tls is None else "mTLS" if gateway.tls.mutual else "TLS",
+        "plaintext"
+        if gateway.tls is None
+        else "mTLS"
+        if gateway.tls.mutual
+        else "TLS, bearer JWTs"
+        if settings.jwt_jwks_file is not None
+        else "TLS",
         settings.s3_endpoint or "AWS",
         settings.default_bucket,
     )

@@ -61,3 +61,9 @@ class StreamIdle(ServiceError):
     """A transfer stream's client sent (Upload) or read (Download) nothing
     for ``stream_idle_timeout`` seconds: the stream is ended and releases
     its slot, budget and S3 connection."""
+
+
+class Unauthenticated(ServiceError):
+    """The call carries no identity the server accepts: no bearer token, or
+    one that is expired or not valid for this service, or a client
+    certificate that names no one."""

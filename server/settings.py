@@ -190,6 +190,13 @@ class Settings(BaseSettings):
     insecure: bool = Field(
         False, description="allow plaintext gRPC on an address beyond loopback (no TLS)"
     )
+    jwt_jwks_file: Path | None = Field(
+        None,
+        description="JWKS file (RS256, ES256, HS256 keys); set: every call needs a bearer JWT "
+        "signed by one (needs TLS, jwt_issuer, jwt_audience)",
+    )
+    jwt_issuer: str | None = Field(None, description="the iss a bearer JWT must carry")
+    jwt_audience: str | None = Field(None, description="the aud a bearer JWT must carry")
     reflection: bool = Field(False, description="serve gRPC server reflection (--dev: on)")
 
     consul: bool = Field(False, description="register this instance with the local Consul agent")
@@ -240,6 +247,9 @@ class Settings(BaseSettings):
         "tls_key_file",
         "tls_client_ca_file",
         "check_tls_server_name",
+        "jwt_jwks_file",
+        "jwt_issuer",
+        "jwt_audience",
         mode="before",
     )
     @classmethod
@@ -284,6 +294,7 @@ class Settings(BaseSettings):
                 "tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file: the server "
                 "must serve TLS to ask for client certificates"
             )
+        self._check_jwt()
         if not S3_MIN_PART <= self.part_size <= S3_MAX_PART:
             raise ValueError("part_size must be between 5MiB and 5GiB (S3's limits)")
         if self.max_object_size is not None and self.max_object_size > self.object_size_limit:
@@ -299,6 +310,25 @@ class Settings(BaseSettings):
         if self.max_message_size < MIN_MESSAGE_SIZE:
             raise ValueError("max_message_size must be at least 4MiB + 64KiB")
         return self
+
+    def _check_jwt(self) -> None:
+        if self.jwt_jwks_file is None:
+            if self.jwt_issuer is not None or self.jwt_audience is not None:
+                raise ValueError("jwt_issuer and jwt_audience need jwt_jwks_file (--jwt-jwks-file)")
+            return
+        if self.tls_cert_file is None:
+            raise ValueError(
+                "jwt_jwks_file needs tls_cert_file and tls_key_file: bearer tokens must not "
+                "cross plaintext"
+            )
+        if self.tls_client_ca_file is not None:
+            raise ValueError(
+                "jwt_jwks_file and tls_client_ca_file are two identity sources: choose one"
+            )
+        if not self.jwt_issuer or not self.jwt_audience:
+            raise ValueError(
+                "jwt_jwks_file needs jwt_issuer and jwt_audience (--jwt-issuer, --jwt-audience)"
+            )
 
     @property
     def object_size_limit(self) -> int:

@@ -55,7 +55,7 @@ class CallRecord:
     request_id: str
     method: str
     peer: str
-    principal: str = ""  # who called: empty until authentication exists
+    principal: str = ""  # who called (rpc.authentication); empty: no identity source
     bucket: str | None = None
     key: str = ""
     bytes_in: int = 0  # object bytes received (Upload)

@@ -1,5 +1,6 @@
 """A small certificate authority for TLS tests, made with ``cryptography``:
-a CA, server certificates for 127.0.0.1 and localhost, client certificates,
+a CA, server certificates for 127.0.0.1 and localhost, client certificates
+(a CN, URI SANs such as SPIFFE IDs, DNS SANs),
 and the files a server is given."""
 
 from __future__ import annotations
@@ -112,9 +113,18 @@ class CA:
             ],
         )
 
-    def client(self, common_name: str = "client") -> Issued:
-        """A client certificate."""
-        return self._issue(common_name, ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    def client(
+        self,
+        common_name: str = "client",
+        *,
+        uris: tuple[str, ...] = (),
+        dns_names: tuple[str, ...] = (),
+    ) -> Issued:
+        """A client certificate, with URI SANs (a SPIFFE ID, say) and DNS
+        SANs when given."""
+        names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri) for uri in uris]
+        names += [x509.DNSName(name) for name in dns_names]
+        return self._issue(common_name, ExtendedKeyUsageOID.CLIENT_AUTH, names)
 
 
 def serial_of(pem: bytes) -> int:
