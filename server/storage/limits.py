@@ -14,23 +14,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator
 
-from blobgate.server.errors import ResourceExhausted, ServiceError
+from blobgate.server.errors import ResourceExhausted
+from blobgate.server.storage.decorators import ObjectStoreDecorator, SessionStoreDecorator
 from blobgate.server.storage.protocols import (
     ByteRange,
     Chunk,
-    CopySpec,
-    DeleteEntry,
-    ListPage,
     ObjectReader,
     ObjectRef,
     ObjectStore,
-    PresignedRequest,
-    PresignMethod,
     PutOptions,
     Session,
-    SessionSpec,
     SessionStore,
     StoredObject,
 )
@@ -141,12 +136,13 @@ class _SlotReader:
                 self._streams = None
 
 
-class StreamLimitedStore:
+class StreamLimitedStore(ObjectStoreDecorator):
     """ObjectStore decorator: an upload (put) and a download (open until its
-    reader is closed) each hold one of ``streams``' slots."""
+    reader is closed) each hold one of ``streams``' slots. Copy is a unary
+    call whose bytes stay in S3: no slot."""
 
     def __init__(self, inner: ObjectStore, streams: StreamLimit) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._streams = streams
 
     async def put(
@@ -164,54 +160,14 @@ class StreamLimitedStore:
             raise
         return _SlotReader(reader, self._streams)
 
-    async def head(self, ref: ObjectRef) -> StoredObject:
-        return await self._inner.head(ref)
 
-    async def list_page(
-        self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
-    ) -> ListPage:
-        return await self._inner.list_page(bucket, prefix, delimiter, page_size, token)
-
-    async def delete(self, ref: ObjectRef, if_match: str) -> None:
-        await self._inner.delete(ref, if_match)
-
-    async def copy(self, spec: CopySpec) -> StoredObject:
-        # A unary call whose bytes stay in S3: no transfer slot.
-        return await self._inner.copy(spec)
-
-    async def batch_delete(
-        self, bucket: str, entries: Sequence[DeleteEntry]
-    ) -> list[ServiceError | None]:
-        return await self._inner.batch_delete(bucket, entries)
-
-    async def presign(
-        self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str
-    ) -> PresignedRequest:
-        return await self._inner.presign(ref, method, expires_in, content_type)
-
-    async def check(self) -> None:
-        await self._inner.check()
-
-
-class StreamLimitedSessions:
+class StreamLimitedSessions(SessionStoreDecorator):
     """SessionStore decorator: an Upload continuing a session holds a slot."""
 
     def __init__(self, inner: SessionStore, streams: StreamLimit) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._streams = streams
-
-    async def start_session(self, spec: SessionSpec) -> Session:
-        return await self._inner.start_session(spec)
-
-    async def open_session(self, bucket: str, session_id: str) -> Session:
-        return await self._inner.open_session(bucket, session_id)
 
     async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> StoredObject:
         async with self._streams.slot():
             return await self._inner.resume_session(session, body)
-
-    async def cancel_session(self, bucket: str, session_id: str) -> None:
-        await self._inner.cancel_session(bucket, session_id)
-
-    async def sweep(self, buckets: list[str]) -> int:
-        return await self._inner.sweep(buckets)

@@ -9,23 +9,18 @@ a key or an upload id.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from blobgate.server.errors import ServiceError
+from blobgate.server.storage.decorators import ObjectStoreDecorator, SessionStoreDecorator
 from blobgate.server.storage.limits import ByteBudget, StreamLimit
 from blobgate.server.storage.protocols import (
     ByteRange,
     Chunk,
-    CopySpec,
-    DeleteEntry,
-    ListPage,
     ObjectReader,
     ObjectRef,
     ObjectStore,
-    PresignedRequest,
-    PresignMethod,
     PutOptions,
     Session,
     SessionSpec,
@@ -168,11 +163,11 @@ class _CountedReader:
         await self._inner.close()
 
 
-class MeteredStore:
+class MeteredStore(ObjectStoreDecorator):
     """ObjectStore decorator: bytes in and out by bucket, committed sizes."""
 
     def __init__(self, inner: ObjectStore, metrics: StorageMetrics) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._m = metrics
 
     async def put(
@@ -187,35 +182,8 @@ class MeteredStore:
         reader = await self._inner.open(ref, byte_range, if_match)
         return _CountedReader(reader, self._m.sent.labels(ref.bucket))
 
-    async def head(self, ref: ObjectRef) -> StoredObject:
-        return await self._inner.head(ref)
 
-    async def list_page(
-        self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
-    ) -> ListPage:
-        return await self._inner.list_page(bucket, prefix, delimiter, page_size, token)
-
-    async def delete(self, ref: ObjectRef, if_match: str) -> None:
-        await self._inner.delete(ref, if_match)
-
-    async def copy(self, spec: CopySpec) -> StoredObject:
-        return await self._inner.copy(spec)
-
-    async def batch_delete(
-        self, bucket: str, entries: Sequence[DeleteEntry]
-    ) -> list[ServiceError | None]:
-        return await self._inner.batch_delete(bucket, entries)
-
-    async def presign(
-        self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str
-    ) -> PresignedRequest:
-        return await self._inner.presign(ref, method, expires_in, content_type)
-
-    async def check(self) -> None:
-        await self._inner.check()
-
-
-class MeteredSessions:
+class MeteredSessions(SessionStoreDecorator):
     """SessionStore decorator: sessions started and ended, their bytes, the
     janitor's sweeps. ``tally`` is the backend's count of what its janitor
     aborted, by kind (the S3 one keeps it); without one, every upload a
@@ -224,7 +192,7 @@ class MeteredSessions:
     def __init__(
         self, inner: SessionStore, metrics: StorageMetrics, tally: Tally[str] | None = None
     ) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._m = metrics
         self._tally = tally
         self._aborted_seen = self._expired_seen = 0
@@ -233,9 +201,6 @@ class MeteredSessions:
         session = await self._inner.start_session(spec)
         self._m.sessions_started.inc()
         return session
-
-    async def open_session(self, bucket: str, session_id: str) -> Session:
-        return await self._inner.open_session(bucket, session_id)
 
     async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> StoredObject:
         counted = _CountedBody(body, self._m.received.labels(session.bucket))
