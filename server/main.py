@@ -12,7 +12,7 @@ from blobgate.server.app import StartupError, serve
 from blobgate.server.embedded import DEV_CREDENTIALS, EmbeddedS3, EmbeddedS3Error, dev_settings
 from blobgate.server.logs import configure_logging
 from blobgate.server.malloc import tune_malloc
-from blobgate.server.settings import SettingsError, load_settings
+from blobgate.server.settings_loading import SettingsError, load_settings
 from blobgate.server.tracing import TracingError, start_tracing, stop_tracing
 
 log = logging.getLogger("blobgate")

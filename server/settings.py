@@ -10,18 +10,13 @@ chain (``AWS_*`` variables, profiles, instance roles) supplies them.
 
 from __future__ import annotations
 
-import argparse
-import os
-import tomllib
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AliasChoices,
     ByteSize,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -47,10 +42,6 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
 ChecksumMode = Literal["when_required", "when_supported"]
 AddressingStyle = Literal["auto", "path", "virtual"]
-
-
-class SettingsError(Exception):
-    """A setting is missing or wrong; the message names it and says what to fix."""
 
 
 def _split_commas(value: object) -> object:
@@ -354,63 +345,3 @@ class Settings(BaseSettings):
         # reserved init key "_file" and ranks below the environment.
         file_values = init_settings.init_kwargs.pop("_file", {})  # type: ignore[attr-defined]
         return init_settings, env_settings, InitSettingsSource(settings_cls, file_values)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def build_parser(prog: str = "blobgate-server") -> argparse.ArgumentParser:
-    """Flags for every setting, plus --config and --dev."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="blobgate: a gRPC storage gateway that streams objects to and from S3.",
-    )
-    parser.add_argument("--config", help="TOML file of settings (also BLOBGATE_CONFIG)")
-    parser.add_argument(
-        "--dev",
-        action="store_true",
-        help="start an in-memory S3 on loopback and serve on 127.0.0.1:50051 "
-        "(no AWS needed; data is lost on exit)",
-    )
-    for name, field in Settings.model_fields.items():
-        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
-        if field.annotation is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        parser.add_argument(_flag(name), help=field.description, **kwargs)
-    return parser
-
-
-def _describe(error: ValidationError) -> str:
-    first = error.errors()[0]
-    name = ".".join(str(part) for part in first["loc"]) or "settings"
-    message = first["msg"].removeprefix("Value error, ")
-    if name == "settings":
-        return f"bad settings: {message}"
-    given = first.get("input")
-    shown = f" (got {given!r})" if given is not None and not isinstance(given, dict) else ""
-    return f"bad setting {name} ({_flag(name)} / BLOBGATE_{name.upper()}): {message}{shown}"
-
-
-def load_settings(argv: Sequence[str] | None = None) -> tuple[Settings, argparse.Namespace]:
-    """Build the settings from flags, ``os.environ`` and the config file;
-    raise SettingsError with one line naming the bad setting."""
-    args = build_parser().parse_args(argv)
-    flags = {name: value for name, value in vars(args).items() if name in Settings.model_fields}
-    file_values: dict[str, Any] = {}
-    config_path = args.config or os.environ.get("BLOBGATE_CONFIG")
-    if config_path:
-        try:
-            file_values = tomllib.loads(Path(config_path).read_text())
-        except OSError as exc:
-            raise SettingsError(f"cannot read config file {config_path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"config file {config_path} is not valid TOML: {exc}") from None
-        unknown = sorted(set(file_values) - set(Settings.model_fields))
-        if unknown:
-            raise SettingsError(f"config file {config_path}: unknown setting {unknown[0]!r}")
-    try:
-        settings = Settings(**flags, _file=file_values)  # type: ignore[call-arg]
-    except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from None
-    return settings, args

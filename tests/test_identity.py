@@ -28,7 +28,7 @@ from blobgate.server import identity
 from blobgate.server.app import Gateway, StartupError, start_gateway
 from blobgate.server.identity import certificate_principal
 from blobgate.server.logs import JsonFormatter
-from blobgate.server.settings import SettingsError, load_settings
+from blobgate.server.settings_loading import SettingsError, load_settings
 from blobgate.server.storage.memory_backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 

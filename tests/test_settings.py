@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from blobgate.server.settings import MiB, SettingsError, load_settings
+from blobgate.server.settings import MiB
+from blobgate.server.settings_loading import SettingsError, load_settings
 
 
 def test_defaults() -> None:
