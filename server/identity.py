@@ -20,7 +20,9 @@ import logging
 import stat
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,28 @@ MAX_TOKEN_BYTES = 8 * 1024
 MAX_PRINCIPAL = 1024
 # Clock skew allowed on exp / nbf / iat, seconds.
 LEEWAY = 30
+
+_principal: ContextVar[str | None] = ContextVar("blobgate_principal", default=None)
+
+
+def current_principal() -> str | None:
+    """The authenticated principal of the call running in this task (and the
+    tasks it starts); None outside a call or when the server has no
+    identity source. Set by ``rpc.authentication``; read by what decides
+    rights and quotas."""
+    return _principal.get()
+
+
+@contextmanager
+def acting_as(principal: str) -> Iterator[None]:
+    """Make ``principal`` the current one for the block."""
+    token = _principal.set(principal)
+    try:
+        yield
+    finally:
+        _principal.reset(token)
+
+
 # How often (seconds) a call may look at the JWKS file's stamp.
 RELOAD_CHECK_INTERVAL = 1.0
 
@@ -241,8 +265,10 @@ __all__ = [
     "AUTHORIZATION_KEY",
     "IdentityError",
     "JwtVerifier",
+    "acting_as",
     "bearer_token",
     "certificate_principal",
+    "current_principal",
     "load_jwks",
     "usable_principal",
 ]

@@ -10,13 +10,12 @@ installed. Health and reflection are other services and pass untouched.
 The interceptor comes after the access log, so a refused call has its line,
 and it reports its refusal itself (the error interceptor comes later). The
 principal goes into the call's access log record and a contextvar
-(``current_principal``) for what decides rights later.
+(``identity.current_principal``) for what decides rights and quotas.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -25,6 +24,7 @@ from blobgate.server.errors import Unauthenticated
 from blobgate.server.identity import (
     AUTHORIZATION_KEY,
     JwtVerifier,
+    acting_as,
     bearer_token,
     certificate_principal,
 )
@@ -34,14 +34,6 @@ from blobgate.server.rpc.status_codes import Context, abort
 
 Authenticate = Callable[[Context], str]
 """Who is calling, from the call's context; raises Unauthenticated."""
-
-_principal: ContextVar[str | None] = ContextVar("blobgate_principal", default=None)
-
-
-def current_principal() -> str | None:
-    """The authenticated principal of the call running in this task; None
-    outside a call or when the server has no identity source."""
-    return _principal.get()
 
 
 def from_certificate(context: Context) -> str:
@@ -90,18 +82,14 @@ class AuthenticationInterceptor(_MethodInterceptor):
             record = current_call()
             if record is not None:
                 record.principal = principal
-            token = _principal.set(principal)
-            try:
+            with acting_as(principal):
                 return await behaviour(request, context)
-            finally:
-                _principal.reset(token)
 
         return call
 
 
 __all__ = [
     "AuthenticationInterceptor",
-    "current_principal",
     "from_bearer_token",
     "from_certificate",
 ]
