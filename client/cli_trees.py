@@ -32,21 +32,32 @@ def _failure_json(failure: TreeFailure) -> dict[str, Any]:
 
 def _report(args: argparse.Namespace, what: str, result: TreeResult, verb: str) -> None:
     """Print the summary of a tree transfer; PartialFailure if any file failed."""
+    line = f"{what}: {result.done} files {verb}, {_sized(result.bytes)}"
+    if result.skipped:
+        line += f"; {result.skipped} unchanged skipped ({human_size(result.skipped_bytes)})"
+    document = {
+        "files": result.done,
+        "bytes": result.bytes,
+        "skipped": result.skipped,
+        "skipped_bytes": result.skipped_bytes,
+    }
+    _finish(args, result, document, line)
+
+
+def _finish(
+    args: argparse.Namespace, result: TreeResult, document: dict[str, Any], line: str
+) -> None:
+    """Print ``document`` (--json) or ``line``, each with the failures added;
+    PartialFailure if there were any."""
     if args.json:
         print_json(
             {
-                "files": result.done,
-                "bytes": result.bytes,
-                "skipped": result.skipped,
-                "skipped_bytes": result.skipped_bytes,
+                **document,
                 "failed": len(result.failures),
                 "failures": [_failure_json(failure) for failure in result.failures],
             }
         )
     else:
-        line = f"{what}: {result.done} files {verb}, {_sized(result.bytes)}"
-        if result.skipped:
-            line += f"; {result.skipped} unchanged skipped ({human_size(result.skipped_bytes)})"
         if result.failures:
             line += f"; {len(result.failures)} failed"
         print(line)
@@ -84,23 +95,8 @@ async def rm_tree(client: Client, args: argparse.Namespace) -> None:
         raise UsageError("rm -r needs a PREFIX: it never empties a whole bucket")
     prefix = folder_prefix(args.key)
     result = await delete_tree(client, prefix)
-    if args.json:
-        print_json(
-            {
-                "prefix": prefix,
-                "deleted": result.done,
-                "bytes": result.bytes,
-                "failed": len(result.failures),
-                "failures": [_failure_json(failure) for failure in result.failures],
-            }
-        )
-    else:
-        line = f"rm -r {prefix}: {result.done} objects deleted, {_sized(result.bytes)}"
-        if result.failures:
-            line += f"; {len(result.failures)} failed"
-        print(line)
-    if result.failures:
-        raise PartialFailure(result.failures)
+    line = f"rm -r {prefix}: {result.done} objects deleted, {_sized(result.bytes)}"
+    _finish(args, result, {"prefix": prefix, "deleted": result.done, "bytes": result.bytes}, line)
 
 
 async def du(client: Client, args: argparse.Namespace) -> None:
