@@ -1,7 +1,7 @@
 # blobgate: the gRPC storage gateway. Build: docker build -t blobgate .
 # Run: docker run -p 50051:50051 -e BLOBGATE_S3_ENDPOINT=... -e AWS_ACCESS_KEY_ID=... \
 #   -v /etc/blobgate/tls:/tls:ro -e BLOBGATE_TLS_CERT_FILE=/tls/server.crt \
-#   -e BLOBGATE_TLS_KEY_FILE=/tls/server.key -e BLOBGATE_TLS_CA_FILE=/tls/ca.crt blobgate
+#   -e BLOBGATE_TLS_KEY_FILE=/tls/server.key blobgate
 # It listens on every interface, so it refuses to start without TLS files
 # unless told BLOBGATE_INSECURE=true (docs/security.md).
 
@@ -18,6 +18,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     BLOBGATE_LISTEN=0.0.0.0:50051 \
     BLOBGATE_METRICS_LISTEN=0.0.0.0:9464 \
+    BLOBGATE_HEALTH_LISTEN=127.0.0.1:50052 \
     BLOBGATE_LOG_FORMAT=json
 # The dependency versions that were tested (hash-checked), then blobgate alone.
 COPY requirements/server.lock /tmp/server.lock
@@ -31,9 +32,12 @@ USER 10001:10001
 # gRPC, and Prometheus metrics (/metrics).
 EXPOSE 50051 9464
 # SERVING only while S3 answers; NOT_SERVING from the start of a graceful shutdown.
-# With TLS the probe reads the same BLOBGATE_TLS_* variables (docs/security.md).
+# The probe asks the plaintext health-only listener on loopback
+# (BLOBGATE_HEALTH_LISTEN), so it needs no client certificate in mTLS mode;
+# the empty TLS options override the server's BLOBGATE_TLS_* variables, which
+# the probe would otherwise read as its own (docs/operations.md).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["blobgate-probe", "--address", "127.0.0.1:50051", "--timeout", "4"]
+    CMD ["blobgate-probe", "--address", "127.0.0.1:50052", "--timeout", "4", "--plaintext"]
 # Exec form: the server is PID 1's only process and receives SIGTERM itself.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["blobgate-server"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import os
 import shlex
 import signal
@@ -115,16 +116,19 @@ class ServicePlan:
     gateway_addr: str
     logs: dict[str, Path]
     header: list[str]  # machine, code, commands, logs: for the report
+    metrics_url: str | None = None  # the gateway's /metrics, when asked for
 
 
 def plan_services(
     *, bucket: str, settings: Sequence[str], gateway_cmd: Sequence[str] = (),
     gateway_env: Mapping[str, str] | None = None, log_dir: Path | None, log_prefix: str,
+    metrics: bool = False,
 ) -> ServicePlan:  # fmt: skip
     """Pick the ports and the log directory (``log_dir``, or a new temporary
     one named ``log_prefix``...) and write the commands. The gateway serves
     ``bucket`` from moto, with ``settings`` (its further flags) appended;
-    ``gateway_cmd`` () means blobgate-server beside this Python."""
+    ``gateway_cmd`` () means blobgate-server beside this Python; ``metrics``
+    serves its /metrics on a free loopback port (``metrics_url``)."""
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix=log_prefix))
     log_dir.mkdir(parents=True, exist_ok=True)
     logs = {"moto": log_dir / "moto.log", "gateway": log_dir / "gateway.log"}
@@ -135,6 +139,11 @@ def plan_services(
         "--listen", gateway_addr, "--s3-endpoint", moto_url, "--s3-region", "us-east-1",
         "--default-bucket", bucket, "--create-buckets", *settings,
     ]  # fmt: skip
+    metrics_url = None
+    if metrics:
+        metrics_addr = f"{HOST}:{free_port()}"
+        gateway += ["--metrics-listen", metrics_addr]
+        metrics_url = f"http://{metrics_addr}/metrics"
     moto = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(ports["moto"])]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BLOBGATE_")} | AWS_ENV
     extra_env = dict(gateway_env or {})
@@ -146,8 +155,38 @@ def plan_services(
         f"logs:    {log_dir}",
     ]
     return ServicePlan(
-        moto, gateway, env, env | extra_env, ports["moto"], moto_url, gateway_addr, logs, header
-    )
+        moto, gateway, env, env | extra_env, ports["moto"], moto_url, gateway_addr, logs, header,
+        metrics_url,
+    )  # fmt: skip
+
+
+def second_gateway(plan: ServicePlan, label: str, settings: Sequence[str]) -> ServicePlan:
+    """``plan`` with another gateway beside the first, on the same moto: its
+    own ports and log (gateway-LABEL.log), ``settings`` appended to the
+    first's command (later flags win). Start it with ``gateway_beside``."""
+    addr = f"{HOST}:{free_port()}"
+    cmd = [*plan.gateway_cmd, "--listen", addr, *settings]
+    metrics_url = None
+    if plan.metrics_url is not None:
+        metrics_addr = f"{HOST}:{free_port()}"
+        cmd += ["--metrics-listen", metrics_addr]
+        metrics_url = f"http://{metrics_addr}/metrics"
+    log = plan.logs["gateway"].with_name(f"gateway-{label}.log")
+    logs = {**plan.logs, "gateway": log}
+    return dataclasses.replace(plan, gateway_cmd=cmd, gateway_addr=addr, logs=logs,
+                               metrics_url=metrics_url)  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def gateway_beside(plan: ServicePlan) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """Start ``plan``'s gateway alone (its moto already runs: see
+    ``second_gateway``), wait until it serves; stop it on the way out."""
+    log = plan.logs["gateway"]
+    with spawned(log.stem, plan.gateway_cmd, plan.gateway_env, log) as gateway:
+        async with grpc.aio.insecure_channel(plan.gateway_addr) as channel:
+            serving = partial(gateway_serving, channel)
+            await wait_until(gateway, log.stem, log, 90, serving)
+        yield gateway
 
 
 @dataclass

@@ -1,16 +1,25 @@
-"""Gateway vs direct-S3 throughput, and the gateway's memory, in one run.
+"""Gateway vs direct-S3 throughput, CPU per GiB, small-object ops and the
+gateway's memory, in one run.
 
 Starts moto's S3 server and blobgate-server as subprocesses on 127.0.0.1; this
 process is the client (three processes sharing the machine). Over --reps
-interleaved repetitions it uploads and downloads one --size-mib object through
-the gateway (grpc.aio, 1 MiB messages, expected sha256 computed beforehand) and
-directly with aioboto3 (multipart with the gateway's part size and parts in
-flight; get_object read in 1 MiB reads), checks every downloaded byte against the
-source as it arrives, and reads the gateway's peak RSS (VmHWM, reset through
-/proc/PID/clear_refs) around each transfer. Prints medians, paired
-gateway/direct ratios and the targets.
+interleaved repetitions it uploads one --size-mib object through the gateway
+(grpc.aio, 1 MiB messages; with size and sha256 declared, and with neither,
+as a client streaming from a source) and directly with aioboto3 (multipart
+with the gateway's part size and parts in flight), and downloads it through
+the gateway (the Python client's raw deserializer, and a generated stub that
+parses every message) and directly (get_object read in 1 MiB reads); checks
+every downloaded byte against the source as it arrives; takes each process's
+CPU time (/proc/PID/stat) and the gateway's peak RSS (VmHWM, reset through
+/proc/PID/clear_refs) around each transfer. Then --small-ops uploads, Stats
+and downloads of --small-size objects, --concurrency at once, through the
+gateway and directly: ops/s, p50/p99 latency, CPU and S3 requests per op.
+Prints medians, paired gateway/direct ratios and the targets.
 
     .venv/bin/python -m bench.throughput [--reps 3] [--size-mib 256]
+        [--small-ops 400 --small-size 4KiB --concurrency 16]
+        [--event-loop auto|asyncio|uvloop]   # the gateway's loop
+        [--compare-loops]  # two gateways, asyncio's loop and uvloop, interleaved
         [--gateway-env MALLOC_MMAP_THRESHOLD_=67108864 --gateway-env ...]
         [--metrics-cost]   # the whole run twice, metrics off then on; the ratios
 """
@@ -18,6 +27,7 @@ gateway/direct ratios and the targets.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import sys
@@ -58,6 +68,25 @@ def main(argv: list[str] | None = None) -> int:
     add("--small-mib", type=int, default=32, help="the small upload that peak RSS is compared to")
     add("--part-size", type=parse_size, default="8MiB", help="multipart part size, e.g. 8MiB")
     add("--parts-in-flight", type=int, default=4, help="parts uploaded at once")
+    add(
+        "--small-ops",
+        type=int,
+        default=400,
+        help="small-object ops of each kind (upload, Stat, download) per side and rep; 0: none",
+    )
+    add("--small-size", type=parse_size, default="4KiB", help="the small objects' size")
+    add("--concurrency", type=int, default=16, help="small-object ops at once")
+    add(
+        "--event-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the gateway's event_loop setting",
+    )
+    add(
+        "--compare-loops",
+        action="store_true",
+        help="run two gateways on the same moto, asyncio's loop and uvloop, interleaved",
+    )
     add("--gateway-env", type=env_pair, action="append", default=[], metavar="KEY=VALUE",
         help="extra environment for the gateway process (repeatable)")  # fmt: skip
     add_gateway_options(parser)
@@ -70,15 +99,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.reps < 1 or args.size_mib < 1 or not 1 <= args.small_mib <= args.size_mib:
         parser.error("--reps and --size-mib must be >= 1, and 1 <= --small-mib <= --size-mib")
+    if args.small_ops < 0 or args.concurrency < 1 or args.small_size < 1:
+        parser.error("--small-ops must be >= 0, --concurrency and --small-size >= 1")
+    if args.small_ops and args.small_ops < 2 * args.concurrency:
+        parser.error("--small-ops must be 0 or at least twice --concurrency")
+    if args.compare_loops and args.metrics_cost:
+        parser.error("--compare-loops and --metrics-cost are separate runs")
     settings = [
         "--part-size", str(args.part_size), "--parts-in-flight", str(args.parts_in_flight),
         "--log-level", args.gateway_log_level,
+        "--event-loop", "asyncio" if args.compare_loops else args.event_loop,
     ]  # fmt: skip
     if args.metrics_cost:
         return _metrics_cost(args, settings)
     plan = plan_services(
         bucket=BUCKET, settings=settings, gateway_cmd=shlex.split(args.gateway_cmd or ""),
         gateway_env=dict(args.gateway_env), log_dir=args.log_dir, log_prefix="blobgate-bench-",
+        metrics=True,  # the gateway's S3 requests per small op, from its /metrics
     )  # fmt: skip
     machine, code, *commands = plan.header
     print(machine)
@@ -90,24 +127,28 @@ def main(argv: list[str] | None = None) -> int:
     timed_out = "timed out (see --op-timeout, --timeout)"
     rec = run_bounded(measure(args, plan, notes), args.timeout, "benchmark", timed_out)
     report(rec, args)
-    gateway_log = plan.logs["gateway"].read_text(errors="replace").splitlines()
-    problems = [ln for ln in gateway_log if re.search(r"WARNING|ERROR|CRITICAL|Traceback", ln)]
-    if problems:
-        notes.append(f"gateway log has {len(problems)} warning/error lines, e.g. {problems[:3]}")
+    for log in sorted(plan.logs["gateway"].parent.glob("gateway*.log")):
+        lines = log.read_text(errors="replace").splitlines()
+        problems = [ln for ln in lines if re.search(r"WARNING|ERROR|CRITICAL|Traceback", ln)]
+        if problems:
+            notes.append(f"{log.name} has {len(problems)} warning/error lines, e.g. {problems[:3]}")
     for note in notes:
         print("NOTE:", note)
-    print(f"\nrun took {time.monotonic() - started:.0f} s")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    cpus = len(os.sched_getaffinity(0))
+    print(f"\nrun took {time.monotonic() - started:.0f} s; load average (1, 5, 15 min) at the "
+          f"end {load} on {cpus} CPUs (the run itself adds about 3)")  # fmt: skip
     return 0
 
 
 def _metrics_cost(args: argparse.Namespace, settings: list[str]) -> int:
     """The same run with metrics off, then on; the on/off throughput ratios."""
     medians: dict[str, dict[str, float]] = {}
-    for label, extra in (("off", []), ("on", ["--metrics-listen", "127.0.0.1:0"])):
+    for label, metrics in (("off", False), ("on", True)):
         plan = plan_services(
-            bucket=BUCKET, settings=settings + extra,
+            bucket=BUCKET, settings=settings,
             gateway_cmd=shlex.split(args.gateway_cmd or ""), gateway_env=dict(args.gateway_env),
-            log_dir=args.log_dir, log_prefix=f"blobgate-bench-metrics-{label}-",
+            log_dir=args.log_dir, log_prefix=f"blobgate-bench-metrics-{label}-", metrics=metrics,
         )  # fmt: skip
         print(f"\n== metrics {label}:", plan.header[-1])
         notes: list[str] = []

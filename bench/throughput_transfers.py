@@ -1,5 +1,8 @@
-"""The throughput benchmark's four transfers: an object up and down through
-the gateway and directly to S3, every received byte checked as it arrives."""
+"""The throughput benchmark's transfers: an object up through the gateway
+(with and without a declared size and sha256) and directly to S3, and down
+through the gateway (the client's raw Download deserializer, the project's
+Client with its sha256 check, or protobuf objects as a generated stub makes
+them) and directly; every received byte checked as it arrives."""
 
 from __future__ import annotations
 
@@ -9,41 +12,80 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
+
 from bench import MiB
 from bench.errors import BenchError
+from blobgate.client import Client
+from blobgate.client.wire import StorageStub, download_payload
 from blobgate.v1 import storage_pb2 as pb
+from blobgate.v1 import storage_pb2_grpc
 
 BUCKET = "blobgate-bench"
 
 
 class Transfers:
-    def __init__(self, stub: Any, s3: Any, args: argparse.Namespace, notes: list[str]) -> None:
-        self.stub, self.s3, self.timeout, self.notes = stub, s3, args.op_timeout, notes
+    """The transfers through one gateway (on ``channel``) and directly to ``s3``."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        client: Client,
+        s3: Any,
+        args: argparse.Namespace,
+        notes: list[str],
+    ) -> None:
+        self.client = client  # the project's Python client, on its own channel
+        self.stub = StorageStub(channel)  # the Python client's: Download data raw
+        self.generated_stub = storage_pb2_grpc.StorageServiceStub(channel)
+        self.s3, self.timeout, self.notes = s3, args.op_timeout, notes
         self.part_size, self.in_flight = args.part_size, args.parts_in_flight
 
-    async def gateway_upload(self, key: str, data: bytes, digest: bytes) -> None:
+    async def gateway_upload(
+        self, key: str, data: bytes, digest: bytes, *, declare: bool = True
+    ) -> None:
+        """Upload ``data`` (whose sha256 is ``digest``), declaring its size and
+        sha256, or, unless ``declare``, neither: a client streaming from a
+        source. The reply's sha256, when it has one, must be ``digest``."""
+
         async def requests() -> AsyncIterator[pb.UploadRequest]:
-            expected = pb.Checksums(sha256=digest)
-            yield pb.UploadRequest(spec=pb.UploadSpec(key=key, size=len(data), expected=expected))
+            if not declare:
+                yield pb.UploadRequest(spec=pb.UploadSpec(key=key))
+            else:
+                expected = pb.Checksums(sha256=digest)
+                spec = pb.UploadSpec(key=key, size=len(data), expected=expected)
+                yield pb.UploadRequest(spec=spec)
             view = memoryview(data)
             for offset in range(0, len(data), MiB):  # protobuf wants bytes: one 1 MiB copy each
                 yield pb.UploadRequest(data=bytes(view[offset : offset + MiB]))
 
         reply = await self.stub.Upload(requests(), timeout=self.timeout)
-        if reply.object.size != len(data) or reply.object.checksums.sha256 != digest:
+        if reply.object.size != len(data) or reply.object.checksums.sha256 not in (digest, b""):
             self.notes.append(f"Upload {key}: reply size/sha256 differ from what was sent")
 
-    async def gateway_download(self, key: str, expect: bytes) -> None:
+    async def gateway_download(self, key: str, expect: bytes, *, parsed: bool = False) -> None:
+        """Download ``key`` as the Python client does (data messages as views
+        of the received bytes), or ``parsed`` into protobuf objects."""
         offset = 0
-        call = self.stub.Download(pb.DownloadRequest(key=key), timeout=self.timeout)
+        stub = self.generated_stub if parsed else self.stub
+        call = stub.Download(pb.DownloadRequest(key=key), timeout=self.timeout)
         async for message in call:
-            if message.WhichOneof("message") == "data":
-                data = message.data  # each access copies the field: read it once
+            data = download_payload(message)
+            if data is not None:
                 if len(data) > MiB:
                     self.notes.append(f"Download {key}: a data message above 1 MiB")
                 offset = check(key, expect, offset, data)
             elif offset:
                 self.notes.append(f"Download {key}: an Object message after data")
+        check_end(key, expect, offset)
+
+    async def client_download(self, key: str, expect: bytes) -> None:
+        """Download ``key`` with the project's Client (its sha256 check included),
+        taking the chunks as views (``DownloadStream.views``, as download_to does)."""
+        offset = 0
+        async with await self.client.open_download(key) as stream:
+            async for chunk in stream.views():
+                offset = check(key, expect, offset, chunk)
         check_end(key, expect, offset)
 
     async def direct_upload(self, key: str, data: bytes) -> None:
@@ -84,7 +126,7 @@ class Transfers:
         check_end(key, expect, offset)
 
 
-def check(key: str, expect: bytes, offset: int, chunk: bytes) -> int:
+def check(key: str, expect: bytes, offset: int, chunk: bytes | memoryview) -> int:
     """Compare a received chunk with the source in place and return the next offset.
     Done while timing, at ~13 GB/s: keeping the chunks to compare later was
     measured to slow the direct download ~30% (every chunk page-faults fresh

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-async def write_atomically(target: Path, chunks: AsyncIterable[bytes]) -> None:
+async def write_atomically(target: Path, chunks: AsyncIterable[bytes | memoryview]) -> None:
     """Write ``chunks`` to a temporary file beside ``target`` and rename it
     over ``target`` only once they all arrived and are on disk; on any
     failure the temporary file is removed and ``target`` left as it was."""
@@ -33,7 +33,7 @@ async def write_atomically(target: Path, chunks: AsyncIterable[bytes]) -> None:
         raise
 
 
-async def write_chunks(file: BinaryIO, chunks: AsyncIterable[bytes]) -> None:
+async def write_chunks(file: BinaryIO, chunks: AsyncIterable[bytes | memoryview]) -> None:
     """Write ``chunks`` to ``file`` as they arrive (on failure it holds a prefix)."""
     async for chunk in chunks:
         await asyncio.to_thread(file.write, chunk)

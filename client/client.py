@@ -267,10 +267,10 @@ class Client:
         async with await self.open_download(
             key, bucket=bucket, offset=offset, limit=limit, if_match=if_match, progress=progress
         ) as stream:
-            if isinstance(path, str | os.PathLike):
-                await write_atomically(Path(path), stream)
+            if isinstance(path, str | os.PathLike):  # views: no copy of the received bytes
+                await write_atomically(Path(path), stream.views())
             else:
-                await write_chunks(path, stream)
+                await write_chunks(path, stream.views())
         return stream.info
 
     async def stat(self, key: str, *, bucket: str = "") -> ObjectInfo:

@@ -5,6 +5,7 @@ the caller."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -15,7 +16,7 @@ from blobgate.client.models import ObjectInfo
 from blobgate.client.progress import Progress
 from blobgate.client.retry import CallBudget, on_endpoint, retry_call
 from blobgate.client.transport import Endpoint, Transport
-from blobgate.client.wire import call_metadata
+from blobgate.client.wire import call_metadata, download_payload
 from blobgate.v1 import storage_pb2
 
 
@@ -57,7 +58,8 @@ class DownloadOpener:
         except BaseException:
             call.cancel()
             raise
-        if first is grpc.aio.EOF or first.WhichOneof("message") != "object":
+        described = not isinstance(first, memoryview) and first is not grpc.aio.EOF
+        if not described or first.WhichOneof("message") != "object":
             call.cancel()
             raise BlobgateError(
                 grpc.StatusCode.INTERNAL, "server did not describe the object first"
@@ -87,8 +89,9 @@ class DownloadOpener:
 
 class DownloadStream:
     """An open download: ``info`` describes the object, iterating yields its
-    bytes. When the whole object is read and the server knows its sha256, the
-    end of the iteration checks it (DATA_LOSS on a mismatch). Close it (or use
+    bytes (``views()`` yields them as memoryviews, without a copy). When the
+    whole object is read and the server knows its sha256, the end of the
+    iteration checks it (DATA_LOSS on a mismatch). Close it (or use
     ``async with``) to cancel a download that is not read to the end.
 
     If the instance fails (UNAVAILABLE) before any bytes were yielded, the
@@ -123,6 +126,23 @@ class DownloadStream:
         return self
 
     async def __anext__(self) -> bytes:
+        chunk = await self._next_chunk()
+        return chunk if isinstance(chunk, bytes) else bytes(chunk)
+
+    async def views(self) -> AsyncIterator[memoryview]:
+        """The rest of the bytes, as iterating yields them, but each chunk a
+        memoryview of the received message: no copy (a view keeps its whole
+        message alive; copy what you keep)."""
+        while True:
+            try:
+                chunk = await self._next_chunk()
+            except StopAsyncIteration:
+                return
+            yield memoryview(chunk)
+
+    async def _next_chunk(self) -> bytes | memoryview:
+        """The next data message's payload (see parse_download_response);
+        StopAsyncIteration at the end, after the checks."""
         while True:
             if self._finished:
                 raise StopAsyncIteration
@@ -147,10 +167,10 @@ class DownloadStream:
             self._release()
             self._verify()
             raise StopAsyncIteration
-        if message.WhichOneof("message") != "data":
+        data = download_payload(message)
+        if data is None:
             self.close()
             raise BlobgateError(grpc.StatusCode.INTERNAL, "server sent a second object message")
-        data: bytes = message.data
         self._received += len(data)
         self._yielded = True
         if self._digest is not None:

@@ -15,8 +15,7 @@ from collections.abc import Collection, Iterable, Sequence
 
 import grpc
 
-from blobgate.client.wire import ChannelOption
-from blobgate.v1 import storage_pb2_grpc
+from blobgate.client.wire import ChannelOption, StorageStub
 
 
 class PooledChannel:
@@ -25,7 +24,7 @@ class PooledChannel:
     def __init__(self, address: str, channel: grpc.aio.Channel) -> None:
         self.address = address
         self.channel = channel
-        self.stub = storage_pb2_grpc.StorageServiceStub(self.channel)
+        self.stub = StorageStub(self.channel)  # Download data messages arrive raw
         self.in_flight = 0
         self.retired = False
         self.closed = False

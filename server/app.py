@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from blobgate.server.authorization import PolicyError
 from blobgate.server.consul_registration import ConsulRegistration
 from blobgate.server.errors import ServiceError
 from blobgate.server.health import SERVICE_NAME, S3HealthProbe
@@ -25,6 +26,7 @@ from blobgate.server.identity import IdentityError, JwtVerifier
 from blobgate.server.metrics_endpoint import GatewayMetrics, MetricsError
 from blobgate.server.rpc import stream_end
 from blobgate.server.rpc.access_log import AccessLogInterceptor
+from blobgate.server.rpc.audit import AuditInterceptor
 from blobgate.server.rpc.authentication import (
     AuthenticationInterceptor,
     from_bearer_token,
@@ -34,6 +36,7 @@ from blobgate.server.rpc.codecs import add_to_server
 from blobgate.server.rpc.handlers import StorageServicer
 from blobgate.server.rpc.interceptors import ErrorInterceptor, UnaryLimitInterceptor
 from blobgate.server.rpc.metrics import MetricsInterceptor, RpcMetrics
+from blobgate.server.rpc.page_token_key import PageTokenKey
 from blobgate.server.rpc.tracing import TracingInterceptor
 from blobgate.server.settings import Settings
 from blobgate.server.storage.factory import Backend, Storage, build_storage
@@ -65,6 +68,9 @@ class Gateway:
     _janitor_task: asyncio.Task[None] | None = None
     metrics: GatewayMetrics | None = None
     tls: ServerTLS | None = None
+    # The plaintext health-only listener (health_listen); None when it is off.
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
 
     @property
     def metrics_port(self) -> int | None:
@@ -88,7 +94,13 @@ class Gateway:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self.server.stop(grace)
+        try:
+            await self.server.stop(grace)
+        finally:
+            # Last, so probes see NOT_SERVING (not a refused connection)
+            # until the calls in flight are done.
+            if self.health_server is not None:
+                await self.health_server.stop(0)
         await self.storage.backend.close()
         if self.metrics is not None:
             await self.metrics.stop()
@@ -160,6 +172,35 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+# The health-only listener answers a few probes: small messages, few
+# connections and calls; a second instance on its port must fail too.
+_HEALTH_OPTIONS = [
+    *_CONNECTION_OPTIONS,
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", 4096),
+    ("grpc.max_concurrent_streams", 8),
+    ("grpc.max_allowed_incoming_connections", 32),
+]
+_HEALTH_MAX_CALLS = 64
+
+
+def _health_listener(address: str, health: HealthServicer) -> tuple[grpc.aio.Server, int]:
+    """A plaintext server on ``address`` (the health_listen setting) with
+    nothing but ``health``, the gateway's own health service: probes that
+    cannot present a client certificate (the Docker health check, kubelet)
+    reach it there. Not started yet; its port is bound."""
+    server = grpc.aio.server(options=_HEALTH_OPTIONS, maximum_concurrent_rpcs=_HEALTH_MAX_CALLS)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise StartupError(
+            f"bad setting health_listen (--health-listen / BLOBGATE_HEALTH_LISTEN): "
+            f"cannot listen on {address}: {exc}"
+        ) from None
+    return server, port
+
+
 async def start_gateway(
     settings: Settings,
     *,
@@ -182,8 +223,16 @@ async def start_gateway(
     # Metrics are off (no interceptor, no decorators) when metrics_listen is empty.
     metrics = GatewayMetrics() if settings.metrics_listen else None
     registry = None if metrics is None else metrics.registry
-    storage = build_storage(settings, credentials=credentials, backend=backend, registry=registry)
+    try:
+        storage = build_storage(
+            settings, credentials=credentials, backend=backend, registry=registry
+        )
+    except PolicyError as exc:
+        raise StartupError(str(exc)) from None
     await storage.backend.start()
+    server: grpc.aio.Server | None = None
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
     try:
         buckets = sorted(settings.buckets)
 
@@ -198,11 +247,15 @@ async def start_gateway(
         # The access log and the server span come before the error
         # interceptor, so they see the status each call really ends with.
         access = AccessLogInterceptor(settings.default_bucket)
+        audit = AuditInterceptor(settings.default_bucket)
         server = grpc.aio.server(
             # Metrics first of all: they see the final status of every call.
             interceptors=[
                 *([] if registry is None else [MetricsInterceptor(RpcMetrics(registry))]),
                 access,
+                # The audit line of mutating calls, from the access log's record;
+                # before authentication, so refusals are audited too.
+                audit,
                 # After the access log, so refused calls are logged too.
                 *([] if authentication is None else [authentication]),
                 # Server spans, only if a tracer provider is set (server.tracing).
@@ -213,7 +266,10 @@ async def start_gateway(
             options=_server_options(settings),
             maximum_concurrent_rpcs=settings.max_calls,
         )
-        add_to_server(StorageServicer(storage.objects, storage.sessions, settings), server)
+        # Page tokens are signed with a key shared through the backend's own store.
+        token_key = PageTokenKey(storage.backend.objects, settings.default_bucket)
+        servicer = StorageServicer(storage.objects, storage.sessions, settings, token_key)
+        add_to_server(servicer, server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         if settings.reflection:
@@ -232,6 +288,8 @@ async def start_gateway(
                 port = server.add_secure_port(settings.listen, tls.credentials())
         except RuntimeError as exc:
             raise StartupError(f"cannot listen on {settings.listen}: {exc}") from None
+        if settings.health_listen:
+            health_server, health_port = _health_listener(settings.health_listen, health)
         health_probe = S3HealthProbe(health, probe, settings.health_interval)
         if not await health_probe.check_once():
             log.warning(
@@ -245,6 +303,13 @@ async def start_gateway(
             except MetricsError as exc:
                 raise StartupError(str(exc)) from None
         await server.start()
+        if health_server is not None:
+            await health_server.start()
+            log.info(
+                "health (grpc.health.v1 only, plaintext) on %s:%d",
+                settings.health_listen.rpartition(":")[0],
+                health_port,
+            )
         registration = None
         if settings.consul:
             registration = ConsulRegistration(
@@ -254,6 +319,10 @@ async def start_gateway(
         if metrics is not None:
             metrics.watch_registration(registration)
     except BaseException:
+        if server is not None:
+            await server.stop(None)
+        if health_server is not None:
+            await health_server.stop(None)
         await storage.backend.close()
         if metrics is not None:
             await metrics.stop()
@@ -276,6 +345,8 @@ async def start_gateway(
         janitor,
         metrics,
         tls,
+        health_server,
+        health_port,
     )
 
 
@@ -305,12 +376,16 @@ async def _sweep_forever(sessions: SessionStore, buckets: list[str], interval: f
                 log.info("janitor: aborted %d expired or orphaned multipart uploads", aborted)
 
 
-async def serve(settings: Settings, *, credentials: Mapping[str, str] | None = None) -> int:
-    """Run until SIGTERM or SIGINT, then shut down gracefully. Returns the exit code."""
+async def serve(
+    settings: Settings, *, credentials: Mapping[str, str] | None = None, loop_name: str = ""
+) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads
+    the access policy. ``loop_name`` describes the event loop for the
+    start-up line. Returns the exit code."""
     gateway = await start_gateway(settings, credentials=credentials)
     host = settings.listen.rpartition(":")[0]
     log.info(
-        "blobgate listening on %s:%d (%s; S3: %s, default bucket %s)",
+        "blobgate listening on %s:%d (%s; S3: %s, default bucket %s; event loop: %s)",
         host,
         gateway.port,
         "plaintext"
@@ -322,11 +397,13 @@ async def serve(settings: Settings, *, credentials: Mapping[str, str] | None = N
         else "TLS",
         settings.s3_endpoint or "AWS",
         settings.default_bucket,
+        loop_name or type(asyncio.get_running_loop()).__module__,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gateway.storage.policy.reload)
     await stop.wait()
     log.info(
         "shutting down: NOT_SERVING, refusing new calls, %gs for in-flight calls",

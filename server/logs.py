@@ -24,6 +24,7 @@ _SECRET_BEARING = ("botocore", "aiobotocore", "boto3", "s3transfer", "urllib3")
 # The embedded S3 (moto, served by werkzeug) logs every request it answers,
 # the health probe's twice every interval: only its warnings, unless DEBUG.
 _NOISY = ("werkzeug",)
+AUDIT_LOGGER = "blobgate.audit"
 
 # What every LogRecord holds; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -101,6 +102,8 @@ def configure_logging(level: str, log_format: LogFormat = "text") -> None:
     numeric = logging.getLevelName(level)
     for name in _SECRET_BEARING:
         logging.getLogger(name).setLevel(max(numeric, logging.INFO))
+    # The audit trail is kept whatever the level (docs/operations.md, Logs).
+    logging.getLogger(AUDIT_LOGGER).setLevel(logging.INFO)
     for name in _NOISY:
         logging.getLogger(name).setLevel(
             logging.NOTSET if numeric <= logging.DEBUG else logging.WARNING

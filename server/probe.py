@@ -7,7 +7,9 @@ TLS: it trusts --tls-ca-file (else the system's roots), presents
 --tls-cert-file and --tls-key-file to a server that asks for client
 certificates, and expects --tls-server-name in the server's certificate (else
 the address's host). In a container the server's own BLOBGATE_TLS_CERT_FILE
-and BLOBGATE_TLS_KEY_FILE are inherited: see docs/security.md."""
+and BLOBGATE_TLS_KEY_FILE are inherited: see docs/security.md. --plaintext
+ignores every TLS option and variable, for the plaintext health listener
+(``health_listen``)."""
 
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ def _read(option: str, path: str | None) -> bytes | None:
 
 def tls_config(args: argparse.Namespace) -> TLSConfig | None:
     """The TLS the options ask for; None: plaintext."""
-    if not any(getattr(args, name) for name in _TLS_OPTIONS):
+    if args.plaintext or not any(getattr(args, name) for name in _TLS_OPTIONS):
         return None
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
         raise ProbeError("--tls-cert-file and --tls-key-file go together: give both or neither")
@@ -68,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default="127.0.0.1:50051", help="gateway host:port")
     parser.add_argument("--service", default=SERVICE_NAME, help='service to ask about ("" = all)')
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait")
+    parser.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="connect without TLS whatever the TLS options say (the health_listen port)",
+    )
     helps = {
         "tls_ca_file": "PEM CA certificates to verify the server with",
         "tls_cert_file": "PEM client certificate, for servers that require one",

@@ -40,6 +40,7 @@ MIN_MESSAGE_SIZE = 4 * MiB + 64 * 1024
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["text", "json"]
+EventLoop = Literal["auto", "asyncio", "uvloop"]
 ChecksumMode = Literal["when_required", "when_supported"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 
@@ -86,6 +87,11 @@ class Settings(BaseSettings):
         "when_required",
         description="botocore request/response checksums; when_required suits MinIO, Ceph, B2",
     )
+    s3_full_object_checksums: bool = Field(
+        True,
+        description="multipart uploads carry S3's full-object CRC32C and the sha256 lives in a "
+        "record; false: plain multipart and a self-copy (stores without ChecksumType FULL_OBJECT)",
+    )
     default_bucket: str = Field("blobgate", min_length=3, description="bucket for empty requests")
     allowed_buckets: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -110,6 +116,19 @@ class Settings(BaseSettings):
     )
     max_streams: int = Field(
         256, ge=1, description="concurrent Upload/Download streams; more get RESOURCE_EXHAUSTED"
+    )
+    max_streams_per_principal: int | None = Field(
+        None,
+        ge=1,
+        description="concurrent Upload/Download streams of one identified caller (mTLS or JWT); "
+        "unset: half of max_streams; callers without an identity are not counted",
+    )
+    max_sessions_per_principal: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description="open resumable upload sessions of one identified caller, across the fleet; "
+        "callers without an identity are not counted",
     )
     max_calls: int = Field(
         512,
@@ -163,8 +182,17 @@ class Settings(BaseSettings):
         "",
         description="Prometheus metrics endpoint, host:port (e.g. 0.0.0.0:9464); empty: off",
     )
+    health_listen: str = Field(
+        "",
+        description="a second, plaintext listener serving only grpc.health.v1, host:port "
+        "(e.g. 127.0.0.1:50052), for probes without a client certificate; empty: off",
+    )
     log_format: LogFormat = Field(
         "text", description="text, or json: one JSON object a line (docs/operations.md, Logs)"
+    )
+    event_loop: EventLoop = Field(
+        "auto",
+        description="auto (uvloop when it is installed, else asyncio's), asyncio, or uvloop",
     )
 
     tls_cert_file: Path | None = Field(
@@ -189,6 +217,11 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = Field(None, description="the iss a bearer JWT must carry")
     jwt_audience: str | None = Field(None, description="the aud a bearer JWT must carry")
     reflection: bool = Field(False, description="serve gRPC server reflection (--dev: on)")
+    auth_policy_file: Path | None = Field(
+        None,
+        description="TOML file of grants: who may read, list, write, delete, presign where; "
+        "set, everything else is refused (needs tls_client_ca_file or jwt_jwks_file)",
+    )
 
     consul: bool = Field(False, description="register this instance with the local Consul agent")
     consul_http_addr: str = Field(
@@ -241,6 +274,8 @@ class Settings(BaseSettings):
         "jwt_jwks_file",
         "jwt_issuer",
         "jwt_audience",
+        "auth_policy_file",
+        "max_streams_per_principal",
         mode="before",
     )
     @classmethod
@@ -257,10 +292,10 @@ class Settings(BaseSettings):
     def _lower_format(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("listen", "metrics_listen")
+    @field_validator("listen", "metrics_listen", "health_listen")
     @classmethod
     def _host_port(cls, value: str, info: ValidationInfo) -> str:
-        if info.field_name == "metrics_listen" and value == "":
+        if info.field_name in ("metrics_listen", "health_listen") and value == "":
             return value
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
@@ -286,6 +321,16 @@ class Settings(BaseSettings):
                 "must serve TLS to ask for client certificates"
             )
         self._check_jwt()
+        if (
+            self.auth_policy_file is not None
+            and self.tls_client_ca_file is None
+            and self.jwt_jwks_file is None
+        ):
+            raise ValueError(
+                "auth_policy_file needs an identity source to name callers: set "
+                "tls_client_ca_file (mTLS, --tls-client-ca-file) or jwt_jwks_file (bearer JWTs, "
+                "--jwt-jwks-file)"
+            )
         if not S3_MIN_PART <= self.part_size <= S3_MAX_PART:
             raise ValueError("part_size must be between 5MiB and 5GiB (S3's limits)")
         if self.max_object_size is not None and self.max_object_size > self.object_size_limit:
@@ -300,6 +345,14 @@ class Settings(BaseSettings):
             raise ValueError("memory_budget must be at least part_size")
         if self.max_message_size < MIN_MESSAGE_SIZE:
             raise ValueError("max_message_size must be at least 4MiB + 64KiB")
+        if (
+            self.max_streams_per_principal is not None
+            and self.max_streams_per_principal > self.max_streams
+        ):
+            raise ValueError(
+                f"max_streams_per_principal {self.max_streams_per_principal} is more than "
+                f"max_streams {self.max_streams}: lower it or raise max_streams"
+            )
         return self
 
     def _check_jwt(self) -> None:
@@ -320,6 +373,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "jwt_jwks_file needs jwt_issuer and jwt_audience (--jwt-issuer, --jwt-audience)"
             )
+
+    @property
+    def streams_per_principal(self) -> int:
+        """Upload/Download streams one identified caller may hold: the setting,
+        else half of max_streams (at least 1)."""
+        if self.max_streams_per_principal is not None:
+            return self.max_streams_per_principal
+        return max(1, self.max_streams // 2)
 
     @property
     def object_size_limit(self) -> int:

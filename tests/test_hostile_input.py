@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import time
 from typing import Any
 
 import grpc
@@ -33,6 +35,7 @@ from hypothesis import strategies as st
 
 from blobgate.server.app import Gateway
 from blobgate.server.rpc import page_token
+from blobgate.server.rpc.page_token_key import PageTokenKey
 from blobgate.v1 import storage_pb2
 
 # Servicer tests over gRPC alone: on the in-memory store (see conftest.gateway).
@@ -625,11 +628,55 @@ async def test_page_tokens_of_any_length_are_refused_quickly(
     well-formed ones (bound to this listing, holding a huge continuation
     token) and plain junk alike."""
     bucket = seeded.settings.default_bucket
+    key = await _token_key(seeded)
     for size in [40_000, 100_000, 1_000_000]:
-        for token in [page_token.encode(bucket, "healthy/", "", "t" * size), "A" * size]:
+        for token in [page_token.encode(key, bucket, "healthy/", "", "t" * size), "A" * size]:
             request = storage_pb2.ListRequest(prefix="healthy/", page_token=token)
             error = await expect_status(Code.INVALID_ARGUMENT, stub.List(request))
             assert "page_token" in error.details(), size
+    await assert_healthy(channel, stub)
+
+
+async def _token_key(gateway: Gateway) -> bytes:
+    """The key the gateway signs page tokens with (shared through the store)."""
+    return await PageTokenKey(
+        gateway.storage.backend.objects, gateway.settings.default_bucket
+    ).get()
+
+
+@pytest.mark.store("s3")  # moto answers a forged continuation token 500, then retried
+async def test_a_forged_continuation_token_is_refused_quickly_and_quietly(
+    seeded: Gateway, stub: Any, channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 7: a forged S3 continuation token inside an otherwise
+    well-formed page token (the real token's signature kept, or the old
+    unsigned format) used to reach S3 and end UNAVAILABLE after 4 attempts
+    and seconds; now INVALID_ARGUMENT before any S3 request, with no log
+    line above INFO."""
+    for index in range(3):
+        await upload(seeded, f"paged/{index}", b"x")
+    listing = storage_pb2.ListRequest(prefix="paged/", page_size=1)
+    real = (await stub.List(listing, timeout=10)).next_page_token
+    raw = base64.urlsafe_b64decode(real + "=" * (-len(real) % 4))
+    signature, body = raw[:32], json.loads(raw[32:])
+    forged = [
+        _b64(signature + json.dumps({**body, "t": inner}, separators=(",", ":")).encode())
+        for inner in ["abc", body["t"][:-2] + "AA", "x" * 300]
+    ]
+    forged.append(_b64(json.dumps({**body, "v": 1, "t": "abc"}).encode()))  # unsigned (v1)
+    caplog.set_level(logging.INFO)
+    for token in forged:
+        started = time.monotonic()
+        request = storage_pb2.ListRequest(prefix="paged/", page_size=1, page_token=token)
+        error = await expect_status(Code.INVALID_ARGUMENT, stub.List(request, timeout=10))
+        assert "not a token this service issued" in error.details()
+        assert time.monotonic() - started < 1.0
+    noisy = [record for record in caplog.records if record.levelno > logging.INFO]
+    assert noisy == [], [record.getMessage() for record in noisy]
+    assert not any("Traceback" in record.getMessage() for record in caplog.records)
+    # The real token still continues the listing.
+    request = storage_pb2.ListRequest(prefix="paged/", page_size=1, page_token=real)
+    assert len((await stub.List(request, timeout=10)).objects) == 1
     await assert_healthy(channel, stub)
 
 

@@ -16,7 +16,7 @@ LIBRARIES = ["botocore", "botocore.auth", "aiobotocore.endpoint", "urllib3.conne
 
 @pytest.fixture
 def restored() -> Iterator[None]:
-    names = ["", "werkzeug", *LIBRARIES]
+    names = ["", "werkzeug", "blobgate.audit", *LIBRARIES]
     saved = {name: logging.getLogger(name).level for name in names}
     yield
     for name, level in saved.items():
@@ -39,3 +39,10 @@ def test_the_embedded_s3_logs_only_warnings_by_default() -> None:
     assert not logging.getLogger("werkzeug").isEnabledFor(logging.INFO)
     assert logging.getLogger("werkzeug").isEnabledFor(logging.WARNING)
     assert logging.getLogger("blobgate.server").isEnabledFor(logging.INFO)
+
+
+@pytest.mark.usefixtures("restored")
+def test_the_audit_log_stays_on_above_info() -> None:
+    configure_logging("WARNING")
+    assert not logging.getLogger("blobgate.access").isEnabledFor(logging.INFO)
+    assert logging.getLogger("blobgate.audit").isEnabledFor(logging.INFO)

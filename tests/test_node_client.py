@@ -2,7 +2,8 @@
 program on @grpc/grpc-js and @grpc/proto-loader that loads storage.proto at run
 time, drives a live gateway (Upload, Download, Stat, List, Presign, error
 statuses, a resumable session cut and resumed, Copy and BatchDelete), and this
-test checks that what it uploaded and copied reached S3 byte-exact.
+test checks that what it uploaded and copied reached S3 byte-exact; the same
+over mTLS, with a client certificate (and refused without one).
 
 Node and npm are required, not optional: without them this test fails. Its
 packages come from tests/node/package-lock.json via ``npm ci``, run here once
@@ -13,14 +14,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import gateway_settings, stop_gateway
+from fakes.pki import CA
 
-from blobgate.server.app import Gateway
+from blobgate.server.app import Gateway, start_gateway
+from blobgate.server.logs import JsonFormatter
 
 NODE_DIR = Path(__file__).parent / "node"
 CLIENT = NODE_DIR / "client.mjs"
@@ -66,8 +72,11 @@ def node_client() -> Path:
     return CLIENT
 
 
-async def run_node(client: Path, *args: str) -> tuple[int, str, str]:
-    """Run the Node client without blocking the loop the gateway serves on."""
+async def run_node(
+    client: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run the Node client without blocking the loop the gateway serves on;
+    ``env`` adds to the environment (the BLOBGATE_TLS_* variables)."""
     proc = await asyncio.create_subprocess_exec(
         _require("node"),
         str(client),
@@ -75,6 +84,7 @@ async def run_node(client: Path, *args: str) -> tuple[int, str, str]:
         cwd=client.parent,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), CLIENT_TIMEOUT)
@@ -86,20 +96,33 @@ async def run_node(client: Path, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+def node_result(code: int, out: str, err: str) -> dict[str, Any]:
+    """The Node client's one JSON line, once it exited 0."""
+    assert code == 0, f"Node client exited {code}\nstderr:\n{err}\nstdout:\n{out}"
+    # proto-loader resolved google/protobuf/*.proto from its bundled copies.
+    assert "not found in any of the include paths" not in err, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 1, out
+    result: dict[str, Any] = json.loads(lines[0])
+    assert result["ok"] is True
+    return result
+
+
 @pytest.mark.timeout(NPM_CI_TIMEOUT + CLIENT_TIMEOUT + 30)
 async def test_node_client_round_trip(
     node_client: Path, gateway: Gateway, bucket: str, s3: Any, tmp_path: Path
 ) -> None:
     prefix = "from-node/"
     code, out, err = await run_node(node_client, f"127.0.0.1:{gateway.port}", str(tmp_path), prefix)
-    assert code == 0, f"Node client exited {code}\nstderr:\n{err}\nstdout:\n{out}"
-    # proto-loader resolved google/protobuf/*.proto from its bundled copies.
-    assert "not found in any of the include paths" not in err, err
-    lines = out.strip().splitlines()
-    assert len(lines) == 1, out
-    result = json.loads(lines[0])
-    assert result["ok"] is True
+    result = node_result(code, out, err)
+    assert (result["tls"], result["client_certificate"]) == (False, False)
+    await check_round_trip(result, prefix, bucket, s3, tmp_path)
 
+
+async def check_round_trip(
+    result: dict[str, Any], prefix: str, bucket: str, s3: Any, tmp_path: Path
+) -> None:
+    """What the Node client reports matches what it sent, and S3 holds it."""
     big = (tmp_path / "big.bin").read_bytes()
     small = (tmp_path / "small.bin").read_bytes()
     assert len(big) > 3 * 1024 * 1024
@@ -165,3 +188,67 @@ async def test_node_client_round_trip(
         [*result["list"]["keys"], session["key"], copies["replaced"]]
     )
     assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
+
+
+@pytest.mark.timeout(NPM_CI_TIMEOUT + 2 * CLIENT_TIMEOUT + 30)
+async def test_node_client_over_mtls(
+    node_client: Path,
+    moto_endpoint: str,
+    bucket: str,
+    s3: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    ca = CA()
+    spiffe = "spiffe://example.org/ns/tests/sa/node-client"
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    server_cert, server_key = ca.server().write(pki, "server")
+    client_cert, client_key = ca.client("node-client", uris=(spiffe,)).write(pki, "client")
+    settings = gateway_settings(
+        moto_endpoint,
+        bucket,
+        tls_cert_file=server_cert,
+        tls_key_file=server_key,
+        tls_client_ca_file=ca.write(pki),
+    )
+    gateway = await start_gateway(settings)
+    try:
+        address = f"127.0.0.1:{gateway.port}"
+        trust = {"BLOBGATE_TLS_CA_FILE": str(ca.write(pki))}
+        # Without a client certificate the handshake fails: nothing is stored.
+        code, out, err = await run_node(
+            node_client,
+            address,
+            str(tmp_path / "refused"),
+            "refused/",
+            env={**trust, "BLOBGATE_CONNECT_TIMEOUT_MS": "3000"},
+        )
+        assert code == 1, f"stdout:\n{out}\nstderr:\n{err}"
+        assert f"node client: FAILED: cannot connect to {address}" in err and out == ""
+        listing = await s3.list_objects_v2(Bucket=bucket, Prefix="refused/")
+        assert listing.get("Contents", []) == []
+
+        prefix = "from-node-mtls/"
+        env = {
+            **trust,
+            "BLOBGATE_TLS_CERT_FILE": str(client_cert),
+            "BLOBGATE_TLS_KEY_FILE": str(client_key),
+        }
+        code, out, err = await run_node(node_client, address, str(tmp_path), prefix, env=env)
+        result = node_result(code, out, err)
+        assert (result["tls"], result["client_certificate"]) == (True, True)
+        await check_round_trip(result, prefix, bucket, s3, tmp_path)
+    finally:
+        await stop_gateway(gateway)
+    # Every call the Node client made was its certificate's SPIFFE ID's.
+    access = [
+        json.loads(JsonFormatter().format(record))
+        for record in caplog.records
+        if record.name == "blobgate.access"
+    ]
+    assert len(access) > 20
+    assert {line["principal"] for line in access} == {spiffe}
+    audited = [record for record in caplog.records if record.name == "blobgate.audit"]
+    assert audited and {record.__dict__["principal"] for record in audited} == {spiffe}

@@ -137,6 +137,15 @@ async def test_unknown_sessions_are_not_found(stores: Stores) -> None:
         await stores.sessions.cancel_session(stores.bucket, "A" * 43)
 
 
+async def test_the_owner_is_kept_with_the_session(stores: Stores) -> None:
+    owner = "spiffe://example.org/ns/team/sa/uploader"
+    spec = SessionSpec(stores.ref("owned.bin"), options(), owner=owner)
+    started = await stores.sessions.start_session(spec)
+    opened = await stores.sessions.open_session(started.bucket, started.session_id)
+    assert started.spec.owner == opened.spec.owner == owner
+    await stores.sessions.cancel_session(started.bucket, started.session_id)
+
+
 async def test_an_empty_object_through_a_session(stores: Stores) -> None:
     started = await start(stores, "empty.txt", 0)
     info = await stores.sessions.resume_session(started, body())

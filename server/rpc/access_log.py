@@ -13,7 +13,8 @@ else a new one; the caller gets it back in the call's trailing metadata, and
 ``status_codes`` quotes it in an INTERNAL status.
 
 Nothing else from a request is logged: not an upload id, not a status
-message (either may carry one).
+message (either may carry one). The audit log (``rpc.audit``) writes its
+line of a mutating call from the same record.
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ _TARGETS: dict[str, Callable[[Any], tuple[str, str]]] = {
 }
 
 
-def _capped(text: str) -> str:
+def capped(text: str) -> str:
+    """``text``, cut to a length a log line can carry."""
     return text if len(text) <= _MAX_LOGGED else f"{text[:_MAX_LOGGED]}...(truncated)"
 
 
@@ -194,8 +196,8 @@ class AccessLogInterceptor(_MethodInterceptor):
             "peer": record.peer,
             "principal": record.principal,
             "method": record.method,
-            "bucket": _capped(bucket or ""),
-            "key": _capped(record.key),
+            "bucket": capped(bucket or ""),
+            "key": capped(record.key),
             "bytes_in": record.bytes_in,
             "bytes_out": record.bytes_out,
             "duration_ms": round(seconds * 1000, 3),

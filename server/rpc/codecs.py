@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from blobgate.client.wire import DATA_TAG, sole_field_payload
 from blobgate.server.errors import InvalidArgument
 from blobgate.server.rpc.upload_stream import UploadMessage
 from blobgate.server.rpc.validation import guess_content_type
@@ -81,8 +82,6 @@ def _parser(message: Any) -> Callable[[bytes], Any]:
 
 
 _parse_upload_request = _parser(pb.UploadRequest)
-_UPLOAD_DATA_TAG = 0x12  # UploadRequest.data: field 2, length-delimited
-_MAX_LENGTH_BYTES = 5  # a varint of 5 bytes holds any length protobuf allows (< 2 GiB)
 
 
 def parse_upload_request(raw: bytes) -> UploadMessage:
@@ -94,16 +93,9 @@ def parse_upload_request(raw: bytes) -> UploadMessage:
     waits for budget. Anything else (spec, resume, unknown fields, repeated
     or malformed fields) goes through protobuf, whose result for a data-only
     message would be the same bytes."""
-    if len(raw) > 1 and raw[0] == _UPLOAD_DATA_TAG:
-        length = shift = 0
-        for at in range(1, min(len(raw), 1 + _MAX_LENGTH_BYTES)):
-            byte = raw[at]
-            length |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                if at + 1 + length == len(raw):
-                    return memoryview(raw)[at + 1 :]
-                break
-            shift += 7
+    payload = sole_field_payload(raw, DATA_TAG)
+    if payload is not None:
+        return payload
     parsed: storage_pb2.UploadRequest | InvalidArgument = _parse_upload_request(raw)
     return parsed
 

@@ -22,6 +22,7 @@ from blobgate.server.rpc.copy_and_batch_delete import (
     batch_delete_results,
     copy_spec,
 )
+from blobgate.server.rpc.page_token_key import PageTokenKey
 from blobgate.server.rpc.upload_stream import (
     UploadMessage,
     UploadStream,
@@ -61,9 +62,16 @@ _METHODS = {pb.HTTP_METHOD_GET: PresignMethod.GET, pb.HTTP_METHOD_PUT: PresignMe
 class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     """blobgate.v1.StorageService over any ObjectStore."""
 
-    def __init__(self, store: ObjectStore, sessions: SessionStore, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        sessions: SessionStore,
+        settings: Settings,
+        page_token_key: PageTokenKey,
+    ) -> None:
         self._store = store
         self._sessions = sessions
+        self._page_token_key = page_token_key
         self._session_expiry = timedelta(seconds=settings.session_expiry)
         self._buckets = BucketPolicy(settings.default_bucket, settings.buckets)
         self._max_size = settings.object_size_limit
@@ -188,16 +196,32 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                 f"(0 means {MAX_PAGE_SIZE})"
             )
         validate_listing(request.prefix, request.delimiter)
-        s3_token = page_token.decode(request.page_token, bucket, request.prefix, request.delimiter)
+        # The signing key is read only for a listing of more than one page.
+        s3_token = ""
+        if request.page_token:
+            s3_token = page_token.decode(
+                await self._page_token_key.get(),
+                request.page_token,
+                bucket,
+                request.prefix,
+                request.delimiter,
+            )
         page = await self._store.list_page(
             bucket, request.prefix, request.delimiter, request.page_size or MAX_PAGE_SIZE, s3_token
         )
+        next_page_token = ""
+        if page.next_token:
+            next_page_token = page_token.encode(
+                await self._page_token_key.get(),
+                bucket,
+                request.prefix,
+                request.delimiter,
+                page.next_token,
+            )
         return pb.ListResponse(
             objects=[object_message(info) for info in page.objects],
             common_prefixes=page.common_prefixes,
-            next_page_token=page_token.encode(
-                bucket, request.prefix, request.delimiter, page.next_token
-            ),
+            next_page_token=next_page_token,
         )
 
     async def Presign(

@@ -20,9 +20,12 @@ from blobgate.server.errors import ServiceError
 # may not set them.
 SHA256_KEY = "sha256"
 CRC32C_KEY = "crc32c"
-RESERVED_METADATA = frozenset({SHA256_KEY, CRC32C_KEY})
+# Marks an object whose sha256 is in a record beside it (storage.s3.sha256_records).
+SHA256_RECORD_KEY = "sha256-record"
+RESERVED_METADATA = frozenset({SHA256_KEY, CRC32C_KEY, SHA256_RECORD_KEY})
 # Keys under this prefix hold the gateway's own records (the checkpoints of
-# resumable upload sessions): callers can neither read, write nor list them.
+# resumable upload sessions, the sha256 of multipart uploads): callers can
+# neither read, write nor list them.
 RESERVED_PREFIX = ".blobgate/"
 
 Chunk = bytes | memoryview
@@ -200,6 +203,9 @@ class SessionSpec:
     ref: ObjectRef
     options: PutOptions
     size: int | None = None
+    # The principal that started the session (None: no identity source);
+    # only it may see, resume or cancel the session (storage.authorization).
+    owner: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ the requests a test picks, switched on and off while the test runs:
   may be lost: the receiver sees at most ``after_bytes``.
 * ``slow_down``: answer ``503 SlowDown``, S3's throttling error, without
   forwarding.
+* ``corrupt_request``: flip the bits of the request body's byte at
+  ``after_bytes`` (bytes corrupted in flight, the framing left intact).
 
 A fault can be limited to an HTTP method, a predicate on the request (see
 ``upload_part``, ``get_object``, ... below) and a number of requests
@@ -108,12 +110,12 @@ class When(TypedDict, total=False):
 
 @dataclass
 class Fault:
-    kind: Literal["delay", "cut_request", "cut_response", "slow_down"]
+    kind: Literal["delay", "cut_request", "cut_response", "slow_down", "corrupt_request"]
     match: Predicate | None = None
     method: str | None = None
     times: int | None = None
     seconds: float = 0.0  # delay
-    after_bytes: int = 0  # cut_request, cut_response
+    after_bytes: int = 0  # cut_request, cut_response; corrupt_request: the byte flipped
     fired: int = 0  # requests it was applied to
     dropped: int = 0  # delay: requests whose client left during the wait
 
@@ -193,6 +195,9 @@ class FaultProxy:
     def slow_down(self, **when: Unpack[When]) -> Fault:
         return self.add(Fault("slow_down", **when))
 
+    def corrupt_request(self, at_byte: int, **when: Unpack[When]) -> Fault:
+        return self.add(Fault("corrupt_request", after_bytes=at_byte, **when))
+
     def clear(self) -> None:
         """Switch every fault off (their counters stay readable)."""
         with self._lock:
@@ -264,7 +269,10 @@ class FaultProxy:
         try:
             up_writer.write(_head(start, headers, "Connection: close"))
             cut = faults.get("cut_request")
-            await _copy_body(reader, up_writer, body, _limit(cut))
+            flip = faults.get("corrupt_request")
+            await _copy_body(
+                reader, up_writer, body, _limit(cut), None if flip is None else flip.after_bytes
+            )
             while True:  # skip interim answers (this proxy sent its own 100 Continue)
                 start, headers, fields = _parse_head(await up_reader.readuntil(b"\r\n\r\n"))
                 status = int(start.split(" ", 2)[1])
@@ -327,15 +335,29 @@ def _framing(
 
 
 async def _copy_body(
-    src: asyncio.StreamReader, dst: asyncio.StreamWriter | None, body: str | int, limit: int | None
+    src: asyncio.StreamReader,
+    dst: asyncio.StreamWriter | None,
+    body: str | int,
+    limit: int | None,
+    flip: int | None = None,
 ) -> None:
     """Copy one body, framing included, to ``dst`` (None: read and discard it).
     With a ``limit``, raise _Cut once that many payload bytes went through,
-    or at the end of a shorter body."""
+    or at the end of a shorter body. With ``flip``, the payload byte at that
+    offset goes through with its bits inverted."""
     passed = 0
+    offset = 0  # payload bytes seen, for ``flip``
 
     async def send(data: bytes, payload: bool = True) -> None:
-        nonlocal passed
+        nonlocal passed, offset
+        if payload and flip is not None and offset <= flip < offset + len(data):
+            data = (
+                data[: flip - offset]
+                + bytes([data[flip - offset] ^ 0xFF])
+                + data[flip - offset + 1 :]
+            )
+        if payload:
+            offset += len(data)
         if dst is None:
             return
         if payload and limit is not None:

@@ -5,6 +5,16 @@
 //
 //   node client.mjs ADDRESS SCRATCH_DIR KEY_PREFIX
 //
+// Plaintext unless TLS is asked for, with the variables blobgate-probe reads:
+//   BLOBGATE_TLS_CA_FILE      PEM CA certificates to verify the server with
+//                             (unset: Node's roots)
+//   BLOBGATE_TLS_CERT_FILE    PEM client certificate, for a server in mTLS mode
+//   BLOBGATE_TLS_KEY_FILE     its PEM private key (give both or neither)
+//   BLOBGATE_TLS_SERVER_NAME  name expected in the server's certificate (unset:
+//                             the address's host)
+// Any of them set: TLS (grpc.credentials.createSsl). BLOBGATE_CONNECT_TIMEOUT_MS
+// bounds the wait for the first connection (default: 30 s).
+//
 // It uploads a ~3 MiB random object and a small one, downloads them (whole and
 // a range), Stats and Lists them, Copies the small one and BatchDeletes the
 // copies, and checks error statuses. It writes the
@@ -22,7 +32,7 @@
 //                    add one too (_size: "size", _crc32c: "crc32c")
 
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -65,8 +75,36 @@ function crc32c(buf) {
   return (c ^ 0xffffffff) >>> 0;
 }
 
-function deadline() {
-  return new Date(Date.now() + DEADLINE_MS);
+function deadline(ms = DEADLINE_MS) {
+  return new Date(Date.now() + ms);
+}
+
+// Channel credentials and options from the BLOBGATE_TLS_* variables.
+function channelSecurity(env) {
+  const read = (name) => {
+    const file = env[name];
+    if (!file) return null;
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new Mismatch(`${name}: cannot read ${file}: ${err.message}`);
+    }
+  };
+  const names = ['BLOBGATE_TLS_CA_FILE', 'BLOBGATE_TLS_CERT_FILE', 'BLOBGATE_TLS_KEY_FILE', 'BLOBGATE_TLS_SERVER_NAME'];
+  if (!names.some((name) => env[name])) {
+    return { credentials: grpc.credentials.createInsecure(), options: {}, tls: false };
+  }
+  const cert = read('BLOBGATE_TLS_CERT_FILE');
+  const key = read('BLOBGATE_TLS_KEY_FILE');
+  check(Boolean(cert) === Boolean(key), 'BLOBGATE_TLS_CERT_FILE and BLOBGATE_TLS_KEY_FILE go together');
+  const options = {};
+  const serverName = env.BLOBGATE_TLS_SERVER_NAME;
+  if (serverName) {
+    options['grpc.ssl_target_name_override'] = serverName;
+    options['grpc.default_authority'] = serverName;
+  }
+  const credentials = grpc.credentials.createSsl(read('BLOBGATE_TLS_CA_FILE'), key, cert);
+  return { credentials, options, tls: true, client_certificate: Boolean(cert) };
 }
 
 function loadService() {
@@ -195,9 +233,11 @@ async function main() {
   }
   mkdirSync(scratch, { recursive: true });
   const StorageService = loadService();
-  const client = new StorageService(address, grpc.credentials.createInsecure());
+  const security = channelSecurity(process.env);
+  const client = new StorageService(address, security.credentials, security.options);
+  const connectMs = Number(process.env.BLOBGATE_CONNECT_TIMEOUT_MS || DEADLINE_MS);
   await new Promise((resolve, reject) =>
-    client.waitForReady(deadline(), (err) =>
+    client.waitForReady(deadline(connectMs), (err) =>
       err ? reject(new Mismatch(`cannot connect to ${address}: ${err.message}`)) : resolve(),
     ),
   );
@@ -346,6 +386,8 @@ async function main() {
   client.close();
   results.ok = true;
   results.node = process.version;
+  results.tls = security.tls;
+  results.client_certificate = Boolean(security.client_certificate);
   process.stdout.write(`${JSON.stringify(results)}\n`);
 }
 

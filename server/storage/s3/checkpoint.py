@@ -36,6 +36,10 @@ class Checkpoint:
     parts: int  # whole parts stored, 1..parts, without a gap
     sha256_state: str  # base64 of the SHA-256 state after those parts
     crc32c: int  # CRC32C of those parts
+    # Fields with defaults come last: older records lack them and still parse.
+    owner: str | None = None  # the principal that started the session
+    checksum_type: str = ""  # "FULL_OBJECT": created with S3's full-object CRC32C
+    record_tag: str = ""  # the flag of the sha256 record written at commit ("": none)
 
     def to_json(self) -> bytes:
         return json.dumps({"version": 1, **asdict(self)}, separators=(",", ":")).encode()
@@ -62,7 +66,7 @@ class Checkpoint:
             if_match=self.if_match,
             known=known,
         )
-        return SessionSpec(ObjectRef(bucket, self.key), options, self.size)
+        return SessionSpec(ObjectRef(bucket, self.key), options, self.size, owner=self.owner)
 
 
 def checkpoint_key(session_id: str) -> str:

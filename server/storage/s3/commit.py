@@ -1,13 +1,26 @@
 """A multipart upload from its start to its commit, written once for plain
-uploads and sessions: create, complete (with the If-Match re-check), attach
-checksums learnt only at the end, describe what was committed; or abort."""
+uploads and sessions: create, complete (with the If-Match re-check), keep
+the checksums learnt only at the end, describe what was committed; or abort.
+
+With full-object checksums (``s3_full_object_checksums``) the upload is
+created with ``ChecksumAlgorithm=CRC32C, ChecksumType=FULL_OBJECT``, every
+part carries its CRC32C and the completion the whole object's, so S3 checks
+the bytes it assembled against what the gateway hashed; an undeclared sha256
+goes to a record beside the object (``sha256_records``). Without them (a
+store that lacks them) the checksums are attached by copying the object onto
+itself, as before."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
+from blobgate.server.errors import Unavailable
+from blobgate.server.storage.checksums import crc32c_from_s3, crc32c_to_s3
 from blobgate.server.storage.protocols import ContentChecksums, ObjectRef, PutOptions, StoredObject
 from blobgate.server.storage.s3.errors import S3_FAILURES, s3_errors
 from blobgate.server.storage.s3.metadata import (
@@ -17,6 +30,7 @@ from blobgate.server.storage.s3.metadata import (
     stored_metadata,
 )
 from blobgate.server.storage.s3.preconditions import check_preconditions
+from blobgate.server.storage.s3.sha256_records import write_record
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -26,14 +40,30 @@ log = logging.getLogger(__name__)
 MAX_COPY_SIZE = 5 * 1024**3  # CopyObject's limit
 
 
-async def create_multipart(client: S3Client, ref: ObjectRef, options: PutOptions) -> str:
-    """Start a multipart upload; its S3 upload id."""
+FULL_OBJECT = "FULL_OBJECT"
+
+
+async def create_multipart(
+    client: S3Client,
+    ref: ObjectRef,
+    options: PutOptions,
+    *,
+    full_object: bool = False,
+    record_tag: str = "",
+) -> str:
+    """Start a multipart upload; its S3 upload id. ``full_object``: with
+    S3's full-object CRC32C; ``record_tag``: the object's sha256 will be in
+    a record (the flag's value, see ``sha256_records``)."""
+    kwargs: dict[str, Any] = {}
+    if full_object:
+        kwargs = {"ChecksumAlgorithm": "CRC32C", "ChecksumType": FULL_OBJECT}
     with s3_errors(ref):
         created = await client.create_multipart_upload(
             Bucket=ref.bucket,
             Key=ref.key,
             ContentType=options.content_type,
-            Metadata=stored_metadata(options, options.known),
+            Metadata=stored_metadata(options, options.known, record_tag),
+            **kwargs,
         )
     return created["UploadId"]
 
@@ -46,11 +76,26 @@ async def complete_multipart(
     options: PutOptions,
     sums: ContentChecksums,
     size: int,
+    *,
+    full_object: bool = False,
+    record_tag: str = "",
+    control: S3Client | None = None,
 ) -> StoredObject:
-    """Commit ``parts`` as the object and describe it."""
+    """Commit ``parts`` as the object and describe it. ``full_object`` and
+    ``record_tag`` as the upload was created (``create_multipart``); the
+    record is written through ``control`` (default: ``client``)."""
     if options.if_match:
         # Not every S3-compatible store honours If-Match on completion.
         await check_preconditions(client, ref, options)
+    checksum: dict[str, Any] = {}
+    if full_object and sums.crc32c is not None:
+        # S3 refuses the completion (BadDigest) unless the parts it holds
+        # make up exactly these bytes.
+        checksum = {
+            "ChecksumCRC32C": crc32c_to_s3(sums.crc32c),
+            "ChecksumType": FULL_OBJECT,
+            "MpuObjectSize": size,
+        }
     with s3_errors(ref):
         response = await client.complete_multipart_upload(
             Bucket=ref.bucket,
@@ -58,11 +103,52 @@ async def complete_multipart(
             UploadId=upload_id,
             MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
             **conditions(options),  # type: ignore[arg-type]
+            **checksum,
         )
     etag = response["ETag"]
-    if options.known.sha256 is None:
+    if checksum:
+        await _check_stored_crc32c(client, ref, response, sums, etag)
+    if options.known.sha256 is None and not record_tag:
         etag = await _store_checksums(client, ref, options, sums, etag, size)
-    return await committed(client, ref, options, sums, size, etag)
+    if record_tag:  # the HEAD also tells that the object is still this upload's
+        info = await committed(client, ref, options, sums, size, etag)
+    else:
+        info = described(ref, options, sums, size, etag, response)
+    if record_tag and info.last_modified is not None:
+        # Only while the object is still this upload's (the HEAD above was
+        # conditional on its ETag): a writer that replaced it meanwhile
+        # keeps its own record.
+        await write_record(control or client, ref, record_tag, etag, size, sums)
+    return info
+
+
+async def _check_stored_crc32c(
+    client: S3Client, ref: ObjectRef, response: Any, sums: ContentChecksums, etag: str
+) -> None:
+    """Where the store answers with the full-object CRC32C it stored, it must
+    be the gateway's: a store that accepted the value without checking it
+    could otherwise keep other bytes. Such an object is removed (if still
+    this one) and the upload fails as retryable."""
+    if response.get("ChecksumType", FULL_OBJECT) != FULL_OBJECT:
+        return
+    stored = crc32c_from_s3(str(response.get("ChecksumCRC32C", "")))
+    if stored is None or stored == sums.crc32c:
+        return
+    log.error(
+        "%s/%s: S3 stored CRC32C %#010x for bytes the gateway hashed to %#010x; removing it",
+        ref.bucket,
+        ref.key,
+        stored,
+        sums.crc32c or 0,
+    )
+    try:
+        await client.delete_object(Bucket=ref.bucket, Key=ref.key, IfMatch=quoted_etag(etag))
+    except S3_FAILURES:
+        log.warning("%s/%s: could not remove the damaged object", ref.bucket, ref.key)
+    raise Unavailable(
+        f"S3 stored other bytes than the gateway sent for {ref.key!r} "
+        "(CRC32C mismatch); the object was removed, retry the upload"
+    )
 
 
 async def _store_checksums(
@@ -121,6 +207,48 @@ async def committed(
     except S3_FAILURES:
         return info  # replaced meanwhile, or S3 hiccup: what we wrote is still true
     return replace(info, last_modified=response.get("LastModified"))
+
+
+def described(
+    ref: ObjectRef,
+    options: PutOptions,
+    sums: ContentChecksums,
+    size: int,
+    etag: str,
+    response: Mapping[str, Any],
+) -> StoredObject:
+    """Describe what a write just committed from S3's answer to it, with no
+    further request: last_modified is the time S3 gives for the write (see
+    ``write_time``)."""
+    return StoredObject(
+        bucket=ref.bucket,
+        key=ref.key,
+        size=size,
+        etag=bare_etag(etag),
+        content_type=options.content_type,
+        last_modified=write_time(response),
+        metadata=dict(options.metadata),
+        checksums=sums,
+    )
+
+
+def write_time(response: Mapping[str, Any]) -> datetime | None:
+    """When S3 says a write committed, to the second: its answer's
+    ``LastModified`` (CopyObject's result, or a Last-Modified header where a
+    store sends one with PutObject), else the answer's ``Date``. Stat gives
+    S3's LastModified, which can be earlier (AWS dates a multipart upload
+    from its start) but never later."""
+    result = response.get("CopyObjectResult")
+    for value in (response.get("LastModified"), result.get("LastModified") if result else None):
+        if isinstance(value, datetime):
+            return value
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    for name in ("last-modified", "date"):
+        try:
+            return parsedate_to_datetime(headers[name]).astimezone(UTC)
+        except (KeyError, TypeError, ValueError, IndexError):
+            continue
+    return None
 
 
 async def abort_multipart(client: S3Client, ref: ObjectRef, upload_id: str) -> None:

@@ -3,7 +3,14 @@ and the janitor: two long-lived aioboto3 clients with pools of their own,
 one for the bytes of transfers (part uploads, download bodies, commits) and
 one for everything else (Stat, List, Delete, session records, the health
 probe), so that transfers whose clients stall can never starve the others;
-plus a third client for signing URLs when a public endpoint is configured."""
+plus a third client for signing URLs when a public endpoint is configured.
+
+With ``s3_full_object_checksums`` the transfers client sends its bodies with
+an unsigned payload (``UNSIGNED-PAYLOAD`` in place of botocore's SHA-256 of
+every byte): each body it sends (a part, a small upload's PutObject) carries
+the CRC32C header the gateway computed, which S3 verifies, and the header
+itself is signed. The control client's small bodies (session and sha256
+records) stay signed."""
 
 from __future__ import annotations
 
@@ -40,29 +47,46 @@ class S3Connection:
         # janitor, whatever date the store gives them (moto dates every
         # upload in 2010).
         self.writing: set[str] = set()
+        # Where the janitor's next look at sha256 records starts, by bucket.
+        self.record_sweep_from: dict[str, str] = {}
         # Set before start() to measure every S3 request (metrics, spans).
         self.instrumentation: S3Instrumentation | None = None
 
-    def _config(self, pool: int) -> AioConfig:
+    @property
+    def full_object_checksums(self) -> bool:
+        """Whether uploads carry S3's CRC32C (per part and full-object)."""
+        return bool(self.settings.s3_full_object_checksums)
+
+    def _config(self, pool: int, *, sign_payload: bool = True) -> AioConfig:
         s = self.settings
+        s3: dict[str, Any] = {"addressing_style": s.s3_addressing_style}
+        if not sign_payload:
+            s3["payload_signing_enabled"] = False
         return AioConfig(
             connect_timeout=s.s3_connect_timeout,
             read_timeout=s.s3_read_timeout,
             retries={"total_max_attempts": s.s3_max_attempts, "mode": "standard"},
             max_pool_connections=pool,
-            s3={"addressing_style": s.s3_addressing_style},
+            s3=s3,
             signature_version="s3v4",
             request_checksum_calculation=s.checksum_mode,
             response_checksum_validation=s.checksum_mode,
         )
 
-    async def _open(self, session: aioboto3.Session, endpoint: str | None, pool: int) -> S3Client:
+    async def _open(
+        self,
+        session: aioboto3.Session,
+        endpoint: str | None,
+        pool: int,
+        *,
+        sign_payload: bool = True,
+    ) -> S3Client:
         client: S3Client = await self._stack.enter_async_context(
             session.client(
                 "s3",
                 endpoint_url=endpoint,
                 region_name=self.settings.s3_region,
-                config=self._config(pool),
+                config=self._config(pool, sign_payload=sign_payload),
             )
         )
         return client
@@ -71,7 +95,12 @@ class S3Connection:
         session = aioboto3.Session(**self._credentials)
         s = self.settings
         self._client = await self._open(session, s.s3_endpoint, s.s3_control_connections)
-        self._transfers = await self._open(session, s.s3_endpoint, s.s3_max_connections)
+        self._transfers = await self._open(
+            session,
+            s.s3_endpoint,
+            s.s3_max_connections,
+            sign_payload=not self.full_object_checksums,
+        )
         if self.instrumentation is not None:  # the signer sends no requests
             self.instrumentation.attach(self._client)
             self.instrumentation.attach(self._transfers)

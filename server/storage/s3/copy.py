@@ -2,18 +2,23 @@
 (UploadPartCopy of ``part_size`` ranges, ``parts_in_flight`` at once) above
 it. The bytes never pass through the gateway. Every request names the
 source's ETag as read up front (CopySourceIfMatch), so the checksums taken
-from that read describe the bytes copied."""
+from that read describe the bytes copied.
+
+A source whose sha256 lives in a record (``sha256_records``) gives a copy
+that carries it in its own metadata: its flag is never copied (the copy's
+key has no record), the metadata is written anew with the checksums."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from blobgate.server.errors import BucketNotFound, FailedPrecondition, NotFound
 from blobgate.server.storage.protocols import CopySpec, ObjectRef, PutOptions, StoredObject
-from blobgate.server.storage.s3.commit import abort_multipart, committed, create_multipart
+from blobgate.server.storage.s3.commit import abort_multipart, create_multipart, described
 from blobgate.server.storage.s3.connection import S3Connection
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.metadata import (
@@ -22,7 +27,8 @@ from blobgate.server.storage.s3.metadata import (
     quoted_etag,
     stored_metadata,
 )
-from blobgate.server.storage.s3.preconditions import check_preconditions, head
+from blobgate.server.storage.s3.preconditions import check_preconditions
+from blobgate.server.storage.s3.sha256_records import describe_flagged
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -36,13 +42,13 @@ MAX_PART = 5 * 1024**3  # UploadPartCopy's limit per part
 async def copy_object(connection: S3Connection, spec: CopySpec) -> StoredObject:
     """Copy ``spec.source`` to ``spec.destination`` and describe the copy."""
     client = connection.client
-    source = await _read_source(client, spec)
+    source, flagged = await _read_source(client, spec)
     if spec.options.if_none_match or spec.options.if_match:
         await check_preconditions(client, spec.destination, spec.options)
     options = replace(spec.options, known=source.checksums)
     if not spec.replace_metadata:
         options = replace(options, content_type=source.content_type, metadata=source.metadata)
-    copier = _Copier(connection, spec, source, options)
+    copier = _Copier(connection, spec, source, options, rewrite_metadata=flagged)
     try:
         if source.size <= int(connection.settings.copy_threshold):
             return await copier.single()
@@ -54,11 +60,12 @@ async def copy_object(connection: S3Connection, spec: CopySpec) -> StoredObject:
         ) from exc
 
 
-async def _read_source(client: S3Client, spec: CopySpec) -> StoredObject:
-    """The source as it is now, checked against ``source_if_match``."""
+async def _read_source(client: S3Client, spec: CopySpec) -> tuple[StoredObject, bool]:
+    """The source as it is now, checked against ``source_if_match``; and
+    whether it carries the flag of a sha256 record."""
     ref = spec.source
     try:
-        source = await head(client, ref)
+        source, tag = await describe_flagged(client, ref)
     except BucketNotFound:
         raise
     except NotFound:
@@ -68,7 +75,7 @@ async def _read_source(client: S3Client, spec: CopySpec) -> StoredObject:
             f"source_if_match {spec.source_if_match!r} does not match {ref.key!r} "
             f"(etag {source.etag!r})"
         )
-    return source
+    return source, bool(tag)
 
 
 class _Copier:
@@ -80,8 +87,13 @@ class _Copier:
         spec: CopySpec,
         source: StoredObject,
         options: PutOptions,
+        *,
+        rewrite_metadata: bool = False,
     ) -> None:
         self._connection = connection
+        # The source's metadata holds a record's flag: write it anew instead.
+        # (Its content type and metadata are all the gateway ever set on it.)
+        self._rewrite = rewrite_metadata or spec.replace_metadata
         self._spec = spec
         self._source = source
         self._options = options
@@ -92,16 +104,15 @@ class _Copier:
     def _destination(self) -> ObjectRef:
         return self._spec.destination
 
-    async def _describe(self, etag: str) -> StoredObject:
+    def _describe(self, etag: str, response: Mapping[str, Any]) -> StoredObject:
+        """The copy, from S3's answer to the request that committed it."""
         sums = self._source.checksums
-        return await committed(
-            self._connection.client, self._destination, self._options, sums, self._source.size, etag
-        )
+        return described(self._destination, self._options, sums, self._source.size, etag, response)
 
     async def single(self) -> StoredObject:
         """One CopyObject."""
         kwargs: dict[str, Any] = dict(conditions(self._options))
-        if self._spec.replace_metadata:
+        if self._rewrite:
             kwargs["MetadataDirective"] = "REPLACE"
             kwargs["ContentType"] = self._options.content_type
             kwargs["Metadata"] = stored_metadata(self._options, self._source.checksums)
@@ -116,7 +127,7 @@ class _Copier:
                 CopySourceIfMatch=self._source_etag,
                 **kwargs,
             )
-        return await self._describe(response["CopyObjectResult"].get("ETag", ""))
+        return self._describe(response["CopyObjectResult"].get("ETag", ""), response)
 
     async def multipart(self) -> StoredObject:
         """A multipart upload whose parts are ranges of the source; aborted
@@ -143,7 +154,7 @@ class _Copier:
             raise
         finally:
             self._connection.writing.discard(upload_id)
-        return await self._describe(response["ETag"])
+        return self._describe(response["ETag"], response)
 
     def _ranges(self) -> list[tuple[int, int]]:
         size = self._source.size

@@ -65,6 +65,8 @@ def _client_error(exc: ClientError, where: str, bucket: str) -> ServiceError:
         return FailedPrecondition(f"precondition failed for {where}")
     if code in {"InvalidRange", "416"}:
         return OutOfRange(f"range not satisfiable for {where}")
+    if code == "BadDigest":  # the bytes S3 received fail the checksum sent with them
+        return Unavailable(f"S3 received {where} corrupted in transit (BadDigest); retry")
     if code in _UNAVAILABLE:
         return Unavailable(f"S3 is unavailable ({code}); retry later")
     if code in _DENIED:

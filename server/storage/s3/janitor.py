@@ -1,6 +1,7 @@
 """The janitor: aborts resumable sessions idle past the expiry, and multipart
 uploads older than that which no session owns (left by an instance that died
-mid-Upload)."""
+mid-Upload); and removes sha256 records older than that whose object is gone
+or was replaced, a bounded number per sweep."""
 
 from __future__ import annotations
 
@@ -15,8 +16,13 @@ from blobgate.server.storage.s3.checkpoint import CHECKPOINT_PREFIX, Checkpoint
 from blobgate.server.storage.s3.commit import abort_multipart
 from blobgate.server.storage.s3.connection import S3Connection
 from blobgate.server.storage.s3.errors import S3_FAILURES
+from blobgate.server.storage.s3.sha256_records import sweep_records
 
 log = logging.getLogger(__name__)
+
+# sha256 records looked at per bucket and sweep (a GET and a HEAD each, for
+# those older than the expiry); the next sweep goes on from there.
+RECORDS_PER_SWEEP = 200
 
 
 async def sweep(
@@ -73,7 +79,26 @@ async def _sweep_bucket(
         await abort_multipart(client, orphan, upload["UploadId"])
         aborted += 1
         tally["orphaned_upload"] += 1
+    await _sweep_records(connection, bucket, cutoff, tally)
     return aborted
+
+
+async def _sweep_records(
+    connection: S3Connection, bucket: str, cutoff: datetime, tally: Counter[str]
+) -> None:
+    """Stale sha256 records: never used (each is checked against its object
+    when read), only removed here to keep the reserved prefix small."""
+    start = connection.record_sweep_from.get(bucket, "")
+    try:
+        deleted, next_start = await sweep_records(
+            connection.client, bucket, cutoff, RECORDS_PER_SWEEP, start
+        )
+    except S3_FAILURES:
+        log.warning("janitor: could not sweep sha256 records in %s", bucket, exc_info=True)
+        return
+    connection.record_sweep_from[bucket] = next_start
+    if deleted:
+        tally["stale_sha256_record"] += deleted
 
 
 async def _records(connection: S3Connection, bucket: str) -> AsyncIterator[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """How objects are described in S3: ETags, user metadata carrying the
-checksums (``sha256`` in hex, ``crc32c`` in decimal), conditional headers,
-and S3 responses read back as StoredObjects."""
+checksums (``sha256`` in hex, ``crc32c`` in decimal) or the flag of a sha256
+record (``sha256-record``, see ``sha256_records``), conditional headers, and
+S3 responses read back as StoredObjects."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from blobgate.server.storage.protocols import (
     CRC32C_KEY,
     SHA256_KEY,
+    SHA256_RECORD_KEY,
     ContentChecksums,
     ObjectRef,
     PutOptions,
@@ -37,9 +39,14 @@ def conditions(options: PutOptions) -> dict[str, str]:
     return headers
 
 
-def stored_metadata(options: PutOptions, sums: ContentChecksums) -> dict[str, str]:
-    """The user metadata to store: the caller's, plus the checksums."""
+def stored_metadata(
+    options: PutOptions, sums: ContentChecksums, record_tag: str = ""
+) -> dict[str, str]:
+    """The user metadata to store: the caller's, plus the checksums, and the
+    flag of a sha256 record to come when ``record_tag`` is set."""
     metadata = dict(options.metadata)
+    if record_tag:
+        metadata[SHA256_RECORD_KEY] = record_tag
     if sums.sha256 is not None:
         metadata[SHA256_KEY] = sums.sha256.hex()
     if sums.crc32c is not None:
@@ -52,6 +59,7 @@ def split_metadata(raw: Mapping[str, str]) -> tuple[dict[str, str], ContentCheck
     metadata = {k.lower(): v for k, v in raw.items()}
     sha_hex = metadata.pop(SHA256_KEY, None)
     crc_text = metadata.pop(CRC32C_KEY, None)
+    metadata.pop(SHA256_RECORD_KEY, None)  # the gateway's, never the caller's
     try:
         sha = bytes.fromhex(sha_hex) if sha_hex else None
     except ValueError:

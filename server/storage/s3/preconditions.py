@@ -1,5 +1,7 @@
-"""Describing an object, and the write preconditions checked against it up
-front (S3 enforces them again through the conditional headers at commit)."""
+"""Describing an object, and the write preconditions: S3 enforces them
+through the conditional headers of the write that commits (PutObject,
+CompleteMultipartUpload); before a multipart upload they are also checked
+up front with a HEAD, so that a refused upload sends no part."""
 
 from __future__ import annotations
 
@@ -21,8 +23,18 @@ async def head(client: S3Client, ref: ObjectRef) -> StoredObject:
     return stored_object(ref, response, int(response.get("ContentLength", 0)))
 
 
+def precondition_failed(ref: ObjectRef, options: PutOptions) -> FailedPrecondition:
+    """The error for a write S3 refused under its conditional headers (412,
+    409, or 404 for If-Match on a missing key)."""
+    if options.if_none_match:
+        return FailedPrecondition(f"if_none_match: object {ref.key!r} already exists")
+    return FailedPrecondition(
+        f"if_match {options.if_match!r} does not match {ref.key!r} (or there is no such object)"
+    )
+
+
 async def check_preconditions(client: S3Client, ref: ObjectRef, options: PutOptions) -> None:
-    """Fail fast, before any data is read."""
+    """Fail fast with a HEAD, before any part of a multipart write is sent."""
     try:
         current = await head(client, ref)
     except NotFound:

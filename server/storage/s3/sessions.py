@@ -3,10 +3,12 @@
 A session is an S3 multipart upload plus a checkpoint object beside it, under
 the reserved prefix ``.blobgate/uploads/`` of the same bucket. The checkpoint
 holds what the multipart upload cannot: the session's spec (declared size,
-expected checksums, preconditions), how many whole parts are stored, and the
-running SHA-256 and CRC32C of those parts. Nothing lives in an instance's
-memory, so any instance can continue a session, including after the one that
-started it was killed.
+expected checksums, preconditions), how many whole parts are stored, the
+running SHA-256 and CRC32C of those parts, and how the multipart upload was
+created (with S3's full-object CRC32C or not; the sha256 record's tag), so
+that every instance sends its parts and commits it alike. Nothing lives in an
+instance's memory, so any instance can continue a session, including after
+the one that started it was killed.
 
 Whole parts are persisted as S3 stores them; the checkpoint advances over the
 parts stored without a gap, so the persisted size is a multiple of the part
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from blobgate.server.errors import FailedPrecondition, InvalidArgument, NotFound, UploadGone
 from blobgate.server.settings import Settings
-from blobgate.server.storage.checksums import Hasher, verify
+from blobgate.server.storage.checksums import Hasher, crc32c_to_s3, verify
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import (
     Chunk,
@@ -39,13 +41,19 @@ from blobgate.server.storage.protocols import (
     StoredObject,
 )
 from blobgate.server.storage.s3.checkpoint import CHECKPOINT_PREFIX, Checkpoint, checkpoint_key
-from blobgate.server.storage.s3.commit import abort_multipart, complete_multipart, create_multipart
+from blobgate.server.storage.s3.commit import (
+    FULL_OBJECT,
+    abort_multipart,
+    complete_multipart,
+    create_multipart,
+)
 from blobgate.server.storage.s3.connection import S3Connection
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.janitor import sweep
 from blobgate.server.storage.s3.metadata import quoted_etag
 from blobgate.server.storage.s3.parts import PartUploader, cut_parts
 from blobgate.server.storage.s3.preconditions import check_preconditions
+from blobgate.server.storage.s3.sha256_records import new_tag
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -209,7 +217,11 @@ class S3Sessions:
         ref, options = spec.ref, spec.options
         if options.if_none_match or options.if_match:
             await check_preconditions(self._client, ref, options)
-        upload_id = await create_multipart(self._client, ref, options)
+        full_object = self._connection.full_object_checksums
+        record_tag = new_tag() if full_object and options.known.sha256 is None else ""
+        upload_id = await create_multipart(
+            self._client, ref, options, full_object=full_object, record_tag=record_tag
+        )
         session_id = secrets.token_urlsafe(32)
         sha256_state, crc32c = Hasher(resumable=True).state()
         checkpoint = Checkpoint(
@@ -226,6 +238,9 @@ class S3Sessions:
             parts=0,
             sha256_state=sha256_state,
             crc32c=crc32c,
+            owner=spec.owner,
+            checksum_type=FULL_OBJECT if full_object else "",
+            record_tag=record_tag,
         )
         try:
             revision = await self._put_checkpoint(
@@ -285,16 +300,16 @@ class S3Sessions:
             on_uploaded=progress.stored,
         )
         hasher = Hasher(start.sha256_state, start.crc32c, resumable=True)
+        full_object = start.checksum_type == FULL_OBJECT  # as the upload was created
         try:
             async for part, reserved in cut_parts(body, start.part_size, self._budget):
                 if not part.tell():
                     await self._budget.release(reserved)
                     continue
-                with part.getbuffer() as view:
-                    hasher.update(view)
+                crc = hasher.update_part(part.views)
                 if part.tell() == start.part_size:
                     progress.cut(start.parts + uploader.submitted + 1, hasher.state())
-                await uploader.submit(part, reserved)
+                await uploader.submit(part, reserved, crc if full_object else None)
             stored = await uploader.finish()
         except BaseException:
             # The session stays: parts already sent may still land and count.
@@ -327,7 +342,16 @@ class S3Sessions:
         if not parts:  # an empty object: S3 wants at least one part
             parts = [await self._empty_part(ref, start)]
         committed = await complete_multipart(
-            self._connection.transfers, ref, start.upload_id, parts, options, sums, size
+            self._connection.transfers,
+            ref,
+            start.upload_id,
+            parts,
+            options,
+            sums,
+            size,
+            full_object=start.checksum_type == FULL_OBJECT,
+            record_tag=start.record_tag,
+            control=self._client,
         )
         try:
             await self._delete_checkpoint(session.bucket, session.session_id)
@@ -352,7 +376,10 @@ class S3Sessions:
             for part in listed:
                 number = int(part["PartNumber"])
                 if number <= checkpoint.parts:
-                    parts.append({"PartNumber": number, "ETag": part["ETag"]})
+                    entry = {"PartNumber": number, "ETag": part["ETag"]}
+                    if part.get("ChecksumCRC32C"):  # S3 lists it for checksummed uploads
+                        entry["ChecksumCRC32C"] = part["ChecksumCRC32C"]
+                    parts.append(entry)
                     sizes.append(int(part["Size"]))
             if not response.get("IsTruncated") or not listed:
                 break
@@ -365,6 +392,9 @@ class S3Sessions:
         return parts
 
     async def _empty_part(self, ref: ObjectRef, checkpoint: Checkpoint) -> dict[str, Any]:
+        checksum: dict[str, Any] = {}
+        if checkpoint.checksum_type == FULL_OBJECT:
+            checksum["ChecksumCRC32C"] = crc32c_to_s3(0)  # of no bytes
         with s3_errors(ref):
             response = await self._connection.transfers.upload_part(
                 Bucket=ref.bucket,
@@ -372,8 +402,9 @@ class S3Sessions:
                 UploadId=checkpoint.upload_id,
                 PartNumber=1,
                 Body=b"",
+                **checksum,
             )
-        return {"PartNumber": 1, "ETag": response["ETag"]}
+        return {"PartNumber": 1, "ETag": response["ETag"], **checksum}
 
     # --- the janitor -----------------------------------------------------------
 

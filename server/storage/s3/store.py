@@ -9,7 +9,6 @@ anything is committed.
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import AsyncIterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,7 @@ from blobgate.server.errors import (
     OutOfRange,
     ServiceError,
 )
-from blobgate.server.storage.checksums import Hasher, verify
+from blobgate.server.storage.checksums import Hasher, crc32c_to_s3, verify
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import (
     RESERVED_PREFIX,
@@ -39,9 +38,9 @@ from blobgate.server.storage.protocols import (
 from blobgate.server.storage.s3.batch_delete import batch_delete
 from blobgate.server.storage.s3.commit import (
     abort_multipart,
-    committed,
     complete_multipart,
     create_multipart,
+    described,
 )
 from blobgate.server.storage.s3.connection import S3Connection
 from blobgate.server.storage.s3.copy import copy_object
@@ -53,9 +52,10 @@ from blobgate.server.storage.s3.metadata import (
     stored_metadata,
     stored_object,
 )
-from blobgate.server.storage.s3.parts import PartUploader, cut_parts
-from blobgate.server.storage.s3.preconditions import check_preconditions, head
+from blobgate.server.storage.s3.parts import PartBody, PartUploader, cut_parts
+from blobgate.server.storage.s3.preconditions import check_preconditions, precondition_failed
 from blobgate.server.storage.s3.reader import EmptyReader, S3Reader, range_header, total_size
+from blobgate.server.storage.s3.sha256_records import describe, flag_of, new_tag, with_record
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -86,21 +86,26 @@ class S3Store:
     async def put(
         self, ref: ObjectRef, body: AsyncIterable[Chunk], options: PutOptions
     ) -> StoredObject:
-        if options.if_none_match or options.if_match:
-            await check_preconditions(self._client, ref, options)
+        # Preconditions: a body that fits one part goes up as one PutObject
+        # carrying them as conditional headers; a larger one is checked before
+        # its multipart upload starts (_start_multipart).
         hasher = Hasher()
         uploader: PartUploader | None = None
-        final: tuple[io.BytesIO, int] | None = None
+        final: tuple[PartBody, int] | None = None
+        full_object = self._connection.full_object_checksums
+        record_tag = ""
+        crc = 0
         try:
             async for part, reserved in cut_parts(body, self._part_size, self.budget):
-                with part.getbuffer() as view:
-                    hasher.update(view)
+                crc = hasher.update_part(part.views)
                 if part.tell() < self._part_size:
                     final = (part, reserved)  # the last part: the stream ended
                     continue
                 if uploader is None:
-                    uploader = await self._start_multipart(ref, options, reserved)
-                await uploader.submit(part, reserved)
+                    if full_object and options.known.sha256 is None:
+                        record_tag = new_tag()
+                    uploader = await self._start_multipart(ref, options, reserved, record_tag)
+                await uploader.submit(part, reserved, crc if full_object else None)
             assert final is not None
             part, reserved = final
             sums = hasher.checksums()
@@ -109,10 +114,19 @@ class S3Store:
                 return await self._put_single(ref, part, options, sums)
             if part.tell():
                 final = None
-                await uploader.submit(part, reserved)
+                await uploader.submit(part, reserved, crc if full_object else None)
             parts = await uploader.finish()
             return await complete_multipart(
-                self._transfers, ref, uploader.upload_id, parts, options, sums, uploader.size
+                self._transfers,
+                ref,
+                uploader.upload_id,
+                parts,
+                options,
+                sums,
+                uploader.size,
+                full_object=full_object,
+                record_tag=record_tag,
+                control=self._client,
             )
         except BaseException:
             if uploader is not None:
@@ -126,10 +140,20 @@ class S3Store:
                 self._connection.writing.discard(uploader.upload_id)
 
     async def _start_multipart(
-        self, ref: ObjectRef, options: PutOptions, reserved: int
+        self, ref: ObjectRef, options: PutOptions, reserved: int, record_tag: str
     ) -> PartUploader:
         try:
-            upload_id = await create_multipart(self._client, ref, options)
+            if options.if_none_match or options.if_match:
+                # Fail fast, before any part is sent: S3 checks the conditional
+                # headers only at completion, after every byte was uploaded.
+                await check_preconditions(self._client, ref, options)
+            upload_id = await create_multipart(
+                self._client,
+                ref,
+                options,
+                full_object=self._connection.full_object_checksums,
+                record_tag=record_tag,
+            )
         except BaseException:
             await self.budget.release(reserved)
             raise
@@ -137,20 +161,33 @@ class S3Store:
         return PartUploader(self._transfers, ref, upload_id, self._in_flight, self.budget)
 
     async def _put_single(
-        self, ref: ObjectRef, part: io.BytesIO, options: PutOptions, sums: ContentChecksums
+        self, ref: ObjectRef, part: PartBody, options: PutOptions, sums: ContentChecksums
     ) -> StoredObject:
+        """One PutObject, the whole request: S3 enforces the preconditions
+        (conditional headers) and its answer describes the object."""
         size = part.tell()
         part.seek(0)
-        with s3_errors(ref):
-            response = await self._transfers.put_object(
-                Bucket=ref.bucket,
-                Key=ref.key,
-                Body=part,
-                ContentType=options.content_type,
-                Metadata=stored_metadata(options, sums),
-                **conditions(options),  # type: ignore[arg-type]
-            )
-        return await committed(self._client, ref, options, sums, size, response["ETag"])
+        checksum: dict[str, Any] = {}
+        if self._connection.full_object_checksums and sums.crc32c is not None:
+            checksum["ChecksumCRC32C"] = crc32c_to_s3(sums.crc32c)  # S3 verifies the bytes
+        try:
+            with s3_errors(ref):
+                response = await self._transfers.put_object(
+                    Bucket=ref.bucket,
+                    Key=ref.key,
+                    Body=part,  # type: ignore[arg-type]  # file-like: read, seek, tell
+                    ContentType=options.content_type,
+                    Metadata=stored_metadata(options, sums),
+                    **conditions(options),  # type: ignore[arg-type]
+                    **checksum,
+                )
+        except BucketNotFound:
+            raise
+        except (FailedPrecondition, NotFound) as exc:  # If-Match on a missing key: 404
+            if not (options.if_none_match or options.if_match):
+                raise
+            raise precondition_failed(ref, options) from exc
+        return described(ref, options, sums, size, response["ETag"], response)
 
     async def delete(self, ref: ObjectRef, if_match: str) -> None:
         kwargs: dict[str, Any] = {}
@@ -178,7 +215,7 @@ class S3Store:
     # --- reads -------------------------------------------------------------
 
     async def head(self, ref: ObjectRef) -> StoredObject:
-        return await head(self._client, ref)
+        return await describe(self._client, ref)
 
     async def open(
         self, ref: ObjectRef, byte_range: ByteRange, if_match: str
@@ -195,8 +232,21 @@ class S3Store:
         except OutOfRange:
             return await self._empty_or_out_of_range(ref, byte_range, if_match)
         info = stored_object(ref, response, total_size(response))
+        tag = flag_of(response.get("Metadata", {}))
+        if tag:  # an undeclared sha256, in a record beside the object
+            try:
+                info = await with_record(self._client, info, tag)
+            except BaseException:
+                response["Body"].close()
+                raise
         limit = byte_range.limit if byte_range.offset < 0 and byte_range.limit else -1
-        return S3Reader(info, response["Body"], limit, ref)
+        return S3Reader(
+            info,
+            response["Body"],
+            limit,
+            ref,
+            read_timeout=self._connection.settings.s3_read_timeout,
+        )
 
     async def _empty_or_out_of_range(
         self, ref: ObjectRef, byte_range: ByteRange, if_match: str

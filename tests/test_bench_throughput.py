@@ -1,0 +1,62 @@
+"""The throughput benchmark (python -m bench.throughput), tiny: one rep of
+8 MiB transfers and 32 small ops of each kind, through two gateway processes
+(asyncio's loop and uvloop) on a real moto server process. Every byte is
+checked by the benchmark itself; here, that it ran clean and printed every
+table, with the S3 requests it counted. And the client-only download
+benchmark (python -m bench.client_download), tiny."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bench import client_download
+from bench.throughput import main
+
+
+def test_tiny_throughput_run_prints_every_table(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--reps", "1", "--size-mib", "8", "--small-mib", "5", "--small-ops", "32",
+            "--concurrency", "4", "--compare-loops"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    # What went wrong without stopping the run: multipart uploads left behind,
+    # a reply or a message that differs from what was sent, errors in a
+    # gateway's log. (A warning there, say S3 not answering yet at start-up, is
+    # not a failure of the run.)
+    notes = [line for line in out.splitlines() if line.startswith("NOTE:")]
+    failures = [n for n in notes if "log has" not in n or re.search(r"ERROR|CRITICAL|Traceback", n)]
+    assert not failures, failures
+    for loop in ("asyncio", "uvloop"):
+        for path in ("upload gateway", "upload gateway, no sha256", "download gateway",
+                     "download gateway, Client", "download gateway, parsed"):  # fmt: skip
+            assert re.search(rf"^\| {re.escape(path)} \[{loop}\] \| \d+ \| [\d.]+ \|", out, re.M), (
+                path,
+                loop,
+            )
+        for kind in ("upload", "stat", "download"):
+            assert re.search(rf"^\| {kind} gateway \[{loop}\] \| \d+ \| [\d.]+ \|", out, re.M)
+    # The direct client's S3 calls, counted from botocore's events: one each.
+    for kind, operation in (
+        ("upload", "PutObject"),
+        ("stat", "HeadObject"),
+        ("download", "GetObject"),
+    ):
+        assert re.search(rf"^\| {kind} direct \| .*\| 1\.00 \({operation} 1\.00\) \|", out, re.M)
+    # The gateways' counts came from their /metrics (not '-').
+    counted = r"\| \d\.\d\d \(HeadObject [\d.]+\) \|"
+    assert re.search(rf"^\| stat gateway \[uvloop\] \| .*{counted}", out, re.M)
+    assert "| gateway path | MB/s uvloop / asyncio |" in out
+
+
+def test_tiny_client_download_run_prints_each_way(capsys: pytest.CaptureFixture[str]) -> None:
+    assert client_download.main(["--size-mib", "4", "--reps", "1"]) == 0
+    out = capsys.readouterr().out
+    ways = (
+        "client's stub (views)",
+        "generated stub (protobuf objects)",
+        "Client.open_download().views() (+ sha256)",
+        "Client.download() (bytes, + sha256)",
+    )
+    for way in ways:
+        assert re.search(rf"^\| {re.escape(way)} \| [\d.]+ \| \d+ \|$", out, re.M), way
