@@ -79,7 +79,8 @@ def install() -> None:
     logger = logging.getLogger(GRPC_LOGGER)
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
-    logger.setLevel(logging.DEBUG)
+    if logger.level != logging.DEBUG:  # setLevel clears every logger's level cache
+        logger.setLevel(logging.DEBUG)
 
 
 def watch() -> None:
