@@ -8,10 +8,12 @@ from __future__ import annotations
 import ast
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from blobgate.server.authorization import load_policy
 from blobgate.server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,3 +125,20 @@ def test_no_file_points_outside_the_repository() -> None:
         if OUTSIDE in data.decode("utf-8", "replace"):
             offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, f"these files refer to {OUTSIDE}: {offenders}"
+
+
+def test_the_security_examples_load(tmp_path: Path) -> None:
+    """Every TOML example in docs/security.md loads: the policies as
+    policies, the rest as the server's settings."""
+    text = (DOCS / "security.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    policies = [block for block in blocks if "[[grant]]" in block]
+    settings = [block for block in blocks if "[[grant]]" not in block]
+    assert policies and settings
+    for number, block in enumerate(policies):
+        path = tmp_path / f"policy{number}.toml"
+        path.write_text(block)
+        rules, _ = load_policy(path)
+        assert len(rules.grants) == block.count("[[grant]]")
+    for block in settings:
+        Settings(**tomllib.loads(block))
