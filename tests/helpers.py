@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moto.server import ThreadedMotoServer
 
 from blobgate.server.app import Gateway, start_gateway
+from blobgate.server.logs import JsonFormatter
 from blobgate.server.settings import Settings
 from blobgate.server.storage.protocols import SHA256_RECORD_KEY
 from blobgate.server.storage.s3.sessions import CHECKPOINT_PREFIX
@@ -385,3 +386,12 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def lines_of(caplog: pytest.LogCaptureFixture, logger: str) -> list[dict[str, Any]]:
+    """The lines ``logger`` wrote so far (caplog), as their JSON objects."""
+    return [
+        json.loads(JsonFormatter().format(record))
+        for record in caplog.records
+        if record.name == logger
+    ]

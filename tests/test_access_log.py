@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
-from helpers import payload, resume_requests
+from helpers import lines_of, payload, resume_requests
 from server_process import ServerProcess
 
 from blobgate.client import BlobgateError, Client
@@ -55,11 +55,7 @@ async def client(gateway: Gateway) -> AsyncIterator[Client]:
 
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     """The access log lines so far, as their JSON objects."""
-    return [
-        json.loads(JsonFormatter().format(record))
-        for record in caplog.records
-        if record.name == ACCESS
-    ]
+    return lines_of(caplog, ACCESS)
 
 
 async def only_line(caplog: pytest.LogCaptureFixture) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import jwt
 import pytest
 from conftest import gateway_settings
 from fakes.pki import CA
-from helpers import payload, resume_requests, upload_stream
+from helpers import lines_of, payload, resume_requests, upload_stream
 from server_process import ServerProcess
 
 from blobgate.client import BlobgateError, Client
@@ -52,14 +52,6 @@ FIELDS = {
 def logged(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG)
     return caplog
-
-
-def lines_of(caplog: pytest.LogCaptureFixture, logger: str) -> list[dict[str, Any]]:
-    return [
-        json.loads(JsonFormatter().format(record))
-        for record in caplog.records
-        if record.name == logger
-    ]
 
 
 async def audit_lines(caplog: pytest.LogCaptureFixture, count: int) -> list[dict[str, Any]]:

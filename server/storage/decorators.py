@@ -1,11 +1,11 @@
 """Bases for store decorators: each forwards every protocol method to the
-store it wraps, so a decorator (limits, metrics, and authorization next)
-overrides only the methods its concern touches, and a method added to a
-protocol is forwarded by every decorator at once."""
+store (or reader) it wraps, so a decorator (limits, quotas, metrics,
+authorization) overrides only the methods its concern touches, and a method
+added to a protocol is forwarded by every decorator at once."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
 from blobgate.server.errors import ServiceError
 from blobgate.server.storage.protocols import (
@@ -25,6 +25,20 @@ from blobgate.server.storage.protocols import (
     SessionStore,
     StoredObject,
 )
+
+
+class ObjectReaderDecorator:
+    """An ObjectReader that forwards to ``inner``."""
+
+    def __init__(self, inner: ObjectReader) -> None:
+        self._inner = inner
+        self.info = inner.info
+
+    def chunks(self, size: int) -> AsyncIterator[list[bytes]]:
+        return self._inner.chunks(size)
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 class ObjectStoreDecorator:

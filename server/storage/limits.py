@@ -19,7 +19,11 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Protocol
 
 from blobgate.server.errors import ResourceExhausted
-from blobgate.server.storage.decorators import ObjectStoreDecorator, SessionStoreDecorator
+from blobgate.server.storage.decorators import (
+    ObjectReaderDecorator,
+    ObjectStoreDecorator,
+    SessionStoreDecorator,
+)
 from blobgate.server.storage.protocols import (
     ByteRange,
     Chunk,
@@ -146,16 +150,12 @@ class StreamLimit:
         self.active -= 1
 
 
-class _SlotReader:
+class _SlotReader(ObjectReaderDecorator):
     """An ObjectReader that gives its transfer slot back when closed."""
 
     def __init__(self, inner: ObjectReader, release: Release) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._release = release
-        self.info = inner.info
-
-    def chunks(self, size: int) -> AsyncIterator[list[bytes]]:
-        return self._inner.chunks(size)
 
     async def close(self) -> None:
         try:

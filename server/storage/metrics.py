@@ -13,7 +13,11 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from blobgate.server.storage.decorators import ObjectStoreDecorator, SessionStoreDecorator
+from blobgate.server.storage.decorators import (
+    ObjectReaderDecorator,
+    ObjectStoreDecorator,
+    SessionStoreDecorator,
+)
 from blobgate.server.storage.limits import ByteBudget, StreamLimit
 from blobgate.server.storage.protocols import (
     ByteRange,
@@ -148,19 +152,15 @@ class _CountedChunks:
         return pieces
 
 
-class _CountedReader:
+class _CountedReader(ObjectReaderDecorator):
     """An ObjectReader that counts the bytes read from it."""
 
     def __init__(self, inner: ObjectReader, counter: Counter) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._counter = counter
-        self.info = inner.info
 
     def chunks(self, size: int) -> AsyncIterator[list[bytes]]:
         return _CountedChunks(self._inner.chunks(size), self._counter)
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 class MeteredStore(ObjectStoreDecorator):
