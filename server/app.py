@@ -23,15 +23,12 @@ from blobgate.server.consul_registration import ConsulRegistration
 from blobgate.server.errors import ServiceError
 from blobgate.server.health import SERVICE_NAME, S3HealthProbe
 from blobgate.server.identity import IdentityError, JwtVerifier
+from blobgate.server.listeners import health_only_server, server_options
 from blobgate.server.metrics_endpoint import GatewayMetrics, MetricsError
 from blobgate.server.rpc import stream_end
 from blobgate.server.rpc.access_log import AccessLogInterceptor
 from blobgate.server.rpc.audit import AuditInterceptor
-from blobgate.server.rpc.authentication import (
-    AuthenticationInterceptor,
-    from_bearer_token,
-    from_certificate,
-)
+from blobgate.server.rpc.authentication import authentication_for
 from blobgate.server.rpc.codecs import add_to_server
 from blobgate.server.rpc.handlers import StorageServicer
 from blobgate.server.rpc.interceptors import ErrorInterceptor, UnaryLimitInterceptor
@@ -120,87 +117,6 @@ class Gateway:
         return self.storage.budget
 
 
-# Connections: a client's idle connection is closed after 15 minutes; any
-# connection is asked to go away after an hour (clients reconnect, which
-# spreads them over the instances behind Consul), and calls in flight then get
-# another hour to finish, so long transfers survive. The server pings a
-# connection silent for a minute and drops it if no answer comes in 20 s (a
-# peer that vanished); clients may ping at most every 10 s.
-_MINUTE_MS = 60_000
-_CONNECTION_OPTIONS = [
-    ("grpc.max_connection_idle_ms", 15 * _MINUTE_MS),
-    ("grpc.max_connection_age_ms", 60 * _MINUTE_MS),
-    ("grpc.max_connection_age_grace_ms", 60 * _MINUTE_MS),
-    ("grpc.keepalive_time_ms", _MINUTE_MS),
-    ("grpc.keepalive_timeout_ms", 20_000),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-    ("grpc.http2.max_ping_strikes", 2),
-]
-
-
-def _server_options(settings: Settings) -> list[tuple[str, int]]:
-    size = int(settings.max_message_size)
-    return [
-        *_CONNECTION_OPTIONS,
-        # Calls a connection may have open at once (HTTP/2 streams), and
-        # connections at once: with max_calls (the server's maximum
-        # concurrent RPCs), what bounds the calls whose messages gRPC buffers
-        # before any handler runs (docs/configuration.md, Memory).
-        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
-        ("grpc.max_allowed_incoming_connections", settings.max_connections),
-        ("grpc.max_receive_message_length", size),
-        ("grpc.max_send_message_length", size),
-        # A second instance on the same port must fail, not share it silently.
-        ("grpc.so_reuseport", 0),
-        # BDP probing grows the receive window far past what an upload that is
-        # waiting for S3 consumes, and gRPC buffers that data: measured, it
-        # cost ~50 MiB of peak RSS per 256 MiB upload, at no loopback speed gain.
-        ("grpc.http2.bdp_probe", 0),
-        # The fixed receive window of each stream: what gRPC buffers for an
-        # upload that is not being read (waiting for budget or S3), so most of
-        # what an open upload costs outside memory_budget. Measured with
-        # `python -m bench.soak --stream-cost 32`, per upload waiting for
-        # budget: ~3.7 MiB at 4 MiB, ~1.7 at 2 MiB, ~0.8 at 1 MiB. On loopback
-        # (bench/throughput.py, 3 runs each) 1 and 2 MiB cost no measurable
-        # upload or download throughput, but a window caps a stream at about
-        # window / round-trip time: through a TCP proxy delaying each way by
-        # half of 10 ms, one 64 MiB upload ran at ~73 MB/s with 4 MiB, ~67
-        # with 2 MiB and ~49 with 1 MiB (20 ms: ~62, ~51, ~33). Clients are
-        # rarely on loopback, so 4 MiB stays, and the memory bound
-        # (docs/configuration.md, Memory) counts it per stream.
-        ("grpc.http2.lookahead_bytes", 4 * 1024 * 1024),
-    ]
-
-
-# The health-only listener answers a few probes: small messages, few
-# connections and calls; a second instance on its port must fail too.
-_HEALTH_OPTIONS = [
-    *_CONNECTION_OPTIONS,
-    ("grpc.so_reuseport", 0),
-    ("grpc.max_receive_message_length", 4096),
-    ("grpc.max_concurrent_streams", 8),
-    ("grpc.max_allowed_incoming_connections", 32),
-]
-_HEALTH_MAX_CALLS = 64
-
-
-def _health_listener(address: str, health: HealthServicer) -> tuple[grpc.aio.Server, int]:
-    """A plaintext server on ``address`` (the health_listen setting) with
-    nothing but ``health``, the gateway's own health service: probes that
-    cannot present a client certificate (the Docker health check, kubelet)
-    reach it there. Not started yet; its port is bound."""
-    server = grpc.aio.server(options=_HEALTH_OPTIONS, maximum_concurrent_rpcs=_HEALTH_MAX_CALLS)
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise StartupError(
-            f"bad setting health_listen (--health-listen / BLOBGATE_HEALTH_LISTEN): "
-            f"cannot listen on {address}: {exc}"
-        ) from None
-    return server, port
-
-
 async def start_gateway(
     settings: Settings,
     *,
@@ -218,7 +134,7 @@ async def start_gateway(
         verifier = JwtVerifier.from_settings(settings)
     except (TLSError, IdentityError) as exc:
         raise StartupError(str(exc)) from None
-    authentication = _authentication(tls, verifier)
+    authentication = authentication_for(tls, verifier)
     stream_end.install()
     # Metrics are off (no interceptor, no decorators) when metrics_listen is empty.
     metrics = GatewayMetrics() if settings.metrics_listen else None
@@ -263,7 +179,7 @@ async def start_gateway(
                 ErrorInterceptor(),
                 limits,
             ],
-            options=_server_options(settings),
+            options=server_options(settings),
             maximum_concurrent_rpcs=settings.max_calls,
         )
         # Page tokens are signed with a key shared through the backend's own store.
@@ -289,7 +205,14 @@ async def start_gateway(
         except RuntimeError as exc:
             raise StartupError(f"cannot listen on {settings.listen}: {exc}") from None
         if settings.health_listen:
-            health_server, health_port = _health_listener(settings.health_listen, health)
+            health_server = health_only_server(health)
+            try:
+                health_port = health_server.add_insecure_port(settings.health_listen)
+            except RuntimeError as exc:
+                raise StartupError(
+                    "bad setting health_listen (--health-listen / BLOBGATE_HEALTH_LISTEN): "
+                    f"cannot listen on {settings.health_listen}: {exc}"
+                ) from None
         health_probe = S3HealthProbe(health, probe, settings.health_interval)
         if not await health_probe.check_once():
             log.warning(
@@ -348,18 +271,6 @@ async def start_gateway(
         health_server,
         health_port,
     )
-
-
-def _authentication(
-    tls: ServerTLS | None, verifier: JwtVerifier | None
-) -> AuthenticationInterceptor | None:
-    """The interceptor of the server's identity source: the client
-    certificate in mTLS, else a bearer JWT; None when there is neither."""
-    if tls is not None and tls.mutual:
-        return AuthenticationInterceptor(from_certificate)
-    if verifier is not None:
-        return AuthenticationInterceptor(from_bearer_token(verifier))
-    return None
 
 
 async def _sweep_forever(sessions: SessionStore, buckets: list[str], interval: float) -> None:

@@ -31,6 +31,7 @@ from blobgate.server.identity import (
 from blobgate.server.rpc.access_log import Behaviour, current_call, rewrap
 from blobgate.server.rpc.interceptors import Handler, _MethodInterceptor
 from blobgate.server.rpc.status_codes import Context, abort
+from blobgate.server.tls import ServerTLS
 
 Authenticate = Callable[[Context], str]
 """Who is calling, from the call's context; raises Unauthenticated."""
@@ -88,8 +89,21 @@ class AuthenticationInterceptor(_MethodInterceptor):
         return call
 
 
+def authentication_for(
+    tls: ServerTLS | None, verifier: JwtVerifier | None
+) -> AuthenticationInterceptor | None:
+    """The interceptor of the server's identity source: the client
+    certificate in mTLS, else a bearer JWT; None when there is neither."""
+    if tls is not None and tls.mutual:
+        return AuthenticationInterceptor(from_certificate)
+    if verifier is not None:
+        return AuthenticationInterceptor(from_bearer_token(verifier))
+    return None
+
+
 __all__ = [
     "AuthenticationInterceptor",
+    "authentication_for",
     "from_bearer_token",
     "from_certificate",
 ]
