@@ -162,3 +162,12 @@ class S3Connection:
         bucket = self.settings.default_bucket
         with s3_errors(bucket=bucket):
             await self.client.head_bucket(Bucket=bucket)
+
+
+async def get_whole(client: S3Client, bucket: str, key: str) -> tuple[bytes, str]:
+    """A small object's bytes and ETag (the gateway's own records), its body
+    closed however the read ends, so its connection never outlives it."""
+    response = await client.get_object(Bucket=bucket, Key=key)
+    async with response["Body"] as body:
+        raw: bytes = await body.read()
+    return raw, str(response.get("ETag", ""))

@@ -14,7 +14,7 @@ from typing import Any
 from blobgate.server.storage.protocols import ObjectRef
 from blobgate.server.storage.s3.checkpoint import CHECKPOINT_PREFIX, Checkpoint
 from blobgate.server.storage.s3.commit import abort_multipart
-from blobgate.server.storage.s3.connection import S3Connection
+from blobgate.server.storage.s3.connection import S3Connection, get_whole
 from blobgate.server.storage.s3.errors import S3_FAILURES
 from blobgate.server.storage.s3.sha256_records import sweep_records
 
@@ -58,8 +58,8 @@ async def _sweep_bucket(
     ended: set[str] = set()  # uploads of the expired sessions aborted below
     async for item in _records(connection, bucket):
         try:
-            response = await client.get_object(Bucket=bucket, Key=item["Key"])
-            checkpoint = Checkpoint.from_json(await response["Body"].read())
+            raw, _ = await get_whole(client, bucket, item["Key"])
+            checkpoint = Checkpoint.from_json(raw)
         except (*S3_FAILURES, ValueError, TypeError):
             log.warning("janitor: unreadable session record in %s", bucket, exc_info=True)
             continue

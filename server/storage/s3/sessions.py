@@ -46,7 +46,7 @@ from blobgate.server.storage.s3.commit import (
     complete_multipart,
     create_multipart,
 )
-from blobgate.server.storage.s3.connection import S3Connection
+from blobgate.server.storage.s3.connection import S3Connection, get_whole
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.janitor import sweep
 from blobgate.server.storage.s3.metadata import quoted_etag
@@ -98,8 +98,7 @@ class S3Sessions:
         ref = ObjectRef(bucket, checkpoint_key(session_id))
         try:
             with s3_errors(ref):
-                response = await self._client.get_object(Bucket=bucket, Key=ref.key)
-                raw = await response["Body"].read()
+                raw, etag = await get_whole(self._client, bucket, ref.key)
         except NotFound:
             raise NotFound(
                 "no such upload session: it finished, was cancelled or expired "
@@ -109,7 +108,7 @@ class S3Sessions:
             checkpoint = Checkpoint.from_json(raw)
         except (ValueError, TypeError) as exc:
             raise InvalidArgument(f"the session record is unreadable ({exc})") from None
-        return checkpoint, response["ETag"]
+        return checkpoint, etag
 
     async def _put_checkpoint(
         self, bucket: str, session_id: str, checkpoint: Checkpoint, **condition: str

@@ -36,6 +36,7 @@ from blobgate.server.storage.protocols import (
     ObjectRef,
     StoredObject,
 )
+from blobgate.server.storage.s3.connection import get_whole
 from blobgate.server.storage.s3.errors import S3_FAILURES, s3_errors
 from blobgate.server.storage.s3.metadata import bare_etag, quoted_etag, stored_object
 
@@ -130,15 +131,14 @@ async def read_record(client: S3Client, bucket: str, key: str) -> tuple[Sha256Re
     none or it cannot be read (logged)."""
     try:
         with s3_errors(ObjectRef(bucket, key)):
-            response = await client.get_object(Bucket=bucket, Key=key)
-            raw = await response["Body"].read()
+            raw, etag = await get_whole(client, bucket, key)
     except NotFound:
         return None
     except Exception:
         log.warning("could not read a sha256 record in %s", bucket, exc_info=True)
         return None
     try:
-        return Sha256Record.from_json(raw), str(response.get("ETag", ""))
+        return Sha256Record.from_json(raw), etag
     except (ValueError, TypeError):
         log.warning("unreadable sha256 record in %s", bucket, exc_info=True)
         return None
