@@ -42,15 +42,12 @@ from blobgate.server.authorization import (
 from blobgate.server.errors import NotFound, PermissionDenied
 from blobgate.server.identity import acting_as
 from blobgate.server.rpc import upload_id as upload_id_codec
-from blobgate.server.storage.authorization import (
-    SESSION_GONE,
-    AuthorizedSessions,
-    AuthorizedStore,
-)
+from blobgate.server.storage.authorization import AuthorizedSessions, AuthorizedStore
 from blobgate.server.storage.memory import MemoryStore
 from blobgate.server.storage.memory_sessions import MemorySessions
 from blobgate.server.storage.protocols import (
     RESERVED_PREFIX,
+    SESSION_GONE,
     DeleteEntry,
     ObjectRef,
     PresignMethod,

@@ -30,6 +30,7 @@ from blobgate.server.errors import NotFound, PermissionDenied, ServiceError
 from blobgate.server.identity import current_principal
 from blobgate.server.storage.decorators import ObjectStoreDecorator, SessionStoreDecorator
 from blobgate.server.storage.protocols import (
+    SESSION_GONE,
     ByteRange,
     Chunk,
     CopySpec,
@@ -45,11 +46,6 @@ from blobgate.server.storage.protocols import (
     SessionSpec,
     SessionStore,
     StoredObject,
-)
-
-# What a session that does not exist answers (the stores' own message).
-SESSION_GONE = (
-    "no such upload session: it finished, was cancelled or expired (or the upload_id is wrong)"
 )
 
 
@@ -179,4 +175,4 @@ class AuthorizedSessions(SessionStoreDecorator):
         await self._inner.cancel_session(bucket, session_id)
 
 
-__all__ = ["SESSION_GONE", "AuthorizedSessions", "AuthorizedStore"]
+__all__ = ["AuthorizedSessions", "AuthorizedStore"]

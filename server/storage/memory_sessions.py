@@ -20,9 +20,14 @@ from datetime import timedelta
 from blobgate.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from blobgate.server.storage.checksums import Hasher, verify
 from blobgate.server.storage.memory import MemoryBucket, MemoryStore
-from blobgate.server.storage.protocols import Chunk, Session, SessionSpec, StoredObject
+from blobgate.server.storage.protocols import (
+    SESSION_GONE,
+    Chunk,
+    Session,
+    SessionSpec,
+    StoredObject,
+)
 
-_GONE = "no such upload session: it finished, was cancelled or expired (or the upload_id is wrong)"
 _STALE = (
     "another Upload continued this session meanwhile: "
     "query its status and resume from the persisted size"
@@ -70,12 +75,12 @@ class MemorySessions:
             return self._store.bucket(bucket)
         except NotFound:
             # As in S3: a session in a missing bucket is just a missing session.
-            raise NotFound(_GONE) from None
+            raise NotFound(SESSION_GONE) from None
 
     def _record(self, bucket: str, session_id: str) -> SessionRecord:
         record = self._bucket(bucket).sessions.get(session_id)
         if record is None:
-            raise NotFound(_GONE)
+            raise NotFound(SESSION_GONE)
         return record
 
     def _current(self, session: Session, revision: int) -> SessionRecord:

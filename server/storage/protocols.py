@@ -27,6 +27,11 @@ RESERVED_METADATA = frozenset({SHA256_KEY, CRC32C_KEY, SHA256_RECORD_KEY})
 # resumable upload sessions, the sha256 of multipart uploads): callers can
 # neither read, write nor list them.
 RESERVED_PREFIX = ".blobgate/"
+# What every SessionStore says of a session that does not exist (any more),
+# and what the authorization decorator says of another principal's session.
+SESSION_GONE = (
+    "no such upload session: it finished, was cancelled or expired (or the upload_id is wrong)"
+)
 
 Chunk = bytes | memoryview
 """A piece of an object's body as the stores take it: Upload's data messages

@@ -32,6 +32,7 @@ from blobgate.server.settings import Settings
 from blobgate.server.storage.checksums import Hasher, crc32c_to_s3, verify
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import (
+    SESSION_GONE,
     Chunk,
     ContentChecksums,
     ObjectRef,
@@ -100,10 +101,7 @@ class S3Sessions:
             with s3_errors(ref):
                 raw, etag = await get_whole(self._client, bucket, ref.key)
         except NotFound:
-            raise NotFound(
-                "no such upload session: it finished, was cancelled or expired "
-                "(or the upload_id is wrong)"
-            ) from None
+            raise NotFound(SESSION_GONE) from None
         try:
             checkpoint = Checkpoint.from_json(raw)
         except (ValueError, TypeError) as exc:
