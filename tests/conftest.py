@@ -25,7 +25,7 @@ from blobgate.v1 import storage_pb2_grpc
 MiB = 1024 * 1024
 
 # The contract suites' ``stores`` fixture (both store kinds in turn).
-pytest_plugins = ["contract_stores"]
+pytest_plugins = ["contract_stores", "localstack"]
 
 # botocore's credential chain reads these; moto accepts any.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
