@@ -23,6 +23,7 @@ from blobgate.server.errors import Unavailable
 from blobgate.server.storage.checksums import crc32c_from_s3, crc32c_to_s3
 from blobgate.server.storage.protocols import ContentChecksums, ObjectRef, PutOptions, StoredObject
 from blobgate.server.storage.s3.errors import S3_FAILURES, s3_errors
+from blobgate.server.storage.s3.metadata import FULL_OBJECT as FULL_OBJECT  # sessions use it
 from blobgate.server.storage.s3.metadata import (
     bare_etag,
     conditions,
@@ -38,9 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_COPY_SIZE = 5 * 1024**3  # CopyObject's limit
-
-
-FULL_OBJECT = "FULL_OBJECT"
 
 
 async def create_multipart(
