@@ -39,6 +39,7 @@ from blobgate.server.storage.protocols import (
     ObjectRef,
     StoredObject,
 )
+from blobgate.server.storage.s3.conditional_delete import ConditionalDeletes
 from blobgate.server.storage.s3.connection import get_whole
 from blobgate.server.storage.s3.errors import S3_FAILURES, s3_errors
 from blobgate.server.storage.s3.metadata import bare_etag, quoted_etag, s3_crc32c, stored_object
@@ -213,13 +214,20 @@ async def describe(client: S3Client, ref: ObjectRef) -> StoredObject:
 
 
 async def sweep_records(
-    client: S3Client, bucket: str, cutoff: datetime, limit: int, start_after: str = ""
+    client: S3Client,
+    bucket: str,
+    cutoff: datetime,
+    limit: int,
+    start_after: str = "",
+    *,
+    deletes: ConditionalDeletes,
 ) -> tuple[int, str]:
     """Delete records older than ``cutoff`` whose object is gone or was
     replaced, looking at most at ``limit`` records after ``start_after``;
     how many were deleted, and where the next sweep goes on ("" when this
-    one reached the end). Each deletion is conditional on the record read,
-    so a record the next upload wrote meanwhile stays."""
+    one reached the end). Each deletion is conditional on the record read
+    (``deletes``: the connection's), so a record the next upload wrote
+    meanwhile stays."""
     deleted = 0
     kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": RECORD_PREFIX, "MaxKeys": limit}
     if start_after:
@@ -249,12 +257,10 @@ async def sweep_records(
             if not _is_missing(exc):
                 continue  # S3 hiccup: try again next sweep
         try:
-            await client.delete_object(
-                Bucket=bucket, Key=item["Key"], IfMatch=quoted_etag(revision)
-            )
+            await deletes.delete(client, ObjectRef(bucket, item["Key"]), revision)
             deleted += 1
-        except S3_FAILURES:
-            log.info("janitor: could not delete a stale sha256 record in %s", bucket)
+        except ServiceError as exc:
+            log.info("janitor: could not delete a stale sha256 record in %s: %s", bucket, exc)
     more = bool(listing.get("IsTruncated")) and bool(items)
     return deleted, (items[-1]["Key"] if more else "")
 

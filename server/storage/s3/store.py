@@ -133,6 +133,7 @@ class S3Store:
                 full_object=full_object,
                 record_tag=record_tag,
                 control=self._client,
+                deletes=self._connection.conditional_deletes,
             )
         except BaseException:
             if uploader is not None:
@@ -196,19 +197,20 @@ class S3Store:
         return described(ref, options, sums, size, response["ETag"], response)
 
     async def delete(self, ref: ObjectRef, if_match: str) -> None:
-        kwargs: dict[str, Any] = {}
         if if_match:
+            # The HEAD also where S3 takes If-Match: a store that ignored it
+            # would delete any version.
             await check_preconditions(self._client, ref, PutOptions("", {}, if_match=if_match))
-            kwargs["IfMatch"] = quoted_etag(if_match)
+            deletes = self._connection.conditional_deletes
+            await deletes.delete(self._client, ref, if_match, checked=True)
+            return
         try:
             with s3_errors(ref):
-                await self._client.delete_object(Bucket=ref.bucket, Key=ref.key, **kwargs)
+                await self._client.delete_object(Bucket=ref.bucket, Key=ref.key)
         except BucketNotFound:
             raise
-        except NotFound as exc:
-            if if_match:  # gone since the check above
-                raise FailedPrecondition(f"if_match: there is no object {ref.key!r}") from exc
-            # Deleting a missing key is OK (S3 semantics), however S3 says it.
+        except NotFound:
+            pass  # deleting a missing key is OK (S3 semantics), however S3 says it
 
     async def copy(self, spec: CopySpec) -> StoredObject:
         return await copy_object(self._connection, spec)
