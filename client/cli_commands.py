@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import grpc
+
 from blobgate.client.cli_output import (
     human_size,
     modified,
@@ -205,10 +207,13 @@ async def mv(client: Client, args: argparse.Namespace) -> None:
     try:
         await client.delete(args.source, if_match=source.etag)
     except BlobgateError as exc:
+        why = ""
+        if exc.code == grpc.StatusCode.FAILED_PRECONDITION:
+            why = " (it changed or went away after the copy, so it was left as it is)"
         raise BlobgateError(
             exc.code,
             f"copied to {info.bucket}/{info.key}, but {args.source} was not deleted: "
-            f"{exc.message} (it changed or went away after the copy, so it was left as it is)",
+            f"{exc.message}{why}",
         ) from exc
     if args.json:
         print_json(object_json(info))

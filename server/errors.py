@@ -44,6 +44,12 @@ class ResourceExhausted(ServiceError):
     """The object is larger than the server accepts, or the server is full."""
 
 
+class Unimplemented(ServiceError):
+    """The S3 store does not support something a request needs (it answered
+    NotImplemented), e.g. DeleteObject with If-Match under
+    ``s3_conditional_delete = "native"``."""
+
+
 class Unavailable(ServiceError):
     """S3 is unreachable, throttling or timing out: worth retrying later."""
 

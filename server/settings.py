@@ -43,6 +43,7 @@ LogFormat = Literal["text", "json"]
 EventLoop = Literal["auto", "asyncio", "uvloop"]
 ChecksumMode = Literal["when_required", "when_supported"]
 AddressingStyle = Literal["auto", "path", "virtual"]
+ConditionalDelete = Literal["auto", "native", "emulate"]
 
 
 def _split_commas(value: object) -> object:
@@ -91,6 +92,11 @@ class Settings(BaseSettings):
         True,
         description="multipart uploads carry S3's full-object CRC32C and the sha256 lives in a "
         "record; false: plain multipart and a self-copy (stores without ChecksumType FULL_OBJECT)",
+    )
+    s3_conditional_delete: ConditionalDelete = Field(
+        "auto",
+        description="deletes on an ETag: native (DeleteObject If-Match), emulate (a HEAD, then "
+        "a plain delete) or auto (native, emulate in a bucket whose store answers NotImplemented)",
     )
     default_bucket: str = Field("blobgate", min_length=3, description="bucket for empty requests")
     allowed_buckets: Annotated[list[str], NoDecode] = Field(

@@ -19,10 +19,12 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
-from blobgate.server.errors import Unavailable
+from blobgate.server.errors import ServiceError, Unavailable
 from blobgate.server.storage.checksums import crc32c_from_s3, crc32c_to_s3
 from blobgate.server.storage.protocols import ContentChecksums, ObjectRef, PutOptions, StoredObject
+from blobgate.server.storage.s3.conditional_delete import ConditionalDeletes
 from blobgate.server.storage.s3.errors import S3_FAILURES, s3_errors
+from blobgate.server.storage.s3.metadata import FULL_OBJECT as FULL_OBJECT  # sessions use it
 from blobgate.server.storage.s3.metadata import (
     bare_etag,
     conditions,
@@ -38,9 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_COPY_SIZE = 5 * 1024**3  # CopyObject's limit
-
-
-FULL_OBJECT = "FULL_OBJECT"
 
 
 async def create_multipart(
@@ -80,10 +79,13 @@ async def complete_multipart(
     full_object: bool = False,
     record_tag: str = "",
     control: S3Client | None = None,
+    deletes: ConditionalDeletes | None = None,
 ) -> StoredObject:
     """Commit ``parts`` as the object and describe it. ``full_object`` and
     ``record_tag`` as the upload was created (``create_multipart``); the
-    record is written through ``control`` (default: ``client``)."""
+    record is written through ``control`` (default: ``client``); an object
+    S3 stored other bytes for is removed by ``deletes`` (the connection's;
+    default: ``auto``)."""
     if options.if_match:
         # Not every S3-compatible store honours If-Match on completion.
         await check_preconditions(client, ref, options)
@@ -107,7 +109,9 @@ async def complete_multipart(
         )
     etag = response["ETag"]
     if checksum:
-        await _check_stored_crc32c(client, ref, response, sums, etag)
+        await _check_stored_crc32c(
+            client, ref, response, sums, etag, deletes or ConditionalDeletes()
+        )
     if options.known.sha256 is None and not record_tag:
         etag = await _store_checksums(client, ref, options, sums, etag, size)
     if record_tag:  # the HEAD also tells that the object is still this upload's
@@ -123,7 +127,12 @@ async def complete_multipart(
 
 
 async def _check_stored_crc32c(
-    client: S3Client, ref: ObjectRef, response: Any, sums: ContentChecksums, etag: str
+    client: S3Client,
+    ref: ObjectRef,
+    response: Any,
+    sums: ContentChecksums,
+    etag: str,
+    deletes: ConditionalDeletes,
 ) -> None:
     """Where the store answers with the full-object CRC32C it stored, it must
     be the gateway's: a store that accepted the value without checking it
@@ -142,9 +151,11 @@ async def _check_stored_crc32c(
         sums.crc32c or 0,
     )
     try:
-        await client.delete_object(Bucket=ref.bucket, Key=ref.key, IfMatch=quoted_etag(etag))
-    except S3_FAILURES:
-        log.warning("%s/%s: could not remove the damaged object", ref.bucket, ref.key)
+        await deletes.delete(client, ref, etag)
+    except ServiceError:
+        log.warning(
+            "%s/%s: could not remove the damaged object", ref.bucket, ref.key, exc_info=True
+        )
     raise Unavailable(
         f"S3 stored other bytes than the gateway sent for {ref.key!r} "
         "(CRC32C mismatch); the object was removed, retry the upload"

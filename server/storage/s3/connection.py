@@ -24,6 +24,7 @@ from aiobotocore.config import AioConfig
 
 from blobgate.server.errors import NotFound
 from blobgate.server.settings import Settings
+from blobgate.server.storage.s3.conditional_delete import ConditionalDeletes
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.instrumentation import S3Instrumentation
 
@@ -49,6 +50,8 @@ class S3Connection:
         self.writing: set[str] = set()
         # Where the janitor's next look at sha256 records starts, by bucket.
         self.record_sweep_from: dict[str, str] = {}
+        # Deletes on an ETag, and the buckets learnt to lack S3's If-Match.
+        self.conditional_deletes = ConditionalDeletes(settings.s3_conditional_delete)
         # Set before start() to measure every S3 request (metrics, spans).
         self.instrumentation: S3Instrumentation | None = None
 

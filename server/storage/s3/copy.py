@@ -4,9 +4,11 @@ it. The bytes never pass through the gateway. Every request names the
 source's ETag as read up front (CopySourceIfMatch), so the checksums taken
 from that read describe the bytes copied.
 
-A source whose sha256 lives in a record (``sha256_records``) gives a copy
-that carries it in its own metadata: its flag is never copied (the copy's
-key has no record), the metadata is written anew with the checksums."""
+A source whose checksums are not all in its own metadata (a sha256 in a
+record, see ``sha256_records``; a CRC32C only S3's own checksum holds, as
+for a multipart upload that declared its sha256) gives a copy that carries
+them in its metadata: the metadata is written anew with the checksums, and
+a record's flag is never copied (the copy's key has no record)."""
 
 from __future__ import annotations
 
@@ -25,10 +27,11 @@ from blobgate.server.storage.s3.metadata import (
     bare_etag,
     conditions,
     quoted_etag,
+    split_metadata,
     stored_metadata,
 )
 from blobgate.server.storage.s3.preconditions import check_preconditions
-from blobgate.server.storage.s3.sha256_records import describe_flagged
+from blobgate.server.storage.s3.sha256_records import describe_stored, flag_of
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -42,13 +45,13 @@ MAX_PART = 5 * 1024**3  # UploadPartCopy's limit per part
 async def copy_object(connection: S3Connection, spec: CopySpec) -> StoredObject:
     """Copy ``spec.source`` to ``spec.destination`` and describe the copy."""
     client = connection.client
-    source, flagged = await _read_source(client, spec)
+    source, rewrite = await _read_source(client, spec)
     if spec.options.if_none_match or spec.options.if_match:
         await check_preconditions(client, spec.destination, spec.options)
     options = replace(spec.options, known=source.checksums)
     if not spec.replace_metadata:
         options = replace(options, content_type=source.content_type, metadata=source.metadata)
-    copier = _Copier(connection, spec, source, options, rewrite_metadata=flagged)
+    copier = _Copier(connection, spec, source, options, rewrite_metadata=rewrite)
     try:
         if source.size <= int(connection.settings.copy_threshold):
             return await copier.single()
@@ -62,10 +65,11 @@ async def copy_object(connection: S3Connection, spec: CopySpec) -> StoredObject:
 
 async def _read_source(client: S3Client, spec: CopySpec) -> tuple[StoredObject, bool]:
     """The source as it is now, checked against ``source_if_match``; and
-    whether it carries the flag of a sha256 record."""
+    whether a copy must have its metadata written anew: the source carries
+    the flag of a sha256 record, or checksums its metadata lacks."""
     ref = spec.source
     try:
-        source, tag = await describe_flagged(client, ref)
+        source, raw = await describe_stored(client, ref)
     except BucketNotFound:
         raise
     except NotFound:
@@ -75,7 +79,8 @@ async def _read_source(client: S3Client, spec: CopySpec) -> tuple[StoredObject, 
             f"source_if_match {spec.source_if_match!r} does not match {ref.key!r} "
             f"(etag {source.etag!r})"
         )
-    return source, bool(tag)
+    _, in_metadata = split_metadata(raw)
+    return source, bool(flag_of(raw)) or in_metadata != source.checksums
 
 
 class _Copier:
@@ -91,8 +96,10 @@ class _Copier:
         rewrite_metadata: bool = False,
     ) -> None:
         self._connection = connection
-        # The source's metadata holds a record's flag: write it anew instead.
-        # (Its content type and metadata are all the gateway ever set on it.)
+        # The source's metadata holds a record's flag, or lacks checksums the
+        # copy must carry: write it anew instead, with the content type and
+        # user metadata (all the gateway ever sets on an object; headers
+        # another writer set, such as Cache-Control, are not carried over).
         self._rewrite = rewrite_metadata or spec.replace_metadata
         self._spec = spec
         self._source = source

@@ -21,6 +21,7 @@ from blobgate.server.errors import (
     ResourceExhausted,
     ServiceError,
     Unavailable,
+    Unimplemented,
     UploadGone,
 )
 from blobgate.server.storage.protocols import ObjectRef
@@ -40,6 +41,7 @@ _UNAVAILABLE = {
 }
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 _BAD_REQUEST = {"InvalidArgument", "InvalidRequest", "KeyTooLongError", "InvalidBucketName"}
+_NOT_IMPLEMENTED = {"NotImplemented", "501"}
 
 # What a failed S3 call can raise; aiobotocore leaves aiohttp's error for a
 # body cut short untranslated.
@@ -75,6 +77,12 @@ def _client_error(exc: ClientError, where: str, bucket: str) -> ServiceError:
         )
     if code == "EntityTooLarge":
         return ResourceExhausted(f"S3 refused {where} as too large")
+    if code in _NOT_IMPLEMENTED:  # S3 names the header it does not support, where one is
+        header = str(error.get("Header", ""))
+        feature = f"the header {header}" if header else "a feature"
+        return Unimplemented(
+            f"this S3 store does not support {feature} of the request for {where} (NotImplemented)"
+        )
     if code in _BAD_REQUEST:
         return InvalidArgument(f"S3 rejected the request for {where} ({code})")
     return ServiceError(f"S3 error {code} for {where}: {message}")

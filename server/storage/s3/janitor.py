@@ -91,7 +91,12 @@ async def _sweep_records(
     start = connection.record_sweep_from.get(bucket, "")
     try:
         deleted, next_start = await sweep_records(
-            connection.client, bucket, cutoff, RECORDS_PER_SWEEP, start
+            connection.client,
+            bucket,
+            cutoff,
+            RECORDS_PER_SWEEP,
+            start,
+            deletes=connection.conditional_deletes,
         )
     except S3_FAILURES:
         log.warning("janitor: could not sweep sha256 records in %s", bucket, exc_info=True)

@@ -1,14 +1,16 @@
 """How objects are described in S3: ETags, user metadata carrying the
 checksums (``sha256`` in hex, ``crc32c`` in decimal) or the flag of a sha256
-record (``sha256-record``, see ``sha256_records``), conditional headers, and
-S3 responses read back as StoredObjects."""
+record (``sha256-record``, see ``sha256_records``), S3's own full-object
+CRC32C, conditional headers, and S3 responses read back as StoredObjects."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from blobgate.server.storage.checksums import crc32c_from_s3
 from blobgate.server.storage.protocols import (
     CRC32C_KEY,
     SHA256_KEY,
@@ -18,6 +20,10 @@ from blobgate.server.storage.protocols import (
     PutOptions,
     StoredObject,
 )
+
+# S3's checksum type of a checksum of the whole object's bytes (a COMPOSITE
+# one is a checksum of the parts' checksums).
+FULL_OBJECT = "FULL_OBJECT"
 
 
 def bare_etag(raw: str) -> str:
@@ -68,9 +74,25 @@ def split_metadata(raw: Mapping[str, str]) -> tuple[dict[str, str], ContentCheck
     return metadata, ContentChecksums(sha256=sha, crc32c=crc)
 
 
+def s3_crc32c(response: Mapping[str, Any]) -> int | None:
+    """The whole object's CRC32C as S3 keeps it, from a HEAD or GET sent with
+    ``ChecksumMode=ENABLED``; None unless it is a FULL_OBJECT checksum (a COMPOSITE
+    one, "...-N" on AWS, though moto drops the suffix, is not the CRC32C of
+    the bytes) or where S3 sends none (a ranged GET, an object stored without
+    one)."""
+    if response.get("ChecksumType") != FULL_OBJECT:
+        return None
+    return crc32c_from_s3(str(response.get("ChecksumCRC32C", "")))
+
+
 def stored_object(ref: ObjectRef, response: Mapping[str, Any], size: int) -> StoredObject:
-    """A HeadObject or GetObject response as a StoredObject."""
+    """A HeadObject or GetObject response as a StoredObject: the checksums
+    from the user metadata, the CRC32C from S3's own checksum when the
+    metadata has none (a multipart upload learns it only at its end, after
+    its metadata was written)."""
     metadata, sums = split_metadata(response.get("Metadata", {}))
+    if sums.crc32c is None:
+        sums = replace(sums, crc32c=s3_crc32c(response))
     last_modified = response.get("LastModified")
     return StoredObject(
         bucket=ref.bucket,

@@ -283,6 +283,7 @@ class S3Sessions:
             full_object=start.checksum_type == FULL_OBJECT,
             record_tag=start.record_tag,
             control=self._client,
+            deletes=self._connection.conditional_deletes,
         )
         try:
             await self._delete_checkpoint(session.bucket, session.session_id)

@@ -9,8 +9,11 @@ under ``.blobgate/sha256/`` (keyed by a hash of the object's key) holds the
 tag, the object's ETag, size and CRC32C, and its sha256.
 
 Stat and Download read the record only for flagged objects, and use it only
-when it describes the object HEAD or GET returned: same tag, ETag and size
-(and CRC32C where S3 reports one). An object replaced by any other path (a
+when it describes the object HEAD or GET returned: same tag, ETag and size.
+Then its checksums are reported, the gateway's own, even where S3's CRC32C
+of the object differs (a store that stored other bytes than it was sent and
+checked: logged as an error, and the client's sha256 check catches it). An
+object replaced by any other path (a
 presigned PUT, a plain PutObject, another Upload, a Copy) has another tag, or
 no flag at all, so it is never described by a stale record. Stale records are
 removed by the janitor (``sweep_records``) and replaced by the next upload of
@@ -28,7 +31,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from blobgate.server.errors import NotFound
+from blobgate.server.errors import FailedPrecondition, NotFound, ServiceError
 from blobgate.server.storage.protocols import (
     RESERVED_PREFIX,
     SHA256_RECORD_KEY,
@@ -36,9 +39,10 @@ from blobgate.server.storage.protocols import (
     ObjectRef,
     StoredObject,
 )
+from blobgate.server.storage.s3.conditional_delete import ConditionalDeletes
 from blobgate.server.storage.s3.connection import get_whole
 from blobgate.server.storage.s3.errors import S3_FAILURES, s3_errors
-from blobgate.server.storage.s3.metadata import bare_etag, quoted_etag, stored_object
+from blobgate.server.storage.s3.metadata import bare_etag, quoted_etag, s3_crc32c, stored_object
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -88,14 +92,12 @@ class Sha256Record:
 
     def describes(self, info: StoredObject, tag: str) -> bool:
         """Whether this record was written for the object ``info`` describes."""
-        crc = info.checksums.crc32c
         return (
             bool(tag)
             and self.tag == tag
             and self.key == info.key
             and self.etag == bare_etag(info.etag)
             and self.size == info.size
-            and (crc is None or crc == self.crc32c)
         )
 
 
@@ -153,34 +155,79 @@ async def with_record(client: S3Client, info: StoredObject, tag: str) -> StoredO
     if found is None or not found[0].describes(info, tag):
         return info
     record = found[0]
+    stored_crc = info.checksums.crc32c  # S3's own, where it keeps one
+    if stored_crc is not None and stored_crc != record.crc32c:
+        log.error(
+            "%s/%s: S3 keeps CRC32C %#010x for bytes the gateway hashed to %#010x",
+            info.bucket,
+            info.key,
+            stored_crc,
+            record.crc32c,
+        )
     sums = ContentChecksums(sha256=bytes.fromhex(record.sha256), crc32c=record.crc32c)
     return replace(info, checksums=sums)
 
 
-async def describe_flagged(client: S3Client, ref: ObjectRef) -> tuple[StoredObject, str]:
+async def describe_stored(
+    client: S3Client, ref: ObjectRef
+) -> tuple[StoredObject, Mapping[str, str]]:
     """HeadObject as a StoredObject, its sha256 read from the record when the
-    object is flagged; and the flag ("" for none)."""
+    object is flagged, its CRC32C from S3's own checksum when the metadata
+    has none; and the user metadata as S3 stores it."""
     with s3_errors(ref):
-        response = await client.head_object(Bucket=ref.bucket, Key=ref.key)
+        # ChecksumMode: S3's own CRC32C of the object, for what the metadata lacks.
+        response = await client.head_object(Bucket=ref.bucket, Key=ref.key, ChecksumMode="ENABLED")
     info = stored_object(ref, response, int(response.get("ContentLength", 0)))
-    tag = flag_of(response.get("Metadata", {}))
-    return await with_record(client, info, tag), tag
+    raw = response.get("Metadata", {})
+    return await with_record(client, info, flag_of(raw)), raw
+
+
+async def with_stored_crc32c(client: S3Client, info: StoredObject) -> StoredObject:
+    """``info``, read by a ranged GET (to which S3 sends no checksum), with
+    S3's own CRC32C of the whole object from a HEAD of that very version (If-Match
+    its ETag); ``info`` unchanged where S3 keeps none, the object changed
+    meanwhile, or the HEAD failed (logged: the bytes are still right)."""
+    ref = ObjectRef(info.bucket, info.key)
+    try:
+        with s3_errors(ref):
+            response = await client.head_object(
+                Bucket=ref.bucket,
+                Key=ref.key,
+                IfMatch=quoted_etag(info.etag),
+                ChecksumMode="ENABLED",
+            )
+    except (FailedPrecondition, NotFound):
+        return info
+    except ServiceError:
+        log.warning("%s/%s: could not read its stored CRC32C", ref.bucket, ref.key, exc_info=True)
+        return info
+    crc = s3_crc32c(response)
+    if crc is None:
+        return info
+    return replace(info, checksums=replace(info.checksums, crc32c=crc))
 
 
 async def describe(client: S3Client, ref: ObjectRef) -> StoredObject:
-    """Stat's description of one object (see ``describe_flagged``)."""
-    info, _ = await describe_flagged(client, ref)
+    """Stat's description of one object (see ``describe_stored``)."""
+    info, _ = await describe_stored(client, ref)
     return info
 
 
 async def sweep_records(
-    client: S3Client, bucket: str, cutoff: datetime, limit: int, start_after: str = ""
+    client: S3Client,
+    bucket: str,
+    cutoff: datetime,
+    limit: int,
+    start_after: str = "",
+    *,
+    deletes: ConditionalDeletes,
 ) -> tuple[int, str]:
     """Delete records older than ``cutoff`` whose object is gone or was
     replaced, looking at most at ``limit`` records after ``start_after``;
     how many were deleted, and where the next sweep goes on ("" when this
-    one reached the end). Each deletion is conditional on the record read,
-    so a record the next upload wrote meanwhile stays."""
+    one reached the end). Each deletion is conditional on the record read
+    (``deletes``: the connection's), so a record the next upload wrote
+    meanwhile stays."""
     deleted = 0
     kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": RECORD_PREFIX, "MaxKeys": limit}
     if start_after:
@@ -210,12 +257,10 @@ async def sweep_records(
             if not _is_missing(exc):
                 continue  # S3 hiccup: try again next sweep
         try:
-            await client.delete_object(
-                Bucket=bucket, Key=item["Key"], IfMatch=quoted_etag(revision)
-            )
+            await deletes.delete(client, ObjectRef(bucket, item["Key"]), revision)
             deleted += 1
-        except S3_FAILURES:
-            log.info("janitor: could not delete a stale sha256 record in %s", bucket)
+        except ServiceError as exc:
+            log.info("janitor: could not delete a stale sha256 record in %s: %s", bucket, exc)
     more = bool(listing.get("IsTruncated")) and bool(items)
     return deleted, (items[-1]["Key"] if more else "")
 

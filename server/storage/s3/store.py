@@ -55,7 +55,13 @@ from blobgate.server.storage.s3.metadata import (
 from blobgate.server.storage.s3.parts import PartBody, PartUploader, cut_parts
 from blobgate.server.storage.s3.preconditions import check_preconditions, precondition_failed
 from blobgate.server.storage.s3.reader import EmptyReader, S3Reader, range_header, total_size
-from blobgate.server.storage.s3.sha256_records import describe, flag_of, new_tag, with_record
+from blobgate.server.storage.s3.sha256_records import (
+    describe,
+    flag_of,
+    new_tag,
+    with_record,
+    with_stored_crc32c,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -127,6 +133,7 @@ class S3Store:
                 full_object=full_object,
                 record_tag=record_tag,
                 control=self._client,
+                deletes=self._connection.conditional_deletes,
             )
         except BaseException:
             if uploader is not None:
@@ -190,19 +197,20 @@ class S3Store:
         return described(ref, options, sums, size, response["ETag"], response)
 
     async def delete(self, ref: ObjectRef, if_match: str) -> None:
-        kwargs: dict[str, Any] = {}
         if if_match:
+            # The HEAD also where S3 takes If-Match: a store that ignored it
+            # would delete any version.
             await check_preconditions(self._client, ref, PutOptions("", {}, if_match=if_match))
-            kwargs["IfMatch"] = quoted_etag(if_match)
+            deletes = self._connection.conditional_deletes
+            await deletes.delete(self._client, ref, if_match, checked=True)
+            return
         try:
             with s3_errors(ref):
-                await self._client.delete_object(Bucket=ref.bucket, Key=ref.key, **kwargs)
+                await self._client.delete_object(Bucket=ref.bucket, Key=ref.key)
         except BucketNotFound:
             raise
-        except NotFound as exc:
-            if if_match:  # gone since the check above
-                raise FailedPrecondition(f"if_match: there is no object {ref.key!r}") from exc
-            # Deleting a missing key is OK (S3 semantics), however S3 says it.
+        except NotFound:
+            pass  # deleting a missing key is OK (S3 semantics), however S3 says it
 
     async def copy(self, spec: CopySpec) -> StoredObject:
         return await copy_object(self._connection, spec)
@@ -220,7 +228,8 @@ class S3Store:
     async def open(
         self, ref: ObjectRef, byte_range: ByteRange, if_match: str
     ) -> S3Reader | EmptyReader:
-        kwargs: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
+        # ChecksumMode: S3's own CRC32C of the object, for what the metadata lacks.
+        kwargs: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key, "ChecksumMode": "ENABLED"}
         header = range_header(byte_range)
         if header:
             kwargs["Range"] = header
@@ -233,12 +242,14 @@ class S3Store:
             return await self._empty_or_out_of_range(ref, byte_range, if_match)
         info = stored_object(ref, response, total_size(response))
         tag = flag_of(response.get("Metadata", {}))
-        if tag:  # an undeclared sha256, in a record beside the object
-            try:
+        try:
+            if tag:  # an undeclared sha256, in a record beside the object
                 info = await with_record(self._client, info, tag)
-            except BaseException:
-                response["Body"].close()
-                raise
+            if header and info.checksums.crc32c is None:
+                info = await with_stored_crc32c(self._client, info)
+        except BaseException:
+            response["Body"].close()
+            raise
         limit = byte_range.limit if byte_range.offset < 0 and byte_range.limit else -1
         return S3Reader(
             info,
