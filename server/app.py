@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from blobgate.server.advertise import AdvertiseError, choose_address
 from blobgate.server.authorization import PolicyError
 from blobgate.server.consul_registration import ConsulRegistration
 from blobgate.server.errors import ServiceError
@@ -132,7 +133,9 @@ async def start_gateway(
     try:
         tls = ServerTLS.from_settings(settings)
         verifier = JwtVerifier.from_settings(settings)
-    except (TLSError, IdentityError) as exc:
+        # Before listening: an address the agent could never reach stops start-up.
+        advertised = await asyncio.to_thread(choose_address, settings) if settings.consul else None
+    except (TLSError, IdentityError, AdvertiseError) as exc:
         raise StartupError(str(exc)) from None
     authentication = authentication_for(tls, verifier)
     stream_end.install()
@@ -236,7 +239,7 @@ async def start_gateway(
         registration = None
         if settings.consul:
             registration = ConsulRegistration(
-                settings, port, None if metrics is None else metrics.port
+                settings, port, None if metrics is None else metrics.port, advertised
             )
             await registration.start()
         if metrics is not None:
