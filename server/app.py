@@ -69,6 +69,7 @@ class Gateway:
     # The plaintext health-only listener (health_listen); None when it is off.
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
+    _policy_task: asyncio.Task[None] | None = None  # watches auth_policy_file
 
     @property
     def metrics_port(self) -> int | None:
@@ -87,7 +88,7 @@ class Gateway:
             log.info("draining: %gs before refusing new calls", self.settings.drain_delay)
             await asyncio.sleep(self.settings.drain_delay)
         self.probe.stop()  # ends the loop even if the cancellation below is lost
-        for task in (self._probe_task, self._janitor_task):
+        for task in (self._probe_task, self._janitor_task, self._policy_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -225,9 +226,14 @@ async def start_gateway(
         if metrics is not None:
             metrics.watch_health(health_probe)
             try:
-                metrics.start(settings.metrics_listen)
+                metrics_port = metrics.start(settings.metrics_listen)
             except MetricsError as exc:
                 raise StartupError(str(exc)) from None
+            log.info(
+                "metrics on http://%s:%d/metrics",
+                settings.metrics_listen.rpartition(":")[0],
+                metrics_port,
+            )
         await server.start()
         if health_server is not None:
             await health_server.start()
@@ -259,6 +265,9 @@ async def start_gateway(
         janitor = asyncio.create_task(
             _sweep_forever(storage.sessions, buckets, settings.janitor_interval), name="janitor"
         )
+    watcher = None
+    if storage.policy.enforced:  # a broken replacement is reported when it is written
+        watcher = asyncio.create_task(storage.policy.watch(), name="policy-watch")
     return Gateway(
         settings,
         server,
@@ -273,6 +282,7 @@ async def start_gateway(
         tls,
         health_server,
         health_port,
+        watcher,
     )
 
 
