@@ -77,8 +77,9 @@ class ConsulRegistration:
         """Arguments of agent.service.register for this instance."""
         s = self._settings
         tls = s.tls_cert_file is not None
+        host = f"[{self.address}]" if ":" in self.address else self.address  # IPv6
         check = consul.Check.grpc(
-            f"{self.address}:{self.port}/{SERVICE_NAME}",
+            f"{host}:{self.port}/{SERVICE_NAME}",
             _duration(s.check_interval),
             # Over TLS the agent verifies with its own CA (and, for mTLS,
             # presents its own client certificate): docs/security.md.

@@ -301,11 +301,14 @@ def test_the_hostname_is_not_what_is_registered(routable: str) -> None:
         assert registration.address != by_name
 
 
-def test_an_advertise_address_setting_wins() -> None:
+def test_the_advertise_address_setting_wins_then_a_specific_listen_host() -> None:
     settings = Settings(listen="0.0.0.0:50051", advertise_address="blobgate-7.internal")
     assert ConsulRegistration(settings, 50051).payload()["address"] == "blobgate-7.internal"
     specific = Settings(listen="10.1.2.3:50051")
     assert ConsulRegistration(specific, 50051).payload()["address"] == "10.1.2.3"
+    ipv6 = ConsulRegistration(Settings(listen="[2001:db8::7]:50051"), 50051).payload()
+    assert ipv6["address"] == "2001:db8::7"  # Consul's Address: bare
+    assert ipv6["check"]["grpc"] == "[2001:db8::7]:50051/blobgate.v1.StorageService"
 
 
 async def test_an_agent_on_another_address_gets_the_one_this_host_reaches_it_from(
