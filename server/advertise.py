@@ -4,7 +4,8 @@ other hosts can reach, never loopback when the listen address is not.
 In order: the ``advertise_address`` setting; else the listen host when it is
 a specific one; else (a wildcard listen host such as ``0.0.0.0``) the source
 address the kernel picks towards the Consul agent when the agent is on
-another host, or towards the default route when it is local. The host name is
+another host (none of its addresses is this host's), or towards the default
+route when it is local. The host name is
 never resolved for this: on Debian and Ubuntu it maps to 127.0.1.1 in
 /etc/hosts. A loopback address registered with an agent on another host
 could never be checked or called, so it stops start-up.
@@ -73,6 +74,19 @@ def source_address(destination: str, port: int = 9) -> str | None:
     return address if _usable(address) else None
 
 
+def on_this_host(ip: str) -> bool:
+    """Whether ``ip`` is one of this host's addresses (loopback, or one a
+    socket can bind to)."""
+    if is_loopback(ip):
+        return True
+    try:
+        with socket.socket(_family(ip), socket.SOCK_DGRAM) as probe:
+            probe.bind((ip, 0))
+    except OSError:
+        return False
+    return True
+
+
 def agent_addresses(agent: ConsulConfig) -> list[str]:
     """The IP addresses the agent's host name resolves to (none if it does not)."""
     try:
@@ -102,7 +116,7 @@ def choose_address(settings: Settings) -> Advertised:
     when it would be loopback and the agent is on another host."""
     agent = ConsulConfig.parse(settings.consul_http_addr, ssl=settings.consul_http_ssl)
     resolved = agent_addresses(agent)
-    remote = [ip for ip in resolved if not is_loopback(ip)]
+    remote = [ip for ip in resolved if not on_this_host(ip)]
     host = settings.listen.rpartition(":")[0].strip("[]")
     if settings.advertise_address:
         chosen = Advertised(settings.advertise_address, f"the setting {_SETTING}")
@@ -135,4 +149,4 @@ def choose_address(settings: Settings) -> Advertised:
     return chosen
 
 
-__all__ = ["AdvertiseError", "Advertised", "choose_address", "source_address"]
+__all__ = ["AdvertiseError", "Advertised", "choose_address", "on_this_host", "source_address"]

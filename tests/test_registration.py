@@ -311,27 +311,45 @@ def test_the_advertise_address_setting_wins_then_a_specific_listen_host() -> Non
     assert ipv6["check"]["grpc"] == "[2001:db8::7]:50051/blobgate.v1.StorageService"
 
 
-async def test_an_agent_on_another_address_gets_the_one_this_host_reaches_it_from(
+# An address no host here has: an agent "on another host" for the choice of
+# address, which is made before the agent is asked anything.
+ELSEWHERE = "203.0.113.7:8500"
+
+
+async def test_an_agent_on_this_hosts_own_address_is_local(
     moto_endpoint: str, bucket: str, routable: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An agent bound to this host's address rather than loopback is still
+    this host's: a loopback listen address is registered, and checked."""
     monkeypatch.delenv("CONSUL_HTTP_TOKEN", raising=False)
-    with ConsulAgent(host=routable, min_check_interval=0.1) as remote:
+    with ConsulAgent(host=routable, min_check_interval=0.1) as local:
         settings = gateway_settings(
-            moto_endpoint, bucket, listen="0.0.0.0:0", insecure=True,
-            consul=True, consul_http_addr=remote.address, **CHECK,
-        )  # fmt: skip
+            moto_endpoint, bucket, consul=True, consul_http_addr=local.address, **CHECK
+        )
         gw = await start_gateway(settings)
         try:
             service_id = _service_id(gw)
-            await _listed(remote, service_id, within=10)
-            assert remote.services()[service_id]["Address"] == routable
+            await _listed(local, service_id, within=10)
+            assert local.services()[service_id]["Address"] == "127.0.0.1"
 
             async def passing() -> None:
-                assert remote.check_status(service_id) == "passing"
+                assert local.check_status(service_id) == "passing"
 
             await eventually(passing, within=15)
         finally:
             await stop_gateway(gw)
+
+
+def test_an_agent_elsewhere_gets_the_address_this_host_reaches_it_from(
+    routable: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="blobgate.server.advertise")
+    settings = Settings(listen="0.0.0.0:50051", consul_http_addr=ELSEWHERE)
+    assert ConsulRegistration(settings, 50051).address == routable  # its route: the default one
+    assert caplog.messages == [
+        f"Consul: registering address {routable} (the address this host reaches the Consul "
+        f"agent at http://{ELSEWHERE} from; listen 0.0.0.0:50051)"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -342,31 +360,24 @@ async def test_an_agent_on_another_address_gets_the_one_this_host_reaches_it_fro
     ],
 )
 async def test_loopback_is_never_registered_with_an_agent_on_another_host(
-    moto_endpoint: str,
-    bucket: str,
-    routable: str,
-    overrides: dict[str, Any],
-    monkeypatch: pytest.MonkeyPatch,
+    moto_endpoint: str, bucket: str, overrides: dict[str, Any]
 ) -> None:
-    monkeypatch.delenv("CONSUL_HTTP_TOKEN", raising=False)
-    with ConsulAgent(host=routable) as remote:
-        settings = gateway_settings(
-            moto_endpoint, bucket, consul=True, consul_http_addr=remote.address, **overrides
-        )
-        with pytest.raises(StartupError) as refused:
-            await start_gateway(settings)
-        assert remote.requests == []
+    settings = gateway_settings(
+        moto_endpoint, bucket, consul=True, consul_http_addr=ELSEWHERE, **overrides
+    )
+    with pytest.raises(StartupError) as refused:
+        await start_gateway(settings)
     message = str(refused.value)
     assert message.startswith("refusing to register the loopback address 127.0.0.1")
-    assert f"the Consul agent at http://{remote.address}" in message
+    assert f"the Consul agent at http://{ELSEWHERE}: the agent is on another host" in message
     assert "advertise_address" in message and "\n" not in message
 
 
 async def test_the_server_process_refuses_loopback_for_a_remote_agent(
-    moto_endpoint: str, bucket: str, routable: str
+    moto_endpoint: str, bucket: str
 ) -> None:
     server = await ServerProcess.gateway(
-        moto_endpoint, bucket, "--consul", "--consul-http-addr", f"{routable}:8500"
+        moto_endpoint, bucket, "--consul", "--consul-http-addr", ELSEWHERE
     )
     try:
         assert server.proc.stderr is not None
