@@ -92,6 +92,8 @@ def tls_files(tmp_path: Path) -> TlsFiles:
     return TlsFiles(ca.pem, args, policy, CA("foreign CA").client("intruder"))
 
 
+# gRPC's failed-handshake lines are INFO: shown whatever the runner's environment says.
+GRPC_INFO = {"GRPC_VERBOSITY": "INFO"}
 GRANT = '[[grant]]\nprincipals = ["*"]\nbuckets = ["b-any"]\nactions = ["read"]\n'
 # A TLS server name with a newline and what looks like a gRPC line of its own.
 FORGED_SNI = "evil\nE1206 10:12:03.412345 9884 forged.cc:1] forged line"
@@ -156,7 +158,7 @@ async def test_json_mode_leaves_only_json_lines_on_stderr(
     moto_endpoint: str, bucket: str, tls_files: TlsFiles, processes: list[ServerProcess]
 ) -> None:
     server = await ServerProcess.gateway(
-        moto_endpoint, bucket, "--log-format", "json", *tls_files.args
+        moto_endpoint, bucket, "--log-format", "json", *tls_files.args, env=GRPC_INFO
     )
     processes.append(server)
     await provoke(server, tls_files, ["Handshake failed", "forged", "does not load"])
@@ -182,7 +184,7 @@ async def test_json_mode_leaves_only_json_lines_on_stderr(
 async def test_text_mode_is_unchanged(
     moto_endpoint: str, bucket: str, tls_files: TlsFiles, processes: list[ServerProcess]
 ) -> None:
-    server = await ServerProcess.gateway(moto_endpoint, bucket, *tls_files.args)
+    server = await ServerProcess.gateway(moto_endpoint, bucket, *tls_files.args, env=GRPC_INFO)
     processes.append(server)
     await provoke(server, tls_files, ["Handshake failed", "does not load"])
     lines = server.text().splitlines()
