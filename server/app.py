@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from blobgate.server.advertise import AdvertiseError, choose_address
 from blobgate.server.authorization import PolicyError
 from blobgate.server.consul_registration import ConsulRegistration
 from blobgate.server.errors import ServiceError
@@ -68,6 +69,7 @@ class Gateway:
     # The plaintext health-only listener (health_listen); None when it is off.
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
+    _policy_task: asyncio.Task[None] | None = None  # watches auth_policy_file
 
     @property
     def metrics_port(self) -> int | None:
@@ -86,7 +88,7 @@ class Gateway:
             log.info("draining: %gs before refusing new calls", self.settings.drain_delay)
             await asyncio.sleep(self.settings.drain_delay)
         self.probe.stop()  # ends the loop even if the cancellation below is lost
-        for task in (self._probe_task, self._janitor_task):
+        for task in (self._probe_task, self._janitor_task, self._policy_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -132,7 +134,9 @@ async def start_gateway(
     try:
         tls = ServerTLS.from_settings(settings)
         verifier = JwtVerifier.from_settings(settings)
-    except (TLSError, IdentityError) as exc:
+        # Before listening: an address the agent could never reach stops start-up.
+        advertised = await asyncio.to_thread(choose_address, settings) if settings.consul else None
+    except (TLSError, IdentityError, AdvertiseError) as exc:
         raise StartupError(str(exc)) from None
     authentication = authentication_for(tls, verifier)
     stream_end.install()
@@ -222,9 +226,14 @@ async def start_gateway(
         if metrics is not None:
             metrics.watch_health(health_probe)
             try:
-                metrics.start(settings.metrics_listen)
+                metrics_port = metrics.start(settings.metrics_listen)
             except MetricsError as exc:
                 raise StartupError(str(exc)) from None
+            log.info(
+                "metrics on http://%s:%d/metrics",
+                settings.metrics_listen.rpartition(":")[0],
+                metrics_port,
+            )
         await server.start()
         if health_server is not None:
             await health_server.start()
@@ -236,7 +245,7 @@ async def start_gateway(
         registration = None
         if settings.consul:
             registration = ConsulRegistration(
-                settings, port, None if metrics is None else metrics.port
+                settings, port, None if metrics is None else metrics.port, advertised
             )
             await registration.start()
         if metrics is not None:
@@ -256,6 +265,9 @@ async def start_gateway(
         janitor = asyncio.create_task(
             _sweep_forever(storage.sessions, buckets, settings.janitor_interval), name="janitor"
         )
+    watcher = None
+    if storage.policy.enforced:  # a broken replacement is reported when it is written
+        watcher = asyncio.create_task(storage.policy.watch(), name="policy-watch")
     return Gateway(
         settings,
         server,
@@ -270,6 +282,7 @@ async def start_gateway(
         tls,
         health_server,
         health_port,
+        watcher,
     )
 
 

@@ -17,12 +17,15 @@ set. Without a policy file every caller may do everything on the allowed
 buckets.
 
 The file is read at start-up (an unusable one stops it), again when it
-changes (a ``stat`` at most once a second), and on ``reload()`` (SIGHUP). A
-replacement that does not load is logged and the old rights are kept.
+changes (a ``stat`` at most once a second, by a call and by ``watch``, which
+the gateway runs, so a broken replacement is reported when it is written),
+and on ``reload()`` (SIGHUP). A replacement that does not load is logged and
+the old rights are kept.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import stat
@@ -44,6 +47,8 @@ MAX_PRESIGN_EXPIRY = 7 * 86400  # the server's own maximum
 ANY_PRINCIPAL = "*"
 # How often (seconds) a decision may look at the policy file's stamp.
 RELOAD_CHECK_INTERVAL = 1.0
+# How often (seconds) the watcher looks, calls or not.
+WATCH_INTERVAL = 1.0
 
 _Stamp = tuple[int, int, int, int]
 
@@ -279,6 +284,26 @@ class AccessPolicy:
             self._checked = now
             self._reload(force=False)
         return self._rules
+
+    async def watch(self) -> None:
+        """Look at the file every WATCH_INTERVAL seconds until cancelled,
+        loading it when it changed: a replacement that does not load is
+        reported then, not at the next call; a file gone for two looks in a
+        row, once."""
+        if self.path is None:
+            return
+        gone = 0
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            try:
+                _stamp(self.path)
+            except PolicyError as exc:
+                gone += 1
+                if gone == 2:  # not a replacement mid-rename
+                    log.warning("policy file gone; keeping the old rights: %s", exc)
+                continue
+            gone = 0
+            self._reload(force=False)
 
     def reload(self) -> bool:
         """Read the file again whatever its stamp (SIGHUP); whether the

@@ -5,7 +5,8 @@ Consul itself marks the instance critical when S3 is down (the health service
 says NOT_SERVING) or the process is gone. A background loop keeps the
 registration in place: Consul absent at start-up is retried with backoff, and
 an agent that forgot the service (restart, wipe) gets it back within one check
-interval. On shutdown the instance deregisters before it stops serving.
+interval. On shutdown the instance deregisters before it stops serving. The
+address it registers is ``advertise``'s choice.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import consul.aio
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from blobgate.client.consul_config import ConsulConfig
+from blobgate.server.advertise import Advertised, choose_address
 from blobgate.server.health import SERVICE_NAME
 from blobgate.server.settings import Settings
 
@@ -46,34 +48,22 @@ def _version() -> str:
         return "unknown"
 
 
-def advertise_address(settings: Settings) -> str:
-    """The address other hosts reach this instance at: the setting, else the
-    listen host when it is a specific one, else this host's first non-loopback
-    IPv4 address (a container's own address), else loopback."""
-    if settings.advertise_address:
-        return settings.advertise_address
-    host = settings.listen.rpartition(":")[0].strip("[]")
-    if host not in {"0.0.0.0", "::", ""}:
-        return host
-    try:
-        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
-    except OSError:
-        infos = []
-    for info in infos:
-        address = str(info[4][0])
-        if not address.startswith("127."):
-            return address
-    return "127.0.0.1"
-
-
 class ConsulRegistration:
     """Keeps this instance registered while it runs; deregisters on stop()."""
 
-    def __init__(self, settings: Settings, port: int, metrics_port: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        port: int,
+        metrics_port: int | None = None,
+        advertised: Advertised | None = None,
+    ) -> None:
+        """``advertised`` is the address to register (None: chosen here,
+        which may resolve the agent's host name: see ``advertise``)."""
         self._settings = settings
         # Advertised in Meta so Prometheus's consul_sd_configs finds /metrics.
         self.metrics_port = metrics_port
-        self.address = advertise_address(settings)
+        self.address = (advertised or choose_address(settings)).address
         self.port = settings.advertise_port or port
         self.service_id = (
             f"{settings.service_name}-{socket.gethostname()}-{self.port}-{secrets.token_hex(3)}"
@@ -87,8 +77,9 @@ class ConsulRegistration:
         """Arguments of agent.service.register for this instance."""
         s = self._settings
         tls = s.tls_cert_file is not None
+        host = f"[{self.address}]" if ":" in self.address else self.address  # IPv6
         check = consul.Check.grpc(
-            f"{self.address}:{self.port}/{SERVICE_NAME}",
+            f"{host}:{self.port}/{SERVICE_NAME}",
             _duration(s.check_interval),
             # Over TLS the agent verifies with its own CA (and, for mTLS,
             # presents its own client certificate): docs/security.md.

@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 from blobgate.server.errors import ServiceError
+from blobgate.server.tracing import untraced
 from blobgate.v1 import storage_pb2
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,10 @@ class S3HealthProbe:
         try:
             # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation
             # that arrives as the probe finishes, and stop() would wait forever.
+            # Untraced: a root span every interval would bury the real traces.
             async with asyncio.timeout(self._timeout):
-                await self._probe()
+                with untraced():
+                    await self._probe()
         except (ServiceError, TimeoutError) as exc:
             log.debug("S3 probe failed: %s", exc)
             serving = False

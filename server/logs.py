@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from blobgate.server.settings import LogFormat
 
@@ -92,10 +92,12 @@ def formatter(log_format: LogFormat) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
-def configure_logging(level: str, log_format: LogFormat = "text") -> None:
+def configure_logging(
+    level: str, log_format: LogFormat = "text", stream: TextIO | None = None
+) -> None:
     """Set up the root logger at ``level`` (a name such as "INFO"), its
-    lines in ``log_format``."""
-    handler = logging.StreamHandler()
+    lines in ``log_format``, written to ``stream`` (default: stderr)."""
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter(log_format))
     logging.basicConfig(handlers=[handler])
     logging.getLogger().setLevel(level)

@@ -14,13 +14,22 @@ from blobgate.server.app import StartupError, serve
 from blobgate.server.embedded import DEV_CREDENTIALS, EmbeddedS3, EmbeddedS3Error, dev_settings
 from blobgate.server.logs import configure_logging
 from blobgate.server.malloc import tune_malloc
-from blobgate.server.settings import EventLoop
+from blobgate.server.native_stderr import StderrCapture
+from blobgate.server.settings import EventLoop, LogFormat, Settings
 from blobgate.server.settings_loading import SettingsError, load_settings
 from blobgate.server.tracing import TracingError, start_tracing, stop_tracing
 
 log = logging.getLogger("blobgate")
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+# Exit codes (docs/operations.md, Exit codes). 2: the settings (flags,
+# variables, the config file, OTEL_*) do not parse or validate, and nothing
+# was started; 1: valid settings, but the gateway refused or failed to start
+# with them (or stopped on an unexpected error); 130: interrupted before serving.
+EXIT_STARTUP = 1
+EXIT_SETTINGS = 2
+EXIT_INTERRUPTED = 130
 
 
 def event_loop(choice: EventLoop) -> tuple[LoopFactory | None, str]:
@@ -44,24 +53,49 @@ def event_loop(choice: EventLoop) -> tuple[LoopFactory | None, str]:
     return factory, f"uvloop {uvloop.__version__}"
 
 
+def _refuse(message: str, code: int, log_format: LogFormat) -> int:
+    """Report why the server cannot start, in one line, in the log format;
+    ``code`` is returned for the exit."""
+    if log_format == "json":
+        log.critical("%s", message, extra={"exit_code": code})
+    else:
+        print(f"blobgate-server: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server; the exit code (docs/operations.md, Exit codes)."""
     tune_malloc(os.environ)  # before gRPC starts its threads
     try:
         settings, args = load_settings(argv)
     except SettingsError as exc:
+        # Before the log format is known: a plain line.
         print(f"blobgate-server: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level, settings.log_format)
+        return EXIT_SETTINGS
+    # In JSON, gRPC's own lines on stderr are captured and logged as JSON too.
+    capture = StderrCapture() if settings.log_format == "json" else None
+    configure_logging(
+        settings.log_level, settings.log_format, None if capture is None else capture.stream
+    )
+    if capture is not None and not capture.start():
+        log.warning("no SOCK_SEQPACKET here: gRPC's own lines on stderr are not JSON")
+    try:
+        return _run(settings, args.dev)
+    finally:
+        if capture is not None:
+            capture.stop()
+
+
+def _run(settings: Settings, dev: bool) -> int:
     try:
         start_tracing()  # if the OTEL_* variables ask for traces
     except TracingError as exc:
-        print(f"blobgate-server: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(str(exc), EXIT_SETTINGS, settings.log_format)
     embedded: EmbeddedS3 | None = None
     credentials: Mapping[str, str] | None = None
     try:
         loop_factory, loop_name = event_loop(settings.event_loop)
-        if args.dev:
+        if dev:
             embedded = EmbeddedS3()
             settings = dev_settings(settings, embedded.start())
             credentials = DEV_CREDENTIALS
@@ -72,10 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(serve(settings, credentials=credentials, loop_name=loop_name))
     except (EmbeddedS3Error, StartupError) as exc:
-        print(f"blobgate-server: {exc}", file=sys.stderr)
-        return 1
+        return _refuse(str(exc), EXIT_STARTUP, settings.log_format)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception:
+        log.critical("stopped by an unexpected error", exc_info=True)
+        return EXIT_STARTUP
     finally:
         if embedded is not None:
             embedded.stop()

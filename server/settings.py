@@ -251,7 +251,8 @@ class Settings(BaseSettings):
     )
     advertise_address: str | None = Field(
         None,
-        description="address registered in Consul; unset: the listen host, else this host's IP",
+        description="address registered in Consul; unset: the listen host, else this host's "
+        "address towards the agent (remote) or the default route, never loopback",
     )
     advertise_port: int | None = Field(
         None, ge=1, le=65535, description="port registered in Consul; unset: the listen port"

@@ -13,17 +13,23 @@ batch processor's sizes and delays.
 The server's spans (``rpc.tracing``) and the S3 requests' are made through
 the OpenTelemetry API, so they also go wherever an application embedding the
 gateway set its own provider; without one, the API's no-op tracer costs
-nothing worth measuring (docs/operations.md, Traces).
+nothing worth measuring (docs/operations.md, Traces). What runs inside
+``untraced()`` (the S3 health probe, every few seconds) makes no spans.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
-from opentelemetry import trace
+from opentelemetry import context, trace
+
+# OpenTelemetry's own flag for "no spans here": its SDK's exporters set it,
+# and its instrumentations (botocore's, aiohttp's, ...) honour it.
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -117,3 +123,19 @@ def tracing_on() -> bool:
     return not isinstance(
         trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
     )
+
+
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """No spans for what runs in this block (in this task): for the
+    periodic work that would make a root span every few seconds."""
+    token = context.attach(context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
+def suppressed() -> bool:
+    """Whether the code running now is inside ``untraced()``."""
+    return bool(context.get_value(_SUPPRESS_INSTRUMENTATION_KEY))

@@ -40,16 +40,19 @@ class ServerProcess:
         return cls(proc)
 
     @classmethod
-    async def gateway(cls, moto_endpoint: str, bucket: str, *args: str) -> ServerProcess:
+    async def gateway(
+        cls, moto_endpoint: str, bucket: str, *args: str, env: dict[str, str] | None = None
+    ) -> ServerProcess:
         """``start`` a gateway on a free loopback port in front of the S3 at
         ``moto_endpoint``, ``bucket`` its default bucket (created), with
-        ``args`` added."""
+        ``args`` added and ``env`` in its environment."""
         return await cls.start(
             "--listen", "127.0.0.1:0",
             "--s3-endpoint", moto_endpoint,
             "--default-bucket", bucket,
             "--create-buckets",
             *args,
+            env=env,
         )  # fmt: skip
 
     async def wait_listening(self, within: float = 30.0) -> int:

@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ import jwt
 import pytest
 from conftest import gateway_settings, stop_gateway
 from fakes.pki import CA
-from helpers import resume_requests, sessions_left, upload_stream
+from helpers import eventually, resume_requests, sessions_left, upload_stream
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -479,6 +479,42 @@ actions = ["read"]
         await refused(Code.NOT_FOUND, bob.stat("reports/a"))
         assert gateway.storage.policy.reload() is True
         await denied(bob.stat("reports/a"), bucket=bucket, verb="read")
+
+
+async def test_the_watcher_reports_a_broken_or_missing_file_without_a_call(
+    tmp_path: Path,
+    moto_endpoint: str,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="blobgate.server.authorization")
+    monkeypatch.setattr(authorization, "RELOAD_CHECK_INTERVAL", 3600.0)  # calls never look
+    monkeypatch.setattr(authorization, "WATCH_INTERVAL", 0.05)
+    realm = Realm("mtls", tmp_path)
+
+    def said(fragment: str) -> Callable[[], Awaitable[None]]:
+        async def check() -> None:
+            assert any(fragment in r.getMessage() for r in caplog.records), fragment
+
+        return check
+
+    try:
+        async with running(realm, moto_endpoint, bucket) as gateway:
+            path = gateway.settings.auth_policy_file
+            assert path is not None
+            replace_file(path, "[[grant]")  # and no call comes
+            await eventually(said("policy file does not load; keeping the old rights"), 5)
+            assert "not TOML" in caplog.records[-1].getMessage()
+            assert caplog.records[-1].levelno == logging.WARNING
+            path.unlink()
+            await eventually(said("policy file gone; keeping the old rights"), 5)
+            replace_file(path, "")
+            await eventually(said("rights reloaded: 0 grants"), 5)
+            gone = [r for r in caplog.records if "policy file gone" in r.getMessage()]
+            assert len(gone) == 1  # said once, not every look
+    finally:
+        await realm.close()
 
 
 async def test_sighup_reloads_the_policy_of_a_serving_gateway(

@@ -1,16 +1,20 @@
-"""The blobgate-server process: start-up, bad settings, --dev, and graceful
+"""The blobgate-server process: start-up, bad settings and start-up mistakes
+(each its exit code, in one line of the log format), --dev, and graceful
 shutdown on SIGTERM with an upload in flight."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from fakes.pki import CA
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import HeldUpload
 from server_process import SERVER, ServerProcess
@@ -49,6 +53,58 @@ async def test_bad_setting_stops_startup_with_one_line(
     assert len(lines) == 1, lines
     assert names in lines[0]
     assert "Traceback" not in lines[0]
+
+
+def refusal_args(case: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """The flags and environment of a start-up mistake."""
+    base = ["--listen", "127.0.0.1:0", "--s3-endpoint", "http://127.0.0.1:9"]
+    if case == "otel":  # an exporter this server does not have
+        return base, {"OTEL_TRACES_EXPORTER": "zipkin"}
+    if case == "tls":  # a file a setting names is missing
+        missing = str(tmp_path / "missing.pem")
+        return [*base, "--tls-cert-file", missing, "--tls-key-file", missing], {}
+    ca = CA()  # "policy": a policy file that does not load
+    cert, key = ca.server().write(tmp_path, "server")
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[[grant]")
+    tls = ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+    return [
+        *base, *tls, "--tls-client-ca-file", str(ca.write(tmp_path)),
+        "--auth-policy-file", str(policy),
+    ], {}  # fmt: skip
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+@pytest.mark.parametrize(
+    ("case", "code", "fragment"),
+    [
+        ("otel", 2, "OTEL_TRACES_EXPORTER='zipkin' is not supported"),
+        ("tls", 1, "bad setting tls_cert_file (--tls-cert-file / BLOBGATE_TLS_CERT_FILE)"),
+        ("policy", 1, "bad setting auth_policy_file (--auth-policy-file"),
+    ],
+)
+async def test_start_up_mistakes_exit_with_their_code_in_one_line_of_the_log_format(
+    tmp_path: Path, case: str, code: int, fragment: str, log_format: str
+) -> None:
+    argv, env = refusal_args(case, tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        *SERVER, *argv, "--log-format", log_format,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, **env},
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == code
+    [line] = err.decode().strip().splitlines()
+    if log_format == "text":
+        assert line.startswith(f"blobgate-server: {fragment}"), line
+    else:
+        entry = json.loads(line)
+        assert entry["message"].startswith(fragment), entry
+        assert (entry["level"], entry["logger"], entry["exit_code"]) == (
+            "CRITICAL",
+            "blobgate",
+            code,
+        )
+    assert "Traceback" not in line
 
 
 async def test_dev_mode_serves_an_embedded_s3(processes: list[ServerProcess]) -> None:

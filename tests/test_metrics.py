@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,18 @@ async def test_metrics_are_off_when_metrics_listen_is_empty(
         assert gw.metrics_port is None
         assert not type(gw.store).__name__.startswith("Metered")  # no metered decorator
         assert type(gw.store).__name__ == "AuthorizedStore"  # the outermost without metrics
+
+
+async def test_the_start_up_log_says_where_metrics_are(
+    moto_endpoint: str, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="blobgate.server.app")
+    settings = gateway_settings(moto_endpoint, bucket, metrics_listen="127.0.0.1:0")
+    async with running_gateway(settings) as (gw, _, _):
+        url = f"http://127.0.0.1:{gw.metrics_port}/metrics"
+        assert url in [r.getMessage().removeprefix("metrics on ") for r in caplog.records]
+        samples, _ = await scrape(gw.metrics_port)  # and it is served there
+        assert value(samples, "blobgate_health_serving") == 1
 
 
 def test_bad_metrics_listen_is_refused() -> None:

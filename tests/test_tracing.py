@@ -7,11 +7,13 @@ it for one that keeps spans in memory, and puts the API's default back."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import grpc
 import pytest
 from conftest import gateway_settings, stop_gateway
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import eventually
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -120,6 +122,48 @@ async def test_any_grpc_caller_joins_the_trace_with_traceparent(
     assert joined.context.trace_id == int(trace_id, 16)
     assert joined.parent is not None and joined.parent.span_id == int(parent_id, 16)
     assert alone.parent is None and alone.context.trace_id != int(trace_id, 16)
+
+
+async def test_health_checks_and_the_s3_probe_make_no_spans(
+    provider: TracerProvider, moto_endpoint: str, bucket: str
+) -> None:
+    """Health is asked every few seconds by Consul, kubelet or Docker, and
+    the S3 probe runs as often: as root spans they would outnumber the real
+    traces of an idle instance many times over."""
+    settings = gateway_settings(
+        moto_endpoint, bucket, metrics_listen="127.0.0.1:0", health_interval=0.05
+    )
+    gw = await start_gateway(settings)
+    try:
+        assert gw.metrics is not None
+        registry = gw.metrics.registry
+
+        def probes() -> float:
+            labels = {"operation": "HeadBucket", "outcome": "ok"}
+            count = registry.get_sample_value("blobgate_s3_request_duration_seconds_count", labels)
+            return count or 0.0
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", SERVICE):
+                await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5)
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+            watch.cancel()
+            await eventually(lambda: _at_least(probes, 5), within=10)  # measured, not traced
+            assert finished(provider) == []
+            # Tracing is on all the same: a StorageService call is traced.
+            await storage_pb2_grpc.StorageServiceStub(channel).List(
+                storage_pb2.ListRequest(), timeout=5
+            )
+    finally:
+        await stop_gateway(gw)
+    assert [s.name for s in finished(provider) if s.kind == SpanKind.SERVER] == [f"{SERVICE}/List"]
+    assert all(s.name != "S3.HeadBucket" for s in finished(provider))
+
+
+async def _at_least(value: Callable[[], float], minimum: float) -> None:
+    assert value() >= minimum
 
 
 @pytest.mark.parametrize(

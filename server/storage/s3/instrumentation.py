@@ -4,7 +4,8 @@ whoever makes it (the stores, the sessions, the janitor, the health probe):
 ``blobgate_s3_retries_total`` by operation. Each request is also an
 OpenTelemetry client span named like ``S3.PutObject`` with the bucket as an
 attribute (never the key, an upload id or a URL); through the API only, so it
-costs nothing until a tracer provider is configured.
+costs nothing until a tracer provider is configured, and none inside
+``tracing.untraced()`` (the health probe's).
 
 The events, per API call (aiobotocore's ``_make_api_call``):
 ``before-parameter-build`` (the call's parameters: the bucket), then
@@ -22,8 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from blobgate.server.tracing import suppressed
 
 # Where the call's state rides along: botocore's per-call request context.
 _BUCKET = "blobgate_bucket"
@@ -97,8 +100,12 @@ class S3Instrumentation:
         bucket = context.get(_BUCKET)
         if bucket is not None:
             attributes["aws.s3.bucket"] = bucket
-        span = self._tracer.start_span(
-            f"S3.{operation}", kind=SpanKind.CLIENT, attributes=attributes
+        span = (
+            INVALID_SPAN  # inside tracing.untraced(): measured, not traced
+            if suppressed()
+            else self._tracer.start_span(
+                f"S3.{operation}", kind=SpanKind.CLIENT, attributes=attributes
+            )
         )
         context[_CALL] = _Call(operation, time.perf_counter(), span)
 

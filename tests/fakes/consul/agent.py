@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class ConsulAgent:
-    """A Consul agent stand-in serving the HTTP API on 127.0.0.1 from its own
-    thread and event loop. ``with ConsulAgent() as agent:`` starts and stops it.
+    """A Consul agent stand-in serving the HTTP API on ``host`` (127.0.0.1
+    unless told) from its own thread and event loop. ``with ConsulAgent() as
+    agent:`` starts and stops it.
 
     ``min_deregister_after`` is the floor of DeregisterCriticalServiceAfter (1m
     on the real agent), ``reap_interval`` how often critical services are
@@ -38,6 +39,7 @@ class ConsulAgent:
         self,
         port: int = 0,
         *,
+        host: str = "127.0.0.1",
         min_deregister_after: float = 60.0,
         reap_interval: float = 1.0,
         min_check_interval: float = 1.0,
@@ -47,6 +49,7 @@ class ConsulAgent:
         tls_key: bytes | None = None,
     ) -> None:
         self._port = port
+        self.host = host
         self.requests: list[dict[str, Any]] = []
         """Every request received, oldest first: method, path, query (first value
         of each key), json (the decoded body or None) and token (X-Consul-Token)."""
@@ -84,8 +87,9 @@ class ConsulAgent:
 
     @property
     def address(self) -> str:
-        """``127.0.0.1:PORT``, as CONSUL_HTTP_ADDR takes it."""
-        return f"127.0.0.1:{self._port}"
+        """``HOST:PORT``, as CONSUL_HTTP_ADDR takes it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self._port}"
 
     @property
     def running(self) -> bool:
@@ -181,7 +185,7 @@ class ConsulAgent:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.05)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, "127.0.0.1", self._port, reuse_address=True)
+            site = web.TCPSite(runner, self.host, self._port, reuse_address=True)
             await site.start()
         except OSError as exc:
             failure.append(exc)
