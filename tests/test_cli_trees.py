@@ -177,7 +177,7 @@ async def test_partial_failures_name_each_file_and_the_rest_goes_through(
     make_tree(root, {"fine.txt": 5, long_name: 3})
     result = await run_cli("--server", server, "put", "-r", str(root), "part")
     assert result.returncode == 2, result.stderr  # INVALID_ARGUMENT
-    assert "1 files sent" in result.text and "1 failed" in result.text
+    assert "1 file sent" in result.text and "1 failed" in result.text
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "too-long.txt: INVALID_ARGUMENT:" in lines[0], lines
     assert (await ok(server, "ls", "part/")).text.splitlines() == ["part/fine.txt"]
