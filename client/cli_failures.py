@@ -69,10 +69,10 @@ def error_message(exc: BlobgateError) -> str:
 
 class Reporter:
     """Writes failures to stderr, one line each: ``blobgate: [NAME: ]CODE:
-    message`` (a usage error without its code), or with ``json`` a JSON
-    object: ``code``, ``message``, ``exit_code``, and ``name`` (the file or
-    key of a tree command) or ``problem`` (see ``ConnectProblem``) when
-    there is one."""
+    message`` (``blobgate: message`` for the command's own failures), or
+    with ``json`` a JSON object: ``code``, ``message``, ``exit_code``, and
+    ``name`` (the file or key of a tree command) or ``problem`` (see
+    ``ConnectProblem``) when there is one."""
 
     def __init__(self, *, json_lines: bool) -> None:
         self.json_lines = json_lines
@@ -96,7 +96,10 @@ class Reporter:
                 document["problem"] = problem
             line = json.dumps(document, ensure_ascii=False)
         else:
-            parts = [name, None if code == USAGE else code, message]
+            # Text names the code of a call's status, and says LOCAL only
+            # beside the other failures of a tree command.
+            own = code in (USAGE, INTERRUPTED) or (code == LOCAL and name is None)
+            parts = [name, None if own else code, message]
             line = "blobgate: " + ": ".join(part for part in parts if part is not None)
         print(line, file=sys.stderr, flush=True)
 

@@ -168,6 +168,20 @@ async def test_rm_r_leaves_nothing(servers: tuple[str, str], tmp_path: Path) -> 
     assert empty.returncode == 2 and "PREFIX" in empty.stderr
 
 
+async def test_one_of_a_kind_is_counted_in_the_singular(
+    servers: tuple[str, str], tmp_path: Path
+) -> None:
+    server, _ = servers
+    make_tree(tmp_path / "one", {"only.txt": 3})
+    sent = await ok(server, "put", "-r", str(tmp_path / "one"), "single")
+    assert ": 1 file sent, 3 B (3 bytes)" in sent.text, sent.text
+    usage = (await ok(server, "du", "single/")).text.splitlines()
+    assert usage[-1].split()[:3] == ["total", "1", "object"], usage
+    assert "1 objects" not in "\n".join(usage)
+    removed = await ok(server, "rm", "-r", "single")
+    assert ": 1 object deleted, 3 B" in removed.text, removed.text
+
+
 async def test_partial_failures_name_each_file_and_the_rest_goes_through(
     servers: tuple[str, str], tmp_path: Path
 ) -> None:

@@ -770,7 +770,7 @@ async def test_options_object(gateway: Gateway, bucket: str) -> None:
 def test_tls_takes_a_tls_config_or_the_keywords_not_both() -> None:
     """tls=TLSConfig(...) used to be taken as a plain "use TLS" and its
     certificates silently dropped."""
-    pem = b"-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n"
+    pem = issue("a CA").cert
     config = TLSConfig(root_certificates=pem, server_name_override="gw")
     assert ClientOptions.build(None, {"tls": config}).tls is config
     built = ClientOptions.build(None, {"root_certificates": pem}).tls

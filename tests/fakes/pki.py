@@ -86,9 +86,12 @@ class CA:
         names: list[x509.GeneralName],
         *,
         subject: list[x509.NameAttribute] | None = None,
+        expired: bool = False,
     ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
+        if expired:
+            now -= datetime.timedelta(days=2)
         serial = x509.random_serial_number()
         subject = list(subject or [])
         if common_name is not None:
@@ -128,12 +131,13 @@ class CA:
         *,
         uris: tuple[str, ...] = (),
         dns_names: tuple[str, ...] = (),
+        expired: bool = False,
     ) -> Issued:
         """A client certificate, with URI SANs (a SPIFFE ID, say) and DNS
-        SANs when given."""
+        SANs when given; ``expired`` a day ago."""
         names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri) for uri in uris]
         names += [x509.DNSName(name) for name in dns_names]
-        return self._issue(common_name, ExtendedKeyUsageOID.CLIENT_AUTH, names)
+        return self._issue(common_name, ExtendedKeyUsageOID.CLIENT_AUTH, names, expired=expired)
 
     def svid(self, spiffe_id: str, *, dns_names: tuple[str, ...] = ()) -> Issued:
         """An X.509 SVID as SPIRE issues it: the SPIFFE ID as the only URI
