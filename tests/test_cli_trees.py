@@ -206,4 +206,8 @@ async def test_partial_failures_name_each_file_and_the_rest_goes_through(
     document = json.loads(got.stdout)
     assert document["files"] == 2 and document["failed"] == 1
     assert document["failures"][0]["code"] is None
-    assert "LOCAL" in got.stderr
+    # With --json the failure on stderr is a JSON line too, naming the key.
+    [line] = got.stderr.splitlines()
+    failure = json.loads(line)
+    assert (failure["code"], failure["exit_code"]) == ("LOCAL", 1)
+    assert failure["name"] == document["failures"][0]["name"]

@@ -777,3 +777,15 @@ def test_tls_takes_a_tls_config_or_the_keywords_not_both() -> None:
     assert built is not None and built.root_certificates == pem
     with pytest.raises(ValueError, match="not both"):
         ClientOptions.build(None, {"tls": config, "root_certificates": pem})
+
+
+def test_the_package_names_load_on_first_use() -> None:
+    """blobgate.client imports its names lazily (so the CLI can quiet gRPC
+    before gRPC is imported): each one listed still loads."""
+    import blobgate.client as package
+
+    for name in package.__all__:
+        value = getattr(package, name)
+        assert name == "Progress" or value.__name__ == name  # Progress: a Callable alias
+    with pytest.raises(AttributeError):
+        package.NoSuchThing  # noqa: B018
