@@ -45,7 +45,9 @@ async def run_cli(
     program: tuple[str, ...] = (sys.executable, "-m", "blobgate.client.cli"),
     cwd: Path = ROOT,
 ) -> Run:
-    environ = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}", **(env or {})}
+    environ = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"}
+    environ.pop("GRPC_VERBOSITY", None)  # the command's own choice, unless a test sets it
+    environ.update(env or {})
     proc = await asyncio.create_subprocess_exec(
         *program,
         *args,
