@@ -26,7 +26,7 @@ class ConnectProblem(enum.Enum):
     NEEDS_CLIENT_CERTIFICATE = "the server may require a client certificate"
     CLIENT_CERTIFICATE_REFUSED = "the server may not accept this client certificate"
     NAME_MISMATCH = "the server's certificate does not carry the name the client expects"
-    UNTRUSTED = "the server's certificate is not signed by a CA the client trusts"
+    UNTRUSTED = "the client could not verify the server's certificate"
 
 
 # How to fix each problem, in the words of the Python client and of the CLI.
@@ -54,8 +54,8 @@ _ADVICE: dict[ConnectProblem, tuple[str, str]] = {
         "--tls-server-name (a SPIFFE ID alone is never checked)",
     ),
     ConnectProblem.UNTRUSTED: (
-        "give root_certificates= with the CA that signed it",
-        "pass --ca-file with the CA that signed it",
+        "give root_certificates= with the CA that signed it (and check that it has not expired)",
+        "pass --ca-file with the CA that signed it (and check that it has not expired)",
     ),
 }
 
