@@ -9,23 +9,51 @@ of the Consul service ``blobgate`` (agent: ``$CONSUL_HTTP_ADDR``).
 ``Client(target, options=ClientOptions(...))`` sets timeouts, retries, TLS
 and more; ``Client(transport)`` takes a ``Transport`` of one's own.
 ``SyncClient`` has the same methods, blocking, for code without an event loop.
+
+The names below are imported on first use, so that importing a module of
+the package (the ``blobgate`` command's) does not import gRPC before that
+module is ready for it (see ``quiet_grpc``).
 """
 
-import logging
+from __future__ import annotations
 
-from blobgate.client.client import Client
-from blobgate.client.download import DownloadStream
-from blobgate.client.errors import BlobgateError
-from blobgate.client.models import DeleteResult, ListPage, ObjectInfo, PresignedURL
-from blobgate.client.options import ClientOptions
-from blobgate.client.progress import Progress
-from blobgate.client.sources import UploadSource
-from blobgate.client.sync_client import SyncClient, SyncDownloadStream
-from blobgate.client.tls import TLSConfig
-from blobgate.client.transport import Endpoint, StaticTransport, Transport
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from blobgate.client.client import Client
+    from blobgate.client.download import DownloadStream
+    from blobgate.client.errors import BlobgateError
+    from blobgate.client.models import DeleteResult, ListPage, ObjectInfo, PresignedURL
+    from blobgate.client.options import ClientOptions
+    from blobgate.client.progress import Progress
+    from blobgate.client.sources import UploadSource
+    from blobgate.client.sync_client import SyncClient, SyncDownloadStream
+    from blobgate.client.tls import TLSConfig
+    from blobgate.client.transport import Endpoint, StaticTransport, Transport
 
 # A library logs; the application decides where that goes (nowhere by default).
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+_MODULES = {
+    "BlobgateError": "errors",
+    "Client": "client",
+    "ClientOptions": "options",
+    "DeleteResult": "models",
+    "DownloadStream": "download",
+    "Endpoint": "transport",
+    "ListPage": "models",
+    "ObjectInfo": "models",
+    "PresignedURL": "models",
+    "Progress": "progress",
+    "StaticTransport": "transport",
+    "SyncClient": "sync_client",
+    "SyncDownloadStream": "sync_client",
+    "TLSConfig": "tls",
+    "Transport": "transport",
+    "UploadSource": "sources",
+}
 
 __all__ = [
     "BlobgateError",
@@ -45,3 +73,12 @@ __all__ = [
     "Transport",
     "UploadSource",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # the next lookup finds it directly
+    return value

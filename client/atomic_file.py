@@ -18,7 +18,17 @@ async def write_atomically(target: Path, chunks: AsyncIterable[bytes | memoryvie
     over ``target`` only once they all arrived and are on disk; on any
     failure the temporary file is removed and ``target`` left as it was."""
     temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.blobgate-part")
-    file: BinaryIO = await asyncio.to_thread(temp.open, "xb")
+    try:
+        file: BinaryIO = await asyncio.to_thread(temp.open, "xb")
+    except OSError as exc:
+        # Name what the caller asked for, not the temporary file.
+        folder = target.parent
+        reason = (
+            f"the folder {folder} does not exist"
+            if isinstance(exc, FileNotFoundError)
+            else f"cannot write in {folder}: {exc.strerror}"
+        )
+        raise OSError(exc.errno, reason, str(target)) from exc
     try:
         try:
             async for chunk in chunks:

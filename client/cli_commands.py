@@ -44,7 +44,7 @@ class PartialFailure(Exception):
 async def put(client: Client, args: argparse.Namespace) -> None:
     """Upload a file, or stdin."""
     source = sys.stdin.buffer if args.local == "-" else Path(args.local)
-    with progress_bar(args, f"put {args.key}") as progress:
+    with progress_bar(args, f"put {args.key}", finishing="committing") as progress:
         info = await client.upload(
             args.key,
             source,
@@ -160,8 +160,12 @@ async def presign(client: Client, args: argparse.Namespace) -> None:
 
 
 async def rm(client: Client, args: argparse.Namespace) -> None:
-    """Delete an object."""
+    """Delete an object (a missing one is not an error: it is gone either way)."""
     await client.delete(args.key, if_match=args.if_match)
+    if args.json:
+        print_json({"key": args.key, "deleted": True})
+    else:
+        print(f"rm {args.key}: deleted")
 
 
 def _destination(source: str, destination: str) -> str:

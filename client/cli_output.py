@@ -27,6 +27,11 @@ def human_size(size: int) -> str:
     return f"{value:.1f} {units[0]}"
 
 
+def count(number: int, noun: str) -> str:
+    """``number`` and ``noun``, plural unless it is one: 1 object, 2 objects."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def object_json(info: ObjectInfo) -> dict[str, Any]:
     """``info`` as JSON-ready values: times in ISO 8601, checksums in hex."""
     return {
@@ -63,10 +68,13 @@ def modified(info: ObjectInfo) -> str:
 
 
 @contextlib.contextmanager
-def progress_bar(args: argparse.Namespace, label: str) -> Iterator[Progress | None]:
-    """A progress bar on stderr if it is a terminal and the user wants one."""
+def progress_bar(
+    args: argparse.Namespace, label: str, *, finishing: str | None = None
+) -> Iterator[Progress | None]:
+    """A progress bar on stderr if it is a terminal and the user wants one;
+    ``finishing`` names what happens once every byte moved (see ProgressBar)."""
     if args.json or args.no_progress or not sys.stderr.isatty():
         yield None
         return
-    with ProgressBar(label, sys.stderr) as bar:
+    with ProgressBar(label, sys.stderr, finishing=finishing) as bar:
         yield bar

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from blobgate.client.cli_commands import PartialFailure, UsageError
-from blobgate.client.cli_output import human_size, print_json, progress_bar
+from blobgate.client.cli_output import count, human_size, print_json, progress_bar
 from blobgate.client.client import Client
 from blobgate.client.trees import (
     TreeFailure,
@@ -32,7 +32,7 @@ def _failure_json(failure: TreeFailure) -> dict[str, Any]:
 
 def _report(args: argparse.Namespace, what: str, result: TreeResult, verb: str) -> None:
     """Print the summary of a tree transfer; PartialFailure if any file failed."""
-    line = f"{what}: {result.done} files {verb}, {_sized(result.bytes)}"
+    line = f"{what}: {count(result.done, 'file')} {verb}, {_sized(result.bytes)}"
     if result.skipped:
         line += f"; {result.skipped} unchanged skipped ({human_size(result.skipped_bytes)})"
     document = {
@@ -72,7 +72,7 @@ async def put_tree(client: Client, args: argparse.Namespace) -> None:
     directory = Path(args.local)
     prefix = folder_prefix(args.key)
     what = f"put -r {directory} -> {prefix or '(bucket root)'}"
-    with progress_bar(args, f"put -r {directory}") as progress:
+    with progress_bar(args, f"put -r {directory}", finishing="committing") as progress:
         result = await upload_tree(client, directory, prefix, jobs=args.jobs, progress=progress)
     _report(args, what, result, "sent")
 
@@ -95,7 +95,7 @@ async def rm_tree(client: Client, args: argparse.Namespace) -> None:
         raise UsageError("rm -r needs a PREFIX: it never empties a whole bucket")
     prefix = folder_prefix(args.key)
     result = await delete_tree(client, prefix)
-    line = f"rm -r {prefix}: {result.done} objects deleted, {_sized(result.bytes)}"
+    line = f"rm -r {prefix}: {count(result.done, 'object')} deleted, {_sized(result.bytes)}"
     _finish(args, result, {"prefix": prefix, "deleted": result.done, "bytes": result.bytes}, line)
 
 
@@ -125,4 +125,5 @@ async def du(client: Client, args: argparse.Namespace) -> None:
     rows.append(("total", total.objects, total.bytes))
     width = max(len(name) for name, _, _ in rows)
     for name, objects, size in rows:
-        print(f"{name:<{width}}  {objects:>8} objects  {human_size(size):>10}  ({size} bytes)")
+        noun = "object" if objects == 1 else "objects"
+        print(f"{name:<{width}}  {objects:>8} {noun:<7}  {human_size(size):>10}  ({size} bytes)")

@@ -14,16 +14,16 @@ while a download is iterated.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Literal, Self, Unpack
 
 from blobgate.client.atomic_file import write_atomically, write_chunks
-from blobgate.client.consul_config import ConsulConfig
-from blobgate.client.consul_transport import ConsulTransport
-from blobgate.client.discovery import ConsulTarget
+from blobgate.client.connect_problems import hinted
 from blobgate.client.download import DownloadOpener, DownloadStream, range_size
 from blobgate.client.models import DeleteResult, ListPage, ObjectInfo, PresignedURL
 from blobgate.client.options import ClientOptions, OptionKeywords
@@ -31,31 +31,16 @@ from blobgate.client.progress import Progress
 from blobgate.client.resumable import RESUMABLE_THRESHOLD, ResumableUpload
 from blobgate.client.retry import CallBudget, retry_unary
 from blobgate.client.sources import UploadSource, close_chunks, prepare_source
+from blobgate.client.targets import open_transport
 from blobgate.client.tls import TLSConfig
-from blobgate.client.transport import StaticTransport, Transport
+from blobgate.client.transport import Transport
 from blobgate.client.upload import upload_once, upload_spec
-from blobgate.client.wire import CHANNEL_OPTIONS, proto_duration
+from blobgate.client.wire import proto_duration
 from blobgate.v1 import storage_pb2
 
 BATCH_DELETE_LIMIT = 1000  # keys per BatchDelete call
 DeleteResults = list[DeleteResult]  # spelt here: Client.list hides the builtin in the class
 _HTTP_METHODS_BY_NAME = {"GET": storage_pb2.HTTP_METHOD_GET, "PUT": storage_pb2.HTTP_METHOD_PUT}
-
-
-def open_transport(target: str, options: ClientOptions) -> Transport:
-    """The transport for ``target``: Consul discovery for
-    ``consul://NAME[?tag=TAG]``, else the one address. Raises ValueError
-    for a malformed target or Consul address."""
-    channel_options = CHANNEL_OPTIONS
-    credentials = None
-    if options.tls is not None:
-        channel_options = [*channel_options, *options.tls.channel_options()]
-        credentials = options.tls.credentials(options.token)
-    service = ConsulTarget.parse(target)
-    if service is None:
-        return StaticTransport(target, channel_options, credentials)
-    agent = ConsulConfig.from_environment(options.consul_addr, options.consul_token)
-    return ConsulTransport(target, service, agent, channel_options, credentials)
 
 
 class Client:
@@ -70,6 +55,12 @@ class Client:
     keywords (``timeout=``, ``tls=True``, ``root_certificates=``, ...: see
     ``OptionKeywords``), which apply over ``options``.
 
+    A ``host`` without a port means port 50051, the server's default.
+    When a connection cannot be set up for a reason the client can tell
+    (plaintext to a TLS server, no client certificate for an mTLS server, a
+    certificate that does not name the server...), the ``BlobgateError``
+    says so (its ``problem``).
+
     Raises ValueError for a malformed target or settings.
     """
 
@@ -81,8 +72,12 @@ class Client:
         **keywords: Unpack[OptionKeywords],
     ) -> None:
         self.options = ClientOptions.build(options, keywords)
+        self._explained: Callable[[], contextlib.AbstractContextManager[None]]
         if isinstance(target, str):
             target = open_transport(target, self.options)
+            self._explained = partial(hinted, self.options.tls)
+        else:  # a transport of the caller's own has TLS settings the client does not know
+            self._explained = contextlib.nullcontext
         self.transport: Transport = target
 
     @property
@@ -168,27 +163,32 @@ class Client:
         paths of at least RESUMABLE_THRESHOLD bytes; True requires bytes or a
         path.
         """
-        prepared = await prepare_source(source, self.options.chunk_size)
-        spec = upload_spec(
-            key,
-            prepared,
-            bucket=bucket or self.options.bucket,
-            content_type=content_type,
-            metadata=metadata,
-            if_none_match=if_none_match,
-            if_match=if_match,
-            size=size,
-        )
-        if resumable is None:
-            resumable = prepared.reread is not None and spec.size >= RESUMABLE_THRESHOLD
-        if resumable:
-            await close_chunks(prepared.chunks)
-            if prepared.reread is None:
-                raise ValueError("a resumable upload reads its source again: give bytes or a path")
-            session = ResumableUpload(self.transport, self.options, spec, prepared.reread, progress)
-            return await session.run()
-        budget = CallBudget.start(self.options.stream_timeout, attempts=1)
-        return await upload_once(self.transport, budget, spec, prepared.chunks, progress)
+        with self._explained():
+            prepared = await prepare_source(source, self.options.chunk_size)
+            spec = upload_spec(
+                key,
+                prepared,
+                bucket=bucket or self.options.bucket,
+                content_type=content_type,
+                metadata=metadata,
+                if_none_match=if_none_match,
+                if_match=if_match,
+                size=size,
+            )
+            if resumable is None:
+                resumable = prepared.reread is not None and spec.size >= RESUMABLE_THRESHOLD
+            if resumable:
+                await close_chunks(prepared.chunks)
+                if prepared.reread is None:
+                    raise ValueError(
+                        "a resumable upload reads its source again: give bytes or a path"
+                    )
+                session = ResumableUpload(
+                    self.transport, self.options, spec, prepared.reread, progress
+                )
+                return await session.run()
+            budget = CallBudget.start(self.options.stream_timeout, attempts=1)
+            return await upload_once(self.transport, budget, spec, prepared.chunks, progress)
 
     async def open_download(
         self,
@@ -214,7 +214,8 @@ class Client:
         )
         budget = CallBudget.start(self.options.stream_timeout, self.options.max_attempts)
         opener = DownloadOpener(self.transport, request, budget)
-        opened = await opener.open()
+        with self._explained():
+            opened = await opener.open()
         try:
             return DownloadStream(
                 opened,
@@ -419,4 +420,5 @@ class Client:
 
     async def _unary(self, method: str, request: Any) -> Any:
         budget = CallBudget.start(self.options.timeout, self.options.max_attempts)
-        return await retry_unary(self.transport, budget, method, request)
+        with self._explained():
+            return await retry_unary(self.transport, budget, method, request)

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import grpc
 
 from blobgate.client.wire import REQUEST_ID_KEY
+
+if TYPE_CHECKING:
+    from blobgate.client.connect_problems import ConnectProblem
 
 # What grpc.aio reports, in place of the call's real status, when a client
 # write fails because the stream already ended (grpc/grpc#36066): the server
@@ -34,7 +38,11 @@ class BlobgateError(Exception):
     be repeated: UNAVAILABLE, a lost status, or a call the server cancelled.
     ``request_id`` is the id the server gave the call (None if no server
     answered): it is in the message too, for quoting to the server's
-    operator, who finds the call's access log line and trace by it."""
+    operator, who finds the call's access log line and trace by it.
+    ``problem`` is what a connection that could not be set up most likely
+    means (plaintext to a TLS server, a missing client certificate, a name
+    mismatch...: ``connect_problems``), None otherwise; the message then
+    ends with a hint, and ``details`` is the message without it."""
 
     def __init__(
         self,
@@ -44,12 +52,16 @@ class BlobgateError(Exception):
         status_lost: bool = False,
         retryable: bool | None = None,
         request_id: str | None = None,
+        problem: ConnectProblem | None = None,
+        details: str | None = None,
     ) -> None:
         if request_id and request_id not in message:
             message = f"{message} (request id {request_id})"
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
+        self.problem = problem
+        self.details = message if details is None else details
         self.status_lost = status_lost
         if retryable is None:
             retryable = code == grpc.StatusCode.UNAVAILABLE or status_lost

@@ -46,11 +46,15 @@ class _BinaryBar(tqdm):  # type: ignore[type-arg]
 class ProgressBar:
     """A ``Progress`` callback that draws a byte-count bar (with a percentage
     once the total is known) on ``stream``. The bar appears on the first call;
-    ``close`` leaves it on screen after a success, erases it after a failure."""
+    ``close`` leaves it on screen after a success, erases it after a failure.
+    With ``finishing`` (e.g. "committing"), the label says so once every
+    byte of a known total moved, while the transfer waits for its end (an
+    upload for the server to commit the object)."""
 
-    def __init__(self, label: str, stream: TextIO) -> None:
+    def __init__(self, label: str, stream: TextIO, *, finishing: str | None = None) -> None:
         self._label = label
         self._stream = stream
+        self._finishing = finishing
         self._bar: tqdm[Never] | None = None
 
     def __call__(self, done: int, total: int | None) -> None:
@@ -68,11 +72,15 @@ class ProgressBar:
             )
             self._bar = bar
         bar.update(done - bar.n)
+        if self._finishing and total is not None and done >= total:
+            bar.set_description_str(f"{self._label} ({self._finishing})")
 
     def close(self, *, keep: bool = True) -> None:
         """Finish the bar (erase it unless ``keep``); safe to call more than once."""
         bar, self._bar = self._bar, None
         if bar is not None:
+            if keep:  # the line left on screen: the plain label again
+                bar.set_description_str(self._label, refresh=False)
             bar.leave = keep
             bar.close()
 

@@ -43,15 +43,18 @@ async def run_cli(
     stdin: bytes | None = None,
     env: dict[str, str] | None = None,
     program: tuple[str, ...] = (sys.executable, "-m", "blobgate.client.cli"),
+    cwd: Path = ROOT,
 ) -> Run:
-    environ = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}", **(env or {})}
+    environ = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"}
+    environ.pop("GRPC_VERBOSITY", None)  # the command's own choice, unless a test sets it
+    environ.update(env or {})
     proc = await asyncio.create_subprocess_exec(
         *program,
         *args,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
+        cwd=cwd,
         env=environ,
     )
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=60)
@@ -176,10 +179,13 @@ async def test_presign(server: str) -> None:
 
 async def test_rm(server: str) -> None:
     await cli(server, "put", "-", "doomed.txt", stdin=b"x")
-    await cli(server, "rm", "doomed.txt")
+    removed = await cli(server, "rm", "doomed.txt")
+    assert removed.text == "rm doomed.txt: deleted\n"
     missing = await run_cli("--server", server, "stat", "doomed.txt")
     assert_one_line_error(missing, 3, "blobgate: NOT_FOUND: ")
-    await cli(server, "rm", "doomed.txt")  # deleting a missing key is fine
+    # Deleting a missing key is fine: it is gone either way.
+    again = await cli(server, "--json", "rm", "doomed.txt")
+    assert json.loads(again.stdout) == {"key": "doomed.txt", "deleted": True}
 
 
 async def test_errors_are_one_line_with_distinct_exit_codes(server: str, tmp_path: Path) -> None:
@@ -204,6 +210,17 @@ async def test_errors_are_one_line_with_distinct_exit_codes(server: str, tmp_pat
     result = await run_cli("--server", server, "put", str(tmp_path / "absent"), "k")
     assert_one_line_error(result, 1, "blobgate: ")
     assert "absent" in result.stderr
+
+
+async def test_get_into_a_missing_folder_names_the_destination(server: str, tmp_path: Path) -> None:
+    await cli(server, "put", "-", "into.txt", stdin=b"x")
+    target = tmp_path / "absent" / "copy.txt"
+    result = await run_cli("--server", server, "get", "into.txt", str(target))
+    assert_one_line_error(
+        result, 1, f"blobgate: {target}: the folder {target.parent} does not exist"
+    )
+    assert "blobgate-part" not in result.stderr
+    assert names(tmp_path) == []
 
 
 async def test_usage_errors_exit_2() -> None:
@@ -251,36 +268,26 @@ async def test_tls_options(server: str, tmp_path: Path) -> None:
             address, "--ca-file", str(ca_file), "--tls-server-name", TLS_NAME, "--json", "stat", "k"
         )
         assert json.loads(stat.text)["key"] == "k"
-        # Without the CA the server is not trusted.
+        # Without the CA the server is not trusted: one line, with the fix.
         untrusted = await run_cli(
-            "--server",
-            address,
-            "--tls",
-            "--tls-server-name",
-            TLS_NAME,
-            "--timeout",
-            "3",
-            "stat",
-            "k",
-        )
-        # gRPC's core logs the failed handshake first (it reads GRPC_VERBOSITY
-        # only when imported); the CLI's own report is the last line.
-        assert untrusted.returncode == 5, untrusted.stderr
-        assert untrusted.stderr.splitlines()[-1].startswith("blobgate: UNAVAILABLE: ")
+            "--server", address, "--tls", "--tls-server-name", TLS_NAME, "--timeout", "3",
+            "stat", "k",
+        )  # fmt: skip
+        assert_one_line_error(untrusted, 5, "blobgate: UNAVAILABLE: ")
+        assert "pass --ca-file with the CA that signed it" in untrusted.stderr
     finally:
         await tls_server.stop(0)
 
     # TLS to the plaintext gateway fails fast and clearly.
     plain = await run_cli("--server", server, "--tls", "--timeout", "3", "stat", "k")
-    assert plain.returncode == 5, plain.stderr
-    assert plain.stderr.splitlines()[-1].startswith("blobgate: UNAVAILABLE: ")
-    assert "Traceback" not in plain.stderr
+    assert_one_line_error(plain, 5, "blobgate: UNAVAILABLE: ")
+    assert "the server does not speak TLS" in plain.stderr
     half = await run_cli("--server", server, "--cert-file", str(ca_file), "stat", "k")
     assert_one_line_error(half, 2, "blobgate: --cert-file and --key-file go together")
     junk = tmp_path / "junk.pem"
     junk.write_bytes(b"junk")
     bad = await run_cli("--server", server, "--ca-file", str(junk), "stat", "k")
-    assert_one_line_error(bad, 2, "blobgate: TLS files: root_certificates is not PEM")
+    assert_one_line_error(bad, 2, f"blobgate: --ca-file {junk} is not PEM")
 
 
 async def test_cat_writes_the_object_to_stdout(server: str) -> None:

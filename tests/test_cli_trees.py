@@ -168,6 +168,20 @@ async def test_rm_r_leaves_nothing(servers: tuple[str, str], tmp_path: Path) -> 
     assert empty.returncode == 2 and "PREFIX" in empty.stderr
 
 
+async def test_one_of_a_kind_is_counted_in_the_singular(
+    servers: tuple[str, str], tmp_path: Path
+) -> None:
+    server, _ = servers
+    make_tree(tmp_path / "one", {"only.txt": 3})
+    sent = await ok(server, "put", "-r", str(tmp_path / "one"), "single")
+    assert ": 1 file sent, 3 B (3 bytes)" in sent.text, sent.text
+    usage = (await ok(server, "du", "single/")).text.splitlines()
+    assert usage[-1].split()[:3] == ["total", "1", "object"], usage
+    assert "1 objects" not in "\n".join(usage)
+    removed = await ok(server, "rm", "-r", "single")
+    assert ": 1 object deleted, 3 B" in removed.text, removed.text
+
+
 async def test_partial_failures_name_each_file_and_the_rest_goes_through(
     servers: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -177,7 +191,7 @@ async def test_partial_failures_name_each_file_and_the_rest_goes_through(
     make_tree(root, {"fine.txt": 5, long_name: 3})
     result = await run_cli("--server", server, "put", "-r", str(root), "part")
     assert result.returncode == 2, result.stderr  # INVALID_ARGUMENT
-    assert "1 files sent" in result.text and "1 failed" in result.text
+    assert "1 file sent" in result.text and "1 failed" in result.text
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "too-long.txt: INVALID_ARGUMENT:" in lines[0], lines
     assert (await ok(server, "ls", "part/")).text.splitlines() == ["part/fine.txt"]
@@ -192,4 +206,8 @@ async def test_partial_failures_name_each_file_and_the_rest_goes_through(
     document = json.loads(got.stdout)
     assert document["files"] == 2 and document["failed"] == 1
     assert document["failures"][0]["code"] is None
-    assert "LOCAL" in got.stderr
+    # With --json the failure on stderr is a JSON line too, naming the key.
+    [line] = got.stderr.splitlines()
+    failure = json.loads(line)
+    assert (failure["code"], failure["exit_code"]) == ("LOCAL", 1)
+    assert failure["name"] == document["failures"][0]["name"]

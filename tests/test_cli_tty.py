@@ -83,11 +83,17 @@ async def test_put_and_get_draw_a_bar_on_a_terminal(
     assert "100%" in put.stderr and "put bars/big.bin" in put.stderr, put.stderr
     assert "3.00M" in put.stderr, put.stderr
     assert put.text.startswith("put bars/big.bin: 3.0 MiB")  # stdout untouched
+    # Every byte sent, the server commits: the bar says so meanwhile, and
+    # the line it leaves has the plain label again.
+    assert "put bars/big.bin (committing)" in put.stderr, put.stderr
+    final = put.stderr.replace("\r", "\n").strip().splitlines()[-1]
+    assert final.startswith("put bars/big.bin: 100%"), final
 
     copy = tmp_path / "copy.bin"
     get = await run_cli_tty("--server", server, "get", "bars/big.bin", str(copy))
     assert get.returncode == 0, get.stderr
     assert "100%" in get.stderr and "get bars/big.bin" in get.stderr, get.stderr
+    assert "committing" not in get.stderr
     assert await asyncio.to_thread(copy.read_bytes) == DATA
 
     # Object to stdout: the bar still goes to the terminal, the bytes stay clean.

@@ -770,10 +770,23 @@ async def test_options_object(gateway: Gateway, bucket: str) -> None:
 def test_tls_takes_a_tls_config_or_the_keywords_not_both() -> None:
     """tls=TLSConfig(...) used to be taken as a plain "use TLS" and its
     certificates silently dropped."""
-    pem = b"-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n"
+    pem = issue("a CA").cert
     config = TLSConfig(root_certificates=pem, server_name_override="gw")
     assert ClientOptions.build(None, {"tls": config}).tls is config
     built = ClientOptions.build(None, {"root_certificates": pem}).tls
     assert built is not None and built.root_certificates == pem
     with pytest.raises(ValueError, match="not both"):
         ClientOptions.build(None, {"tls": config, "root_certificates": pem})
+
+
+def test_the_package_names_load_on_first_use() -> None:
+    """blobgate.client imports its names lazily (so the CLI can quiet gRPC
+    before gRPC is imported): each one listed still loads."""
+    import blobgate.client as package
+
+    for name in package.__all__:
+        value = getattr(package, name)
+        # Classes carry their name; Progress and UploadSource are type aliases.
+        assert getattr(value, "__name__", name) in (name, "Callable"), name
+    with pytest.raises(AttributeError):
+        package.NoSuchThing  # noqa: B018

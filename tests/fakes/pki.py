@@ -1,7 +1,7 @@
 """A small certificate authority for TLS tests, made with ``cryptography``:
 a CA, server certificates for 127.0.0.1 and localhost, client certificates
-(a CN, URI SANs such as SPIFFE IDs, DNS SANs),
-and the files a server is given."""
+(a CN, URI SANs such as SPIFFE IDs, DNS SANs), X.509 SVIDs as SPIRE issues
+them, and the files a server is given."""
 
 from __future__ import annotations
 
@@ -80,21 +80,33 @@ class CA:
         return path
 
     def _issue(
-        self, common_name: str, usage: x509.ObjectIdentifier, names: list[x509.GeneralName]
+        self,
+        common_name: str | None,
+        usage: x509.ObjectIdentifier | list[x509.ObjectIdentifier],
+        names: list[x509.GeneralName],
+        *,
+        subject: list[x509.NameAttribute] | None = None,
+        expired: bool = False,
     ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
+        if expired:
+            now -= datetime.timedelta(days=2)
         serial = x509.random_serial_number()
+        subject = list(subject or [])
+        if common_name is not None:
+            subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+        usages = usage if isinstance(usage, list) else [usage]
         builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .subject_name(x509.Name(subject))
             .issuer_name(self._name)
             .public_key(key.public_key())
             .serial_number(serial)
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         )
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
@@ -119,12 +131,30 @@ class CA:
         *,
         uris: tuple[str, ...] = (),
         dns_names: tuple[str, ...] = (),
+        expired: bool = False,
     ) -> Issued:
         """A client certificate, with URI SANs (a SPIFFE ID, say) and DNS
-        SANs when given."""
+        SANs when given; ``expired`` a day ago."""
         names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri) for uri in uris]
         names += [x509.DNSName(name) for name in dns_names]
-        return self._issue(common_name, ExtendedKeyUsageOID.CLIENT_AUTH, names)
+        return self._issue(common_name, ExtendedKeyUsageOID.CLIENT_AUTH, names, expired=expired)
+
+    def svid(self, spiffe_id: str, *, dns_names: tuple[str, ...] = ()) -> Issued:
+        """An X.509 SVID as SPIRE issues it: the SPIFFE ID as the only URI
+        SAN, subject O=SPIRE, C=US, for servers and clients alike; with the
+        DNS names of a registration entry's ``-dns`` as DNS SANs, the first
+        also the subject's CN."""
+        names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id)]
+        names += [x509.DNSName(name) for name in dns_names]
+        return self._issue(
+            dns_names[0] if dns_names else None,
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+            names,
+            subject=[
+                x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIRE"),
+            ],
+        )
 
 
 def serial_of(pem: bytes) -> int:
