@@ -1,4 +1,5 @@
 # blobgate: the gRPC storage gateway. Build: docker build -t blobgate .
+# (buildah or podman: add --format docker, or the HEALTHCHECK is dropped).
 # Run: docker run -p 50051:50051 -e BLOBGATE_S3_ENDPOINT=... -e AWS_ACCESS_KEY_ID=... \
 #   -v /etc/blobgate/tls:/tls:ro -e BLOBGATE_TLS_CERT_FILE=/tls/server.crt \
 #   -e BLOBGATE_TLS_KEY_FILE=/tls/server.key blobgate
@@ -25,15 +26,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     BLOBGATE_METRICS_LISTEN=0.0.0.0:9464 \
     BLOBGATE_HEALTH_LISTEN=127.0.0.1:50052 \
     BLOBGATE_LOG_FORMAT=json
-# The dependency versions that were tested (hash-checked), then blobgate alone.
+# The dependency versions that were tested (hash-checked), then blobgate alone
+# (a layer of its own: a change to the code alone reuses the dependencies').
 COPY requirements/server.lock /tmp/server.lock
-COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --require-hashes -r /tmp/server.lock \
-    && pip install --no-cache-dir --no-deps /wheels/*.whl \
-    && rm -rf /wheels /tmp/server.lock \
+    && rm /tmp/server.lock \
     && groupadd --gid 10001 blobgate \
     && useradd --uid 10001 --gid 10001 --no-log-init --create-home \
         --shell /usr/sbin/nologin blobgate
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-deps /wheels/*.whl \
+    && rm -rf /wheels
 USER 10001:10001
 # gRPC, and Prometheus metrics (/metrics).
 EXPOSE 50051 9464
