@@ -197,8 +197,9 @@ def stop_during_upload(server: str, s3: Any, bucket: str, agent: ConsulAgent, gr
         if upload.poll() is None:
             upload.kill()
     exit_code = podman("inspect", "--format", "{{.State.ExitCode}}", NAME).stdout.strip()
+    signal = podman("image", "inspect", "--format", "{{.Config.StopSignal}}", IMAGE).stdout.strip()
     say(
-        f"podman stop -t {grace} (SIGTERM) with an upload "
+        f"podman stop -t {grace} ({signal or 'SIGTERM'}) with an upload "
         f"{'in flight' if in_flight else 'just finished'}: stopped in {stopped_in:.1f} s, "
         f"exit code {exit_code}"
     )
@@ -212,11 +213,14 @@ def stop_during_upload(server: str, s3: Any, bucket: str, agent: ConsulAgent, gr
     left = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     if left:
         raise ProbeFailed(f"{len(left)} multipart upload(s) left in S3 after the stop")
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    if keys != [key]:
+        raise ProbeFailed(f"S3 holds {keys} after the stop, not only {key}")
     if registered(agent):
         raise ProbeFailed("the instance is still registered in Consul after the stop")
     say(
-        f"nothing lost: the {len(data)} bytes in S3 exactly, no multipart upload left, "
-        "deregistered from Consul"
+        f"nothing lost: the {len(data)} bytes in S3 exactly, no multipart upload or session "
+        "record left, deregistered from Consul"
     )
 
 
