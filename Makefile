@@ -16,9 +16,13 @@ $(BIN)/.installed: pyproject.toml requirements/dev.lock
 	touch $@
 
 # Re-resolve the lock files from pyproject.toml's ranges (uv, from PyPI):
-# server.lock is what the Docker image installs, dev.lock what make and CI do.
+# server.lock is what the Docker image installs, build.lock the build backend
+# its wheel is built with ([build-system] requires), dev.lock what make and CI do.
 lock: $(BIN)/.installed
 	$(BIN)/pip install --quiet uv
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		| $(BIN)/uv pip compile --quiet - --python-version 3.11 --generate-hashes \
+			--custom-compile-command 'make lock' -o requirements/build.lock
 	$(BIN)/uv pip compile --quiet pyproject.toml --python-version 3.11 --generate-hashes \
 		-o requirements/server.lock
 	$(BIN)/uv pip compile --quiet pyproject.toml --python-version 3.11 --generate-hashes \
@@ -74,3 +78,10 @@ soak: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+
+# Build the image from the Dockerfile (buildah; a debootstrap stand-in for the
+# base image where no registry is reachable, cached), run it on moto's S3 and
+# probe it: HEALTHCHECK, a CLI round trip, SIGTERM exit 0 with nothing lost.
+.PHONY: image-test
+image-test: $(BIN)/.installed
+	VENV=$(VENV) ops/image-test
