@@ -74,7 +74,7 @@ class BlobgateError(Exception):
         code = exc.code()
         details = exc.details() or ""
         request_id = _request_id(exc)
-        if (code, details) == _WRITE_FAILED:
+        if is_lost_status(exc):
             message = (
                 "the stream to the server ended while data was being sent, and gRPC lost "
                 "the reason (the server stopped, the connection broke, or the server "
@@ -86,6 +86,12 @@ class BlobgateError(Exception):
             return cls(code, message, retryable=True, request_id=request_id)
         code = code if code is not None else grpc.StatusCode.UNKNOWN
         return cls(code, details, request_id=request_id)
+
+
+def is_lost_status(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether ``exc`` is grpc.aio's INTERNAL in place of a call's real status
+    (a write failed as the stream ended)."""
+    return (exc.code(), exc.details() or "") == _WRITE_FAILED
 
 
 def _request_id(exc: grpc.aio.AioRpcError) -> str | None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from typing import Any, TypeVar
 
 import grpc
 
-from blobgate.client.errors import BlobgateError, translate_errors
+from blobgate.client.errors import BlobgateError, is_lost_status, translate_errors
 from blobgate.client.models import ObjectInfo
 from blobgate.client.progress import Progress, counted
 from blobgate.client.retry import CallBudget
@@ -18,9 +19,53 @@ from blobgate.client.transport import Endpoint, Transport
 from blobgate.client.wire import UPLOAD_ACCEPTED, UPLOAD_ACCEPTED_KEY, call_metadata
 from blobgate.v1 import storage_pb2
 
+T = TypeVar("T")
+Call = grpc.aio.StreamUnaryCall[storage_pb2.UploadRequest, storage_pb2.UploadResponse]
+
 
 class _Refused(Exception):
     """The server ended an upload without accepting its spec."""
+
+
+def _settled(coroutine: Coroutine[Any, Any, T]) -> T | None:
+    """The value of a coroutine that ends without waiting (a done call's
+    status and metadata); None if it would wait."""
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return finished.value  # type: ignore[no-any-return]
+    coroutine.close()
+    return None
+
+
+class _FirstStatus:
+    """The status of an Upload as grpc.aio first sets it. A write that fails
+    as the server ends the call sets INTERNAL "Internal error from Core"
+    (grpc/grpc#36066), before or after the server's status arrives, and the
+    later one replaces the earlier: one of the two is the server's. The done
+    callback runs once, when the first is set, and reads it without waiting."""
+
+    def __init__(self, call: Call) -> None:
+        self.error: grpc.aio.AioRpcError | None = None
+        call.add_done_callback(self._done)
+
+    def _done(self, call: Call) -> None:
+        code = _settled(call.code())
+        if code is None or code == grpc.StatusCode.OK:
+            return
+        self.error = grpc.aio.AioRpcError(
+            code,
+            _settled(call.initial_metadata()) or grpc.aio.Metadata(),
+            _settled(call.trailing_metadata()) or grpc.aio.Metadata(),
+            _settled(call.details()),
+        )
+
+    def real(self, error: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
+        """The server's status for a failed call: ``error``, unless grpc.aio
+        lost it and it was seen first."""
+        if is_lost_status(error) and self.error is not None and not is_lost_status(self.error):
+            return self.error
+        return error
 
 
 def upload_spec(
@@ -91,6 +136,7 @@ async def send_upload(
     """Send ``first`` (a spec or a resume), wait for the server to accept it,
     then send ``chunks``; the committed object. ``chunks`` is closed in any case."""
     call = endpoint.stub.Upload(timeout=time_left, metadata=call_metadata())
+    first_status = _FirstStatus(call)
     with translate_errors():
         try:
             await call.write(first)
@@ -120,5 +166,11 @@ async def send_upload(
             raise
         finally:
             await close_chunks(chunks)
-        response: storage_pb2.UploadResponse = await call
+        try:
+            response: storage_pb2.UploadResponse = await call
+        except grpc.aio.AioRpcError as error:
+            real = first_status.real(error)
+            if real is error:
+                raise
+            raise real from error
     return ObjectInfo.from_proto(response.object)

@@ -73,3 +73,8 @@ class Unauthenticated(ServiceError):
     """The call carries no identity the server accepts: no bearer token, or
     one that is expired or not valid for this service, or a client
     certificate that names no one."""
+
+
+class DataLoss(ServiceError):
+    """Something the gateway stored in S3 is damaged: a resumable session's
+    record that no longer parses."""

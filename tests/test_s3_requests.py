@@ -1,7 +1,7 @@
 """What the gateway asks of S3, counted from botocore's own events on the
 gateway's clients: one PutObject per small upload (the preconditions ride on
-it as conditional headers), the fail-fast HEAD only before a multipart
-upload, no HEAD after a commit. And the byte paths behind those requests:
+it as conditional headers, after one HEAD that checks them before the upload
+is accepted), no HEAD after a commit. And the byte paths behind those requests:
 parts sent from the received buffers (exact, also when a part is resent),
 downloads read as received and cut at the message size (exact for every
 range), and a GetObject body that S3 stalls still ending the call."""
@@ -26,15 +26,18 @@ from helpers import (
     Code,
     MiB,
     assert_status,
+    data,
     download,
     expect_status,
     payload,
     running_gateway,
     sha256,
+    spec,
     upload,
     wait_nothing_left,
 )
 
+from blobgate.client.wire import UPLOAD_ACCEPTED, UPLOAD_ACCEPTED_KEY
 from blobgate.server.app import Gateway
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.s3.parts import PartBody, cut_parts
@@ -87,6 +90,8 @@ async def assert_exact(s3: Any, bucket: str, key: str, blob: bytes) -> None:
 async def test_a_small_upload_is_exactly_one_put_object(
     gateway: Gateway, stub: Any, s3: Any, bucket: str, condition: str
 ) -> None:
+    """One PutObject, after one HEAD when the upload has a precondition (the
+    check before the upload is accepted)."""
     key = f"small-{condition}.bin"
     fields: dict[str, Any] = {}
     if condition == "if_none_match":
@@ -99,7 +104,7 @@ async def test_a_small_upload_is_exactly_one_put_object(
 
     obj = await upload(gateway, key, blob, **fields)
 
-    assert calls.names() == ["PutObject"]
+    assert calls.names() == (["PutObject"] if condition == "none" else ["HeadObject", "PutObject"])
     assert await _stored(s3, bucket, key) == blob
     # Described from PutObject's answer: what Stat says, with no HEAD of its own.
     stat = (await stub.Stat(storage_pb2.StatRequest(key=key))).object
@@ -110,31 +115,66 @@ async def test_a_small_upload_is_exactly_one_put_object(
     assert abs((modified - stat.last_modified.ToDatetime(tzinfo=UTC)).total_seconds()) <= 1
 
 
+def _refusal(case: str) -> dict[str, Any]:
+    return {"if_none_match": True} if case == "exists" else {"if_match": "0123456789abcdef"}
+
+
 @pytest.mark.parametrize("case", ["exists", "etag-differs", "no-object"])
-async def test_a_small_upload_refused_by_s3_is_failed_precondition_and_changes_nothing(
+async def test_a_small_upload_refused_by_its_check_sends_nothing_to_s3(
     gateway: Gateway, s3: Any, bucket: str, case: str
 ) -> None:
-    """The condition goes on the PutObject itself: S3 refuses it (412, or 404
-    for If-Match on a missing key), the call is FAILED_PRECONDITION, and S3
-    holds what it held."""
+    """The HEAD before acceptance refuses it: FAILED_PRECONDITION, no write
+    request, and S3 holds what it held."""
     key = f"refused-{case}.bin"
     if case != "no-object":
         await s3.put_object(Bucket=bucket, Key=key, Body=b"before")
-    fields: dict[str, Any] = (
-        {"if_none_match": True} if case == "exists" else {"if_match": "0123456789abcdef"}
-    )
     calls = S3Calls(gateway)
 
     error = await expect_status(
-        Code.FAILED_PRECONDITION, upload(gateway, key, payload(SMALL), **fields)
+        Code.FAILED_PRECONDITION, upload(gateway, key, payload(SMALL), **_refusal(case))
     )
 
     assert_status(error, Code.FAILED_PRECONDITION)
-    assert calls.names() == ["PutObject"]
+    assert calls.names() == ["HeadObject"]
     if case == "no-object":
         await wait_nothing_left(s3, bucket, key)
     else:
         assert await _stored(s3, bucket, key) == b"before"
+
+
+@pytest.mark.parametrize("case", ["exists", "etag-differs", "no-object"])
+async def test_a_small_upload_raced_past_its_check_is_refused_by_s3(
+    gateway: Gateway, stub: Any, s3: Any, bucket: str, case: str
+) -> None:
+    """The object changes after the check, while the client sends the data:
+    the condition on the PutObject itself makes S3 refuse it (412, or 404 for
+    If-Match on a missing key), the call is FAILED_PRECONDITION, and S3 holds
+    the racing writer's object."""
+    key = f"raced-{case}.bin"
+    fields: dict[str, Any] = {"if_none_match": True}
+    if case != "exists":
+        old = await s3.put_object(Bucket=bucket, Key=key, Body=b"before")
+        fields = {"if_match": old["ETag"].strip('"')}
+    calls = S3Calls(gateway)
+    blob = payload(SMALL)
+    call = stub.Upload(timeout=30)
+    await call.write(spec(key, size=len(blob), **fields))
+    assert dict(await call.initial_metadata())[UPLOAD_ACCEPTED_KEY] == UPLOAD_ACCEPTED
+    if case == "no-object":
+        await s3.delete_object(Bucket=bucket, Key=key)
+    else:
+        await s3.put_object(Bucket=bucket, Key=key, Body=b"racer")
+    await call.write(data(blob))
+    await call.done_writing()
+
+    error = await expect_status(Code.FAILED_PRECONDITION, call)
+
+    assert_status(error, Code.FAILED_PRECONDITION)
+    assert calls.names() == ["HeadObject", "PutObject"]
+    if case == "no-object":
+        await wait_nothing_left(s3, bucket, key)
+    else:
+        assert await _stored(s3, bucket, key) == b"racer"
 
 
 async def test_a_multipart_upload_with_a_failing_precondition_sends_no_part(

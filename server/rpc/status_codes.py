@@ -27,6 +27,7 @@ CODES: dict[type[ServiceError], grpc.StatusCode] = {
     errors.Cancelled: grpc.StatusCode.CANCELLED,
     errors.StreamIdle: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.DataLoss: grpc.StatusCode.DATA_LOSS,
 }
 
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -22,6 +22,7 @@ Which right each call needs:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import replace
 
@@ -34,6 +35,7 @@ from blobgate.server.storage.protocols import (
     ByteRange,
     Chunk,
     CopySpec,
+    DamagedSession,
     DeleteEntry,
     ListPage,
     ObjectReader,
@@ -165,13 +167,22 @@ class AuthorizedSessions(SessionStoreDecorator):
         return await self._inner.start_session(replace(spec, owner=current_principal()))
 
     async def open_session(self, bucket: str, session_id: str) -> Session:
-        return self._owned(await self._inner.open_session(bucket, session_id))
+        try:
+            session = await self._inner.open_session(bucket, session_id)
+        except DamagedSession as exc:
+            # Its key is unknown, so no right can be checked: only its owner
+            # learns that it is damaged, and may cancel it.
+            if not exc.belongs_to(current_principal()):
+                raise NotFound(SESSION_GONE) from None
+            raise
+        return self._owned(session)
 
     async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> StoredObject:
         return await self._inner.resume_session(self._owned(session), body)
 
     async def cancel_session(self, bucket: str, session_id: str) -> None:
-        await self.open_session(bucket, session_id)
+        with contextlib.suppress(DamagedSession):  # its owner's: it may end it
+            await self.open_session(bucket, session_id)
         await self._inner.cancel_session(bucket, session_id)
 
 

@@ -9,12 +9,13 @@ are raised as ``blobgate.server.errors`` types.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from blobgate.server.errors import ServiceError
+from blobgate.server.errors import DataLoss, ServiceError
 
 # User-metadata keys under which stores keep an object's checksums; callers
 # may not set them.
@@ -31,6 +32,11 @@ RESERVED_PREFIX = ".blobgate/"
 # and what the authorization decorator says of another principal's session.
 SESSION_GONE = (
     "no such upload session: it finished, was cancelled or expired (or the upload_id is wrong)"
+)
+# What a SessionStore says of a session whose record no longer parses.
+SESSION_DAMAGED = (
+    "the upload session's record in S3 is damaged (it does not parse), so the session "
+    "cannot continue: cancel it (CancelResumableUpload) and upload again"
 )
 
 Chunk = bytes | memoryview
@@ -226,6 +232,29 @@ class Session:
     revision: str  # the store's version of the session record
 
 
+def owner_tag(owner: str | None) -> str:
+    """What a session's store keeps of its owner outside the session's record
+    (``DamagedSession``): a SHA-256 of the principal, "" for none."""
+    return "" if owner is None else hashlib.sha256(owner.encode()).hexdigest()
+
+
+class DamagedSession(DataLoss):
+    """A session whose record no longer parses: it can neither be resumed nor
+    described, only cancelled. What is known of it was kept beside the
+    record: its multipart upload's id ("" if unknown) and ``owner_tag`` of
+    the principal that started it."""
+
+    def __init__(self, upload_id: str = "", owner: str = "") -> None:
+        super().__init__(SESSION_DAMAGED)
+        self.upload_id = upload_id
+        self.owner = owner
+
+    def belongs_to(self, principal: str | None) -> bool:
+        """Whether ``principal`` started the session (a record kept without
+        its owner belongs only to callers without an identity)."""
+        return self.owner == owner_tag(principal)
+
+
 class SessionStore(Protocol):
     """Resumable upload sessions whose state lives in the store, so any
     instance can continue a session another one started."""
@@ -235,7 +264,8 @@ class SessionStore(Protocol):
         ...
 
     async def open_session(self, bucket: str, session_id: str) -> Session:
-        """Read a live session; NotFound once it finished, was cancelled or expired."""
+        """Read a live session; NotFound once it finished, was cancelled or
+        expired; DamagedSession if its record no longer parses."""
         ...
 
     async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> StoredObject:
@@ -245,10 +275,11 @@ class SessionStore(Protocol):
         ...
 
     async def cancel_session(self, bucket: str, session_id: str) -> None:
-        """End a session and delete what it persisted."""
+        """End a session and delete what it persisted, a damaged one too."""
         ...
 
     async def sweep(self, buckets: list[str]) -> int:
-        """Abort sessions idle past the expiry and multipart uploads older
-        than it that no session owns; return how many were aborted."""
+        """Abort sessions idle past the expiry (damaged ones too) and
+        multipart uploads older than it that no session owns; return how
+        many were aborted."""
         ...

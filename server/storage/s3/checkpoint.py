@@ -1,22 +1,36 @@
 """A resumable session's record, stored as JSON beside its multipart upload
 under the reserved prefix. Its key is a hash of the session id, so listing
-the bucket does not reveal ids."""
+the bucket does not reveal ids.
+
+The record is written with its Content-MD5, which S3 verifies, so a body
+damaged on the way is refused rather than stored. Its metadata (headers, not
+the body) repeats the multipart upload's id and the owner's tag, so that a
+record that still does not parse can be ended (``damaged_sessions``)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+
+from pydantic import TypeAdapter
 
 from blobgate.server.storage.protocols import (
     RESERVED_PREFIX,
     ContentChecksums,
+    DamagedSession,
     ObjectRef,
     PutOptions,
     SessionSpec,
+    owner_tag,
 )
 
 CHECKPOINT_PREFIX = f"{RESERVED_PREFIX}uploads/"
+# The record's user metadata.
+UPLOAD_ID_KEY = "upload-id"
+OWNER_KEY = "session-owner"
 
 
 @dataclass(frozen=True)
@@ -46,9 +60,15 @@ class Checkpoint:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Checkpoint:
-        fields = json.loads(raw)
-        fields.pop("version", None)
-        return cls(**fields)
+        """The record in ``raw``; ValueError unless it is one, field types included."""
+        return _RECORD.validate_json(raw)
+
+    def metadata_fields(self) -> dict[str, str]:
+        """The record's user metadata (see the module's docstring)."""
+        fields = {UPLOAD_ID_KEY: self.upload_id}
+        if self.owner is not None:
+            fields[OWNER_KEY] = owner_tag(self.owner)
+        return fields
 
     @property
     def persisted_size(self) -> int:
@@ -69,5 +89,21 @@ class Checkpoint:
         return SessionSpec(ObjectRef(bucket, self.key), options, self.size, owner=self.owner)
 
 
+# Parses a record (the "version" field is ignored, as are unknown ones).
+_RECORD = TypeAdapter(Checkpoint)
+
+
 def checkpoint_key(session_id: str) -> str:
     return CHECKPOINT_PREFIX + hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def content_md5(body: bytes) -> str:
+    """The Content-MD5 header of ``body``: S3 refuses a body that differs."""
+    return base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+
+
+def damaged(metadata: Mapping[str, str]) -> DamagedSession:
+    """The error for a record that does not parse, from its user metadata."""
+    return DamagedSession(
+        upload_id=metadata.get(UPLOAD_ID_KEY, ""), owner=metadata.get(OWNER_KEY, "")
+    )

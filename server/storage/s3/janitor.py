@@ -1,4 +1,5 @@
-"""The janitor: aborts resumable sessions idle past the expiry, and multipart
+"""The janitor: aborts resumable sessions idle past the expiry (those whose
+record no longer parses too: ``damaged_sessions``), and multipart
 uploads older than that which no session owns (left by an instance that died
 mid-Upload); and removes sha256 records older than that whose object is gone
 or was replaced, a bounded number per sweep."""
@@ -11,10 +12,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from blobgate.server.errors import ServiceError
 from blobgate.server.storage.protocols import ObjectRef
 from blobgate.server.storage.s3.checkpoint import CHECKPOINT_PREFIX, Checkpoint
 from blobgate.server.storage.s3.commit import abort_multipart
 from blobgate.server.storage.s3.connection import S3Connection, get_whole
+from blobgate.server.storage.s3.damaged_sessions import damaged_session
 from blobgate.server.storage.s3.errors import S3_FAILURES
 from blobgate.server.storage.s3.sha256_records import sweep_records
 
@@ -56,19 +59,36 @@ async def _sweep_bucket(
     aborted = 0
     live: set[str] = set()  # uploads of sessions still in use
     ended: set[str] = set()  # uploads of the expired sessions aborted below
+    keys = {upload["UploadId"]: upload["Key"] for upload in uploads}
     async for item in _records(connection, bucket):
+        record = ObjectRef(bucket, item["Key"])
         try:
-            raw, _ = await get_whole(client, bucket, item["Key"])
-            checkpoint = Checkpoint.from_json(raw)
-        except (*S3_FAILURES, ValueError, TypeError):
+            raw, _ = await get_whole(client, bucket, record.key)
+            checkpoint: Checkpoint | None = Checkpoint.from_json(raw)
+        except ValueError:
+            checkpoint = None  # damaged: ended as any other session once idle
+        except S3_FAILURES:
             log.warning("janitor: unreadable session record in %s", bucket, exc_info=True)
             continue
+        key: str | None
+        if checkpoint is not None:
+            upload_id, key = checkpoint.upload_id, checkpoint.key
+        else:
+            try:
+                upload_id = (await damaged_session(client, record)).upload_id
+            except ServiceError:
+                log.warning("janitor: unreadable session record in %s", bucket, exc_info=True)
+                continue
+            key = keys.get(upload_id)  # None: unknown, or S3 no longer has it
         if item["LastModified"] >= cutoff:
-            live.add(checkpoint.upload_id)
+            live.add(upload_id)
             continue
-        await abort_multipart(client, ObjectRef(bucket, checkpoint.key), checkpoint.upload_id)
-        await client.delete_object(Bucket=bucket, Key=item["Key"])
-        ended.add(checkpoint.upload_id)
+        if checkpoint is None:
+            log.warning("janitor: ending an idle session whose record does not parse in %s", bucket)
+        if key is not None:
+            await abort_multipart(client, ObjectRef(bucket, key), upload_id)
+        await client.delete_object(Bucket=bucket, Key=record.key)
+        ended.add(upload_id)
         aborted += 1
         tally["expired_session"] += 1
     for upload in uploads:

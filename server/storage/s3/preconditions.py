@@ -1,7 +1,8 @@
 """Describing an object, and the write preconditions: S3 enforces them
 through the conditional headers of the write that commits (PutObject,
-CompleteMultipartUpload); before a multipart upload they are also checked
-up front with a HEAD, so that a refused upload sends no part."""
+CompleteMultipartUpload); they are also checked up front with a HEAD, before
+an Upload is accepted or a session started, so that a refused upload is
+refused before the client sends data."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def precondition_failed(ref: ObjectRef, options: PutOptions) -> FailedPreconditi
 
 
 async def check_preconditions(client: S3Client, ref: ObjectRef, options: PutOptions) -> None:
-    """Fail fast with a HEAD, before any part of a multipart write is sent."""
+    """Fail fast with a HEAD, before any of the write's data is read."""
     try:
         current = await head(client, ref)
     except NotFound:

@@ -13,8 +13,11 @@ the one that started it was killed.
 Whole parts are persisted as S3 stores them; the checkpoint advances over the
 parts stored without a gap, so the persisted size is a multiple of the part
 size. Each checkpoint write is conditional on the version it replaces: a stale
-stream can never move a session back. The checkpoint's key is a hash of the
-session id, so listing the bucket does not reveal ids.
+stream can never move a session back. It carries its Content-MD5, so S3
+refuses a record damaged on the way; one that S3 holds damaged anyway is a
+DamagedSession, ended by Cancel or the janitor (``damaged_sessions``). The
+checkpoint's key is a hash of the session id, so listing the bucket does not
+reveal ids.
 """
 
 from __future__ import annotations
@@ -35,12 +38,18 @@ from blobgate.server.storage.protocols import (
     SESSION_GONE,
     Chunk,
     ContentChecksums,
+    DamagedSession,
     ObjectRef,
     Session,
     SessionSpec,
     StoredObject,
 )
-from blobgate.server.storage.s3.checkpoint import CHECKPOINT_PREFIX, Checkpoint, checkpoint_key
+from blobgate.server.storage.s3.checkpoint import (
+    CHECKPOINT_PREFIX,
+    Checkpoint,
+    checkpoint_key,
+    content_md5,
+)
 from blobgate.server.storage.s3.commit import (
     FULL_OBJECT,
     abort_multipart,
@@ -48,6 +57,7 @@ from blobgate.server.storage.s3.commit import (
     create_multipart,
 )
 from blobgate.server.storage.s3.connection import S3Connection, get_whole
+from blobgate.server.storage.s3.damaged_sessions import damaged_session, end_damaged
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.janitor import sweep
 from blobgate.server.storage.s3.metadata import quoted_etag
@@ -96,29 +106,33 @@ class S3Sessions:
     # --- the checkpoint ----------------------------------------------------
 
     async def _read_checkpoint(self, bucket: str, session_id: str) -> tuple[Checkpoint, str]:
+        """The session's record and its revision; DamagedSession if it does not parse."""
         ref = ObjectRef(bucket, checkpoint_key(session_id))
         try:
             with s3_errors(ref):
                 raw, etag = await get_whole(self._client, bucket, ref.key)
+                try:
+                    return Checkpoint.from_json(raw), etag
+                except ValueError:
+                    log.warning("a session record in %s does not parse: %s", bucket, ref.key)
+                    raise await damaged_session(self._client, ref) from None
         except NotFound:
             raise NotFound(SESSION_GONE) from None
-        try:
-            checkpoint = Checkpoint.from_json(raw)
-        except (ValueError, TypeError) as exc:
-            raise InvalidArgument(f"the session record is unreadable ({exc})") from None
-        return checkpoint, etag
 
     async def _put_checkpoint(
         self, bucket: str, session_id: str, checkpoint: Checkpoint, **condition: str
     ) -> str:
         """Write a session's record under ``condition``; its new revision."""
         key = checkpoint_key(session_id)
+        body = checkpoint.to_json()
         with s3_errors(ObjectRef(bucket, key)):
             response = await self._client.put_object(
                 Bucket=bucket,
                 Key=key,
-                Body=checkpoint.to_json(),
+                Body=body,
+                ContentMD5=content_md5(body),  # S3 refuses a body damaged on the way
                 ContentType="application/json",
+                Metadata=checkpoint.metadata_fields(),
                 **condition,  # type: ignore[arg-type]
             )
         return str(response["ETag"])
@@ -198,7 +212,12 @@ class S3Sessions:
         return _session(bucket, session_id, checkpoint, revision)
 
     async def cancel_session(self, bucket: str, session_id: str) -> None:
-        checkpoint, _ = await self._read_checkpoint(bucket, session_id)
+        try:
+            checkpoint, _ = await self._read_checkpoint(bucket, session_id)
+        except DamagedSession as exc:
+            record = ObjectRef(bucket, checkpoint_key(session_id))
+            await end_damaged(self._client, record, exc.upload_id)
+            return
         await self._end(bucket, session_id, checkpoint)
 
     async def _end(self, bucket: str, session_id: str, checkpoint: Checkpoint) -> None:

@@ -92,9 +92,13 @@ class S3Store:
     async def put(
         self, ref: ObjectRef, body: AsyncIterable[Chunk], options: PutOptions
     ) -> StoredObject:
-        # Preconditions: a body that fits one part goes up as one PutObject
-        # carrying them as conditional headers; a larger one is checked before
-        # its multipart upload starts (_start_multipart).
+        if options.if_none_match or options.if_match:
+            # Checked before the first byte is read, so before the Upload is
+            # accepted: a refusal ends the call while the client waits for
+            # that, not mid-write (where gRPC may lose the status). The
+            # conditional headers of the write that commits (PutObject or
+            # CompleteMultipartUpload) stay the check that races cannot pass.
+            await check_preconditions(self._client, ref, options)
         hasher = Hasher()
         uploader: PartUploader | None = None
         final: tuple[PartBody, int] | None = None
@@ -150,10 +154,6 @@ class S3Store:
         self, ref: ObjectRef, options: PutOptions, reserved: int, record_tag: str
     ) -> PartUploader:
         try:
-            if options.if_none_match or options.if_match:
-                # Fail fast, before any part is sent: S3 checks the conditional
-                # headers only at completion, after every byte was uploaded.
-                await check_preconditions(self._client, ref, options)
             upload_id = await create_multipart(
                 self._client,
                 ref,
