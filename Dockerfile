@@ -26,7 +26,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     BLOBGATE_METRICS_LISTEN=0.0.0.0:9464 \
     BLOBGATE_HEALTH_LISTEN=127.0.0.1:50052 \
     BLOBGATE_LOG_FORMAT=json
-# The dependency versions that were tested (hash-checked), then blobgate alone
+# The gateway's dependencies (blobgate[server], requirements/server.lock) in the
+# versions that were tested (hash-checked), then blobgate alone
 # (a layer of its own: a change to the code alone reuses the dependencies').
 COPY requirements/server.lock /tmp/server.lock
 RUN pip install --no-cache-dir --require-hashes -r /tmp/server.lock \

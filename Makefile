@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml requirements/dev.lock
 	touch $@
 
 # Re-resolve the lock files from pyproject.toml's ranges (uv, from PyPI):
-# server.lock is what the Docker image installs, build.lock the build backend
+# server.lock is what the Docker image installs (blobgate[server]), build.lock the build backend
 # its wheel is built with ([build-system] requires), dev.lock what make and CI do.
 lock: $(BIN)/.installed
 	$(BIN)/pip install --quiet uv
@@ -24,7 +24,7 @@ lock: $(BIN)/.installed
 		| $(BIN)/uv pip compile --quiet - --python-version 3.11 --generate-hashes \
 			--custom-compile-command 'make lock' -o requirements/build.lock
 	$(BIN)/uv pip compile --quiet pyproject.toml --python-version 3.11 --generate-hashes \
-		-o requirements/server.lock
+		--extra server -o requirements/server.lock
 	$(BIN)/uv pip compile --quiet pyproject.toml --python-version 3.11 --generate-hashes \
 		--extra dev -o requirements/dev.lock
 

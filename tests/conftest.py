@@ -18,8 +18,8 @@ from moto.server import ThreadedMotoServer
 from server_process import ServerProcess
 
 from blobgate.server.app import Gateway, start_gateway
-from blobgate.server.settings import Settings
-from blobgate.server.storage.memory_backend import MemoryBackend
+from blobgate.server.core.settings import Settings
+from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2_grpc
 
 MiB = 1024 * 1024

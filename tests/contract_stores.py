@@ -18,8 +18,8 @@ from conftest import MiB, gateway_settings
 from helpers import RANGED_BLOB, RANGED_SIZE
 
 from blobgate.server.storage.limits import ByteBudget
-from blobgate.server.storage.memory import MemoryStore
-from blobgate.server.storage.memory_sessions import MemorySessions
+from blobgate.server.storage.memory.sessions import MemorySessions
+from blobgate.server.storage.memory.store import MemoryStore
 from blobgate.server.storage.protocols import (
     ByteRange,
     Chunk,

@@ -24,8 +24,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moto.server import ThreadedMotoServer
 
 from blobgate.server.app import Gateway, start_gateway
+from blobgate.server.core.settings import Settings
 from blobgate.server.logs import JsonFormatter
-from blobgate.server.settings import Settings
 from blobgate.server.storage.protocols import SHA256_RECORD_KEY
 from blobgate.server.storage.s3.sessions import CHECKPOINT_PREFIX
 from blobgate.server.storage.s3.sha256_records import record_key

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from server_process import SOURCE_PATH
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -76,5 +78,5 @@ class SecondHost:
             stdin=stdin,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"},
+            env={**os.environ, "PYTHONPATH": SOURCE_PATH},
         )  # fmt: skip

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The checkout's portions of the blobgate namespace, for child processes.
+SOURCE_PATH = os.pathsep.join(str(ROOT / part) for part in ("protos", "server", "client", "."))
 SERVER = [sys.executable, "-m", "blobgate.server.main"]
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
 
@@ -33,7 +35,7 @@ class ServerProcess:
             cwd=ROOT,
             env={
                 **os.environ,
-                "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}",
+                "PYTHONPATH": SOURCE_PATH,
                 **(env or {}),
             },
         )

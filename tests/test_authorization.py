@@ -28,9 +28,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from blobgate.server import authorization
 from blobgate.server.app import Gateway, StartupError, serve, start_gateway
-from blobgate.server.authorization import (
+from blobgate.server.core import access_policy as authorization
+from blobgate.server.core.access_policy import (
     MAX_PRESIGN_EXPIRY,
     AccessPolicy,
     Action,
@@ -39,12 +39,12 @@ from blobgate.server.authorization import (
     Rules,
     parse_policy,
 )
-from blobgate.server.errors import NotFound, PermissionDenied
-from blobgate.server.identity import acting_as
+from blobgate.server.core.errors import NotFound, PermissionDenied
+from blobgate.server.core.identity import acting_as
 from blobgate.server.rpc import upload_id as upload_id_codec
 from blobgate.server.storage.authorization import AuthorizedSessions, AuthorizedStore
-from blobgate.server.storage.memory import MemoryStore
-from blobgate.server.storage.memory_sessions import MemorySessions
+from blobgate.server.storage.memory.sessions import MemorySessions
+from blobgate.server.storage.memory.store import MemoryStore
 from blobgate.server.storage.protocols import (
     RESERVED_PREFIX,
     SESSION_GONE,
@@ -415,7 +415,7 @@ async def test_sessions_are_invisible_to_other_principals(
 async def test_without_a_policy_everyone_may_all_but_sessions_stay_their_owners(
     realm: Realm, moto_endpoint: str, bucket: str, s3: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="blobgate.server.authorization")
+    caplog.set_level(logging.WARNING, logger="blobgate.server.core.access_policy")
     async with running(realm, moto_endpoint, bucket, policy=None) as gateway:
         logged = [r.getMessage() for r in caplog.records]
         warnings = [line for line in logged if "no auth_policy_file" in line]
@@ -448,7 +448,7 @@ async def test_policy_reloads_on_change_and_on_reload_keeping_it_when_broken(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="blobgate.server.authorization")
+    caplog.set_level(logging.INFO, logger="blobgate.server.core.access_policy")
     monkeypatch.setattr(authorization, "RELOAD_CHECK_INTERVAL", 0.0)
     base = policy_text(realm, bucket)
     bob_reads = f"""{base}
@@ -488,7 +488,7 @@ async def test_the_watcher_reports_a_broken_or_missing_file_without_a_call(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="blobgate.server.authorization")
+    caplog.set_level(logging.INFO, logger="blobgate.server.core.access_policy")
     monkeypatch.setattr(authorization, "RELOAD_CHECK_INTERVAL", 3600.0)  # calls never look
     monkeypatch.setattr(authorization, "WATCH_INTERVAL", 0.05)
     realm = Realm("mtls", tmp_path)

@@ -14,7 +14,7 @@ from helpers import expect_status, upload
 
 from blobgate.client import BlobgateError, Client
 from blobgate.server.app import Gateway, start_gateway
-from blobgate.server.storage.memory_backend import MemoryBackend
+from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
 Code = grpc.StatusCode

@@ -28,9 +28,9 @@ from helpers import (
 
 from blobgate.client.wire import UPLOAD_ACCEPTED_KEY
 from blobgate.server.app import Gateway
-from blobgate.server.authorization import AccessPolicy
-from blobgate.server.errors import NotFound
-from blobgate.server.identity import acting_as
+from blobgate.server.core.access_policy import AccessPolicy
+from blobgate.server.core.errors import NotFound
+from blobgate.server.core.identity import acting_as
 from blobgate.server.rpc import upload_id as upload_id_codec
 from blobgate.server.storage.authorization import AuthorizedSessions
 from blobgate.server.storage.limits import ByteBudget

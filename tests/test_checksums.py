@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blobgate.server.errors import InvalidArgument
+from blobgate.server.core.errors import InvalidArgument
 from blobgate.server.storage.checksums import (
     Hasher,
     crc32c_combine,

@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from helpers import free_port
+from server_process import SOURCE_PATH
 from test_client import TLS_NAME, StatOnly, issue
 
 from blobgate.server.app import Gateway
@@ -42,10 +43,10 @@ async def run_cli(
     *args: str,
     stdin: bytes | None = None,
     env: dict[str, str] | None = None,
-    program: tuple[str, ...] = (sys.executable, "-m", "blobgate.client.cli"),
+    program: tuple[str, ...] = (sys.executable, "-m", "blobgate.client.cli.main"),
     cwd: Path = ROOT,
 ) -> Run:
-    environ = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"}
+    environ = {**os.environ, "PYTHONPATH": SOURCE_PATH}
     environ.pop("GRPC_VERBOSITY", None)  # the command's own choice, unless a test sets it
     environ.update(env or {})
     proc = await asyncio.create_subprocess_exec(

@@ -15,7 +15,7 @@ import pytest
 from test_cli import ROOT, assert_one_line_error, run_cli
 
 from blobgate.client import Client
-from blobgate.client.cli_failures import EXIT_CODE_HELP, exit_code
+from blobgate.client.cli.failures import EXIT_CODE_HELP, exit_code
 from blobgate.client.targets import dial_address
 from blobgate.server.app import Gateway
 

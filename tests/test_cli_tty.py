@@ -13,6 +13,7 @@ import termios
 from pathlib import Path
 
 import pytest
+from server_process import SOURCE_PATH
 from test_cli import ROOT, Run, run_cli
 
 from blobgate.server.app import Gateway
@@ -48,13 +49,13 @@ async def run_cli_tty(*args: str) -> Run:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "blobgate.client.cli",
+            "blobgate.client.cli.main",
             *args,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=tty_fd,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"},
+            env={**os.environ, "PYTHONPATH": SOURCE_PATH},
         )
     finally:
         os.close(tty_fd)

@@ -34,8 +34,8 @@ from blobgate.client import (
 )
 from blobgate.client.download import range_size
 from blobgate.client.pool import Pool
-from blobgate.client.tls import TLSConfig
 from blobgate.server.app import Gateway
+from blobgate.shared.tls import TLSConfig
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
 MiB = 1024 * 1024

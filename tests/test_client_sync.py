@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 from helpers import payload
-from server_process import LISTENING, ROOT, SERVER
+from server_process import LISTENING, ROOT, SERVER, SOURCE_PATH
 
 from blobgate.client import BlobgateError, ObjectInfo, SyncClient
 from blobgate.client.sync_client import SyncUploadSource
@@ -58,7 +58,7 @@ def server_address(moto_endpoint: str, sync_bucket: str) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'protos'}"},
+        env={**os.environ, "PYTHONPATH": SOURCE_PATH},
     )
     assert proc.stderr is not None
     log: list[bytes] = []

@@ -27,7 +27,7 @@ from helpers import PART, expect_status, payload, upload
 from test_cli import run_cli
 
 from blobgate.server.app import Gateway
-from blobgate.server.errors import Unimplemented
+from blobgate.server.core.errors import Unimplemented
 from blobgate.server.rpc.status_codes import code_for
 from blobgate.server.storage.protocols import ObjectRef
 from blobgate.server.storage.s3.connection import S3Connection

@@ -16,7 +16,7 @@ from conftest import MiB, gateway_settings, stop_gateway
 from helpers import download, expect_status, payload, upload
 
 from blobgate.server.app import Gateway, start_gateway
-from blobgate.server.storage.memory_backend import MemoryBackend
+from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
 Code = grpc.StatusCode

@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from server_process import ROOT, ServerProcess
+from server_process import SOURCE_PATH, ServerProcess
 
 from blobgate.client import Client
 
@@ -31,7 +31,7 @@ def without_uvloop(tmp_path: Path) -> dict[str, str]:
     """An environment in which ``import uvloop`` fails: a module of that name
     that raises ImportError, ahead of site-packages on the path."""
     (tmp_path / "uvloop.py").write_text('raise ImportError("no uvloop in this test")\n')
-    path = os.pathsep.join([str(tmp_path), str(ROOT), str(ROOT / "protos")])
+    path = os.pathsep.join([str(tmp_path), SOURCE_PATH])
     return {"PYTHONPATH": path}
 
 

@@ -61,7 +61,7 @@ from helpers import (
 
 from blobgate.client import Client
 from blobgate.server.app import Gateway
-from blobgate.server.settings import Settings
+from blobgate.server.core.settings import Settings
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

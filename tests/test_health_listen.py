@@ -28,7 +28,7 @@ from helpers import free_port
 
 from blobgate.server.app import Gateway, StartupError, start_gateway
 from blobgate.server.settings_loading import SettingsError, load_settings
-from blobgate.server.storage.memory_backend import MemoryBackend
+from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
 Code = grpc.StatusCode

@@ -24,12 +24,12 @@ from fakes.pki import CA, Issued
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from blobgate.client import BlobgateError, Client, cli
-from blobgate.server import identity
 from blobgate.server.app import Gateway, StartupError, start_gateway
-from blobgate.server.identity import certificate_principal
+from blobgate.server.core import identity
+from blobgate.server.core.identity import certificate_principal
 from blobgate.server.logs import JsonFormatter
 from blobgate.server.settings_loading import SettingsError, load_settings
-from blobgate.server.storage.memory_backend import MemoryBackend
+from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
 Code = grpc.StatusCode

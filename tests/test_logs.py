@@ -189,7 +189,7 @@ async def test_text_mode_is_unchanged(
     await provoke(server, tls_files, ["Handshake failed", "does not load"])
     lines = server.text().splitlines()
     ours = [line for line in lines if TEXT_LINE.match(line)]
-    assert any("WARNING blobgate.server.authorization: policy file does not load" in line
+    assert any("WARNING blobgate.server.core.access_policy: policy file does not load" in line
                for line in ours)  # fmt: skip
     assert ours[-1].endswith("INFO blobgate.server.app: stopped")
     # gRPC's own lines are its own, as they always were.

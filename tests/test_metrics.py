@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from blobgate.server.consul_registration import ConsulRegistration
-from blobgate.server.settings import Settings
+from blobgate.server.core.settings import Settings
 from blobgate.server.storage.s3.instrumentation import S3Instrumentation
 from blobgate.v1 import storage_pb2
 

@@ -14,7 +14,7 @@ from conftest import gateway_settings, stop_gateway
 from helpers import upload
 
 from blobgate.server.app import start_gateway
-from blobgate.server.errors import InvalidArgument
+from blobgate.server.core.errors import InvalidArgument
 from blobgate.server.rpc import page_token
 from blobgate.server.rpc.page_token_key import KEY_BYTES, KEY_NAME, PageTokenKey
 from blobgate.server.storage.limits import ByteBudget

@@ -22,8 +22,8 @@ from helpers import eventually
 from test_cli import run_cli
 
 from blobgate.server.app import start_gateway
-from blobgate.server.authorization import load_policy
-from blobgate.server.settings import Settings
+from blobgate.server.core.access_policy import load_policy
+from blobgate.server.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

@@ -27,7 +27,7 @@ from server_process import ServerProcess
 
 from blobgate.server.app import Gateway, StartupError, start_gateway
 from blobgate.server.consul_registration import ConsulRegistration
-from blobgate.server.settings import Settings
+from blobgate.server.core.settings import Settings
 from blobgate.v1 import storage_pb2 as pb
 from blobgate.v1 import storage_pb2_grpc
 

@@ -51,8 +51,8 @@ from helpers import (
 from test_resumable import interrupted
 
 from blobgate.client import BlobgateError, Client
-from blobgate.server.errors import Unavailable
-from blobgate.server.settings import Settings
+from blobgate.server.core.errors import Unavailable
+from blobgate.server.core.settings import Settings
 from blobgate.server.storage.checksums import crc32c_to_s3
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import (

@@ -25,8 +25,8 @@ from contract_stores import (
 )
 from helpers import chunks, payload
 
-from blobgate.server.errors import FailedPrecondition, InvalidArgument, NotFound
-from blobgate.server.storage.memory import MemoryStore
+from blobgate.server.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from blobgate.server.storage.memory.store import MemoryStore
 from blobgate.server.storage.protocols import (
     ContentChecksums,
     ObjectRef,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from blobgate.server.settings import MiB
+from blobgate.server.core.settings import MiB
 from blobgate.server.settings_loading import SettingsError, load_settings
 
 

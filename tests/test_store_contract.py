@@ -28,14 +28,14 @@ from contract_stores import (
 )
 from helpers import RANGES, payload
 
-from blobgate.server.errors import (
+from blobgate.server.core.errors import (
     BucketNotFound,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     OutOfRange,
 )
-from blobgate.server.storage.memory import MemoryStore
+from blobgate.server.storage.memory.store import MemoryStore
 from blobgate.server.storage.protocols import (
     ByteRange,
     Chunk,

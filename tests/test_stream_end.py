@@ -22,7 +22,7 @@ from helpers import Code, MiB, data, health, payload, spec, wait_nothing_left
 from server_process import ServerProcess
 
 from blobgate.server.app import Gateway
-from blobgate.server.errors import Cancelled
+from blobgate.server.core.errors import Cancelled
 from blobgate.server.rpc import stream_end
 from blobgate.server.rpc.upload_stream import UploadMessage, UploadStream
 from blobgate.server.storage.protocols import ObjectRef, PutOptions

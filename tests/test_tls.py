@@ -27,11 +27,11 @@ from server_process import ServerProcess
 
 from blobgate.client.client import Client
 from blobgate.client.errors import BlobgateError
-from blobgate.client.tls import TLSConfig
 from blobgate.server.app import Gateway, StartupError, start_gateway
 from blobgate.server.consul_registration import ConsulRegistration
-from blobgate.server.settings import Settings
+from blobgate.server.core.settings import Settings
 from blobgate.server.tls import ServerTLS, is_loopback
+from blobgate.shared.tls import TLSConfig
 
 PROBE = [sys.executable, "-m", "blobgate.server.probe"]
 SERVICE = "blobgate.v1.StorageService"

@@ -24,8 +24,8 @@ from test_cli import Run, assert_one_line_error, run_cli
 
 from blobgate.client import BlobgateError, Client
 from blobgate.client.connect_problems import ConnectProblem, diagnose, hint
-from blobgate.client.tls import TLSConfig, check_pem
 from blobgate.server.app import Gateway, start_gateway
+from blobgate.shared.tls import TLSConfig, check_pem
 
 SPIFFE_ID = "spiffe://example.org/ns/storage/sa/blobgate"
 SERVER_NAME = "blobgate.internal"
@@ -141,7 +141,7 @@ async def test_a_connection_that_cannot_be_set_up_says_why(
 # key before gRPC sees it, so only a program that skips that check shows it.
 _MISMATCHED_KEY_PROGRAM = """
 import asyncio, sys
-from blobgate.client import cli
+from blobgate.client.cli import main as cli
 import grpc
 
 async def main():
@@ -171,7 +171,8 @@ async def test_grpc_log_lines_stay_off_the_cli_stderr(files: Files) -> None:
     # The variable is gone again once gRPC has read it: processes the
     # command starts do not inherit it.
     inherited = await run_cli(
-        "-c", "import os; from blobgate.client import cli; print(os.environ.get('GRPC_VERBOSITY'))",
+        "-c",
+        "import os; import blobgate.client.cli.main; print(os.environ.get('GRPC_VERBOSITY'))",
         program=(sys.executable,),
     )  # fmt: skip
     assert inherited.text == "None\n", inherited.stderr

@@ -22,9 +22,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util._once import Once
 
 from blobgate.client import BlobgateError, Client
-from blobgate.server import tracing
 from blobgate.server.app import Gateway, start_gateway
-from blobgate.server.storage.memory_backend import MemoryBackend
+from blobgate.server.core import tracing
+from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
 SERVICE = "blobgate.v1.StorageService"

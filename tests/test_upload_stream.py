@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blobgate.server.errors import InvalidArgument, OutOfRange, ResourceExhausted, ServiceError
+from blobgate.server.core.errors import InvalidArgument, OutOfRange, ResourceExhausted, ServiceError
 from blobgate.server.rpc.codecs import parse_upload_request
 from blobgate.server.rpc.upload_stream import UploadMessage, UploadStream, expected_checksums
 from blobgate.server.storage.limits import ByteBudget

@@ -1,0 +1,1 @@
+"""The ``blobgate`` command line (entry point: ``main.main``)."""

@@ -1,0 +1,415 @@
+"""The service's one settings object, built once at start-up.
+
+Sources, highest priority first: command-line flags, ``BLOBGATE_*``
+environment variables, an optional TOML config file (``--config`` or
+``BLOBGATE_CONFIG``), then the defaults below. pydantic-settings does the
+typing, parsing of sizes such as ``8MiB``, and validation; this module only
+adds the flags and the file. AWS credentials are not settings: botocore's own
+chain (``AWS_*`` variables, profiles, instance roles) supplies them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AliasChoices,
+    ByteSize,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from blobgate.shared.consul_config import ConsulConfig
+
+MiB = 1024 * 1024
+S3_MIN_PART = 5 * MiB
+S3_MAX_PART = 5 * 1024 * MiB
+S3_MAX_PARTS = 10_000
+# The data field of one message may be 4 MiB; leave room for framing.
+MIN_MESSAGE_SIZE = 4 * MiB + 64 * 1024
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["text", "json"]
+EventLoop = Literal["auto", "asyncio", "uvloop"]
+ChecksumMode = Literal["when_required", "when_supported"]
+AddressingStyle = Literal["auto", "path", "virtual"]
+ConditionalDelete = Literal["auto", "native", "emulate"]
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told. Field names double as flag names
+    (``--part-size``), environment variables (``BLOBGATE_PART_SIZE``) and
+    config-file keys (``part_size``)."""
+
+    model_config = SettingsConfigDict(env_prefix="BLOBGATE_", extra="forbid", frozen=True)
+
+    listen: str = Field("0.0.0.0:50051", description="gRPC listen address, host:port")
+    s3_endpoint: str | None = Field(
+        None, description="S3 endpoint URL (MinIO, moto, ...); unset means AWS"
+    )
+    s3_public_endpoint: str | None = Field(
+        None, description="endpoint that presigned URLs are signed for; unset: s3_endpoint"
+    )
+    s3_region: str | None = Field(None, description="S3 region; unset: AWS_REGION or us-east-1")
+    s3_addressing_style: AddressingStyle = Field(
+        "auto", description="bucket addressing: auto, path (MinIO) or virtual"
+    )
+    s3_connect_timeout: float = Field(5.0, gt=0, description="seconds to connect to S3")
+    s3_read_timeout: float = Field(60.0, gt=0, description="seconds to wait for S3 to answer")
+    s3_max_attempts: int = Field(
+        4, ge=1, le=10, description="attempts per S3 request (botocore standard retries)"
+    )
+    s3_max_connections: int = Field(
+        64, ge=1, description="S3 connections for the bytes of uploads and downloads"
+    )
+    s3_control_connections: int = Field(
+        16,
+        ge=1,
+        description="S3 connections for everything else (Stat, List, Delete, session records, "
+        "the health probe): transfers never use them",
+    )
+    checksum_mode: ChecksumMode = Field(
+        "when_required",
+        description="botocore request/response checksums; when_required suits MinIO, Ceph, B2",
+    )
+    s3_full_object_checksums: bool = Field(
+        True,
+        description="multipart uploads carry S3's full-object CRC32C and the sha256 lives in a "
+        "record; false: plain multipart and a self-copy (stores without ChecksumType FULL_OBJECT)",
+    )
+    s3_conditional_delete: ConditionalDelete = Field(
+        "auto",
+        description="deletes on an ETag: native (DeleteObject If-Match), emulate (a HEAD, then "
+        "a plain delete) or auto (native, emulate in a bucket whose store answers NotImplemented)",
+    )
+    default_bucket: str = Field("blobgate", min_length=3, description="bucket for empty requests")
+    allowed_buckets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated buckets clients may use; the default bucket always is",
+    )
+    create_buckets: bool = Field(False, description="create missing allowed buckets at start-up")
+    part_size: ByteSize = Field(ByteSize(8 * MiB), description="multipart part size (>= 5MiB)")
+    parts_in_flight: int = Field(4, ge=1, le=64, description="parts uploaded at once per upload")
+    copy_threshold: ByteSize = Field(
+        ByteSize(5 * 1024 * MiB),
+        description="Copy of a larger object goes part by part (UploadPartCopy), 5MiB to 5GiB",
+    )
+    max_object_size: ByteSize | None = Field(
+        None, description="largest object accepted; unset: 10000 parts of part_size"
+    )
+    max_message_size: ByteSize = Field(
+        ByteSize(8 * MiB), description="largest gRPC message accepted (>= 4MiB + framing)"
+    )
+    memory_budget: ByteSize = Field(
+        ByteSize(1024 * MiB),
+        description="bytes buffered across all uploads; past it uploads wait (>= part_size)",
+    )
+    max_streams: int = Field(
+        256, ge=1, description="concurrent Upload/Download streams; more get RESOURCE_EXHAUSTED"
+    )
+    max_streams_per_principal: int | None = Field(
+        None,
+        ge=1,
+        description="concurrent Upload/Download streams of one identified caller (mTLS or JWT); "
+        "unset: half of max_streams; callers without an identity are not counted",
+    )
+    max_sessions_per_principal: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description="open resumable upload sessions of one identified caller, across the fleet; "
+        "callers without an identity are not counted",
+    )
+    max_calls: int = Field(
+        512,
+        ge=1,
+        description="calls open at once, of every kind, counted from their first bytes; "
+        "more get RESOURCE_EXHAUSTED",
+    )
+    max_streams_per_connection: int = Field(
+        128, ge=1, description="calls one client connection may have open at once"
+    )
+    max_connections: int = Field(512, ge=1, description="client connections open at once")
+    max_unary_calls: int = Field(
+        256, ge=1, description="concurrent unary calls other than List; more wait in line"
+    )
+    max_list_calls: int = Field(
+        16, ge=1, description="concurrent List calls; more wait in line, apart from other calls"
+    )
+    unary_queue_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="seconds a unary call may wait in line before RESOURCE_EXHAUSTED",
+    )
+    stream_idle_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds an Upload may send nothing, or a Download's client read nothing, "
+        "before the stream is ended with DEADLINE_EXCEEDED",
+    )
+    session_expiry: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="seconds a resumable upload session may sit idle before it is aborted",
+    )
+    janitor_interval: float = Field(
+        3600.0,
+        ge=0,
+        description="seconds between sweeps for expired sessions and orphaned multipart "
+        "uploads; 0: never",
+    )
+    health_interval: float = Field(5.0, gt=0, description="seconds between S3 health probes")
+    shutdown_grace: float = Field(
+        30.0, ge=0, description="seconds in-flight calls get to finish on SIGTERM"
+    )
+    drain_delay: float = Field(
+        5.0,
+        ge=0,
+        description="seconds between NOT_SERVING/deregistering and refusing calls on SIGTERM",
+    )
+    log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    metrics_listen: str = Field(
+        "",
+        description="Prometheus metrics endpoint, host:port (e.g. 0.0.0.0:9464); empty: off",
+    )
+    health_listen: str = Field(
+        "",
+        description="a second, plaintext listener serving only grpc.health.v1, host:port "
+        "(e.g. 127.0.0.1:50052), for probes without a client certificate; empty: off",
+    )
+    log_format: LogFormat = Field(
+        "text", description="text, or json: one JSON object a line (docs/operations.md, Logs)"
+    )
+    event_loop: EventLoop = Field(
+        "auto",
+        description="auto (uvloop when it is installed, else asyncio's), asyncio, or uvloop",
+    )
+
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate chain to serve TLS with (with tls_key_file)"
+    )
+    tls_key_file: Path | None = Field(
+        None, description="PEM private key of tls_cert_file (unencrypted)"
+    )
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA certificates; set: clients must present a certificate they signed "
+        "(mTLS)",
+    )
+    insecure: bool = Field(
+        False, description="allow plaintext gRPC on an address beyond loopback (no TLS)"
+    )
+    jwt_jwks_file: Path | None = Field(
+        None,
+        description="JWKS file (RS256, ES256, HS256 keys); set: every call needs a bearer JWT "
+        "signed by one (needs TLS, jwt_issuer, jwt_audience)",
+    )
+    jwt_issuer: str | None = Field(None, description="the iss a bearer JWT must carry")
+    jwt_audience: str | None = Field(None, description="the aud a bearer JWT must carry")
+    reflection: bool = Field(False, description="serve gRPC server reflection (--dev: on)")
+    auth_policy_file: Path | None = Field(
+        None,
+        description="TOML file of grants: who may read, list, write, delete, presign where; "
+        "set, everything else is refused (needs tls_client_ca_file or jwt_jwks_file)",
+    )
+
+    consul: bool = Field(False, description="register this instance with the local Consul agent")
+    consul_http_addr: str = Field(
+        "127.0.0.1:8500",
+        validation_alias=AliasChoices("consul_http_addr", "CONSUL_HTTP_ADDR"),
+        description="Consul agent address, host:port or URL (CONSUL_HTTP_ADDR)",
+    )
+    consul_http_token: str | None = Field(
+        None,
+        validation_alias=AliasChoices("consul_http_token", "CONSUL_HTTP_TOKEN"),
+        description="Consul ACL token (CONSUL_HTTP_TOKEN)",
+    )
+    consul_http_ssl: bool = Field(
+        False,
+        validation_alias=AliasChoices("consul_http_ssl", "CONSUL_HTTP_SSL"),
+        description="talk to Consul over HTTPS (CONSUL_HTTP_SSL)",
+    )
+    service_name: str = Field("blobgate", min_length=1, description="Consul service name")
+    service_tags: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated Consul service tags"
+    )
+    advertise_address: str | None = Field(
+        None,
+        description="address registered in Consul; unset: the listen host, else this host's "
+        "address towards the agent (remote) or the default route, never loopback",
+    )
+    advertise_port: int | None = Field(
+        None, ge=1, le=65535, description="port registered in Consul; unset: the listen port"
+    )
+    check_interval: float = Field(10.0, gt=0, description="seconds between Consul's gRPC checks")
+    check_timeout: float = Field(5.0, gt=0, description="seconds Consul waits for a gRPC check")
+    check_tls_server_name: str | None = Field(
+        None,
+        description="with TLS: the name Consul's gRPC check expects in the server's "
+        "certificate; unset: the advertised address",
+    )
+    deregister_critical_after: float = Field(
+        60.0, gt=0, description="seconds critical before Consul drops the instance (Consul: >= 60)"
+    )
+
+    @field_validator("allowed_buckets", "service_tags", mode="before")
+    @classmethod
+    def _allowed_from_text(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator(
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_client_ca_file",
+        "check_tls_server_name",
+        "jwt_jwks_file",
+        "jwt_issuer",
+        "jwt_audience",
+        "auth_policy_file",
+        "max_streams_per_principal",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("listen", "metrics_listen", "health_listen")
+    @classmethod
+    def _host_port(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name in ("metrics_listen", "health_listen") and value == "":
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError("must be host:port, e.g. 0.0.0.0:50051")
+        return value
+
+    @field_validator("consul_http_addr")
+    @classmethod
+    def _consul_address(cls, value: str) -> str:
+        ConsulConfig.parse(value)  # raises ValueError naming the accepted forms
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "tls_cert_file and tls_key_file go together (--tls-cert-file, --tls-key-file): "
+                "give both or neither"
+            )
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file: the server "
+                "must serve TLS to ask for client certificates"
+            )
+        self._check_jwt()
+        if (
+            self.auth_policy_file is not None
+            and self.tls_client_ca_file is None
+            and self.jwt_jwks_file is None
+        ):
+            raise ValueError(
+                "auth_policy_file needs an identity source to name callers: set "
+                "tls_client_ca_file (mTLS, --tls-client-ca-file) or jwt_jwks_file (bearer JWTs, "
+                "--jwt-jwks-file)"
+            )
+        if not S3_MIN_PART <= self.part_size <= S3_MAX_PART:
+            raise ValueError("part_size must be between 5MiB and 5GiB (S3's limits)")
+        if self.max_object_size is not None and self.max_object_size > self.object_size_limit:
+            raise ValueError(
+                f"max_object_size {self.max_object_size.human_readable()} needs more than "
+                f"{S3_MAX_PARTS} parts of {self.part_size.human_readable()}: raise part_size "
+                "or lower max_object_size"
+            )
+        if not S3_MIN_PART <= self.copy_threshold <= S3_MAX_PART:
+            raise ValueError("copy_threshold must be between 5MiB and 5GiB (CopyObject's limit)")
+        if self.memory_budget < self.part_size:
+            raise ValueError("memory_budget must be at least part_size")
+        if self.max_message_size < MIN_MESSAGE_SIZE:
+            raise ValueError("max_message_size must be at least 4MiB + 64KiB")
+        if (
+            self.max_streams_per_principal is not None
+            and self.max_streams_per_principal > self.max_streams
+        ):
+            raise ValueError(
+                f"max_streams_per_principal {self.max_streams_per_principal} is more than "
+                f"max_streams {self.max_streams}: lower it or raise max_streams"
+            )
+        return self
+
+    def _check_jwt(self) -> None:
+        if self.jwt_jwks_file is None:
+            if self.jwt_issuer is not None or self.jwt_audience is not None:
+                raise ValueError("jwt_issuer and jwt_audience need jwt_jwks_file (--jwt-jwks-file)")
+            return
+        if self.tls_cert_file is None:
+            raise ValueError(
+                "jwt_jwks_file needs tls_cert_file and tls_key_file: bearer tokens must not "
+                "cross plaintext"
+            )
+        if self.tls_client_ca_file is not None:
+            raise ValueError(
+                "jwt_jwks_file and tls_client_ca_file are two identity sources: choose one"
+            )
+        if not self.jwt_issuer or not self.jwt_audience:
+            raise ValueError(
+                "jwt_jwks_file needs jwt_issuer and jwt_audience (--jwt-issuer, --jwt-audience)"
+            )
+
+    @property
+    def streams_per_principal(self) -> int:
+        """Upload/Download streams one identified caller may hold: the setting,
+        else half of max_streams (at least 1)."""
+        if self.max_streams_per_principal is not None:
+            return self.max_streams_per_principal
+        return max(1, self.max_streams // 2)
+
+    @property
+    def object_size_limit(self) -> int:
+        """The largest object accepted: the setting, else what S3's 10000 parts allow."""
+        limit = self.part_size * S3_MAX_PARTS
+        return limit if self.max_object_size is None else min(limit, self.max_object_size)
+
+    @property
+    def buckets(self) -> frozenset[str]:
+        """Every bucket a client may name: the allowed set plus the default."""
+        return frozenset([self.default_bucket, *self.allowed_buckets])
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags arrive as init arguments; the config file arrives as the
+        # reserved init key "_file" and ranks below the environment.
+        file_values = init_settings.init_kwargs.pop("_file", {})  # type: ignore[attr-defined]
+        return init_settings, env_settings, InitSettingsSource(settings_cls, file_values)

@@ -1,0 +1,81 @@
+"""Health that follows S3: a periodic cheap probe sets the standard health
+service's overall status and the StorageService's status together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+
+from blobgate.server.core.errors import ServiceError
+from blobgate.server.core.tracing import untraced
+from blobgate.v1 import storage_pb2
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class S3HealthProbe:
+    """Runs ``probe`` every ``interval`` seconds and publishes the result."""
+
+    def __init__(
+        self, health: HealthServicer, probe: Callable[[], Awaitable[None]], interval: float
+    ) -> None:
+        self._health = health
+        self._probe = probe
+        self._interval = interval
+        self._timeout = max(2.0, interval)
+        self.serving: bool | None = None
+        self._stopped = asyncio.Event()
+
+    async def publish(self, serving: bool) -> None:
+        status = SERVING if serving else NOT_SERVING
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, status)
+        if serving != self.serving:
+            log.log(
+                logging.INFO if serving else logging.WARNING,
+                "S3 is %s: health is %s",
+                "reachable" if serving else "unreachable",
+                "SERVING" if serving else "NOT_SERVING",
+            )
+        self.serving = serving
+
+    async def check_once(self) -> bool:
+        try:
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation
+            # that arrives as the probe finishes, and stop() would wait forever.
+            # Untraced: a root span every interval would bury the real traces.
+            async with asyncio.timeout(self._timeout):
+                with untraced():
+                    await self._probe()
+        except (ServiceError, TimeoutError) as exc:
+            log.debug("S3 probe failed: %s", exc)
+            serving = False
+        except Exception:
+            # An unexpected failure must not stop the probe loop or pass as healthy.
+            log.exception("S3 probe failed unexpectedly")
+            serving = False
+        else:
+            serving = True
+        await self.publish(serving)
+        return serving
+
+    async def run(self) -> None:
+        """Probe every interval until stop()."""
+        while not self._stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._stopped.wait()
+            if not self._stopped.is_set():
+                await self.check_once()
+
+    def stop(self) -> None:
+        self._stopped.set()

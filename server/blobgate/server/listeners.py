@@ -1,0 +1,86 @@
+"""The gRPC servers' options: connection limits, keepalive, message sizes
+and the stream window of the main server, and the small health-only server
+behind ``health_listen``."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from blobgate.server.core.settings import Settings
+
+# Connections: a client's idle connection is closed after 15 minutes; any
+# connection is asked to go away after an hour (clients reconnect, which
+# spreads them over the instances behind Consul), and calls in flight then get
+# another hour to finish, so long transfers survive. The server pings a
+# connection silent for a minute and drops it if no answer comes in 20 s (a
+# peer that vanished); clients may ping at most every 10 s.
+_MINUTE_MS = 60_000
+_CONNECTION_OPTIONS = [
+    ("grpc.max_connection_idle_ms", 15 * _MINUTE_MS),
+    ("grpc.max_connection_age_ms", 60 * _MINUTE_MS),
+    ("grpc.max_connection_age_grace_ms", 60 * _MINUTE_MS),
+    ("grpc.keepalive_time_ms", _MINUTE_MS),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 2),
+]
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """The main server's gRPC options: connection limits and keepalive,
+    streams per connection, message sizes and the stream window."""
+    size = int(settings.max_message_size)
+    return [
+        *_CONNECTION_OPTIONS,
+        # Calls a connection may have open at once (HTTP/2 streams), and
+        # connections at once: with max_calls (the server's maximum
+        # concurrent RPCs), what bounds the calls whose messages gRPC buffers
+        # before any handler runs (docs/configuration.md, Memory).
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        ("grpc.max_receive_message_length", size),
+        ("grpc.max_send_message_length", size),
+        # A second instance on the same port must fail, not share it silently.
+        ("grpc.so_reuseport", 0),
+        # BDP probing grows the receive window far past what an upload that is
+        # waiting for S3 consumes, and gRPC buffers that data: measured, it
+        # cost ~50 MiB of peak RSS per 256 MiB upload, at no loopback speed gain.
+        ("grpc.http2.bdp_probe", 0),
+        # The fixed receive window of each stream: what gRPC buffers for an
+        # upload that is not being read (waiting for budget or S3), so most of
+        # what an open upload costs outside memory_budget. Measured with
+        # `python -m bench.soak --stream-cost 32`, per upload waiting for
+        # budget: ~3.7 MiB at 4 MiB, ~1.7 at 2 MiB, ~0.8 at 1 MiB. On loopback
+        # (bench/throughput.py, 3 runs each) 1 and 2 MiB cost no measurable
+        # upload or download throughput, but a window caps a stream at about
+        # window / round-trip time: through a TCP proxy delaying each way by
+        # half of 10 ms, one 64 MiB upload ran at ~73 MB/s with 4 MiB, ~67
+        # with 2 MiB and ~49 with 1 MiB (20 ms: ~62, ~51, ~33). Clients are
+        # rarely on loopback, so 4 MiB stays, and the memory bound
+        # (docs/configuration.md, Memory) counts it per stream.
+        ("grpc.http2.lookahead_bytes", 4 * 1024 * 1024),
+    ]
+
+
+# The health-only listener answers a few probes: small messages, few
+# connections and calls; a second instance on its port must fail too.
+_HEALTH_OPTIONS = [
+    *_CONNECTION_OPTIONS,
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", 4096),
+    ("grpc.max_concurrent_streams", 8),
+    ("grpc.max_allowed_incoming_connections", 32),
+]
+_HEALTH_MAX_CALLS = 64
+
+
+def health_only_server(health: HealthServicer) -> grpc.aio.Server:
+    """A server with nothing but ``health``, the gateway's own health
+    service, for the plaintext ``health_listen`` port: probes that cannot
+    present a client certificate (the Docker health check, kubelet) reach it
+    there. Not bound to a port yet."""
+    server = grpc.aio.server(options=_HEALTH_OPTIONS, maximum_concurrent_rpcs=_HEALTH_MAX_CALLS)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    return server

@@ -1,0 +1,208 @@
+"""The access log and request ids: one line per StorageService call (logger
+``blobgate.access``, INFO) with its request id, peer, principal, method,
+bucket, key, bytes in and out, duration and final status.
+
+``AccessLogInterceptor`` is first in the server's chain, so it sees the
+status every call really ends with, the error interceptor's mapping
+included. Per call it makes a ``CallRecord`` current (a contextvar, so the
+call's task and the tasks it starts see it): unary calls' bucket and key come
+from the request message; Upload's from its stream (``upload_stream``), which
+also counts the bytes in; Download's handler counts the bytes out. The
+request id is a short token the caller proposed in ``x-request-id`` metadata,
+else a new one; the caller gets it back in the call's trailing metadata, and
+``status_codes`` quotes it in an INTERNAL status.
+
+Nothing else from a request is logged: not an upload id, not a status
+message (either may carry one). The audit log (``rpc.audit``) writes its
+line of a mutating call from the same record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from blobgate.server.rpc.interceptors import Handler, _MethodInterceptor
+from blobgate.shared.wire import REQUEST_ID_KEY
+
+log = logging.getLogger("blobgate.access")
+
+Behaviour = Callable[[Any, Any], Any]
+"""A handler's coroutine function, (request or request iterator, context)."""
+
+# A request id a caller may propose: a short token that is safe in a log line,
+# a header and a file name (a UUID fits).
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Longer keys are refused anyway (api.md, Keys); the log line stays bounded.
+_MAX_LOGGED = 1024
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What the access log line of one call says; the handlers fill in the
+    object and the byte counts. ``bucket`` None: the call names no bucket;
+    "" means the default bucket."""
+
+    request_id: str
+    method: str
+    peer: str
+    principal: str = ""  # who called (rpc.authentication); empty: no identity source
+    bucket: str | None = None
+    key: str = ""
+    bytes_in: int = 0  # object bytes received (Upload)
+    bytes_out: int = 0  # object bytes sent (Download)
+    trace_id: str = ""  # set when the call is traced (rpc.tracing)
+
+
+_current: ContextVar[CallRecord | None] = ContextVar("blobgate_call", default=None)
+
+
+def current_call() -> CallRecord | None:
+    """The record of the call running in this task (None outside one)."""
+    return _current.get()
+
+
+def note_object(bucket: str, key: str) -> None:
+    """The call is about ``bucket``/``key``."""
+    record = _current.get()
+    if record is not None:
+        record.bucket, record.key = bucket, key
+
+
+def count_out(size: int) -> None:
+    """The call sent ``size`` more object bytes."""
+    record = _current.get()
+    if record is not None:
+        record.bytes_out += size
+
+
+def request_id_for(metadata: Any) -> str:
+    """The caller's ``x-request-id`` if it is a short safe token, else a new id."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and _SAFE_ID.fullmatch(value):
+            return value
+    return uuid.uuid4().hex[:16]
+
+
+def final_status(
+    context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None
+) -> grpc.StatusCode:
+    """The status a call ends with, once its handler returned or raised ``error``."""
+    code: grpc.StatusCode | None = context.code()  # set by abort
+    if code is not None:
+        return code
+    if error is None:
+        return grpc.StatusCode.OK
+    if isinstance(error, asyncio.CancelledError):
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+def rewrap(handler: Handler, around: Callable[[Behaviour], Behaviour]) -> Handler:
+    """``handler`` with its behaviour replaced by ``around(behaviour)``,
+    serializers kept (every StorageService handler is a coroutine: see
+    rpc.interceptors)."""
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(around(handler.unary_unary), **serializers)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(around(handler.stream_unary), **serializers)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(around(handler.unary_stream), **serializers)
+    raise TypeError("StorageService has no bidirectional methods")
+
+
+def _object(bucket: str, key: str = "") -> Callable[[Any], tuple[str, str]]:
+    return lambda request: (getattr(request, bucket), getattr(request, key) if key else "")
+
+
+# Where a unary request names its object (Upload's stream says it itself).
+_TARGETS: dict[str, Callable[[Any], tuple[str, str]]] = {
+    "Download": _object("bucket", "key"),
+    "Stat": _object("bucket", "key"),
+    "Presign": _object("bucket", "key"),
+    "Delete": _object("bucket", "key"),
+    "List": _object("bucket"),
+    "BatchDelete": _object("bucket"),
+    "Copy": _object("destination_bucket", "destination_key"),
+    "StartResumableUpload": lambda request: (request.spec.bucket, request.spec.key),
+}
+
+
+def capped(text: str) -> str:
+    """``text``, cut to a length a log line can carry."""
+    return text if len(text) <= _MAX_LOGGED else f"{text[:_MAX_LOGGED]}...(truncated)"
+
+
+class AccessLogInterceptor(_MethodInterceptor):
+    """Gives every StorageService call its request id and logs its line
+    (``default_bucket`` stands for a request's empty bucket)."""
+
+    def __init__(self, default_bucket: str) -> None:
+        super().__init__()
+        self._default_bucket = default_bucket
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        return rewrap(handler, lambda behaviour: self._logged(behaviour, method))
+
+    def _logged(self, behaviour: Behaviour, method: str) -> Behaviour:
+        target = _TARGETS.get(method)
+
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            record = CallRecord(
+                request_id_for(context.invocation_metadata()), method, context.peer()
+            )
+            if target is not None and isinstance(request, Message):
+                record.bucket, record.key = target(request)
+            context.set_trailing_metadata(((REQUEST_ID_KEY, record.request_id),))
+            token = _current.set(record)
+            error: BaseException | None = None
+            try:
+                return await behaviour(request, context)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                _current.reset(token)
+                self._log(record, final_status(context, error), time.perf_counter() - started)
+
+        return call
+
+    def _log(self, record: CallRecord, status: grpc.StatusCode, seconds: float) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        bucket = record.bucket
+        if bucket == "":
+            bucket = self._default_bucket
+        fields: dict[str, Any] = {
+            "request_id": record.request_id,
+            "peer": record.peer,
+            "principal": record.principal,
+            "method": record.method,
+            "bucket": capped(bucket or ""),
+            "key": capped(record.key),
+            "bytes_in": record.bytes_in,
+            "bytes_out": record.bytes_out,
+            "duration_ms": round(seconds * 1000, 3),
+            "status": status.name,
+        }
+        if record.trace_id:
+            fields["trace_id"] = record.trace_id
+        log.info("%s %s", record.method, status.name, extra=fields)

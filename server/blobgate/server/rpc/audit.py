@@ -1,0 +1,182 @@
+"""The audit log: one line per call that changes something or hands out
+access (logger ``blobgate.audit``, INFO), whatever it ended with, refusals
+included: who (principal, peer), what (action, method, bucket, key, bytes),
+how it ended (outcome, the status name) and the request id that ties it to
+the access line.
+
+``AuditInterceptor`` comes right after the access log's interceptor and
+before authentication, so it sees the access log's ``CallRecord`` (request
+id; the principal once authentication has set it; Upload's object and bytes
+in as the upload stream counts them), the call's request, its response, and
+the same final status the access line has. Calls that only read (Download,
+Stat, List, QueryUploadStatus) pass through unwrapped.
+
+Never logged: an upload id (a CancelResumableUpload's line names the bucket
+decoded from it, not the id), a presigned URL or its signature, headers,
+metadata, a token, a status message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from blobgate.server.core.errors import InvalidArgument
+from blobgate.server.rpc import upload_id as upload_id_codec
+from blobgate.server.rpc.access_log import (
+    Behaviour,
+    CallRecord,
+    capped,
+    current_call,
+    final_status,
+    request_id_for,
+    rewrap,
+)
+from blobgate.server.rpc.interceptors import Handler, _MethodInterceptor
+from blobgate.v1 import storage_pb2
+
+AUDIT_LOGGER = "blobgate.audit"
+log = logging.getLogger(AUDIT_LOGGER)
+_errors = logging.getLogger(__name__)
+
+pb = storage_pb2
+
+# The audited methods and their action, in the rights' vocabulary (write
+# covers Upload and the resumable RPCs); Copy is a read and a write at once.
+ACTIONS: dict[str, str] = {
+    "Upload": "write",
+    "StartResumableUpload": "write",
+    "CancelResumableUpload": "write",
+    "Delete": "delete",
+    "BatchDelete": "delete",
+    "Copy": "copy",
+    "Presign": "presign",
+}
+
+Details = Callable[[Any, Any, dict[str, Any]], None]
+"""Adds a method's own fields from its request and response (None when the
+call failed) to a line's fields."""
+
+
+def _cancel(request: Any, response: Any, fields: dict[str, Any]) -> None:
+    # The bucket is in the upload id; the id itself is a secret handle.
+    try:
+        fields["bucket"] = upload_id_codec.decode(request.upload_id)[0]
+    except InvalidArgument:
+        fields["bucket"] = None  # not a session's: no bucket
+
+
+def _batch_delete(request: Any, response: Any, fields: dict[str, Any]) -> None:
+    fields["keys"] = len(request.entries)
+    if isinstance(response, pb.BatchDeleteResponse):
+        fields["failed"] = sum(1 for result in response.results if result.code != 0)
+
+
+def _copy(request: Any, response: Any, fields: dict[str, Any]) -> None:
+    fields["source_bucket"] = request.source_bucket
+    fields["source_key"] = request.source_key
+    if isinstance(response, pb.CopyResponse):
+        fields["bytes"] = response.object.size
+
+
+def _presign(request: Any, response: Any, fields: dict[str, Any]) -> None:
+    method = request.method  # an open enum: a number no name has arrives as it is
+    name = pb.HttpMethod.Name(method) if method in pb.HttpMethod.values() else str(method)
+    fields["http_method"] = name.removeprefix("HTTP_METHOD_")
+    if isinstance(response, pb.PresignResponse):
+        fields["expires_at"] = response.expires_at.ToDatetime(tzinfo=UTC).isoformat(
+            timespec="seconds"
+        )
+
+
+_DETAILS: dict[str, Details] = {
+    "CancelResumableUpload": _cancel,
+    "BatchDelete": _batch_delete,
+    "Copy": _copy,
+    "Presign": _presign,
+}
+
+
+class AuditInterceptor(_MethodInterceptor):
+    """Writes the audit line of every mutating StorageService call
+    (``default_bucket`` stands for a request's empty bucket)."""
+
+    def __init__(self, default_bucket: str) -> None:
+        super().__init__()
+        self._default_bucket = default_bucket
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        action = ACTIONS.get(method)
+        if action is None:
+            return handler
+        return rewrap(handler, lambda behaviour: self._audited(behaviour, method, action))
+
+    def _audited(self, behaviour: Behaviour, method: str, action: str) -> Behaviour:
+        details = _DETAILS.get(method)
+
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            response: Any = None
+            error: BaseException | None = None
+            try:
+                response = await behaviour(request, context)
+                return response
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                if log.isEnabledFor(logging.INFO):
+                    try:
+                        self._log(method, action, details, request, response, context, error)
+                    except Exception:
+                        # The call's own outcome stands; the failure is on record.
+                        _errors.exception("the audit line of a %s call was not written", method)
+
+        return call
+
+    def _log(
+        self,
+        method: str,
+        action: str,
+        details: Details | None,
+        request: Any,
+        response: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        error: BaseException | None,
+    ) -> None:
+        record = current_call()
+        if record is None:  # not behind the access log (it always is in a gateway)
+            metadata = context.invocation_metadata()
+            record = CallRecord(request_id_for(metadata), method, context.peer())
+        fields: dict[str, Any] = {
+            "request_id": record.request_id,
+            "principal": record.principal,
+            "peer": record.peer,
+            "action": action,
+            "method": method,
+            "bucket": record.bucket,
+            "key": record.key,
+            "bytes": record.bytes_in,
+        }
+        if details is not None and isinstance(request, Message):
+            details(request, response, fields)
+        status = final_status(context, error)
+        # A bucket None: the call named none; "": the default bucket.
+        for name in ("bucket", "source_bucket"):
+            if name in fields:
+                bucket = fields[name]
+                fields[name] = "" if bucket is None else bucket or self._default_bucket
+        for name in ("bucket", "key", "source_bucket", "source_key"):
+            if name in fields:
+                fields[name] = capped(fields[name])
+        fields["outcome"] = status.name
+        if record.trace_id:
+            fields["trace_id"] = record.trace_id
+        log.info("%s %s %s", fields["action"], fields["method"], status.name, extra=fields)
+
+
+__all__ = ["ACTIONS", "AuditInterceptor"]

@@ -1,0 +1,97 @@
+"""Tell a request stream that ended cleanly from one that broke.
+
+grpc.aio ends a server's request iterator in the same way whether the client
+half-closed after its last message or the receive failed: a message over
+``max_receive_message_length``, a reset stream, a malformed frame, a dropped
+connection. Core cancels the call in the failing cases, but that cancellation
+reaches the handler's task later than the end of the iterator, so a handler
+that commits on the end of the stream can commit a truncated object first.
+
+The only trace grpc.aio keeps of the difference is a debug log record,
+written inside the handler's own task by the failed receive. ``watch`` starts
+recording such records for the calling task, and ``ensure_clean_end`` raises
+``Cancelled`` when one was seen. The filter that records them also drops
+every grpc debug record the operator did not ask for, so enabling it adds no
+log lines.
+
+The response side ends badly too when a client cancels or goes away while a
+message is being sent to it: grpc.aio then logs "ExecuteBatchError raised in
+core" at ERROR with a traceback, once per cancelled download. Nothing on the
+server failed, so the same filter lowers that record to DEBUG.
+
+tests/test_stream_end.py proves that each way a stream can break is caught,
+and fails if a grpc release changes the records.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+
+from blobgate.server.core.errors import Cancelled
+
+# The logger and message grpc.aio's failed receive writes (cygrpc's
+# callback_common: "Failed to receive any message from Core").
+GRPC_LOGGER = "grpc._cython.cygrpc"
+FAILED_RECEIVE = "Failed to receive any message from Core"
+# What grpc.aio logs when a send fails because the peer left (server.pyx.pxi).
+PEER_GONE = "ExecuteBatchError raised in core by servicer method"
+
+
+class _Watch:
+    """Whether a receive failed in the task that holds this watch."""
+
+    __slots__ = ("broken",)
+
+    def __init__(self) -> None:
+        self.broken = False
+
+
+_current: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar(
+    "blobgate_stream_watch", default=None
+)
+
+
+class _GrpcRecordFilter(logging.Filter):
+    """Marks the current task's watch on a failed receive, lowers a failed
+    send to a departed peer to DEBUG, and passes on only the records the
+    logger's ancestors would have let through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(FAILED_RECEIVE):
+            watch = _current.get()
+            if watch is not None:
+                watch.broken = True
+        elif message.startswith(PEER_GONE):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        parent = logging.getLogger(GRPC_LOGGER).parent
+        threshold = parent.getEffectiveLevel() if parent is not None else logging.WARNING
+        return record.levelno >= threshold
+
+
+_FILTER = _GrpcRecordFilter()
+
+
+def install() -> None:
+    """Let grpc's records reach the filter (idempotent); the app calls it at
+    start-up."""
+    logger = logging.getLogger(GRPC_LOGGER)
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+    if logger.level != logging.DEBUG:  # setLevel clears every logger's level cache
+        logger.setLevel(logging.DEBUG)
+
+
+def watch() -> None:
+    """Start watching the current task's request stream. Each gRPC call runs
+    in a task of its own, so the watch is the call's alone."""
+    install()
+    _current.set(_Watch())
+
+
+def ensure_clean_end() -> None:
+    """Raise Cancelled if a receive of the current task's stream failed."""
+    current = _current.get()
+    if current is not None and current.broken:
+        raise Cancelled("the request stream broke before its end; nothing was stored")

@@ -1,0 +1,333 @@
+"""The ObjectStore in process memory, with the S3 store's semantics.
+
+For tests and for running the gateway without S3. Objects live in a dict per
+bucket beside a sorted list of their keys; resumable upload sessions (see
+``memory_sessions``) live beside the objects of their bucket, so every
+``MemorySessions`` over one ``MemoryStore`` sees the same sessions, as every
+S3 instance sees the same checkpoints. Nothing awaits between a commit's
+final checks and its write, so a commit is atomic within the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import hashlib
+import itertools
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from blobgate.server.core.errors import (
+    BucketNotFound,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    ServiceError,
+)
+from blobgate.server.storage.checksums import Hasher, verify
+from blobgate.server.storage.protocols import (
+    RESERVED_PREFIX,
+    ByteRange,
+    Chunk,
+    ContentChecksums,
+    CopySpec,
+    DeleteEntry,
+    ListPage,
+    ObjectRef,
+    PresignedRequest,
+    PresignMethod,
+    PutOptions,
+    StoredObject,
+)
+
+if TYPE_CHECKING:
+    from blobgate.server.storage.memory.sessions import SessionRecord
+
+
+@dataclass
+class _Object:
+    """One committed object: its bytes (never changed once committed) and
+    its description."""
+
+    data: bytearray
+    info: StoredObject
+
+
+@dataclass
+class MemoryBucket:
+    """A bucket's objects, its keys in order, and its upload sessions."""
+
+    objects: dict[str, _Object] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)  # sorted: listing walks it
+    sessions: dict[str, SessionRecord] = field(default_factory=dict)
+
+
+def _plain_etag(etag: str) -> str:
+    return etag.strip('"')
+
+
+class MemoryReader:
+    """An open ranged read of a committed object's bytes."""
+
+    def __init__(self, info: StoredObject, data: bytearray, start: int, end: int) -> None:
+        self.info = info
+        # A replaced or deleted object's bytes stay readable by readers
+        # already open, as an S3 GetObject already under way keeps streaming.
+        self._data: bytearray | None = data
+        self._pos = start
+        self._end = end
+
+    async def chunks(self, size: int) -> AsyncIterator[list[bytes]]:
+        if size <= 0:
+            raise ValueError(f"chunk size must be positive, not {size}")
+        while self._data is not None and self._pos < self._end:
+            stop = min(self._pos + size, self._end)
+            with memoryview(self._data) as view:
+                piece = bytes(view[self._pos : stop])
+            self._pos = stop
+            yield [piece]
+
+    async def close(self) -> None:
+        self._data = None
+
+
+# --- continuation tokens -------------------------------------------------------
+# A token names where the next page starts: after a key ("k"), or after every
+# key under a common prefix ("p"). Base64 keeps it opaque to callers.
+
+
+def _encode_token(kind: str, name: str) -> str:
+    return base64.urlsafe_b64encode(f"{kind}{name}".encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token.encode("ascii")).decode()
+    except (binascii.Error, UnicodeError, ValueError):
+        raw = ""
+    if raw[:1] not in {"k", "p"} or len(raw) < 2:
+        raise InvalidArgument("page_token is not a token this service issued")
+    return raw[0], raw[1:]
+
+
+class MemoryStore:
+    """ObjectStore in process memory. ``buckets`` are the buckets that exist;
+    any other is BucketNotFound, as a missing bucket is in S3."""
+
+    def __init__(self, buckets: Iterable[str]) -> None:
+        self._buckets = {name: MemoryBucket() for name in buckets}
+
+    def create_bucket(self, name: str) -> None:
+        """Make bucket ``name`` exist (the create-buckets setting); an existing
+        one is left as it is."""
+        self._buckets.setdefault(name, MemoryBucket())
+
+    def bucket(self, name: str) -> MemoryBucket:
+        """The state of bucket ``name``; BucketNotFound if it does not exist."""
+        try:
+            return self._buckets[name]
+        except KeyError:
+            raise BucketNotFound(f"bucket {name!r} does not exist") from None
+
+    def _object(self, ref: ObjectRef) -> _Object:
+        found = self.bucket(ref.bucket).objects.get(ref.key)
+        if found is None:
+            raise NotFound(f"no object {ref.key!r} in bucket {ref.bucket!r}")
+        return found
+
+    # --- writes ------------------------------------------------------------
+
+    def check_preconditions(self, ref: ObjectRef, options: PutOptions) -> None:
+        """Raise FailedPrecondition unless if_none_match / if_match hold now."""
+        current = self.bucket(ref.bucket).objects.get(ref.key)
+        if current is None:
+            if options.if_match:
+                raise FailedPrecondition(
+                    f"if_match {options.if_match!r}: there is no object {ref.key!r}"
+                )
+            return
+        if options.if_none_match:
+            raise FailedPrecondition(f"if_none_match: object {ref.key!r} already exists")
+        if options.if_match and current.info.etag != _plain_etag(options.if_match):
+            raise FailedPrecondition(
+                f"if_match {options.if_match!r} does not match {ref.key!r} "
+                f"(etag {current.info.etag!r})"
+            )
+
+    async def put(
+        self, ref: ObjectRef, body: AsyncIterable[Chunk], options: PutOptions
+    ) -> StoredObject:
+        """Store ``body`` as one object once it ended without error, its
+        checksums verified against ``options.known``; nothing otherwise."""
+        self.check_preconditions(ref, options)  # fail before reading any data
+        hasher = Hasher()
+        data = bytearray()
+        async for chunk in body:
+            hasher.update(chunk)
+            data += chunk
+        sums = hasher.checksums()
+        verify(options.known, sums)
+        return self.commit(ref, data, options, sums)
+
+    def commit(
+        self, ref: ObjectRef, data: bytearray, options: PutOptions, sums: ContentChecksums
+    ) -> StoredObject:
+        """Make ``data`` the object at ``ref`` if the preconditions still hold.
+        The store keeps ``data`` itself: the caller must not change it after."""
+        bucket = self.bucket(ref.bucket)
+        self.check_preconditions(ref, options)
+        # Whole seconds, as S3 reports LastModified.
+        now = datetime.now(UTC).replace(microsecond=0)
+        info = StoredObject(
+            bucket=ref.bucket,
+            key=ref.key,
+            size=len(data),
+            # S3's ETag of an object stored in one piece.
+            etag=hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            content_type=options.content_type,
+            last_modified=now,
+            metadata={k.lower(): v for k, v in options.metadata.items()},
+            checksums=sums,
+        )
+        if ref.key not in bucket.objects:
+            bisect.insort(bucket.keys, ref.key)
+        bucket.objects[ref.key] = _Object(data, info)
+        return info
+
+    async def delete(self, ref: ObjectRef, if_match: str) -> None:
+        bucket = self.bucket(ref.bucket)
+        if if_match:
+            self.check_preconditions(ref, PutOptions("", {}, if_match=if_match))
+        if bucket.objects.pop(ref.key, None) is not None:
+            del bucket.keys[bisect.bisect_left(bucket.keys, ref.key)]
+
+    async def copy(self, spec: CopySpec) -> StoredObject:
+        """Share the source's bytes (never changed once committed) with the copy."""
+        try:
+            source = self._object(spec.source)
+        except BucketNotFound:
+            raise
+        except NotFound:
+            raise NotFound(
+                f"no source object {spec.source.key!r} in bucket {spec.source.bucket!r}"
+            ) from None
+        if spec.source_if_match and source.info.etag != _plain_etag(spec.source_if_match):
+            raise FailedPrecondition(
+                f"source_if_match {spec.source_if_match!r} does not match "
+                f"{spec.source.key!r} (etag {source.info.etag!r})"
+            )
+        options = spec.options
+        if not spec.replace_metadata:
+            options = replace(
+                options, content_type=source.info.content_type, metadata=source.info.metadata
+            )
+        return self.commit(spec.destination, source.data, options, source.info.checksums)
+
+    async def batch_delete(
+        self, bucket: str, entries: Sequence[DeleteEntry]
+    ) -> list[ServiceError | None]:
+        self.bucket(bucket)
+        results: list[ServiceError | None] = []
+        for entry in entries:
+            try:
+                await self.delete(ObjectRef(bucket, entry.key), entry.if_match)
+            except FailedPrecondition as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
+
+    # --- reads -------------------------------------------------------------
+
+    async def head(self, ref: ObjectRef) -> StoredObject:
+        return self._object(ref).info
+
+    async def open(self, ref: ObjectRef, byte_range: ByteRange, if_match: str) -> MemoryReader:
+        stored = self._object(ref)
+        info = stored.info
+        if if_match and info.etag != _plain_etag(if_match):
+            raise FailedPrecondition(f"if_match {if_match!r} does not match {ref.key!r}")
+        offset, limit = byte_range.offset, byte_range.limit
+        start = offset if offset >= 0 else max(0, info.size + offset)
+        if start > info.size:
+            raise OutOfRange(f"offset {offset} is past the end of {ref.key!r} ({info.size} bytes)")
+        end = info.size if limit <= 0 else min(info.size, start + limit)
+        return MemoryReader(info, stored.data, start, end)
+
+    async def list_page(
+        self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
+    ) -> ListPage:
+        if page_size <= 0:
+            raise InvalidArgument(f"page_size {page_size} must be positive")
+        state = self.bucket(bucket)
+        after = _decode_token(token) if token else None
+        entries = self._entries(state, prefix, delimiter, after)
+        page = list(itertools.islice(entries, page_size))
+        more = next(entries, None) is not None
+        objects: list[StoredObject] = []
+        prefixes: list[str] = []
+        for kind, name in page:
+            if kind == "p":
+                prefixes.append(name)
+                continue
+            stored = state.objects[name].info
+            objects.append(
+                StoredObject(
+                    bucket=bucket,
+                    key=name,
+                    size=stored.size,
+                    etag=stored.etag,
+                    content_type="",  # a listing does not carry these, as in S3
+                    last_modified=stored.last_modified,
+                )
+            )
+        next_token = _encode_token(*page[-1]) if more else ""
+        return ListPage(objects=objects, common_prefixes=prefixes, next_token=next_token)
+
+    @staticmethod
+    def _entries(
+        state: MemoryBucket, prefix: str, delimiter: str, after: tuple[str, str] | None
+    ) -> Iterator[tuple[str, str]]:
+        """The listing's entries in key order: ("k", key) for an object,
+        ("p", common prefix) for the keys a delimiter rolls up, each once."""
+        keys = state.keys
+        position = bisect.bisect_left(keys, prefix)
+        skip_under = ""  # keys under the last common prefix are rolled up into it
+        if after is not None:
+            kind, name = after
+            position = max(position, bisect.bisect_right(keys, name))
+            if kind == "p":
+                skip_under = name
+        for index in range(position, len(keys)):
+            key = keys[index]
+            if not key.startswith(prefix):
+                return
+            if key.startswith(RESERVED_PREFIX):
+                continue  # the gateway's own records are not the caller's objects
+            if skip_under and key.startswith(skip_under):
+                continue
+            cut = key.find(delimiter, len(prefix)) if delimiter else -1
+            if cut >= 0:
+                skip_under = key[: cut + len(delimiter)]
+                yield "p", skip_under
+            else:
+                yield "k", key
+
+    async def presign(
+        self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str
+    ) -> PresignedRequest:
+        """Always FailedPrecondition: objects in process memory have no HTTP
+        endpoint, so no URL could be used by an HTTP client; the gateway must
+        run on S3 for presigned URLs."""
+        raise FailedPrecondition(
+            "presigned URLs need an S3 backend: this gateway keeps objects in memory, "
+            "where no HTTP client can reach them"
+        )
+
+    async def check(self) -> None:
+        """Process memory always answers."""
+        return None

@@ -1,0 +1,282 @@
+"""The storage protocols: what the service needs from an object store
+(``ObjectStore``) and from resumable upload sessions (``SessionStore``).
+
+The RPC layer talks only to these; implementations are ``storage.s3`` and
+``storage.memory``, and decorators (``storage.limits``) wrap them. Failures
+are raised as ``blobgate.server.core.errors`` types.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from blobgate.server.core.errors import DataLoss, ServiceError
+from blobgate.server.core.reserved_keys import RESERVED_PREFIX as RESERVED_PREFIX
+
+# User-metadata keys under which stores keep an object's checksums; callers
+# may not set them.
+SHA256_KEY = "sha256"
+CRC32C_KEY = "crc32c"
+# Marks an object whose sha256 is in a record beside it (storage.s3.sha256_records).
+SHA256_RECORD_KEY = "sha256-record"
+RESERVED_METADATA = frozenset({SHA256_KEY, CRC32C_KEY, SHA256_RECORD_KEY})
+# What every SessionStore says of a session that does not exist (any more),
+# and what the authorization decorator says of another principal's session.
+SESSION_GONE = (
+    "no such upload session: it finished, was cancelled or expired (or the upload_id is wrong)"
+)
+# What a SessionStore says of a session whose record no longer parses.
+SESSION_DAMAGED = (
+    "the upload session's record in S3 is damaged (it does not parse), so the session "
+    "cannot continue: cancel it (CancelResumableUpload) and upload again"
+)
+
+Chunk = bytes | memoryview
+"""A piece of an object's body as the stores take it: Upload's data messages
+arrive as views of the received bytes (see ``rpc.codecs``)."""
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Where an object lives."""
+
+    bucket: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ContentChecksums:
+    """What is known of an object's content; either may be unknown."""
+
+    sha256: bytes | None = None
+    crc32c: int | None = None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One stored object as the store describes it."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    content_type: str
+    last_modified: datetime | None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    checksums: ContentChecksums = field(default_factory=ContentChecksums)
+
+
+@dataclass(frozen=True)
+class PutOptions:
+    """How to store one object. ``known`` holds checksums vouched for before
+    the data arrives (stored up front); the rest are computed while streaming."""
+
+    content_type: str
+    metadata: Mapping[str, str]
+    if_none_match: bool = False
+    if_match: str = ""
+    known: ContentChecksums = field(default_factory=ContentChecksums)
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """Which bytes to read: ``offset`` < 0 counts back from the end; ``limit``
+    0 means to the end."""
+
+    offset: int = 0
+    limit: int = 0
+
+
+class ObjectReader(Protocol):
+    """An open ranged read: the object's description, then its bytes."""
+
+    info: StoredObject
+
+    def chunks(self, size: int) -> AsyncIterator[list[bytes]]:
+        """Yield the selected bytes in chunks of at most ``size`` bytes, each
+        as the pieces the backend delivered (joining them is left to the
+        caller, which can do it while encoding: one copy instead of two)."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection; safe to call more than once."""
+        ...
+
+
+@dataclass(frozen=True)
+class ListPage:
+    objects: list[StoredObject]
+    common_prefixes: list[str]
+    next_token: str
+
+
+class PresignMethod(enum.Enum):
+    GET = "GET"
+    PUT = "PUT"
+
+
+@dataclass(frozen=True)
+class PresignedRequest:
+    url: str
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class CopySpec:
+    """A copy from ``source`` to ``destination``. ``options`` holds the
+    destination's preconditions and, when ``replace_metadata``, its content
+    type and metadata; otherwise the source's are kept. The source's
+    checksums are kept either way."""
+
+    source: ObjectRef
+    destination: ObjectRef
+    options: PutOptions
+    source_if_match: str = ""
+    replace_metadata: bool = False
+
+
+@dataclass(frozen=True)
+class DeleteEntry:
+    """One key of a batch delete, with its optional ETag condition."""
+
+    key: str
+    if_match: str = ""
+
+
+class ObjectStore(Protocol):
+    """Put, read, describe, list, delete and presign objects."""
+
+    async def put(
+        self, ref: ObjectRef, body: AsyncIterable[Chunk], options: PutOptions
+    ) -> StoredObject:
+        """Store ``body`` as one object, atomically: visible only once ``body``
+        ended without error and its checksums match ``options.known``
+        (InvalidArgument otherwise), and nothing left behind otherwise. The
+        store computes the SHA-256 and CRC32C it keeps with the object."""
+        ...
+
+    async def open(self, ref: ObjectRef, byte_range: ByteRange, if_match: str) -> ObjectReader:
+        """Open a ranged read of one object."""
+        ...
+
+    async def head(self, ref: ObjectRef) -> StoredObject:
+        """Describe one object."""
+        ...
+
+    async def list_page(
+        self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
+    ) -> ListPage:
+        """One page of keys under ``prefix``; ``token`` continues a listing."""
+        ...
+
+    async def delete(self, ref: ObjectRef, if_match: str) -> None:
+        """Remove one object; a missing key is not an error without if_match."""
+        ...
+
+    async def copy(self, spec: CopySpec) -> StoredObject:
+        """Copy one object inside the store (no bytes through the gateway)
+        and describe the copy; NotFound for a missing source,
+        FailedPrecondition when a condition does not hold."""
+        ...
+
+    async def batch_delete(
+        self, bucket: str, entries: Sequence[DeleteEntry]
+    ) -> list[ServiceError | None]:
+        """Remove the entries' keys in one request where the store allows;
+        one result per entry, in order: None when the key is gone, else the
+        error that refused it. An error of the whole request is raised."""
+        ...
+
+    async def presign(
+        self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str
+    ) -> PresignedRequest:
+        """A URL for a plain HTTP client, valid for ``expires_in`` seconds."""
+        ...
+
+    async def check(self) -> None:
+        """Raise Unavailable unless the store answers (a cheap probe)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What a resumable upload session will commit, and the checks that apply
+    to the whole object."""
+
+    ref: ObjectRef
+    options: PutOptions
+    size: int | None = None
+    # The principal that started the session (None: no identity source);
+    # only it may see, resume or cancel the session (storage.authorization).
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Session:
+    """An open session as read from the store: enough to check where an
+    Upload may resume before any data is read."""
+
+    bucket: str
+    session_id: str
+    spec: SessionSpec
+    persisted_size: int
+    part_size: int
+    revision: str  # the store's version of the session record
+
+
+def owner_tag(owner: str | None) -> str:
+    """What a session's store keeps of its owner outside the session's record
+    (``DamagedSession``): a SHA-256 of the principal, "" for none."""
+    return "" if owner is None else hashlib.sha256(owner.encode()).hexdigest()
+
+
+class DamagedSession(DataLoss):
+    """A session whose record no longer parses: it can neither be resumed nor
+    described, only cancelled. What is known of it was kept beside the
+    record: its multipart upload's id ("" if unknown) and ``owner_tag`` of
+    the principal that started it."""
+
+    def __init__(self, upload_id: str = "", owner: str = "") -> None:
+        super().__init__(SESSION_DAMAGED)
+        self.upload_id = upload_id
+        self.owner = owner
+
+    def belongs_to(self, principal: str | None) -> bool:
+        """Whether ``principal`` started the session (a record kept without
+        its owner belongs only to callers without an identity)."""
+        return self.owner == owner_tag(principal)
+
+
+class SessionStore(Protocol):
+    """Resumable upload sessions whose state lives in the store, so any
+    instance can continue a session another one started."""
+
+    async def start_session(self, spec: SessionSpec) -> Session:
+        """Open a session; its ``session_id`` is a secret of the caller."""
+        ...
+
+    async def open_session(self, bucket: str, session_id: str) -> Session:
+        """Read a live session; NotFound once it finished, was cancelled or
+        expired; DamagedSession if its record no longer parses."""
+        ...
+
+    async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> StoredObject:
+        """Append ``body`` at the persisted size and commit the object when it
+        ends. Whole parts persist as they are stored; if ``body`` fails the
+        session stays open at its last whole part."""
+        ...
+
+    async def cancel_session(self, bucket: str, session_id: str) -> None:
+        """End a session and delete what it persisted, a damaged one too."""
+        ...
+
+    async def sweep(self, buckets: list[str]) -> int:
+        """Abort sessions idle past the expiry (damaged ones too) and
+        multipart uploads older than it that no session owns; return how
+        many were aborted."""
+        ...

@@ -1,0 +1,97 @@
+"""Deleting an object only while it is the version read (its ETag): Delete
+with ``if_match``, ``mv`` through it, the janitor's removal of stale sha256
+records and the removal of an object whose stored CRC32C is not the
+gateway's.
+
+S3 does it in one request, DeleteObject with If-Match (AWS since 2025-09);
+other stores answer 501 NotImplemented (LocalStack, older MinIO and Ceph).
+There the same result comes from a HEAD, whose ETag must match, then a plain
+DeleteObject; an object replaced between the two is deleted anyway (see
+docs/guarantees.md). ``s3_conditional_delete`` picks: ``native`` (If-Match
+only; NotImplemented is UNIMPLEMENTED), ``emulate`` (always the HEAD), or
+``auto``: If-Match until a bucket's store answers NotImplemented, then the
+HEAD in that bucket for the life of the connection (a warning, once)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from blobgate.server.core.errors import BucketNotFound, FailedPrecondition, NotFound, Unimplemented
+from blobgate.server.core.settings import ConditionalDelete
+from blobgate.server.storage.protocols import ObjectRef, PutOptions
+from blobgate.server.storage.s3.errors import s3_errors
+from blobgate.server.storage.s3.metadata import quoted_etag
+from blobgate.server.storage.s3.preconditions import check_preconditions
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+
+class ConditionalDeletes:
+    """How one connection deletes on an ETag, and the buckets it has learnt
+    lack If-Match on DeleteObject."""
+
+    def __init__(self, mode: ConditionalDelete = "auto") -> None:
+        self.mode = mode
+        self._emulated: set[str] = set()  # buckets whose store answered NotImplemented
+
+    def native(self, bucket: str) -> bool:
+        """Whether a conditional delete in ``bucket`` goes as If-Match."""
+        return self.mode == "native" or (self.mode == "auto" and bucket not in self._emulated)
+
+    async def delete(
+        self, client: S3Client, ref: ObjectRef, etag: str, *, checked: bool = False
+    ) -> None:
+        """Delete ``ref`` only if its ETag is ``etag``; FailedPrecondition if
+        it is another, or there is no object. ``checked``: the caller has
+        just compared the ETag with a HEAD, which the emulation then uses."""
+        if self.native(ref.bucket):
+            try:
+                await _delete(client, ref, etag)
+                return
+            except Unimplemented as exc:
+                if self.mode == "native":
+                    raise Unimplemented(
+                        f"this S3 store does not support conditional deletes (DeleteObject "
+                        f"with If-Match), needed to delete {ref.key!r} on its ETag; "
+                        'the operator can set s3_conditional_delete = "auto" or "emulate" '
+                        "to delete after a HEAD instead"
+                    ) from exc
+                self._learn(ref.bucket)
+        if not checked:
+            await check_preconditions(client, ref, PutOptions("", {}, if_match=etag))
+        await _delete(client, ref, "")
+
+    def _learn(self, bucket: str) -> None:
+        if bucket in self._emulated:
+            return
+        self._emulated.add(bucket)
+        log.warning(
+            "S3 does not support conditional deletes (DeleteObject with If-Match) in bucket %s: "
+            "deleting on an ETag there after a HEAD instead, which an object replaced in "
+            'between does not survive (s3_conditional_delete = "auto"; docs/guarantees.md)',
+            bucket,
+        )
+
+
+async def _delete(client: S3Client, ref: ObjectRef, etag: str) -> None:
+    """One DeleteObject, If-Match ``etag`` when one is given."""
+    try:
+        with s3_errors(ref):
+            if etag:
+                await client.delete_object(
+                    Bucket=ref.bucket, Key=ref.key, IfMatch=quoted_etag(etag)
+                )
+            else:
+                await client.delete_object(Bucket=ref.bucket, Key=ref.key)
+    except BucketNotFound:
+        raise
+    except NotFound as exc:
+        if not etag:
+            return  # deleting a missing key is OK (S3 semantics), however S3 says it
+        raise FailedPrecondition(f"if_match: there is no object {ref.key!r}") from exc
+    except FailedPrecondition as exc:
+        raise FailedPrecondition(f"if_match {etag!r} does not match {ref.key!r}") from exc

@@ -1,0 +1,52 @@
+"""Describing an object, and the write preconditions: S3 enforces them
+through the conditional headers of the write that commits (PutObject,
+CompleteMultipartUpload); they are also checked up front with a HEAD, before
+an Upload is accepted or a session started, so that a refused upload is
+refused before the client sends data."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from blobgate.server.core.errors import FailedPrecondition, NotFound
+from blobgate.server.storage.protocols import ObjectRef, PutOptions, StoredObject
+from blobgate.server.storage.s3.errors import s3_errors
+from blobgate.server.storage.s3.metadata import bare_etag, stored_object
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+
+async def head(client: S3Client, ref: ObjectRef) -> StoredObject:
+    """HeadObject, as a StoredObject."""
+    with s3_errors(ref):
+        response = await client.head_object(Bucket=ref.bucket, Key=ref.key)
+    return stored_object(ref, response, int(response.get("ContentLength", 0)))
+
+
+def precondition_failed(ref: ObjectRef, options: PutOptions) -> FailedPrecondition:
+    """The error for a write S3 refused under its conditional headers (412,
+    409, or 404 for If-Match on a missing key)."""
+    if options.if_none_match:
+        return FailedPrecondition(f"if_none_match: object {ref.key!r} already exists")
+    return FailedPrecondition(
+        f"if_match {options.if_match!r} does not match {ref.key!r} (or there is no such object)"
+    )
+
+
+async def check_preconditions(client: S3Client, ref: ObjectRef, options: PutOptions) -> None:
+    """Fail fast with a HEAD, before any of the write's data is read."""
+    try:
+        current = await head(client, ref)
+    except NotFound:
+        if options.if_match:
+            raise FailedPrecondition(
+                f"if_match {options.if_match!r}: there is no object {ref.key!r}"
+            ) from None
+        return
+    if options.if_none_match:
+        raise FailedPrecondition(f"if_none_match: object {ref.key!r} already exists")
+    if options.if_match and current.etag != bare_etag(options.if_match):
+        raise FailedPrecondition(
+            f"if_match {options.if_match!r} does not match {ref.key!r} (etag {current.etag!r})"
+        )
