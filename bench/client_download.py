@@ -32,9 +32,9 @@ from typing import Any
 import grpc
 
 from bench import MiB
-from bench.command_line import bench_parser, command_line
-from bench.markdown_table import head, row
-from bench.run_header import machine
+from bench.common.command_line import bench_parser, command_line
+from bench.common.markdown_table import head, row
+from bench.common.run_header import machine
 from blobgate.client import Client
 from blobgate.client.wire import MAX_MESSAGE_SIZE, StorageStub, download_payload
 from blobgate.v1 import storage_pb2 as pb

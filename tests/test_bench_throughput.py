@@ -12,7 +12,7 @@ import re
 import pytest
 
 from bench import client_download
-from bench.throughput import main
+from bench.throughput.main import main
 
 
 def test_tiny_throughput_run_prints_every_table(capsys: pytest.CaptureFixture[str]) -> None:

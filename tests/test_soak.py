@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.soak_content import HEADER_SIZE, Corpus
-from bench.soak_options import KINDS, ROLES, SoakOptions
-from bench.soak_result import report
-from bench.soak_run import soak
+from bench.soak.content import HEADER_SIZE, Corpus
+from bench.soak.options import KINDS, ROLES, SoakOptions
+from bench.soak.result import report
+from bench.soak.run import soak
 
 MiB = 1024 * 1024
 

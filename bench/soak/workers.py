@@ -12,11 +12,11 @@ from typing import Any
 
 import grpc
 
-from bench.errors import BenchError
-from bench.soak_abusers import Abusers
-from bench.soak_content import Corpus, SoakObject
-from bench.soak_options import KINDS, ROLES, UNARY, SoakOptions
-from bench.soak_result import SoakResult
+from bench.common.errors import BenchError
+from bench.soak.abusers import Abusers
+from bench.soak.content import Corpus, SoakObject
+from bench.soak.options import KINDS, ROLES, UNARY, SoakOptions
+from bench.soak.result import SoakResult
 from blobgate.client import BlobgateError, Client, ObjectInfo
 
 LIST_PAGE = 50

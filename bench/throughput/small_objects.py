@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.errors import BenchError
-from bench.process_usage import cpu_seconds
-from bench.throughput_transfers import BUCKET
+from bench.common.errors import BenchError
+from bench.common.process_usage import cpu_seconds
+from bench.throughput.transfers import BUCKET
 from blobgate.client.wire import StorageStub, download_payload
 from blobgate.v1 import storage_pb2 as pb
 

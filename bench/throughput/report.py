@@ -9,9 +9,9 @@ import statistics
 from collections.abc import Callable, Sequence
 
 from bench import MiB
-from bench.markdown_table import head, row
-from bench.small_objects import KINDS
-from bench.throughput_run import DOWNLOADS, UPLOADS, Recorder, named
+from bench.common.markdown_table import head, row
+from bench.throughput.run import DOWNLOADS, UPLOADS, Recorder, named
+from bench.throughput.small_objects import KINDS
 
 # The targets (issue 13): ratios to direct S3, gateway CPU-seconds per GiB,
 # S3-side CPU of a gateway upload over a direct one's, memory, small objects.

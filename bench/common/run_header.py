@@ -11,22 +11,31 @@ from pathlib import Path
 
 from bench import ROOT
 
+# What the gateway process runs: its own portion, and the shared room and the
+# generated code it imports from protos/.
+GATEWAY_CODE = ("server/blobgate", "protos/blobgate")
+
+
+def _git(*args: str) -> str:
+    command = ["git", "-C", str(ROOT), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip()
+
 
 def code_version() -> str:
-    """The commit, and a digest of server/ as it is on disk (the tree may be ahead of it)."""
-    git = ["git", "-C", str(ROOT)]
+    """The commit, and a digest of the gateway's code as it is on disk (the
+    tree may be ahead of the commit)."""
     try:
-        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10).stdout.strip()  # fmt: skip
-        dirty = subprocess.run([*git, "status", "--porcelain", "server"], capture_output=True,
-                               text=True, timeout=10).stdout.strip()  # fmt: skip
+        commit = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", *GATEWAY_CODE)
     except (OSError, subprocess.TimeoutExpired):
         commit, dirty = "?", ""
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "server").rglob("*.py")):
-        digest.update(path.read_bytes())
+    for folder in GATEWAY_CODE:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            digest.update(path.read_bytes())
     state = " + uncommitted changes" if dirty else ""
-    return f"gateway code: commit {commit}{state}, server/**/*.py sha256 {digest.hexdigest()[:12]}"
+    folders = " ".join(f"{folder}/**/*.py" for folder in GATEWAY_CODE)
+    return f"gateway code: commit {commit}{state}, {folders} sha256 {digest.hexdigest()[:12]}"
 
 
 def machine() -> str:

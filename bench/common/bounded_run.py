@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from bench.errors import BenchError
+from bench.common.errors import BenchError
 
 T = TypeVar("T")
 # What ends a run with exit status 1 (beside a run's own ``failures``).

@@ -30,18 +30,17 @@ import argparse
 import os
 import re
 import shlex
-import sys
 import time
 from pathlib import Path
 
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
-from bench.bounded_run import run_bounded
-from bench.command_line import add_gateway_options, bench_parser, command_line
-from bench.services import plan_services
-from bench.throughput_report import report
-from bench.throughput_run import measure
-from bench.throughput_transfers import BUCKET
+from bench.common.bounded_run import run_bounded
+from bench.common.command_line import add_gateway_options, bench_parser, command_line
+from bench.common.services import plan_services
+from bench.throughput.report import report
+from bench.throughput.run import measure
+from bench.throughput.transfers import BUCKET
 
 
 def parse_size(text: str) -> int:
@@ -162,7 +161,3 @@ def _metrics_cost(args: argparse.Namespace, settings: list[str]) -> int:
         on = medians["on"][op]
         print(f"  {op}: off {off:.0f}, on {on:.0f}, ratio {on / off:.3f}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

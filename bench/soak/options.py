@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import MiB
-from bench.services import ServicePlan, plan_services
+from bench.common.services import ServicePlan, plan_services
 
 BUCKET = "blobgate-soak"
 KINDS = ("upload", "download", "stat", "list", "delete")
@@ -24,7 +24,7 @@ UNARY = {"stat": 2, "list": 1}
 # is what a gateway needs whatever its streams count, measured on this
 # project's machine kind (2 cores, AMD EPYC, Python 3.11.7, aioboto3 15.5.0)
 # by this benchmark's calibration step (printed by every run) and
-# bench/throughput.py:
+# bench/throughput/:
 # - the idle gateway (interpreter, grpcio, botocore, aiohttp) is 91-92 MiB
 #   RSS with grpcio 1.85.3 (86 MiB in a throughput run with grpcio 1.85.1);
 # - one upload alone peaks, less its budgeted part buffers ((1 +
@@ -40,15 +40,16 @@ UNARY = {"stat": 2, "list": 1}
 # 128 + 40 + 8 = 176 MiB against the 167.6 measured.
 OVERHEAD_MIB = 128
 # What one open Upload or Download stream holds outside memory_budget, with
-# 1 MiB messages: an upload's gRPC receive window (4 MiB, server/app.py),
-# which its client fills while the upload waits for budget or S3, and the
-# message in hand; a download's message waiting for a slow client and what
-# aiohttp read ahead from S3. Measured by `python -m bench.soak --stream-cost
-# 64` (bench/stream_cost.py), 64 streams at once, per stream: an upload waiting for
-# budget 3.8-3.9 MiB steady and 5.8-6.9 MiB at the peak of the phase (while
-# the waiting uploads go through, one part at a time); a download whose
-# client stopped reading 2.6-5.4 MiB (two modes, run to run). 6.9 MiB (also
-# the highest of 5 runs with 16 and 32 streams), rounded up to 8.
+# 1 MiB messages: an upload's gRPC receive window (4 MiB,
+# server/blobgate/server/listeners.py), which its client fills while the
+# upload waits for budget or S3, and the message in hand; a download's message
+# waiting for a slow client and what aiohttp read ahead from S3. Measured by
+# `python -m bench.soak --stream-cost 64` (bench/soak/stream_cost.py), 64
+# streams at once, per stream: an upload waiting for budget 3.8-3.9 MiB
+# steady and 5.8-6.9 MiB at the peak of the phase (while the waiting uploads
+# go through, one part at a time); a download whose client stopped reading
+# 2.6-5.4 MiB (two modes, run to run). 6.9 MiB (also the highest of 5 runs
+# with 16 and 32 streams), rounded up to 8.
 STREAM_OVERHEAD_MIB = 8
 
 
@@ -71,7 +72,7 @@ class SoakOptions:
     log_dir: Path | None = None  # for moto.log and gateway.log (None: a new temp dir)
     gateway_log_level: str = "WARNING"
     gateway_cmd: tuple[str, ...] = ()  # () : blobgate-server beside this Python
-    abusers: int = 0  # misbehaving clients alongside the workers (bench/soak_abusers.py)
+    abusers: int = 0  # misbehaving clients alongside the workers (bench/soak/abusers.py)
     idle_timeout: float = 30.0  # the gateway's stream_idle_timeout
 
     @property

@@ -21,10 +21,16 @@ import grpc
 from botocore.config import Config
 
 from bench import MiB
-from bench.process_usage import cpu_seconds, reset_peak_rss, status_mib
-from bench.services import ServicePlan, gateway_beside, s3_session, second_gateway, services
-from bench.small_objects import DirectRequests, Side, SmallObjects, gateway_requests, measure_small
-from bench.throughput_transfers import BUCKET, Transfers
+from bench.common.process_usage import cpu_seconds, reset_peak_rss, status_mib
+from bench.common.services import ServicePlan, gateway_beside, s3_session, second_gateway, services
+from bench.throughput.small_objects import (
+    DirectRequests,
+    Side,
+    SmallObjects,
+    gateway_requests,
+    measure_small,
+)
+from bench.throughput.transfers import BUCKET, Transfers
 from blobgate.client import Client
 
 T = TypeVar("T")

@@ -7,9 +7,9 @@ import statistics
 from dataclasses import dataclass, field
 
 from bench import MiB
-from bench.markdown_table import head, row
-from bench.soak_abusers import Abusers
-from bench.soak_options import KINDS, OVERHEAD_MIB, ROLES, STREAM_OVERHEAD_MIB, SoakOptions
+from bench.common.markdown_table import head, row
+from bench.soak.abusers import Abusers
+from bench.soak.options import KINDS, OVERHEAD_MIB, ROLES, STREAM_OVERHEAD_MIB, SoakOptions
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from bench import MiB
-from bench.errors import BenchError
+from bench.common.errors import BenchError
 from blobgate.client import Client
 from blobgate.client.wire import StorageStub, download_payload
 from blobgate.v1 import storage_pb2 as pb

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from bench.errors import BenchError
+from bench.common.errors import BenchError
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -51,17 +51,16 @@ the gateway's RSS growth per stream, steady and at the phase's peak.
 from __future__ import annotations
 
 import shlex
-import sys
 import time
 from pathlib import Path
 
 from bench import MiB
-from bench.bounded_run import run_bounded
-from bench.command_line import add_gateway_options, bench_parser, command_line
-from bench.soak_options import SoakOptions
-from bench.soak_result import report
-from bench.soak_run import soak
-from bench.stream_cost import cost_report, stream_cost
+from bench.common.bounded_run import run_bounded
+from bench.common.command_line import add_gateway_options, bench_parser, command_line
+from bench.soak.options import SoakOptions
+from bench.soak.result import report
+from bench.soak.run import soak
+from bench.soak.stream_cost import cost_report, stream_cost
 from blobgate.client import BlobgateError
 
 
@@ -126,7 +125,3 @@ def main(argv: list[str] | None = None) -> int:
     print(report(result))
     print(f"\nrun took {time.monotonic() - started:.0f} s")
     return 1 if result.failures() else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

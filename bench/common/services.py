@@ -26,8 +26,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import ROOT
-from bench.errors import BenchError
-from bench.run_header import code_version, machine
+from bench.common.errors import BenchError
+from bench.common.run_header import code_version, machine
 
 HOST = "127.0.0.1"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}

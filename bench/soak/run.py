@@ -9,14 +9,14 @@ import os
 import re
 
 from bench import MiB
-from bench.errors import BenchError
-from bench.process_usage import RssSampler, cpu_seconds, reset_peak_rss, status_mib
-from bench.services import s3_session, services
-from bench.soak_abusers import Abusers
-from bench.soak_content import Corpus
-from bench.soak_options import BUCKET, SoakOptions
-from bench.soak_result import SoakResult
-from bench.soak_workers import Soak
+from bench.common.errors import BenchError
+from bench.common.process_usage import RssSampler, cpu_seconds, reset_peak_rss, status_mib
+from bench.common.services import s3_session, services
+from bench.soak.abusers import Abusers
+from bench.soak.content import Corpus
+from bench.soak.options import BUCKET, SoakOptions
+from bench.soak.result import SoakResult
+from bench.soak.workers import Soak
 from blobgate.client import Client
 
 

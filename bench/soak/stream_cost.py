@@ -13,11 +13,11 @@ from typing import Any
 import grpc
 
 from bench import MiB
-from bench.errors import BenchError
-from bench.markdown_table import head, row
-from bench.process_usage import reset_peak_rss, status_mib
-from bench.services import services
-from bench.soak_options import STREAM_OVERHEAD_MIB, SoakOptions
+from bench.common.errors import BenchError
+from bench.common.markdown_table import head, row
+from bench.common.process_usage import reset_peak_rss, status_mib
+from bench.common.services import services
+from bench.soak.options import STREAM_OVERHEAD_MIB, SoakOptions
 from blobgate.v1 import storage_pb2 as pb
 from blobgate.v1 import storage_pb2_grpc
 

@@ -1,0 +1,7 @@
+"""``python -m bench.soak``: see bench.soak.main."""
+
+import sys
+
+from bench.soak.main import main
+
+sys.exit(main())

@@ -1,0 +1,2 @@
+"""The throughput benchmark, ``python -m bench.throughput``: gateway against
+direct S3, CPU per GiB, small-object ops and memory (see bench.throughput.main)."""
