@@ -53,7 +53,7 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         # what an open upload costs outside memory_budget. Measured with
         # `python -m bench.soak --stream-cost 32`, per upload waiting for
         # budget: ~3.7 MiB at 4 MiB, ~1.7 at 2 MiB, ~0.8 at 1 MiB. On loopback
-        # (bench/throughput.py, 3 runs each) 1 and 2 MiB cost no measurable
+        # (bench/throughput/, 3 runs each) 1 and 2 MiB cost no measurable
         # upload or download throughput, but a window caps a stream at about
         # window / round-trip time: through a TCP proxy delaying each way by
         # half of 10 ms, one 64 MiB upload ran at ~73 MB/s with 4 MiB, ~67

@@ -1,6 +1,6 @@
 """glibc malloc settings for a process that streams large buffers.
 
-Measured with bench/throughput.py (256 MiB uploads): glibc's default dynamic
+Measured with bench/throughput/ (256 MiB uploads): glibc's default dynamic
 mmap threshold rises to the largest buffer freed (8 MiB parts), after which
 part buffers come from the heap and their memory is kept; and gRPC's threads
 each get arenas that fragment. A fixed 2 MiB threshold (1 MiB messages stay on
