@@ -1,6 +1,6 @@
 """The ObjectStore contract: every test runs against the in-memory store and
-against the S3 store on the session's moto server (see contract_stores), so
-the two cannot drift apart."""
+against the S3 store on moto and on LocalStack (see contract_stores), so
+they cannot drift apart."""
 
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ from blobgate.server.storage.protocols import (
     ObjectRef,
     SessionSpec,
 )
+
+pytestmark = pytest.mark.both_s3s(memory=True)
+
 
 # --- put, head, open -----------------------------------------------------------
 
@@ -256,6 +259,9 @@ async def test_delete(stores: Stores) -> None:
     await stores.objects.delete(stores.ref("never/was"), "")
 
 
+@pytest.mark.xfail_on_localstack(
+    "issue 19 defect 3: DeleteObject with If-Match answers 501 NotImplemented"
+)
 async def test_delete_if_match(stores: Stores) -> None:
     info = await put(stores, "guarded.txt", b"keep me")
     with pytest.raises(FailedPrecondition):
