@@ -39,9 +39,12 @@ MiB = 1024 * 1024
 # The contract suites' ``stores`` fixture (both store kinds in turn).
 pytest_plugins = ["contract_stores", "localstack"]
 
-# botocore's credential chain reads these; moto accepts any.
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+# botocore's credential chain reads these. moto accepts any; LocalStack checks
+# presigned URLs against the secret "test" (its default for any access key).
+# Set, not defaulted: tests never sign with a developer's own credentials.
+os.environ["AWS_ACCESS_KEY_ID"] = "test"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "test"
+os.environ.pop("AWS_SESSION_TOKEN", None)
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 for _name in [name for name in os.environ if name.startswith("BLOBGATE_")]:
     del os.environ[_name]

@@ -88,9 +88,11 @@ def running_localstack(python: Path, within: float = 60.0) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def localstack_endpoint() -> Iterator[str]:
+def localstack_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
     """LocalStack's S3 endpoint, shared by the session; skipped (an error
-    under CI) where LocalStack is not installed."""
+    under CI) where LocalStack is not installed, and skipped with ``--s3 moto``."""
+    if request.config.getoption("s3") == "moto":
+        pytest.skip("LocalStack's runs are off (--s3 moto)")
     python = localstack_python()
     if python is None:
         reason = (
