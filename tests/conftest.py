@@ -124,11 +124,12 @@ def bucket() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
-def gateway_settings(s3_endpoint: str, bucket: str, **overrides: Any) -> Settings:
-    """Settings for a test gateway: port 0, this test's bucket, small parts."""
+def gateway_settings(endpoint: str, bucket: str, **overrides: Any) -> Settings:
+    """Settings for a test gateway on the S3 at ``endpoint``: port 0, this
+    test's bucket, small parts."""
     values: dict[str, Any] = {
         "listen": "127.0.0.1:0",
-        "s3_endpoint": s3_endpoint,
+        "s3_endpoint": endpoint,
         "s3_region": "us-east-1",
         "default_bucket": bucket,
         "create_buckets": True,

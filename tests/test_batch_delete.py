@@ -120,9 +120,7 @@ async def test_bad_requests_are_refused_whole(
     assert await keys(stub) == ["stays.txt"]
 
 
-async def test_an_allowed_bucket_missing_in_s3_is_not_found(
-    s3_endpoint: str, bucket: str
-) -> None:
+async def test_an_allowed_bucket_missing_in_s3_is_not_found(s3_endpoint: str, bucket: str) -> None:
     missing = f"{bucket}-missing"
     settings = gateway_settings(
         s3_endpoint, bucket, allowed_buckets=[missing], create_buckets=False

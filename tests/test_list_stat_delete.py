@@ -171,6 +171,10 @@ async def test_delete_missing_key_is_ok(stub: Any) -> None:
     await stub.Delete(storage_pb2.DeleteRequest(key="never/was"), timeout=10)
 
 
+@pytest.mark.both_s3s
+@pytest.mark.xfail_on_localstack(
+    "issue 19 defect 3: DeleteObject with If-Match answers 501 NotImplemented (INTERNAL)"
+)
 async def test_delete_if_match(gateway: Any, stub: Any) -> None:
     obj = await upload(gateway, "guarded.txt", b"keep me")
     await expect_status(

@@ -257,9 +257,7 @@ async def test_the_janitor_aborts_idle_sessions_and_orphaned_uploads(
         await expect_status(grpc.StatusCode.NOT_FOUND, persisted(stub, started.upload_id))
 
 
-async def test_a_live_session_survives_the_janitor(
-    s3_endpoint: str, s3: Any, bucket: str
-) -> None:
+async def test_a_live_session_survives_the_janitor(s3_endpoint: str, s3: Any, bucket: str) -> None:
     settings = gateway_settings(s3_endpoint, bucket, session_expiry=60.0, janitor_interval=0.1)
     async with running_gateway(settings) as (gw, stub, _):
         blob = payload(PART + 1, seed=8)

@@ -110,6 +110,7 @@ async def test_a_small_upload_is_exactly_one_put_object(
     assert abs((modified - stat.last_modified.ToDatetime(tzinfo=UTC)).total_seconds()) <= 1
 
 
+@pytest.mark.both_s3s
 @pytest.mark.parametrize("case", ["exists", "etag-differs", "no-object"])
 async def test_a_small_upload_refused_by_s3_is_failed_precondition_and_changes_nothing(
     gateway: Gateway, s3: Any, bucket: str, case: str
@@ -137,6 +138,7 @@ async def test_a_small_upload_refused_by_s3_is_failed_precondition_and_changes_n
         assert await _stored(s3, bucket, key) == b"before"
 
 
+@pytest.mark.both_s3s
 async def test_a_multipart_upload_with_a_failing_precondition_sends_no_part(
     gateway: Gateway, s3: Any, bucket: str
 ) -> None:
@@ -153,6 +155,7 @@ async def test_a_multipart_upload_with_a_failing_precondition_sends_no_part(
     assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
 
 
+@pytest.mark.both_s3s
 async def test_a_multipart_upload_checks_its_precondition_first(
     gateway: Gateway, s3: Any, bucket: str
 ) -> None:
