@@ -40,7 +40,7 @@ lock: $(BIN)/.installed
 $(LOCALSTACK_VENV)/bin/.installed: requirements/localstack.lock
 	@test -n "$(PYTHON313)" || { echo "make localstack: LocalStack needs Python 3.13:" \
 		"put python3.13 on PATH or install it with pyenv (~/.pyenv/versions/3.13.0)" >&2; exit 1; }
-	$(PYTHON313) -m venv $(LOCALSTACK_VENV)
+	$(PYTHON313) -m venv --clear $(LOCALSTACK_VENV)
 	$(LOCALSTACK_VENV)/bin/pip install --quiet --upgrade pip
 	$(LOCALSTACK_VENV)/bin/pip install --quiet --require-hashes -r requirements/localstack.lock
 	touch $@
