@@ -4,7 +4,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint protos check-protos buf contract-release bench soak lock clean
+# LocalStack's S3, which the tests marked both_s3s also run on: Python 3.13 in
+# a virtual environment of its own. Its interpreter: python3.13 on PATH, else
+# pyenv's 3.13.0; empty when neither runs.
+LOCALSTACK_VENV ?= .venv-localstack
+PYTHON313 ?= $(shell for p in python3.13 "$$HOME/.pyenv/versions/3.13.0/bin/python3"; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null \
+	&& command -v "$$p" && break; done)
+
+.PHONY: run test lint protos check-protos buf contract-release bench soak lock localstack clean
 
 # The versions that were tested (requirements/dev.lock, hash-checked), then
 # the project itself; pyproject.toml keeps ranges for library users.
@@ -16,8 +24,10 @@ $(BIN)/.installed: pyproject.toml requirements/dev.lock
 	touch $@
 
 # Re-resolve the lock files from pyproject.toml's ranges (uv, from PyPI):
-# server.lock is what the Docker image installs (blobgate[server]), build.lock the build backend
-# its wheel is built with ([build-system] requires), dev.lock what make and CI do.
+# server.lock is what the Docker image installs (blobgate[server]), build.lock
+# the build backend its wheel is built with ([build-system] requires), dev.lock
+# what make and CI do; localstack.lock, from requirements/localstack.in, is
+# LocalStack's.
 lock: $(BIN)/.installed
 	$(BIN)/pip install --quiet uv
 	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
@@ -27,11 +37,27 @@ lock: $(BIN)/.installed
 		--extra server -o requirements/server.lock
 	$(BIN)/uv pip compile --quiet pyproject.toml --python-version 3.11 --generate-hashes \
 		--extra dev -o requirements/dev.lock
+	$(BIN)/uv pip compile --quiet requirements/localstack.in --python-version 3.13 \
+		--generate-hashes -o requirements/localstack.lock
+
+# LocalStack in .venv-localstack (the hash-checked versions of
+# requirements/localstack.lock); tests/localstack.py starts it.
+$(LOCALSTACK_VENV)/bin/.installed: requirements/localstack.lock
+	@test -n "$(PYTHON313)" || { echo "make localstack: LocalStack needs Python 3.13:" \
+		"put python3.13 on PATH or install it with pyenv (~/.pyenv/versions/3.13.0)" >&2; exit 1; }
+	$(PYTHON313) -m venv --clear $(LOCALSTACK_VENV)
+	$(LOCALSTACK_VENV)/bin/pip install --quiet --upgrade pip
+	$(LOCALSTACK_VENV)/bin/pip install --quiet --require-hashes -r requirements/localstack.lock
+	touch $@
+
+localstack: $(LOCALSTACK_VENV)/bin/.installed
 
 run: $(BIN)/.installed
 	$(BIN)/blobgate-server --dev
 
-test: $(BIN)/.installed
+# With Python 3.13, LocalStack is installed first and the both_s3s tests run on
+# it too; without, those runs are skipped with the reason (an error under CI).
+test: $(BIN)/.installed $(if $(PYTHON313),$(LOCALSTACK_VENV)/bin/.installed)
 	$(BIN)/pytest
 
 lint: $(BIN)/.installed
@@ -77,7 +103,7 @@ soak: $(BIN)/.installed
 	$(BIN)/python -m bench.soak
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOCALSTACK_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
 
 # Build the image from the Dockerfile (buildah; a debootstrap stand-in for the
 # base image where no registry is reachable, cached), run it on moto's S3 and

@@ -1,6 +1,18 @@
-"""Real parts on loopback: moto's S3 server over HTTP, a grpc.aio gateway on
+"""Real parts on loopback: an S3 server over HTTP, a grpc.aio gateway on
 port 0, and a real stub. Each test gets its own bucket, so tests share one
-moto server without seeing each other's objects."""
+S3 server without seeing each other's objects.
+
+Which S3: moto's server (``moto_endpoint``) by default. Tests or modules
+marked ``@pytest.mark.both_s3s`` run once on moto and once on LocalStack's
+S3 (``localstack_endpoint``, a stricter S3: see tests/localstack.py), and
+``both_s3s(memory=True)`` adds a run on the in-memory store first. The
+``store_kind`` fixture names the run (``memory``, ``moto``, ``localstack``)
+and ``s3_endpoint``, ``s3``, ``gateway`` and the contract suites' ``stores``
+follow it; ``moto_endpoint`` stays moto's. ``--s3 moto`` or ``--s3
+localstack`` keeps only that S3's runs of the marked tests (default: both).
+``@pytest.mark.xfail_on_localstack(reason)`` marks a test's (or a
+``pytest.param``'s) LocalStack run as a strict xfail: a known defect that
+only the stricter S3 shows."""
 
 from __future__ import annotations
 
@@ -27,9 +39,12 @@ MiB = 1024 * 1024
 # The contract suites' ``stores`` fixture (both store kinds in turn).
 pytest_plugins = ["contract_stores", "localstack"]
 
-# botocore's credential chain reads these; moto accepts any.
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+# botocore's credential chain reads these. moto accepts any; LocalStack checks
+# presigned URLs against the secret "test" (its default for any access key).
+# Set, not defaulted: tests never sign with a developer's own credentials.
+os.environ["AWS_ACCESS_KEY_ID"] = "test"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "test"
+os.environ.pop("AWS_SESSION_TOKEN", None)
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 for _name in [name for name in os.environ if name.startswith("BLOBGATE_")]:
     del os.environ[_name]
@@ -45,11 +60,62 @@ def moto_endpoint() -> Iterator[str]:
     server.stop()
 
 
+S3_KINDS = ("moto", "localstack")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--s3",
+        choices=[*S3_KINDS, "both"],
+        default="both",
+        help="the S3s that tests marked both_s3s run on (default: both)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked both_s3s runs once per S3 (and store kind)."""
+    marker = metafunc.definition.get_closest_marker("both_s3s")
+    if marker is None or "store_kind" not in metafunc.fixturenames:
+        return
+    chosen = metafunc.config.getoption("s3")
+    kinds = [kind for kind in S3_KINDS if chosen in (kind, "both")]
+    if marker.kwargs.get("memory"):
+        kinds.insert(0, "memory")
+    metafunc.parametrize("store_kind", kinds)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """xfail_on_localstack: a strict xfail on the LocalStack run only."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or callspec.params.get("store_kind") != "localstack":
+            continue
+        for marker in item.iter_markers("xfail_on_localstack"):
+            item.add_marker(pytest.mark.xfail(strict=True, reason=marker.args[0]))
+
+
 @pytest.fixture
-async def s3(moto_endpoint: str) -> AsyncIterator[Any]:
+def store_kind() -> str:
+    """The store a test runs on: moto's S3, unless the test is marked
+    both_s3s (then each of ``S3_KINDS`` in turn, and ``memory`` with
+    ``memory=True``)."""
+    return "moto"
+
+
+@pytest.fixture
+def s3_endpoint(request: pytest.FixtureRequest, store_kind: str) -> str:
+    """The endpoint of this test's S3 (moto's for an in-memory run, which
+    stores nothing there)."""
+    kind = "moto" if store_kind == "memory" else store_kind
+    endpoint: str = request.getfixturevalue(f"{kind}_endpoint")
+    return endpoint
+
+
+@pytest.fixture
+async def s3(s3_endpoint: str) -> AsyncIterator[Any]:
     """A plain aioboto3 client to look at S3 behind the gateway's back."""
     session = aioboto3.Session()
-    async with session.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1") as client:
+    async with session.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1") as client:
         yield client
 
 
@@ -58,11 +124,12 @@ def bucket() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
-def gateway_settings(moto_endpoint: str, bucket: str, **overrides: Any) -> Settings:
-    """Settings for a test gateway: port 0, this test's bucket, small parts."""
+def gateway_settings(endpoint: str, bucket: str, **overrides: Any) -> Settings:
+    """Settings for a test gateway on the S3 at ``endpoint``: port 0, this
+    test's bucket, small parts."""
     values: dict[str, Any] = {
         "listen": "127.0.0.1:0",
-        "s3_endpoint": moto_endpoint,
+        "s3_endpoint": endpoint,
         "s3_region": "us-east-1",
         "default_bucket": bucket,
         "create_buckets": True,
@@ -77,15 +144,20 @@ def gateway_settings(moto_endpoint: str, bucket: str, **overrides: Any) -> Setti
 
 @pytest.fixture
 async def gateway(
-    request: pytest.FixtureRequest, moto_endpoint: str, bucket: str
+    request: pytest.FixtureRequest, store_kind: str, s3_endpoint: str, bucket: str
 ) -> AsyncIterator[Gateway]:
-    """A gateway on moto, or on the in-memory store for tests marked
-    ``@pytest.mark.store("memory")`` (a module's ``pytestmark``; a test's own
-    ``store("s3")`` marker overrides it): those only talk gRPC, and the
-    store contract suite keeps both stores the same."""
-    settings = gateway_settings(moto_endpoint, bucket)
+    """A gateway on the test's S3, or on the in-memory store for an in-memory
+    run and for tests marked ``@pytest.mark.store("memory")`` (a module's
+    ``pytestmark``; a test's own ``store("s3")`` or ``both_s3s`` marker
+    overrides it): those only talk gRPC, and the store contract suite keeps
+    both stores the same."""
+    settings = gateway_settings(s3_endpoint, bucket)
     marker = request.node.get_closest_marker("store")
-    backend = MemoryBackend(settings) if marker and marker.args == ("memory",) else None
+    if request.node.get_closest_marker("both_s3s"):
+        memory = store_kind == "memory"
+    else:
+        memory = bool(marker and marker.args == ("memory",))
+    backend = MemoryBackend(settings) if memory else None
     gw = await start_gateway(settings, backend=backend)
     yield gw
     await stop_gateway(gw)

@@ -1,6 +1,7 @@
 """The stores the storage contract suites run against (tests/test_store_contract.py
 and tests/test_session_contract.py), and their helpers: the in-memory stores,
-or the S3 stores on the session's moto server, each with the test's bucket."""
+or the S3 stores on the test's S3 (moto's or LocalStack's: the suites are
+marked ``both_s3s(memory=True)``), each with the test's bucket."""
 
 from __future__ import annotations
 
@@ -34,7 +35,6 @@ from blobgate.server.storage.s3.connection import S3Connection
 from blobgate.server.storage.s3.sessions import S3Sessions
 from blobgate.server.storage.s3.store import S3Store
 
-KINDS = ["memory", "s3"]
 PART = 5 * MiB  # the smallest part S3 takes: sessions persist in these
 SIZE = RANGED_SIZE
 BLOB = RANGED_BLOB
@@ -56,9 +56,11 @@ class Stores:
 
 
 @asynccontextmanager
-async def open_stores(request: pytest.FixtureRequest, bucket: str) -> AsyncIterator[Stores]:
-    """The stores of kind ``request.param``, with ``bucket`` created."""
-    if request.param == "memory":
+async def open_stores(
+    request: pytest.FixtureRequest, store_kind: str, bucket: str
+) -> AsyncIterator[Stores]:
+    """The stores of ``store_kind``, with ``bucket`` created."""
+    if store_kind == "memory":
         store = MemoryStore([bucket])
 
         async def memory_sessions(expiry: float) -> SessionStore:
@@ -66,7 +68,7 @@ async def open_stores(request: pytest.FixtureRequest, bucket: str) -> AsyncItera
 
         yield Stores("memory", store, await memory_sessions(7 * 86400.0), bucket, memory_sessions)
         return
-    endpoint: str = request.getfixturevalue("moto_endpoint")
+    endpoint: str = request.getfixturevalue("s3_endpoint")
     settings = gateway_settings(endpoint, bucket)
     budget = ByteBudget(int(settings.memory_budget))
     connections = [S3Connection(settings)]
@@ -175,8 +177,11 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0)
         await asyncio.sleep(0.05)
 
 
-@pytest.fixture(params=KINDS)
-async def stores(request: pytest.FixtureRequest, bucket: str) -> AsyncIterator[Stores]:
-    """Each store kind in turn, for the contract suites (a plugin of conftest)."""
-    async with open_stores(request, bucket) as opened:
+@pytest.fixture
+async def stores(
+    request: pytest.FixtureRequest, store_kind: str, bucket: str
+) -> AsyncIterator[Stores]:
+    """The stores of the test's run (each store kind in turn, for the contract
+    suites, marked both_s3s(memory=True)); a plugin of conftest."""
+    async with open_stores(request, store_kind, bucket) as opened:
         yield opened

@@ -1,6 +1,6 @@
 """BatchDelete: a result per key for a mix of present, missing and
-precondition-failing keys, and the limits on a request; on S3 (moto) and on
-the in-memory store, through a real gateway."""
+precondition-failing keys, and the limits on a request; on the in-memory
+store and on both S3s (moto, LocalStack), through a real gateway."""
 
 from __future__ import annotations
 
@@ -19,17 +19,20 @@ from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
 Code = grpc.StatusCode
 
+pytestmark = pytest.mark.both_s3s(memory=True)
 
-@pytest.fixture(params=["s3", "memory"])
+
+@pytest.fixture
 async def served(
-    request: pytest.FixtureRequest, moto_endpoint: str, bucket: str
+    store_kind: str, s3_endpoint: str, bucket: str
 ) -> AsyncIterator[tuple[str, Gateway, storage_pb2_grpc.StorageServiceStub]]:
-    settings = gateway_settings(moto_endpoint, bucket)
-    backend = MemoryBackend(settings) if request.param == "memory" else None
+    settings = gateway_settings(s3_endpoint, bucket)
+    kind = "memory" if store_kind == "memory" else "s3"
+    backend = MemoryBackend(settings) if kind == "memory" else None
     gw = await start_gateway(settings, backend=backend)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:
-            yield request.param, gw, storage_pb2_grpc.StorageServiceStub(channel)
+            yield kind, gw, storage_pb2_grpc.StorageServiceStub(channel)
     finally:
         await stop_gateway(gw)
 
@@ -117,12 +120,10 @@ async def test_bad_requests_are_refused_whole(
     assert await keys(stub) == ["stays.txt"]
 
 
-async def test_an_allowed_bucket_missing_in_s3_is_not_found(
-    moto_endpoint: str, bucket: str
-) -> None:
+async def test_an_allowed_bucket_missing_in_s3_is_not_found(s3_endpoint: str, bucket: str) -> None:
     missing = f"{bucket}-missing"
     settings = gateway_settings(
-        moto_endpoint, bucket, allowed_buckets=[missing], create_buckets=False
+        s3_endpoint, bucket, allowed_buckets=[missing], create_buckets=False
     )
     gw = await start_gateway(settings)
     try:

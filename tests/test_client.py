@@ -148,6 +148,7 @@ async def test_failing_source_raises_its_error_and_commits_nothing(
             await asyncio.sleep(0.1)
 
 
+@pytest.mark.both_s3s
 async def test_upload_preconditions_and_size(client: Client) -> None:
     first = await client.upload("p.txt", b"one", if_none_match=True)
     with pytest.raises(BlobgateError) as caught:

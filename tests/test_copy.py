@@ -1,6 +1,6 @@
 """Copy: within and across buckets, each precondition, metadata kept and
-replaced, checksums carried, and the multipart copy path; on S3 (moto) and on
-the in-memory store, through a real gateway."""
+replaced, checksums carried, and the multipart copy path; on the in-memory
+store and on both S3s (moto, LocalStack), through a real gateway."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from blobgate.v1 import storage_pb2, storage_pb2_grpc
 Code = grpc.StatusCode
 COPY_THRESHOLD = 5 * MiB  # the smallest setting: larger objects take the multipart path
 
+pytestmark = pytest.mark.both_s3s(memory=True)
+
 
 @dataclass
 class Env:
@@ -32,21 +34,18 @@ class Env:
     other: str  # a second allowed bucket
 
 
-@pytest.fixture(params=["s3", "memory"])
-async def env(
-    request: pytest.FixtureRequest, moto_endpoint: str, bucket: str
-) -> AsyncIterator[Env]:
+@pytest.fixture
+async def env(store_kind: str, s3_endpoint: str, bucket: str) -> AsyncIterator[Env]:
     other = f"{bucket}-other"
     settings = gateway_settings(
-        moto_endpoint, bucket, allowed_buckets=[other], copy_threshold=COPY_THRESHOLD
+        s3_endpoint, bucket, allowed_buckets=[other], copy_threshold=COPY_THRESHOLD
     )
-    backend = MemoryBackend(settings) if request.param == "memory" else None
+    kind = "memory" if store_kind == "memory" else "s3"
+    backend = MemoryBackend(settings) if kind == "memory" else None
     gw = await start_gateway(settings, backend=backend)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:
-            yield Env(
-                request.param, gw, storage_pb2_grpc.StorageServiceStub(channel), bucket, other
-            )
+            yield Env(kind, gw, storage_pb2_grpc.StorageServiceStub(channel), bucket, other)
     finally:
         await stop_gateway(gw)
 

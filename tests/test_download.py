@@ -56,6 +56,7 @@ async def test_negative_limit(stub: Any) -> None:
     await expect_status(Code.INVALID_ARGUMENT, download(stub, "ranged.bin", limit=-1))
 
 
+@pytest.mark.both_s3s
 async def test_if_match(stub: Any, stored: storage_pb2.Object) -> None:
     got = await download(stub, "ranged.bin", if_match=stored.etag)
     assert got.data == BLOB

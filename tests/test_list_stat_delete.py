@@ -171,6 +171,7 @@ async def test_delete_missing_key_is_ok(stub: Any) -> None:
     await stub.Delete(storage_pb2.DeleteRequest(key="never/was"), timeout=10)
 
 
+@pytest.mark.both_s3s
 async def test_delete_if_match(gateway: Any, stub: Any) -> None:
     obj = await upload(gateway, "guarded.txt", b"keep me")
     await expect_status(

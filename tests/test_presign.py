@@ -1,15 +1,18 @@
 """Presign: URLs a plain HTTP client can use, their expiry, and signing for
-a public endpoint.
+a public endpoint; on moto and on LocalStack.
 
-moto does not check presigned signatures or expiry, so those are checked by
-reading the URL's query, not by expecting moto to refuse a URL."""
+moto checks neither presigned signatures nor expiry, so on both S3s these
+are checked by reading the URL's query; LocalStack's S3 checks both, as AWS
+does, and refuses a URL that was changed after signing or has expired."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import urllib.error
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from conftest import gateway_settings
@@ -21,6 +24,8 @@ from blobgate.v1 import storage_pb2
 GET = storage_pb2.HTTP_METHOD_GET
 PUT = storage_pb2.HTTP_METHOD_PUT
 DAY = 24 * 3600
+
+pytestmark = pytest.mark.both_s3s
 
 
 @pytest.fixture(params=[GET, PUT], ids=["GET", "PUT"])
@@ -112,9 +117,9 @@ async def test_unspecified_method(stub: Any) -> None:
     )
 
 
-async def test_public_endpoint_signs_for_the_public_host(moto_endpoint: str, bucket: str) -> None:
+async def test_public_endpoint_signs_for_the_public_host(s3_endpoint: str, bucket: str) -> None:
     settings = gateway_settings(
-        moto_endpoint, bucket, s3_public_endpoint="http://public.example:9000"
+        s3_endpoint, bucket, s3_public_endpoint="http://public.example:9000"
     )
     async with running_gateway(settings) as (_gw, stub, _channel):
         for method, fields in [(GET, {}), (PUT, {"content_type": "image/png"})]:
@@ -130,3 +135,59 @@ async def test_public_endpoint_signs_for_the_public_host(moto_endpoint: str, buc
             assert len(query["X-Amz-Signature"]) == 64
             assert query["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256"
             assert "X-Amz-Credential" in query
+
+
+# --- LocalStack alone: signatures and expiry really checked --------------------
+
+
+def _with_query(url: str, name: str, value: str) -> str:
+    """``url`` with one query parameter changed (the rest as signed)."""
+    parts = urlsplit(url)
+    query = _query(url) | {name: value}
+    return parts._replace(query=urlencode(query)).geturl()
+
+
+async def _refused(method: str, url: str, headers: Any, body: bytes | None = None) -> str:
+    """S3's error code for a request it must refuse with 403."""
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        await asyncio.to_thread(http, method, url, body, dict(headers))
+    assert refused.value.code == 403
+    found = re.search(rb"<Code>([^<]+)</Code>", refused.value.read())
+    assert found is not None
+    return found.group(1).decode()
+
+
+async def test_a_changed_or_expired_url_is_refused(localstack_endpoint: str, bucket: str) -> None:
+    """A presigned URL grants exactly what was signed, until it expires:
+    another key, a longer life, another signature, another content type or
+    a late request are refused (moto would serve them all)."""
+    settings = gateway_settings(localstack_endpoint, bucket)
+    async with running_gateway(settings) as (gw, stub, _):
+        blob = payload(1000, seed=7)
+        await upload(gw, "signed.bin", blob)
+        await upload(gw, "other.bin", b"not shared")
+        get = await _presign(stub, "signed.bin", GET, expires_in=Duration(seconds=120))
+        assert await asyncio.to_thread(http, "GET", get.url, None, dict(get.headers)) == (200, blob)
+        signature = _query(get.url)["X-Amz-Signature"]
+        changed = [
+            get.url.replace("/signed.bin?", "/other.bin?"),
+            _with_query(get.url, "X-Amz-Expires", str(7 * DAY)),
+            _with_query(get.url, "X-Amz-Signature", signature[::-1]),
+        ]
+        for url in changed:
+            assert await _refused("GET", url, get.headers) == "SignatureDoesNotMatch", url
+
+        put = await _presign(stub, "incoming.txt", PUT, content_type="text/plain")
+        headers = dict(put.headers) | {"Content-Type": "text/html"}
+        assert await _refused("PUT", put.url, headers, b"<script>") == "SignatureDoesNotMatch"
+        await expect_status(
+            Code.NOT_FOUND, stub.Stat(storage_pb2.StatRequest(key="incoming.txt"), timeout=10)
+        )
+
+        short = await _presign(stub, "signed.bin", GET, expires_in=Duration(seconds=1))
+        assert await asyncio.to_thread(http, "GET", short.url, None, dict(short.headers)) == (
+            200,
+            blob,
+        )
+        await asyncio.sleep(2.5)  # S3 dates a URL to the second
+        assert await _refused("GET", short.url, short.headers) == "AccessDenied"

@@ -5,8 +5,11 @@ object, never to a copy of it; the record never describes an object that
 replaced it; transfers go with an unsigned payload and the CRC32C header;
 and ``s3_full_object_checksums = false`` keeps the old self-copy.
 
-Everything runs against moto's S3 server, most of it through the fault proxy,
-which records every request the gateway sends. What moto 5.2.5 checks: it
+Everything runs against moto's S3 server and against LocalStack's, most of it
+through the fault proxy, which records every request the gateway sends.
+LocalStack checks what real S3 does (part and PutObject CRC32Cs, the
+full-object CRC32C at completion: BadDigest), so there the corrupted part is
+refused. What moto 5.2.5 checks: it
 stores ``ChecksumAlgorithm``/``ChecksumType`` from CreateMultipartUpload and
 at completion computes the whole object's CRC32C itself (HEAD with
 ``ChecksumMode=ENABLED`` returns it) with the ``crc32c`` package (a
@@ -18,9 +21,9 @@ neither a part's CRC32C header
 the full-object value sent with CompleteMultipartUpload (its answer carries
 no checksum), nor, with its IAM auth off as here, a signature or a payload
 hash (a PutObject with a wrong ``x-amz-content-sha256`` and a wrong CRC32C
-is stored). So where real S3 would refuse corrupted bytes (BadDigest), these
-tests show that the refusal's inputs are right and what the gateway itself
-checks.
+is stored). So where real S3 would refuse corrupted bytes (BadDigest), the
+moto runs show that the refusal's inputs are right and what the gateway
+itself checks.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from fakes.s3_fault_proxy import FaultProxy, Request, upload_part
 from helpers import (
     PART,
     download,
+    expect_status,
     http,
     payload,
     resume_requests,
@@ -47,6 +51,7 @@ from helpers import (
     sha256,
     upload,
     upload_requests,
+    wait_nothing_left,
 )
 from test_resumable import interrupted
 
@@ -70,10 +75,12 @@ from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
 FLAG = "sha256-record"
 
+pytestmark = pytest.mark.both_s3s
+
 
 @pytest.fixture
-def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
-    with FaultProxy(moto_endpoint) as fault_proxy:
+def proxy(s3_endpoint: str) -> Iterator[FaultProxy]:
+    with FaultProxy(s3_endpoint) as fault_proxy:
         yield fault_proxy
 
 
@@ -81,8 +88,8 @@ Gw = tuple[Any, storage_pb2_grpc.StorageServiceStub, grpc.aio.Channel]
 
 
 @pytest.fixture
-async def proxied(proxy: FaultProxy, moto_endpoint: str, bucket: str) -> AsyncIterator[Gw]:
-    settings = gateway_settings(moto_endpoint, bucket, s3_endpoint=proxy.url)
+async def proxied(proxy: FaultProxy, s3_endpoint: str, bucket: str) -> AsyncIterator[Gw]:
+    settings = gateway_settings(s3_endpoint, bucket, s3_endpoint=proxy.url)
     async with running_gateway(settings) as parts:
         yield parts
 
@@ -283,10 +290,10 @@ async def test_the_python_client_reads_the_recorded_sha256(
 
 @pytest.mark.parametrize("how", ["copy-object", "multipart-copy", "replace-metadata"])
 async def test_a_copy_carries_the_recorded_sha256_itself(
-    moto_endpoint: str, s3: Any, bucket: str, how: str
+    s3_endpoint: str, s3: Any, bucket: str, how: str
 ) -> None:
     threshold = 5 * MiB if how == "multipart-copy" else 5 * 1024 * MiB
-    settings = gateway_settings(moto_endpoint, bucket, copy_threshold=threshold)
+    settings = gateway_settings(s3_endpoint, bucket, copy_threshold=threshold)
     async with running_gateway(settings) as (gateway, stub, _):
         blob = payload(2 * PART + 7, seed=7)
         await upload(gateway, "src.bin", blob, metadata={"a": "1"}, content_type="text/csv")
@@ -323,10 +330,10 @@ async def test_a_copy_carries_the_recorded_sha256_itself(
 
 
 async def test_without_full_object_checksums_the_upload_copies_itself(
-    proxy: FaultProxy, moto_endpoint: str, s3: Any, bucket: str
+    proxy: FaultProxy, s3_endpoint: str, s3: Any, bucket: str
 ) -> None:
     settings = gateway_settings(
-        moto_endpoint, bucket, s3_endpoint=proxy.url, s3_full_object_checksums=False
+        s3_endpoint, bucket, s3_endpoint=proxy.url, s3_full_object_checksums=False
     )
     async with running_gateway(settings) as (gateway, stub, _):
         blob = payload(2 * PART + 9, seed=8)
@@ -396,13 +403,13 @@ async def test_a_session_with_a_declared_sha256_stores_it_in_metadata(
 
 
 async def test_the_janitor_removes_only_stale_records(
-    gateway: Any, moto_endpoint: str, s3: Any, bucket: str
+    gateway: Any, s3_endpoint: str, s3: Any, bucket: str
 ) -> None:
     for key in ("kept.bin", "replaced.bin", "deleted.bin"):
         await upload(gateway, key, payload(PART + 1, seed=len(key)))
     await s3.put_object(Bucket=bucket, Key="replaced.bin", Body=b"other")
     await s3.delete_object(Bucket=bucket, Key="deleted.bin")
-    settings = gateway_settings(moto_endpoint, bucket)
+    settings = gateway_settings(s3_endpoint, bucket)
     async with S3Connection(settings) as connection:
         await sweep(connection, [bucket], timedelta(seconds=0))
     listing = await s3.list_objects_v2(Bucket=bucket, Prefix=RECORD_PREFIX)
@@ -413,23 +420,33 @@ async def test_the_janitor_removes_only_stale_records(
 
 
 async def test_a_part_corrupted_in_flight_fails_the_checksums_s3_is_given(
-    proxied: Gw, proxy: FaultProxy, s3: Any, bucket: str
+    store_kind: str, proxied: Gw, proxy: FaultProxy, s3: Any, bucket: str
 ) -> None:
     """Over plain HTTP with an unsigned payload, the CRC32C header (signed)
     is what protects a part: the proxy flips a byte of the second part. The
-    header still names the bytes the gateway sent, so S3, which checks it,
-    answers BadDigest (the gateway maps that to UNAVAILABLE: retry); moto
-    does not check it and stores the damaged bytes -- then its own CRC32C of
-    the object differs from the one the gateway sent with the completion
-    (which S3 also checks), and the recorded sha256 still describes the
-    bytes the gateway received, so a client's whole-object check catches it."""
+    header still names the bytes the gateway sent, so S3, which checks it
+    (LocalStack does), answers BadDigest: the upload is UNAVAILABLE (retry)
+    and nothing is left. moto does not check it and stores the damaged bytes
+    -- then its own CRC32C of the object differs from the one the gateway
+    sent with the completion (which S3 also checks), and the recorded sha256
+    still describes the bytes the gateway received, so a client's
+    whole-object check catches it."""
     gateway, stub, _ = proxied
     blob = payload(2 * PART + 100, seed=11)
     proxy.corrupt_request(1000, match=lambda r: upload_part(r) and r.query["partNumber"] == ["2"])
-    await upload(gateway, "flipped.bin", blob)
+    if store_kind == "localstack":
+        error = await expect_status(
+            grpc.StatusCode.UNAVAILABLE, upload(gateway, "flipped.bin", blob)
+        )
+        assert "corrupted in transit (BadDigest)" in str(error.details())
+        await wait_nothing_left(s3, bucket, "flipped.bin")
+    else:
+        await upload(gateway, "flipped.bin", blob)
     parts = requests(proxy, upload_part)
     second = [p for p in parts if p.query["partNumber"] == ["2"]]
     assert second[0].headers["x-amz-checksum-crc32c"] == crc(blob[PART : 2 * PART])
+    if store_kind == "localstack":
+        return
     stored = await (await s3.get_object(Bucket=bucket, Key="flipped.bin"))["Body"].read()
     assert stored != blob and len(stored) == len(blob)
     assert crc(stored[PART : 2 * PART]) != second[0].headers["x-amz-checksum-crc32c"]
@@ -445,13 +462,13 @@ async def test_a_part_corrupted_in_flight_fails_the_checksums_s3_is_given(
 
 
 async def test_a_stored_crc32c_other_than_the_gateways_fails_the_upload(
-    moto_endpoint: str, s3: Any, bucket: str
+    s3_endpoint: str, s3: Any, bucket: str
 ) -> None:
     """Where S3 answers CompleteMultipartUpload with the CRC32C it stored (AWS
     does), the gateway compares it with its own; on a mismatch the object is
     removed and the upload is UNAVAILABLE. moto sends none, so a hook puts a
     wrong one in its answer."""
-    settings = gateway_settings(moto_endpoint, bucket)
+    settings = gateway_settings(s3_endpoint, bucket)
     async with S3Connection(settings) as connection:
         await connection.ensure_buckets([bucket])
         client = connection.transfers

@@ -119,6 +119,7 @@ def _refusal(case: str) -> dict[str, Any]:
     return {"if_none_match": True} if case == "exists" else {"if_match": "0123456789abcdef"}
 
 
+@pytest.mark.both_s3s
 @pytest.mark.parametrize("case", ["exists", "etag-differs", "no-object"])
 async def test_a_small_upload_refused_by_its_check_sends_nothing_to_s3(
     gateway: Gateway, s3: Any, bucket: str, case: str
@@ -142,6 +143,7 @@ async def test_a_small_upload_refused_by_its_check_sends_nothing_to_s3(
         assert await _stored(s3, bucket, key) == b"before"
 
 
+@pytest.mark.both_s3s
 @pytest.mark.parametrize("case", ["exists", "etag-differs", "no-object"])
 async def test_a_small_upload_raced_past_its_check_is_refused_by_s3(
     gateway: Gateway, stub: Any, s3: Any, bucket: str, case: str
@@ -177,6 +179,7 @@ async def test_a_small_upload_raced_past_its_check_is_refused_by_s3(
         assert await _stored(s3, bucket, key) == b"racer"
 
 
+@pytest.mark.both_s3s
 async def test_a_multipart_upload_with_a_failing_precondition_sends_no_part(
     gateway: Gateway, s3: Any, bucket: str
 ) -> None:
@@ -193,6 +196,7 @@ async def test_a_multipart_upload_with_a_failing_precondition_sends_no_part(
     assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
 
 
+@pytest.mark.both_s3s
 async def test_a_multipart_upload_checks_its_precondition_first(
     gateway: Gateway, s3: Any, bucket: str
 ) -> None:

@@ -1,6 +1,6 @@
 """The SessionStore contract: every test runs against the in-memory sessions
-and against the S3 sessions on the session's moto server (see
-contract_stores), so the two cannot drift apart. Parts are 5 MiB, S3's least."""
+and against the S3 sessions on moto and on LocalStack (see contract_stores),
+so they cannot drift apart. Parts are 5 MiB, S3's least."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ from blobgate.server.storage.protocols import (
     Session,
     SessionSpec,
 )
+
+pytestmark = pytest.mark.both_s3s(memory=True)
 
 
 async def start(stores: Stores, key: str, size: int | None = None, **fields: Any) -> Session:

@@ -1,6 +1,6 @@
 """The ObjectStore contract: every test runs against the in-memory store and
-against the S3 store on the session's moto server (see contract_stores), so
-the two cannot drift apart."""
+against the S3 store on moto and on LocalStack (see contract_stores), so
+they cannot drift apart."""
 
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ from blobgate.server.storage.protocols import (
     ObjectRef,
     SessionSpec,
 )
+
+pytestmark = pytest.mark.both_s3s(memory=True)
+
 
 # --- put, head, open -----------------------------------------------------------
 

@@ -195,12 +195,14 @@ async def test_expected_sha256_alone_is_accepted(gateway: Any) -> None:
     assert obj.checksums.sha256 == sha256(blob)
 
 
+@pytest.mark.both_s3s
 async def test_if_none_match_creates_a_new_key(gateway: Any, stub: Any) -> None:
     obj = await upload(gateway, "fresh.bin", b"first", if_none_match=True)
     assert obj.size == 5
     assert (await download(stub, "fresh.bin")).data == b"first"
 
 
+@pytest.mark.both_s3s
 async def test_if_match_with_the_right_etag_replaces(gateway: Any, stub: Any) -> None:
     old = await upload(gateway, "replace.bin", b"old contents")
     new = await upload(gateway, "replace.bin", b"new contents!", if_match=old.etag)

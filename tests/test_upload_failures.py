@@ -139,6 +139,7 @@ async def _assert_unchanged(
     assert (await s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", []) == []
 
 
+@pytest.mark.both_s3s
 @pytest.mark.parametrize("size", [SMALL, MULTIPART], ids=["small", "multipart"])
 async def test_if_none_match_on_existing_key(
     gateway: Any, stub: Any, s3: Any, bucket: str, size: int
@@ -152,6 +153,7 @@ async def test_if_none_match_on_existing_key(
     await _assert_unchanged(stub, s3, bucket, "taken.bin", old, old_blob)
 
 
+@pytest.mark.both_s3s
 @pytest.mark.parametrize("size", [SMALL, MULTIPART], ids=["small", "multipart"])
 async def test_if_match_with_a_wrong_etag(
     gateway: Any, stub: Any, s3: Any, bucket: str, size: int
@@ -166,6 +168,7 @@ async def test_if_match_with_a_wrong_etag(
     await _assert_unchanged(stub, s3, bucket, "guarded.bin", old, old_blob)
 
 
+@pytest.mark.both_s3s
 async def test_if_match_on_a_missing_key(gateway: Any, s3: Any, bucket: str) -> None:
     # "Replace only the object with this etag": there is no such object.
     await expect_status(
