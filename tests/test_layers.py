@@ -149,6 +149,34 @@ def test_every_module_is_in_a_layer() -> None:
     assert not unplaced, f"modules no layer rule covers (add the folder to ALLOWED): {unplaced}"
 
 
+def test_the_architecture_page_states_these_rules() -> None:
+    """docs/architecture.md's Layout table says, for each folder, which
+    layers it may import: exactly ALLOWED (beside its own layer)."""
+    names = {"v1", "shared", "client", "core", "storage", "rpc"}
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in (ROOT / "docs" / "architecture.md").read_text().splitlines()
+        if line.startswith("| `protos/")
+        or line.startswith("| `server/")
+        or line.startswith("| `client/")
+    ]
+    assert len(rows) >= len(ALLOWED), rows
+    stated: dict[str, set[str]] = {}
+    for folder, import_name, may_import, _ in rows:
+        layer = layer_of(import_name.strip("`"))
+        assert layer in ALLOWED, f"{folder}: {import_name} is in no layer"
+        listed = {name.strip("` ") for name in may_import.split(",")}
+        listed = {"setup" if name == "set-up" else name for name in listed if name in names}
+        assert listed == ALLOWED[layer] - {layer}, (
+            f"docs/architecture.md says {folder} may import {sorted(listed)}; "
+            f"the rule is {sorted(ALLOWED[layer] - {layer})}"
+        )
+        stated[layer] = listed
+    assert set(stated) == set(ALLOWED), (
+        f"layers the Layout table omits: {set(ALLOWED) - set(stated)}"
+    )
+
+
 def _write(root: Path, relative: str, text: str) -> None:
     path = root / relative
     path.parent.mkdir(parents=True, exist_ok=True)
