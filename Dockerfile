@@ -5,6 +5,8 @@
 #   -e BLOBGATE_TLS_KEY_FILE=/tls/server.key blobgate
 # It listens on every interface, so it refuses to start without TLS files
 # unless told BLOBGATE_INSECURE=true (docs/security.md).
+# The image holds blobgate[server] (the gateway, its probe and the CLI), not
+# blobgate[embedded]: --dev's in-memory S3 is for a development machine.
 
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -26,9 +28,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     BLOBGATE_METRICS_LISTEN=0.0.0.0:9464 \
     BLOBGATE_HEALTH_LISTEN=127.0.0.1:50052 \
     BLOBGATE_LOG_FORMAT=json
-# The gateway's dependencies (blobgate[server], requirements/server.lock) in the
-# versions that were tested (hash-checked), then blobgate alone
-# (a layer of its own: a change to the code alone reuses the dependencies').
+# The gateway's dependencies, `pip install 'blobgate[server]'` resolved to the
+# versions that were tested (requirements/server.lock, hash-checked), then
+# blobgate alone, without dependencies (a layer of its own: a change to the
+# code alone reuses the dependencies').
 COPY requirements/server.lock /tmp/server.lock
 RUN pip install --no-cache-dir --require-hashes -r /tmp/server.lock \
     && rm /tmp/server.lock \

@@ -111,3 +111,11 @@ clean:
 .PHONY: image-test
 image-test: $(BIN)/.installed
 	VENV=$(VENV) ops/image-test
+
+# Build the wheel as the Dockerfile does, install it into a fresh virtualenv
+# outside the checkout and smoke-test it from there: the base install (the CLI,
+# the Python client, none of the server's dependencies, py.typed), then
+# blobgate[server] serving a CLI round trip on moto's S3 and stopping on SIGTERM.
+.PHONY: wheel-test
+wheel-test: $(BIN)/.installed
+	VENV=$(VENV) PYTHON=$(PYTHON) ops/wheel-test

@@ -332,7 +332,7 @@ async def test_a_session_outlives_a_killed_instance_and_resumes_on_another(
 
 IN_FLIGHT = 4  # --parts-in-flight of the instance the next test kills
 # What can be in transit on an Upload stream (docs/api.md): the receive window
-# the gateway gives each stream (grpc.http2.lookahead_bytes in server/app.py)
+# the gateway gives each stream (grpc.http2.lookahead_bytes in blobgate.server.listeners)
 # and up to two messages in the client's gRPC (resume_requests sends 1 MiB).
 IN_TRANSIT = 4 * MiB + 2 * MiB
 

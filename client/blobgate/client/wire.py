@@ -18,6 +18,7 @@ from blobgate.shared.wire import (
     TRACE_CONTEXT,
     UPLOAD_ACCEPTED,
     UPLOAD_ACCEPTED_KEY,
+    ChannelOption,
     sole_field_payload,
 )
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
@@ -31,7 +32,6 @@ def call_metadata() -> tuple[tuple[str, str], ...] | None:
     return tuple(carrier.items()) if carrier else None
 
 
-ChannelOption = tuple[str, int | str]
 CHANNEL_OPTIONS: list[ChannelOption] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
     ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
@@ -105,6 +105,7 @@ __all__ = [
     "TRACE_CONTEXT",
     "UPLOAD_ACCEPTED",
     "UPLOAD_ACCEPTED_KEY",
+    "ChannelOption",
     "StorageStub",
     "call_metadata",
     "download_payload",

@@ -20,6 +20,8 @@ REQUEST_ID_KEY = "x-request-id"
 # caller's trace.
 TRACE_CONTEXT = TraceContextTextMapPropagator()
 
+# A gRPC channel option as grpc.aio takes it: (name, value).
+ChannelOption = tuple[str, int | str]
 
 MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 

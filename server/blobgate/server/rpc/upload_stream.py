@@ -4,7 +4,7 @@ size and the server's limit, and ends only if the stream ended cleanly,
 raising before the store can commit (the store checks the checksums).
 
 Data messages usually arrive as the payload alone (bytes or a memoryview of
-the received message; see ``service._upload_request``), other messages as an
+the received message; see ``codecs.parse_upload_request``), other messages as an
 UploadRequest, and undecodable ones as the InvalidArgument to raise. Nothing
 here keeps a message once its bytes are passed on: a stream that waits (for
 budget, for S3, for its client) holds at most the one message in hand.

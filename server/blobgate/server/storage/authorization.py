@@ -1,5 +1,5 @@
 """Rights on the stores: each call is checked against the access policy
-(``server.authorization``) for the current principal before it reaches the
+(``core.access_policy``) for the current principal before it reaches the
 store, and resumable sessions are bound to the principal that started them.
 
 Denials are PermissionDenied saying what was refused ("caller X may not
