@@ -1,8 +1,9 @@
 """The lifecycle, in one place: build the store, start the gRPC server (TLS
-when configured) with health and, if asked, reflection, probe S3, register
-with Consul; on SIGTERM or SIGINT go NOT_SERVING, deregister, wait the drain
-delay so callers stop picking this instance, stop accepting calls, let
-in-flight calls finish within the grace period, and close the S3 client."""
+when configured; its interceptors from ``rpc.chain``) with health and, if
+asked, reflection, probe S3, register with Consul; on SIGTERM or SIGINT go
+NOT_SERVING, deregister, wait the drain delay so callers stop picking this
+instance, stop accepting calls, let in-flight calls finish within the grace
+period, and close the S3 client."""
 
 from __future__ import annotations
 
@@ -14,30 +15,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
-from blobgate.server.advertise import AdvertiseError, choose_address
+from blobgate.server.advertise import Advertised, AdvertiseError, choose_address
 from blobgate.server.consul_registration import ConsulRegistration
 from blobgate.server.core.access_policy import PolicyError
 from blobgate.server.core.errors import ServiceError
 from blobgate.server.core.identity import IdentityError, JwtVerifier
 from blobgate.server.core.settings import Settings
 from blobgate.server.core.tracing import tracing_on
-from blobgate.server.health import SERVICE_NAME, S3HealthProbe
-from blobgate.server.listeners import health_only_server, server_options
+from blobgate.server.health import S3HealthProbe
+from blobgate.server.listeners import Servers, build_servers, health_only_server
 from blobgate.server.metrics_endpoint import GatewayMetrics, MetricsError
 from blobgate.server.rpc import stream_end
-from blobgate.server.rpc.access_log import AccessLogInterceptor
-from blobgate.server.rpc.audit import AuditInterceptor
 from blobgate.server.rpc.authentication import authentication_for
-from blobgate.server.rpc.codecs import add_to_server
+from blobgate.server.rpc.chain import interceptor_chain
 from blobgate.server.rpc.handlers import StorageServicer
-from blobgate.server.rpc.interceptors import ErrorInterceptor, UnaryLimitInterceptor
-from blobgate.server.rpc.metrics import MetricsInterceptor, RpcMetrics
 from blobgate.server.rpc.page_token_key import PageTokenKey
-from blobgate.server.rpc.tracing import TracingInterceptor
 from blobgate.server.storage.factory import Backend, Storage, build_storage
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import ObjectStore, SessionStore
@@ -62,14 +56,13 @@ class Gateway:
     probe: S3HealthProbe
     storage: Storage
     registration: ConsulRegistration | None
-    _probe_task: asyncio.Task[None]
-    _janitor_task: asyncio.Task[None] | None = None
     metrics: GatewayMetrics | None = None
     tls: ServerTLS | None = None
     # The plaintext health-only listener (health_listen); None when it is off.
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
-    _policy_task: asyncio.Task[None] | None = None  # watches auth_policy_file
+    # The side tasks: the S3 probe's loop, the janitor, the policy watcher.
+    _tasks: tuple[asyncio.Task[None], ...] = ()
 
     @property
     def metrics_port(self) -> int | None:
@@ -88,11 +81,10 @@ class Gateway:
             log.info("draining: %gs before refusing new calls", self.settings.drain_delay)
             await asyncio.sleep(self.settings.drain_delay)
         self.probe.stop()  # ends the loop even if the cancellation below is lost
-        for task in (self._probe_task, self._janitor_task, self._policy_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         try:
             await self.server.stop(grace)
         finally:
@@ -127,18 +119,12 @@ async def start_gateway(
 ) -> Gateway:
     """Start a gateway; ``credentials`` (aioboto3 Session arguments) override
     botocore's chain, for the embedded S3 only; ``backend`` replaces S3
-    (tests use the in-memory one)."""
-    refusal = check_listen(settings)
-    if refusal is not None:
-        raise StartupError(refusal)
-    try:
-        tls = ServerTLS.from_settings(settings)
-        verifier = JwtVerifier.from_settings(settings)
-        # Before listening: an address the agent could never reach stops start-up.
-        advertised = await asyncio.to_thread(choose_address, settings) if settings.consul else None
-    except (TLSError, IdentityError, AdvertiseError) as exc:
-        raise StartupError(str(exc)) from None
-    authentication = authentication_for(tls is not None and tls.mutual, verifier)
+    (tests use the in-memory one). The steps, in order: refuse what can be
+    refused before anything is built, build the storage stack, build the
+    servers and open their listeners, probe S3 and start serving, register
+    with Consul, start the side tasks. A step that fails undoes the ones
+    before it."""
+    tls, verifier, advertised = await _preflight(settings)
     stream_end.install()
     # Metrics are off (no interceptor, no decorators) when metrics_listen is empty.
     metrics = GatewayMetrics() if settings.metrics_listen else None
@@ -150,9 +136,7 @@ async def start_gateway(
     except PolicyError as exc:
         raise StartupError(str(exc)) from None
     await storage.backend.start()
-    server: grpc.aio.Server | None = None
-    health_server: grpc.aio.Server | None = None
-    health_port: int | None = None
+    servers: Servers | None = None
     try:
         buckets = sorted(settings.buckets)
 
@@ -161,129 +145,161 @@ async def start_gateway(
                 await storage.backend.ensure_buckets(buckets)
             await storage.backend.check()
 
-        limits = UnaryLimitInterceptor(
-            settings.max_list_calls, settings.max_unary_calls, settings.unary_queue_timeout
-        )
-        # The access log and the server span come before the error
-        # interceptor, so they see the status each call really ends with.
-        access = AccessLogInterceptor(settings.default_bucket)
-        audit = AuditInterceptor(settings.default_bucket)
-        server = grpc.aio.server(
-            # Metrics first of all: they see the final status of every call.
-            interceptors=[
-                *([] if registry is None else [MetricsInterceptor(RpcMetrics(registry))]),
-                access,
-                # The audit line of mutating calls, from the access log's record;
-                # before authentication, so refusals are audited too.
-                audit,
-                # After the access log, so refused calls are logged too.
-                *([] if authentication is None else [authentication]),
-                # Server spans, only if a tracer provider is set (server.tracing).
-                *([TracingInterceptor()] if tracing_on() else []),
-                ErrorInterceptor(),
-                limits,
-            ],
-            options=server_options(settings),
-            maximum_concurrent_rpcs=settings.max_calls,
+        interceptors = interceptor_chain(
+            settings,
+            registry=registry,
+            authentication=authentication_for(tls is not None and tls.mutual, verifier),
+            traced=tracing_on(),
         )
         # Page tokens are signed with a key shared through the backend's own store.
         token_key = PageTokenKey(storage.backend.objects, settings.default_bucket)
         servicer = StorageServicer(storage.objects, storage.sessions, settings, token_key)
-        add_to_server(servicer, server)
-        health = HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health, server)
-        if settings.reflection:
-            reflection.enable_server_reflection(
-                [
-                    SERVICE_NAME,
-                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                    reflection.SERVICE_NAME,
-                ],
-                server,
-            )
-        try:
-            if tls is None:
-                port = server.add_insecure_port(settings.listen)
-            else:
-                port = server.add_secure_port(settings.listen, tls.credentials())
-        except RuntimeError as exc:
-            raise StartupError(f"cannot listen on {settings.listen}: {exc}") from None
-        if settings.health_listen:
-            health_server = health_only_server(health)
-            try:
-                health_port = health_server.add_insecure_port(settings.health_listen)
-            except RuntimeError as exc:
-                raise StartupError(
-                    "bad setting health_listen (--health-listen / BLOBGATE_HEALTH_LISTEN): "
-                    f"cannot listen on {settings.health_listen}: {exc}"
-                ) from None
-        health_probe = S3HealthProbe(health, probe, settings.health_interval)
-        if not await health_probe.check_once():
-            log.warning(
-                "S3 at %s is not answering yet; serving NOT_SERVING until it does",
-                settings.s3_endpoint or "AWS",
-            )
-        if metrics is not None:
-            metrics.watch_health(health_probe)
-            try:
-                metrics_port = metrics.start(settings.metrics_listen)
-            except MetricsError as exc:
-                raise StartupError(str(exc)) from None
-            log.info(
-                "metrics on http://%s:%d/metrics",
-                settings.metrics_listen.rpartition(":")[0],
-                metrics_port,
-            )
-        await server.start()
-        if health_server is not None:
-            await health_server.start()
-            log.info(
-                "health (grpc.health.v1 only, plaintext) on %s:%d",
-                settings.health_listen.rpartition(":")[0],
-                health_port,
-            )
-        registration = None
-        if settings.consul:
-            registration = ConsulRegistration(
-                settings, port, None if metrics is None else metrics.port, advertised
-            )
-            await registration.start()
-        if metrics is not None:
-            metrics.watch_registration(registration)
+        servers = build_servers(settings, servicer, interceptors)
+        _listen(settings, servers, tls)
+        health_probe = S3HealthProbe(servers.health, probe, settings.health_interval)
+        await _start_serving(settings, servers, health_probe, metrics)
+        registration = await _register(settings, servers.port, metrics, advertised)
     except BaseException:
-        if server is not None:
-            await server.stop(None)
-        if health_server is not None:
-            await health_server.stop(None)
-        await storage.backend.close()
-        if metrics is not None:
-            await metrics.stop()
+        await _undo_start(servers, storage, metrics)
         raise
-    task = asyncio.create_task(health_probe.run(), name="s3-health-probe")
-    janitor = None
-    if settings.janitor_interval:
-        janitor = asyncio.create_task(
-            _sweep_forever(storage.sessions, buckets, settings.janitor_interval), name="janitor"
-        )
-    watcher = None
-    if storage.policy.enforced:  # a broken replacement is reported when it is written
-        watcher = asyncio.create_task(storage.policy.watch(), name="policy-watch")
     return Gateway(
         settings,
-        server,
-        port,
-        health,
+        servers.server,
+        servers.port,
+        servers.health,
         health_probe,
         storage,
         registration,
-        task,
-        janitor,
-        metrics,
-        tls,
-        health_server,
-        health_port,
-        watcher,
+        metrics=metrics,
+        tls=tls,
+        health_server=servers.health_server,
+        health_port=servers.health_port,
+        _tasks=_start_side_tasks(settings, storage, health_probe),
     )
+
+
+async def _preflight(
+    settings: Settings,
+) -> tuple[ServerTLS | None, JwtVerifier | None, Advertised | None]:
+    """What can refuse start-up before anything is built: the listen
+    address, the TLS files, the JWT keys, and the address Consul would be
+    given (one the agent could never reach stops start-up)."""
+    refusal = check_listen(settings)
+    if refusal is not None:
+        raise StartupError(refusal)
+    try:
+        tls = ServerTLS.from_settings(settings)
+        verifier = JwtVerifier.from_settings(settings)
+        advertised = await asyncio.to_thread(choose_address, settings) if settings.consul else None
+    except (TLSError, IdentityError, AdvertiseError) as exc:
+        raise StartupError(str(exc)) from None
+    return tls, verifier, advertised
+
+
+def _listen(settings: Settings, servers: Servers, tls: ServerTLS | None) -> None:
+    """Bind the server's port (TLS when configured) and, with
+    ``health_listen``, the plaintext health-only server's."""
+    try:
+        if tls is None:
+            servers.port = servers.server.add_insecure_port(settings.listen)
+        else:
+            servers.port = servers.server.add_secure_port(settings.listen, tls.credentials())
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {settings.listen}: {exc}") from None
+    if settings.health_listen:
+        servers.health_server = health_only_server(servers.health)
+        try:
+            servers.health_port = servers.health_server.add_insecure_port(settings.health_listen)
+        except RuntimeError as exc:
+            raise StartupError(
+                "bad setting health_listen (--health-listen / BLOBGATE_HEALTH_LISTEN): "
+                f"cannot listen on {settings.health_listen}: {exc}"
+            ) from None
+
+
+async def _start_serving(
+    settings: Settings,
+    servers: Servers,
+    health_probe: S3HealthProbe,
+    metrics: GatewayMetrics | None,
+) -> None:
+    """Probe S3 once (health starts from its answer), serve /metrics, then
+    start the servers."""
+    if not await health_probe.check_once():
+        log.warning(
+            "S3 at %s is not answering yet; serving NOT_SERVING until it does",
+            settings.s3_endpoint or "AWS",
+        )
+    if metrics is not None:
+        metrics.watch_health(health_probe)
+        try:
+            metrics_port = metrics.start(settings.metrics_listen)
+        except MetricsError as exc:
+            raise StartupError(str(exc)) from None
+        log.info(
+            "metrics on http://%s:%d/metrics",
+            settings.metrics_listen.rpartition(":")[0],
+            metrics_port,
+        )
+    await servers.server.start()
+    if servers.health_server is not None:
+        await servers.health_server.start()
+        log.info(
+            "health (grpc.health.v1 only, plaintext) on %s:%d",
+            settings.health_listen.rpartition(":")[0],
+            servers.health_port,
+        )
+
+
+async def _register(
+    settings: Settings,
+    port: int,
+    metrics: GatewayMetrics | None,
+    advertised: Advertised | None,
+) -> ConsulRegistration | None:
+    """Register with Consul when it is configured (None when not)."""
+    registration = None
+    if settings.consul:
+        registration = ConsulRegistration(
+            settings, port, None if metrics is None else metrics.port, advertised
+        )
+        await registration.start()
+    if metrics is not None:
+        metrics.watch_registration(registration)
+    return registration
+
+
+async def _undo_start(
+    servers: Servers | None, storage: Storage, metrics: GatewayMetrics | None
+) -> None:
+    """Undo a start-up that failed part-way: stop the servers, close the
+    store and /metrics."""
+    if servers is not None:
+        await servers.server.stop(None)
+        if servers.health_server is not None:
+            await servers.health_server.stop(None)
+    await storage.backend.close()
+    if metrics is not None:
+        await metrics.stop()
+
+
+def _start_side_tasks(
+    settings: Settings, storage: Storage, health_probe: S3HealthProbe
+) -> tuple[asyncio.Task[None], ...]:
+    """The S3 probe's loop, the janitor (with ``janitor_interval``) and the
+    access policy's watcher (when a policy is enforced)."""
+    tasks = [asyncio.create_task(health_probe.run(), name="s3-health-probe")]
+    if settings.janitor_interval:
+        buckets = sorted(settings.buckets)
+        tasks.append(
+            asyncio.create_task(
+                _sweep_forever(storage.sessions, buckets, settings.janitor_interval),
+                name="janitor",
+            )
+        )
+    if storage.policy.enforced:  # a broken replacement is reported when it is written
+        tasks.append(asyncio.create_task(storage.policy.watch(), name="policy-watch"))
+    return tuple(tasks)
 
 
 async def _sweep_forever(sessions: SessionStore, buckets: list[str], interval: float) -> None:

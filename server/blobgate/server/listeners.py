@@ -1,14 +1,20 @@
-"""The gRPC servers' options: connection limits, keepalive, message sizes
-and the stream window of the main server, and the small health-only server
-behind ``health_listen``."""
+"""The gRPC servers: the main server with its services and interceptors,
+its options (connection limits, keepalive, message sizes, the stream
+window), and the small health-only server behind ``health_listen``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
-from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
 
 from blobgate.server.core.settings import Settings
+from blobgate.server.health import SERVICE_NAME
+from blobgate.server.rpc.codecs import add_to_server
+from blobgate.v1 import storage_pb2_grpc
 
 # Connections: a client's idle connection is closed after 15 minutes; any
 # connection is asked to go away after an hour (clients reconnect, which
@@ -84,3 +90,43 @@ def health_only_server(health: HealthServicer) -> grpc.aio.Server:
     server = grpc.aio.server(options=_HEALTH_OPTIONS, maximum_concurrent_rpcs=_HEALTH_MAX_CALLS)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     return server
+
+
+@dataclass
+class Servers:
+    """The gateway's gRPC server and its health service; once listening
+    (``app``), its port, and the plaintext health-only server and its port
+    when ``health_listen`` is set."""
+
+    server: grpc.aio.Server
+    health: HealthServicer
+    port: int = 0
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+
+
+def build_servers(
+    settings: Settings,
+    servicer: storage_pb2_grpc.StorageServiceServicer,
+    interceptors: list[grpc.aio.ServerInterceptor],
+) -> Servers:
+    """The gRPC server with the interceptor chain, the StorageService,
+    health and, if asked, reflection; not listening yet."""
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=server_options(settings),
+        maximum_concurrent_rpcs=settings.max_calls,
+    )
+    add_to_server(servicer, server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    if settings.reflection:
+        reflection.enable_server_reflection(
+            [
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+    return Servers(server, health)

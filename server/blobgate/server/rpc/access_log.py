@@ -2,15 +2,14 @@
 ``blobgate.access``, INFO) with its request id, peer, principal, method,
 bucket, key, bytes in and out, duration and final status.
 
-``AccessLogInterceptor`` is first in the server's chain, so it sees the
-status every call really ends with, the error interceptor's mapping
-included. Per call it makes a ``CallRecord`` current (a contextvar, so the
-call's task and the tasks it starts see it): unary calls' bucket and key come
-from the request message; Upload's from its stream (``upload_stream``), which
-also counts the bytes in; Download's handler counts the bytes out. The
-request id is a short token the caller proposed in ``x-request-id`` metadata,
-else a new one; the caller gets it back in the call's trailing metadata, and
-``status_codes`` quotes it in an INTERNAL status.
+``AccessLogInterceptor`` opens a ``CallRecord`` per call and makes it the
+call's record (a contextvar, so the call's task and the tasks it starts
+share it); ``call_record()`` is the one way to reach it, and what fills it
+in gets it from there or as an argument (see ``CallRecord``). Its place in
+the chain is given in ``rpc.chain``. The request id is a short token the
+caller proposed in ``x-request-id`` metadata, else a new one; the caller
+gets it back in the call's trailing metadata, and ``status_codes`` quotes it
+in an INTERNAL status.
 
 Nothing else from a request is logged: not an upload id, not a status
 message (either may carry one). The audit log (``rpc.audit``) writes its
@@ -32,13 +31,10 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from blobgate.server.rpc.interceptors import Handler, _MethodInterceptor
+from blobgate.server.rpc.interceptors import Behaviour, Handler, MethodInterceptor, rewrap
 from blobgate.shared.wire import REQUEST_ID_KEY
 
 log = logging.getLogger("blobgate.access")
-
-Behaviour = Callable[[Any, Any], Any]
-"""A handler's coroutine function, (request or request iterator, context)."""
 
 # A request id a caller may propose: a short token that is safe in a log line,
 # a header and a file name (a UUID fits).
@@ -49,13 +45,19 @@ _MAX_LOGGED = 1024
 
 @dataclass(slots=True)
 class CallRecord:
-    """What the access log line of one call says; the handlers fill in the
-    object and the byte counts. ``bucket`` None: the call names no bucket;
-    "" means the default bucket."""
+    """What the access log line of one call says. The access log interceptor
+    sets the request id, method, peer and, for unary calls, the object from
+    the request; the rest is filled in by what learns it, each through the
+    record it is given or ``call_record()``: the principal by authentication,
+    the trace id by tracing, Upload's object and bytes in by its stream
+    (``UploadStream``), a resumed Upload's object and Download's bytes out by
+    their handlers. ``bucket`` None: the call names no bucket; "" means the
+    default bucket. A record made with no arguments belongs to no call and
+    is never logged."""
 
-    request_id: str
-    method: str
-    peer: str
+    request_id: str = ""
+    method: str = ""
+    peer: str = ""
     principal: str = ""  # who called (rpc.authentication); empty: no identity source
     bucket: str | None = None
     key: str = ""
@@ -67,23 +69,12 @@ class CallRecord:
 _current: ContextVar[CallRecord | None] = ContextVar("blobgate_call", default=None)
 
 
-def current_call() -> CallRecord | None:
-    """The record of the call running in this task (None outside one)."""
-    return _current.get()
-
-
-def note_object(bucket: str, key: str) -> None:
-    """The call is about ``bucket``/``key``."""
+def call_record() -> CallRecord:
+    """The record of the call running in this task. Outside a call (a
+    handler or stream run on its own, in a test) a new record that belongs
+    to no call, so what writes to it never has to ask."""
     record = _current.get()
-    if record is not None:
-        record.bucket, record.key = bucket, key
-
-
-def count_out(size: int) -> None:
-    """The call sent ``size`` more object bytes."""
-    record = _current.get()
-    if record is not None:
-        record.bytes_out += size
+    return CallRecord() if record is None else record
 
 
 def request_id_for(metadata: Any) -> str:
@@ -111,23 +102,6 @@ def final_status(
     return grpc.StatusCode.UNKNOWN
 
 
-def rewrap(handler: Handler, around: Callable[[Behaviour], Behaviour]) -> Handler:
-    """``handler`` with its behaviour replaced by ``around(behaviour)``,
-    serializers kept (every StorageService handler is a coroutine: see
-    rpc.interceptors)."""
-    serializers = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(around(handler.unary_unary), **serializers)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(around(handler.stream_unary), **serializers)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(around(handler.unary_stream), **serializers)
-    raise TypeError("StorageService has no bidirectional methods")
-
-
 def _object(bucket: str, key: str = "") -> Callable[[Any], tuple[str, str]]:
     return lambda request: (getattr(request, bucket), getattr(request, key) if key else "")
 
@@ -150,7 +124,7 @@ def capped(text: str) -> str:
     return text if len(text) <= _MAX_LOGGED else f"{text[:_MAX_LOGGED]}...(truncated)"
 
 
-class AccessLogInterceptor(_MethodInterceptor):
+class AccessLogInterceptor(MethodInterceptor):
     """Gives every StorageService call its request id and logs its line
     (``default_bucket`` stands for a request's empty bucket)."""
 

@@ -4,11 +4,11 @@ included: who (principal, peer), what (action, method, bucket, key, bytes),
 how it ended (outcome, the status name) and the request id that ties it to
 the access line.
 
-``AuditInterceptor`` comes right after the access log's interceptor and
-before authentication, so it sees the access log's ``CallRecord`` (request
-id; the principal once authentication has set it; Upload's object and bytes
-in as the upload stream counts them), the call's request, its response, and
-the same final status the access line has. Calls that only read (Download,
+``AuditInterceptor`` writes its line from the access log's ``CallRecord``
+(request id; the principal once authentication has set it; Upload's object
+and bytes in as the upload stream counts them), the call's request, its
+response, and the same final status the access line has; its place in the
+chain, and why, is given in ``rpc.chain``. Calls that only read (Download,
 Stat, List, QueryUploadStatus) pass through unwrapped.
 
 Never logged: an upload id (a CancelResumableUpload's line names the bucket
@@ -28,16 +28,8 @@ from google.protobuf.message import Message
 
 from blobgate.server.core.errors import InvalidArgument
 from blobgate.server.rpc import upload_id as upload_id_codec
-from blobgate.server.rpc.access_log import (
-    Behaviour,
-    CallRecord,
-    capped,
-    current_call,
-    final_status,
-    request_id_for,
-    rewrap,
-)
-from blobgate.server.rpc.interceptors import Handler, _MethodInterceptor
+from blobgate.server.rpc.access_log import call_record, capped, final_status
+from blobgate.server.rpc.interceptors import Behaviour, Handler, MethodInterceptor, rewrap
 from blobgate.v1 import storage_pb2
 
 AUDIT_LOGGER = "blobgate.audit"
@@ -102,7 +94,7 @@ _DETAILS: dict[str, Details] = {
 }
 
 
-class AuditInterceptor(_MethodInterceptor):
+class AuditInterceptor(MethodInterceptor):
     """Writes the audit line of every mutating StorageService call
     (``default_bucket`` stands for a request's empty bucket)."""
 
@@ -148,10 +140,7 @@ class AuditInterceptor(_MethodInterceptor):
         context: grpc.aio.ServicerContext[Any, Any],
         error: BaseException | None,
     ) -> None:
-        record = current_call()
-        if record is None:  # not behind the access log (it always is in a gateway)
-            metadata = context.invocation_metadata()
-            record = CallRecord(request_id_for(metadata), method, context.peer())
+        record = call_record()
         fields: dict[str, Any] = {
             "request_id": record.request_id,
             "principal": record.principal,

@@ -7,10 +7,10 @@ The source is the server's mode: in mTLS the verified client certificate
 no identity source, calls carry no principal, and no interceptor is
 installed. Health and reflection are other services and pass untouched.
 
-The interceptor comes after the access log, so a refused call has its line,
-and it reports its refusal itself (the error interceptor comes later). The
-principal goes into the call's access log record and a contextvar
-(``identity.current_principal``) for what decides rights and quotas.
+The interceptor reports a refusal itself; its place in the chain, and why,
+is given in ``rpc.chain``. The principal goes into the call's access log
+record and a contextvar (``identity.current_principal``) for what decides
+rights and quotas.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from blobgate.server.core.identity import (
     bearer_token,
     certificate_principal,
 )
-from blobgate.server.rpc.access_log import Behaviour, current_call, rewrap
-from blobgate.server.rpc.interceptors import Handler, _MethodInterceptor
+from blobgate.server.rpc.access_log import call_record
+from blobgate.server.rpc.interceptors import Behaviour, Handler, MethodInterceptor, rewrap
 from blobgate.server.rpc.status_codes import Context, abort
 
 Authenticate = Callable[[Context], str]
@@ -62,7 +62,7 @@ def from_bearer_token(verifier: JwtVerifier) -> Authenticate:
     return authenticate
 
 
-class AuthenticationInterceptor(_MethodInterceptor):
+class AuthenticationInterceptor(MethodInterceptor):
     """Refuses StorageService calls without an identity; records the
     principal of the others."""
 
@@ -79,9 +79,7 @@ class AuthenticationInterceptor(_MethodInterceptor):
                 principal = self._authenticate(context)
             except Unauthenticated as exc:
                 await abort(context, exc, method)
-            record = current_call()
-            if record is not None:
-                record.principal = principal
+            call_record().principal = principal
             with acting_as(principal):
                 return await behaviour(request, context)
 

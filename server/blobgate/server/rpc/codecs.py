@@ -70,7 +70,7 @@ def _download_serializer(message: storage_pb2.DownloadResponse | bytes) -> bytes
 def _parser(message: Any) -> Callable[[bytes], Any]:
     """A request deserializer that returns an InvalidArgument in place of a
     request it cannot decode (gRPC itself would answer UNKNOWN); the error
-    interceptor (rpc.interceptors) and UploadStream raise it."""
+    interceptor (rpc.status_codes) and UploadStream raise it."""
 
     def parse(raw: bytes) -> Any:
         try:

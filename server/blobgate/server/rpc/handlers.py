@@ -1,7 +1,9 @@
 """The StorageService handlers, thin: validate, adapt the stream, call the
 store, map the result. Errors become statuses in one place, the error
-interceptor (``rpc.interceptors``); wire forms are in ``rpc.codecs``; limits
-and other cross-cutting concerns wrap the stores (``storage.factory``)."""
+interceptor (``rpc.status_codes``); wire forms are in ``rpc.codecs``; limits
+and other cross-cutting concerns wrap the stores (``storage.factory``).
+Upload and Download hand their call's access record (``rpc.access_log``) to
+what fills it in."""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from grpc.aio import ServicerContext
 
 from blobgate.server.core.errors import Cancelled, InvalidArgument, OutOfRange, StreamIdle
 from blobgate.server.core.settings import Settings
-from blobgate.server.rpc import access_log, page_token
+from blobgate.server.rpc import page_token
 from blobgate.server.rpc import upload_id as upload_id_codec
+from blobgate.server.rpc.access_log import CallRecord, call_record
 from blobgate.server.rpc.codecs import encoded_data_message, object_message
 from blobgate.server.rpc.copy_and_batch_delete import (
     batch_delete_entries,
@@ -98,6 +101,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     async def Upload(
         self, request_iterator: AsyncIterable[UploadMessage], context: Context
     ) -> storage_pb2.UploadResponse:
+        record = call_record()
         # Initial metadata tells the client that the spec was accepted, once
         # the store starts reading data: see Upload in the proto.
         stream = UploadStream(
@@ -105,19 +109,20 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             self._max_size,
             lambda: context.send_initial_metadata(((UPLOAD_ACCEPTED_KEY, UPLOAD_ACCEPTED),)),
             idle_timeout=self._idle_timeout,
+            record=record,
         )
         first = await stream.read_first()
         if isinstance(first, pb.UploadResume):
-            return await self._resume(stream, first)
+            return await self._resume(stream, first, record)
         target = self._session_spec(first)
         info = await self._store.put(target.ref, stream.chunks(), target.options)
         return pb.UploadResponse(object=object_message(info))
 
     async def _resume(
-        self, stream: UploadStream, resume: storage_pb2.UploadResume
+        self, stream: UploadStream, resume: storage_pb2.UploadResume, record: CallRecord
     ) -> storage_pb2.UploadResponse:
         session = await self._sessions.open_session(*self._session_handle(resume.upload_id))
-        access_log.note_object(session.spec.ref.bucket, session.spec.ref.key)
+        record.bucket, record.key = session.spec.ref.bucket, session.spec.ref.key
         if resume.write_offset != session.persisted_size:
             raise OutOfRange(
                 f"write_offset {resume.write_offset} is not where the session resumes: "
@@ -154,6 +159,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     async def Download(self, request: storage_pb2.DownloadRequest, context: Context) -> None:
         # Written with context.write rather than yielded, so that a client
         # that stops reading can be timed out and its S3 connection freed.
+        record = call_record()
         ref = self._buckets.ref(request.bucket, request.key)
         if request.limit < 0:
             raise InvalidArgument(f"limit {request.limit} is negative: use 0 to read to the end")
@@ -163,7 +169,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             await self._send(context, pb.DownloadResponse(object=object_message(reader.info)))
             async for pieces in reader.chunks(DOWNLOAD_CHUNK):
                 await self._send(context, encoded_data_message(pieces))
-                access_log.count_out(sum(len(piece) for piece in pieces))
+                record.bytes_out += sum(len(piece) for piece in pieces)
         finally:
             await reader.close()
 

@@ -5,12 +5,13 @@ py-grpc-prometheus, so that their Grafana dashboards work unchanged:
 ``grpc_server_msg_received_total`` and ``grpc_server_msg_sent_total``, each
 labelled ``grpc_type``, ``grpc_service`` and ``grpc_method``.
 
-``MetricsInterceptor`` goes first in the chain, outside the error
-interceptor, so it sees the status every call ends with: OK, a status the
-error interceptor aborted with (RESOURCE_EXHAUSTED from the limits included),
-or CANCELLED / DEADLINE_EXCEEDED when the call's task was cancelled. Messages
-are counted where gRPC (de)serialises them, one call each per message. Calls
-that gRPC refuses itself (past ``max_calls``) never reach an interceptor.
+``MetricsInterceptor`` counts the status every call ends with: OK, a status
+an interceptor or the error interceptor aborted with (RESOURCE_EXHAUSTED
+from the limits included), or CANCELLED / DEADLINE_EXCEEDED when the call's
+task was cancelled; its place in the chain, and why, is given in
+``rpc.chain``. Messages are counted where gRPC (de)serialises them, one call
+each per message. Calls that gRPC refuses itself (past ``max_calls``) never
+reach an interceptor.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from blobgate.server.rpc.interceptors import SERVICE, Handler, _MethodInterceptor
+from blobgate.server.rpc.interceptors import SERVICE, Behaviour, Handler, MethodInterceptor, rewrap
 from blobgate.server.rpc.status_codes import Context
 from blobgate.v1 import storage_pb2
 
@@ -114,7 +115,7 @@ def _cancelled_code(context: Context) -> grpc.StatusCode:
     return grpc.StatusCode.CANCELLED
 
 
-class MetricsInterceptor(_MethodInterceptor):
+class MetricsInterceptor(MethodInterceptor):
     """Counts and times every StorageService call (health and reflection
     are not counted)."""
 
@@ -124,30 +125,7 @@ class MetricsInterceptor(_MethodInterceptor):
 
     def wrap(self, handler: Handler, method: str) -> Handler:
         m = self._metrics
-        # Every StorageService behaviour is a grpc.aio coroutine function
-        # (see rpc.interceptors), which grpc's stubs do not type.
-        behaviour: Any
-        factory: Any
-        if handler.unary_unary is not None:
-            kind, behaviour, factory = (
-                "unary",
-                handler.unary_unary,
-                grpc.unary_unary_rpc_method_handler,
-            )
-        elif handler.stream_unary is not None:
-            kind, behaviour, factory = (
-                "client_stream",
-                handler.stream_unary,
-                grpc.stream_unary_rpc_method_handler,
-            )
-        elif handler.unary_stream is not None:
-            kind, behaviour, factory = (
-                "server_stream",
-                handler.unary_stream,
-                grpc.unary_stream_rpc_method_handler,
-            )
-        else:
-            raise TypeError(f"{method}: StorageService has no bidirectional methods")
+        kind = _method_type(handler.request_streaming, handler.response_streaming)
         labels = (kind, SERVICE, method)
         started = m.started.labels(*labels)
         seconds = m.seconds.labels(*labels)
@@ -160,28 +138,31 @@ class MetricsInterceptor(_MethodInterceptor):
                 counter = handled[code] = m.handled.labels(*labels, code.name)
             counter.inc()
 
-        async def measured(request: Any, context: Context) -> Any:
-            started.inc()
-            begin = time.perf_counter()
-            code = grpc.StatusCode.UNKNOWN
-            try:
-                result = await behaviour(request, context)
-                code = _final_code(context)
-                return result
-            except grpc.aio.AbortError:
-                code = _final_code(context)
-                raise
-            except asyncio.CancelledError:
-                code = _cancelled_code(context)
-                raise
-            finally:
-                finished(code, time.perf_counter() - begin)
+        def measured(behaviour: Behaviour) -> Behaviour:
+            async def call(request: Any, context: Context) -> Any:
+                started.inc()
+                begin = time.perf_counter()
+                code = grpc.StatusCode.UNKNOWN
+                try:
+                    result = await behaviour(request, context)
+                    code = _final_code(context)
+                    return result
+                except grpc.aio.AbortError:
+                    code = _final_code(context)
+                    raise
+                except asyncio.CancelledError:
+                    code = _cancelled_code(context)
+                    raise
+                finally:
+                    finished(code, time.perf_counter() - begin)
 
-        wrapped: Handler = factory(
+            return call
+
+        return rewrap(
+            handler,
             measured,
             request_deserializer=_counting(
                 handler.request_deserializer, m.received.labels(*labels)
             ),
             response_serializer=_counting(handler.response_serializer, m.sent.labels(*labels)),
         )
-        return wrapped

@@ -1,5 +1,6 @@
 """The one table of service errors to gRPC status codes (docs/api.md's
-error table), and the abort that reports one to the caller."""
+error table), the abort that reports one to the caller, and
+``ErrorInterceptor``, which applies them to every StorageService call."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import grpc
 
 from blobgate.server.core import errors
 from blobgate.server.core.errors import ServiceError
+from blobgate.server.rpc.interceptors import Behaviour, Handler, MethodInterceptor, rewrap
 from blobgate.shared.wire import REQUEST_ID_KEY
 
 log = logging.getLogger(__name__)
@@ -74,3 +76,26 @@ async def abort(context: Context, exc: Exception, method: str) -> NoReturn:
         f"internal error (request id {call_id}); the gateway logged the details",
     )
     raise AssertionError("context.abort() returned")  # it always raises
+
+
+def _mapped(behaviour: Behaviour, name: str) -> Behaviour:
+    """``behaviour`` with what it raises turned into its status."""
+
+    async def call(request: Any, context: Context) -> Any:
+        try:
+            if isinstance(request, ServiceError):  # undecodable: see codecs._parser
+                raise request
+            return await behaviour(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, exc, name)
+
+    return call
+
+
+class ErrorInterceptor(MethodInterceptor):
+    """Maps service errors to statuses for every StorageService method."""
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        return rewrap(handler, lambda behaviour: _mapped(behaviour, method))

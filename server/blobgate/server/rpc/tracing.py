@@ -4,10 +4,10 @@
 
 The span is current in the call's task while the handler runs, so the spans
 the storage layer starts through the OpenTelemetry API (one per S3 request)
-are its children. The interceptor comes right after the access log one, so
-the span records the call's final status; it also gives the access log line
-the trace id. With no tracer provider set when the server is built
-(``server.tracing``), the server has no such interceptor at all.
+are its children. The span records the call's final status and gives the
+access log line the trace id; the interceptor's place in the chain, and
+why, is given in ``rpc.chain``. With no tracer provider set when the server
+is built (``server.tracing``), the server has no such interceptor at all.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, format_trace_id
 
-from blobgate.server.rpc.access_log import Behaviour, current_call, final_status, rewrap
-from blobgate.server.rpc.interceptors import SERVICE, Handler, _MethodInterceptor
+from blobgate.server.rpc.access_log import call_record, final_status
+from blobgate.server.rpc.interceptors import SERVICE, Behaviour, Handler, MethodInterceptor, rewrap
 from blobgate.shared.wire import TRACE_CONTEXT
 
 # The statuses that mark a server span as failed (OpenTelemetry's gRPC
@@ -50,8 +50,8 @@ def _traced(behaviour: Behaviour, tracer: Tracer, method: str) -> Behaviour:
             record_exception=False,  # a status is not an exception; see below
             set_status_on_exception=False,
         ) as span:
-            record = current_call()
-            if record is not None and span.is_recording():
+            record = call_record()
+            if span.is_recording():
                 span.set_attribute("blobgate.request_id", record.request_id)
                 record.trace_id = format_trace_id(span.get_span_context().trace_id)
             error: BaseException | None = None
@@ -69,7 +69,7 @@ def _traced(behaviour: Behaviour, tracer: Tracer, method: str) -> Behaviour:
     return call
 
 
-class TracingInterceptor(_MethodInterceptor):
+class TracingInterceptor(MethodInterceptor):
     """Starts the server span of every StorageService call. The server has
     one only if a tracer provider was set when it was built
     (``server.tracing`` at start-up, or the embedding application's)."""

@@ -23,7 +23,7 @@ from blobgate.server.core.errors import (
     StreamIdle,
 )
 from blobgate.server.rpc import stream_end
-from blobgate.server.rpc.access_log import current_call
+from blobgate.server.rpc.access_log import CallRecord
 from blobgate.server.storage.protocols import Chunk, ContentChecksums
 from blobgate.v1 import storage_pb2
 
@@ -46,7 +46,9 @@ def _data(message: UploadMessage) -> Chunk:
 
 class UploadStream:
     """Wraps the request iterator of one Upload call. Made inside the call's
-    own task: it watches that task for a failed receive (blobgate.server.rpc.stream_end)."""
+    own task: it watches that task for a failed receive (blobgate.server.rpc.stream_end).
+    It writes the spec's object and the bytes in to ``record``, the call's
+    access record (none given: a record of no call)."""
 
     def __init__(
         self,
@@ -55,10 +57,11 @@ class UploadStream:
         on_accepted: Callable[[], Awaitable[None]] | None = None,
         *,
         idle_timeout: float | None = None,
+        record: CallRecord | None = None,
     ) -> None:
         self._requests = aiter(requests)
         stream_end.watch()
-        self._call = current_call()  # the access log's record: object and bytes in
+        self._record = CallRecord() if record is None else record
         self._on_accepted = on_accepted
         self._max_size = max_size
         self._idle_timeout = idle_timeout
@@ -97,8 +100,7 @@ class UploadStream:
             return first.resume
         if kind != "spec":
             raise InvalidArgument("the first message must be an UploadSpec or an UploadResume")
-        if self._call is not None:
-            self._call.bucket, self._call.key = first.spec.bucket, first.spec.key
+        self._record.bucket, self._record.key = first.spec.bucket, first.spec.key
         check_spec(first.spec, self._max_size)
         self.spec = first.spec
         self._declared = self.spec.size if self.spec.HasField("size") else None
@@ -125,8 +127,7 @@ class UploadStream:
             data = _data(message)
             del message  # an UploadRequest would hold a second copy of the bytes
             self.size += len(data)
-            if self._call is not None:
-                self._call.bytes_in += len(data)
+            self._record.bytes_in += len(data)
             if declared is not None and self.size > declared:
                 raise OutOfRange(f"received more than the declared size of {declared} bytes")
             if self.size > self._max_size:
