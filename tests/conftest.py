@@ -19,6 +19,7 @@ from server_process import ServerProcess
 
 from blobgate.server.app import Gateway, start_gateway
 from blobgate.server.core.settings import Settings
+from blobgate.server.storage.factory import memory_config
 from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2_grpc
 
@@ -85,7 +86,9 @@ async def gateway(
     store contract suite keeps both stores the same."""
     settings = gateway_settings(moto_endpoint, bucket)
     marker = request.node.get_closest_marker("store")
-    backend = MemoryBackend(settings) if marker and marker.args == ("memory",) else None
+    backend = (
+        MemoryBackend(memory_config(settings)) if marker and marker.args == ("memory",) else None
+    )
     gw = await start_gateway(settings, backend=backend)
     yield gw
     await stop_gateway(gw)

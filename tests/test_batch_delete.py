@@ -14,6 +14,7 @@ from helpers import expect_status, upload
 
 from blobgate.client import BlobgateError, Client
 from blobgate.server.app import Gateway, start_gateway
+from blobgate.server.storage.factory import memory_config
 from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
@@ -25,7 +26,7 @@ async def served(
     request: pytest.FixtureRequest, moto_endpoint: str, bucket: str
 ) -> AsyncIterator[tuple[str, Gateway, storage_pb2_grpc.StorageServiceStub]]:
     settings = gateway_settings(moto_endpoint, bucket)
-    backend = MemoryBackend(settings) if request.param == "memory" else None
+    backend = MemoryBackend(memory_config(settings)) if request.param == "memory" else None
     gw = await start_gateway(settings, backend=backend)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:

@@ -16,6 +16,7 @@ from conftest import MiB, gateway_settings, stop_gateway
 from helpers import download, expect_status, payload, upload
 
 from blobgate.server.app import Gateway, start_gateway
+from blobgate.server.storage.factory import memory_config
 from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
@@ -40,7 +41,7 @@ async def env(
     settings = gateway_settings(
         moto_endpoint, bucket, allowed_buckets=[other], copy_threshold=COPY_THRESHOLD
     )
-    backend = MemoryBackend(settings) if request.param == "memory" else None
+    backend = MemoryBackend(memory_config(settings)) if request.param == "memory" else None
     gw = await start_gateway(settings, backend=backend)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:

@@ -38,9 +38,9 @@ from blobgate.server.rpc.interceptors import ErrorInterceptor, UnaryLimitInterce
 from blobgate.server.rpc.metrics import MetricsInterceptor, RpcMetrics
 from blobgate.server.rpc.page_token_key import PageTokenKey
 from blobgate.server.rpc.tracing import TracingInterceptor
-from blobgate.server.storage.factory import Backend, Storage, build_storage
+from blobgate.server.storage.factory import Storage, build_storage
 from blobgate.server.storage.limits import ByteBudget
-from blobgate.server.storage.protocols import ObjectStore, SessionStore
+from blobgate.server.storage.protocols import Backend, ObjectStore, SessionStore
 from blobgate.server.tls import ServerTLS, TLSError, check_listen
 
 log = logging.getLogger(__name__)
@@ -186,8 +186,8 @@ async def start_gateway(
             options=server_options(settings),
             maximum_concurrent_rpcs=settings.max_calls,
         )
-        # Page tokens are signed with a key shared through the backend's own store.
-        token_key = PageTokenKey(storage.backend.objects, settings.default_bucket)
+        # Page tokens are signed with a key shared through the backend's records.
+        token_key = PageTokenKey(storage.backend.records, settings.default_bucket)
         servicer = StorageServicer(storage.objects, storage.sessions, settings, token_key)
         add_to_server(servicer, server)
         health = HealthServicer()
