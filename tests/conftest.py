@@ -31,6 +31,7 @@ from server_process import ServerProcess
 
 from blobgate.server.app import Gateway, start_gateway
 from blobgate.server.core.settings import Settings
+from blobgate.server.storage.factory import memory_config
 from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2_grpc
 
@@ -157,7 +158,7 @@ async def gateway(
         memory = store_kind == "memory"
     else:
         memory = bool(marker and marker.args == ("memory",))
-    backend = MemoryBackend(settings) if memory else None
+    backend = MemoryBackend(memory_config(settings)) if memory else None
     gw = await start_gateway(settings, backend=backend)
     yield gw
     await stop_gateway(gw)

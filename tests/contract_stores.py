@@ -1,7 +1,8 @@
-"""The stores the storage contract suites run against (tests/test_store_contract.py
-and tests/test_session_contract.py), and their helpers: the in-memory stores,
-or the S3 stores on the test's S3 (moto's or LocalStack's: the suites are
-marked ``both_s3s(memory=True)``), each with the test's bucket."""
+"""The stores the storage contract suites run against (tests/test_store_contract.py,
+tests/test_session_contract.py, tests/test_records_contract.py), and their
+helpers: the in-memory stores, or the S3 stores on the test's S3 (moto's or
+LocalStack's: the suites are marked ``both_s3s(memory=True)``), each with
+the test's bucket."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ import pytest
 from conftest import MiB, gateway_settings
 from helpers import RANGED_BLOB, RANGED_SIZE
 
+from blobgate.server.storage.factory import s3_config
 from blobgate.server.storage.limits import ByteBudget
+from blobgate.server.storage.memory.records import MemoryRecords
 from blobgate.server.storage.memory.sessions import MemorySessions
 from blobgate.server.storage.memory.store import MemoryStore
 from blobgate.server.storage.protocols import (
@@ -28,10 +31,12 @@ from blobgate.server.storage.protocols import (
     ObjectRef,
     ObjectStore,
     PutOptions,
+    Records,
     SessionStore,
     StoredObject,
 )
 from blobgate.server.storage.s3.connection import S3Connection
+from blobgate.server.storage.s3.records import S3Records
 from blobgate.server.storage.s3.sessions import S3Sessions
 from blobgate.server.storage.s3.store import S3Store
 
@@ -42,14 +47,16 @@ BLOB = RANGED_BLOB
 
 @dataclass
 class Stores:
-    """The stores under test, the bucket they write to, and a way to get
-    sessions over the same store with another idle expiry."""
+    """The stores under test, the bucket they write to, a way to get
+    sessions over the same store with another idle expiry, and the
+    gateway's own records in the same store."""
 
     kind: str
     objects: ObjectStore
     sessions: SessionStore
     bucket: str
     with_expiry: Callable[[float], Awaitable[SessionStore]]
+    records: Records
 
     def ref(self, key: str) -> ObjectRef:
         return ObjectRef(self.bucket, key)
@@ -66,16 +73,20 @@ async def open_stores(
         async def memory_sessions(expiry: float) -> SessionStore:
             return MemorySessions(store, part_size=PART, expiry=expiry)
 
-        yield Stores("memory", store, await memory_sessions(7 * 86400.0), bucket, memory_sessions)
+        sessions = await memory_sessions(7 * 86400.0)
+        records = MemoryRecords(store)
+        yield Stores("memory", store, sessions, bucket, memory_sessions, records)
         return
     endpoint: str = request.getfixturevalue("s3_endpoint")
     settings = gateway_settings(endpoint, bucket)
     budget = ByteBudget(int(settings.memory_budget))
-    connections = [S3Connection(settings)]
+    connections = [S3Connection(s3_config(settings))]
 
     async def s3_sessions(expiry: float) -> SessionStore:
         # The expiry is a setting of the connection the sessions use.
-        connections.append(S3Connection(gateway_settings(endpoint, bucket, session_expiry=expiry)))
+        connections.append(
+            S3Connection(s3_config(gateway_settings(endpoint, bucket, session_expiry=expiry)))
+        )
         await connections[-1].start()
         return S3Sessions(connections[-1], budget)
 
@@ -83,7 +94,9 @@ async def open_stores(
         await connections[0].start()
         await connections[0].ensure_buckets([bucket])
         objects = S3Store(connections[0], budget)
-        yield Stores("s3", objects, S3Sessions(connections[0], budget), bucket, s3_sessions)
+        sessions = S3Sessions(connections[0], budget)
+        records = S3Records(connections[0])
+        yield Stores("s3", objects, sessions, bucket, s3_sessions, records)
     finally:
         for connection in reversed(connections):
             await connection.close()

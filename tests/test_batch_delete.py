@@ -14,6 +14,7 @@ from helpers import expect_status, upload
 
 from blobgate.client import BlobgateError, Client
 from blobgate.server.app import Gateway, start_gateway
+from blobgate.server.storage.factory import memory_config
 from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
@@ -28,7 +29,7 @@ async def served(
 ) -> AsyncIterator[tuple[str, Gateway, storage_pb2_grpc.StorageServiceStub]]:
     settings = gateway_settings(s3_endpoint, bucket)
     kind = "memory" if store_kind == "memory" else "s3"
-    backend = MemoryBackend(settings) if kind == "memory" else None
+    backend = MemoryBackend(memory_config(settings)) if kind == "memory" else None
     gw = await start_gateway(settings, backend=backend)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:

@@ -33,6 +33,7 @@ from blobgate.server.core.errors import NotFound
 from blobgate.server.core.identity import acting_as
 from blobgate.server.rpc import upload_id as upload_id_codec
 from blobgate.server.storage.authorization import AuthorizedSessions
+from blobgate.server.storage.factory import s3_config
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import (
     SESSION_GONE,
@@ -251,7 +252,7 @@ async def test_only_its_owner_learns_that_a_session_is_damaged_and_may_cancel_it
     not exist. A record that lost its metadata proves no owner, so it
     belongs to no identified caller: the janitor ends it."""
     settings = gateway_settings(endpoint, bucket)
-    async with S3Connection(settings) as connection:
+    async with S3Connection(s3_config(settings)) as connection:
         await connection.ensure_buckets([bucket])
         inner = S3Sessions(connection, ByteBudget(int(settings.memory_budget)))
         sessions = AuthorizedSessions(inner, AccessPolicy(None))

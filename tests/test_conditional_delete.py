@@ -29,6 +29,7 @@ from test_cli import run_cli
 from blobgate.server.app import Gateway
 from blobgate.server.core.errors import Unimplemented
 from blobgate.server.rpc.status_codes import code_for
+from blobgate.server.storage.factory import s3_config
 from blobgate.server.storage.protocols import ObjectRef
 from blobgate.server.storage.s3.connection import S3Connection
 from blobgate.server.storage.s3.errors import translate
@@ -139,7 +140,7 @@ async def test_the_janitor_removes_a_stale_sha256_record(
     for seed, key in enumerate(("kept.bin", "replaced.bin")):
         await upload(gateway, key, payload(PART + 1, seed=seed))  # no sha256 declared: a record
     await s3.put_object(Bucket=bucket, Key="replaced.bin", Body=b"other")
-    async with S3Connection(gateway_settings(endpoint, bucket)) as connection:
+    async with S3Connection(s3_config(gateway_settings(endpoint, bucket))) as connection:
         await sweep(connection, [bucket], timedelta(seconds=0))
     listing = await s3.list_objects_v2(Bucket=bucket, Prefix=RECORD_PREFIX)
     assert [o["Key"] for o in listing.get("Contents", [])] == [record_key("kept.bin")]

@@ -16,6 +16,7 @@ from conftest import MiB, gateway_settings, stop_gateway
 from helpers import download, expect_status, payload, upload
 
 from blobgate.server.app import Gateway, start_gateway
+from blobgate.server.storage.factory import memory_config
 from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
@@ -41,7 +42,7 @@ async def env(store_kind: str, s3_endpoint: str, bucket: str) -> AsyncIterator[E
         s3_endpoint, bucket, allowed_buckets=[other], copy_threshold=COPY_THRESHOLD
     )
     kind = "memory" if store_kind == "memory" else "s3"
-    backend = MemoryBackend(settings) if kind == "memory" else None
+    backend = MemoryBackend(memory_config(settings)) if kind == "memory" else None
     gw = await start_gateway(settings, backend=backend)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:

@@ -28,6 +28,7 @@ from helpers import free_port
 
 from blobgate.server.app import Gateway, StartupError, start_gateway
 from blobgate.server.settings_loading import SettingsError, load_settings
+from blobgate.server.storage.factory import memory_config
 from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
@@ -54,7 +55,7 @@ async def mtls_gateway(tmp_path: Path, ca: CA, **overrides: Any) -> AsyncIterato
         health_listen="127.0.0.1:0",
         **overrides,
     )
-    gateway = await start_gateway(settings, backend=MemoryBackend(settings))
+    gateway = await start_gateway(settings, backend=MemoryBackend(memory_config(settings)))
     try:
         yield gateway
     finally:
@@ -249,7 +250,7 @@ async def test_an_address_it_cannot_listen_on_stops_start_up() -> None:
                 "http://127.0.0.1:9", "health-listen", health_listen=address
             )
             with pytest.raises(StartupError) as caught:
-                await start_gateway(settings, backend=MemoryBackend(settings))
+                await start_gateway(settings, backend=MemoryBackend(memory_config(settings)))
             message = str(caught.value)
             assert message.startswith("bad setting health_listen (--health-listen")
             assert f"cannot listen on {address}" in message and "\n" not in message

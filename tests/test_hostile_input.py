@@ -640,7 +640,7 @@ async def test_page_tokens_of_any_length_are_refused_quickly(
 async def _token_key(gateway: Gateway) -> bytes:
     """The key the gateway signs page tokens with (shared through the store)."""
     return await PageTokenKey(
-        gateway.storage.backend.objects, gateway.settings.default_bucket
+        gateway.storage.backend.records, gateway.settings.default_bucket
     ).get()
 
 

@@ -30,6 +30,7 @@ from blobgate.server.core import identity
 from blobgate.server.core.identity import certificate_principal
 from blobgate.server.logs import JsonFormatter
 from blobgate.server.settings_loading import SettingsError, load_settings
+from blobgate.server.storage.factory import memory_config
 from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
@@ -102,7 +103,7 @@ async def started(tmp_path: Path, ca: CA, **overrides: Any) -> AsyncIterator[Gat
         tls_key_file=key_file,
         **overrides,
     )
-    gateway = await start_gateway(settings, backend=MemoryBackend(settings))
+    gateway = await start_gateway(settings, backend=MemoryBackend(memory_config(settings)))
     try:
         yield gateway
     finally:

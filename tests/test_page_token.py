@@ -17,6 +17,7 @@ from blobgate.server.app import start_gateway
 from blobgate.server.core.errors import InvalidArgument
 from blobgate.server.rpc import page_token
 from blobgate.server.rpc.page_token_key import KEY_BYTES, KEY_NAME, PageTokenKey
+from blobgate.server.storage.factory import s3_config
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.s3.backend import S3Backend
 from blobgate.v1 import storage_pb2 as pb
@@ -81,13 +82,15 @@ async def test_instances_starting_together_agree_on_one_key(
 ) -> None:
     """Created once with if_none_match; the losers of the race read the winner's."""
     settings = gateway_settings(moto_endpoint, bucket)
-    backends = [S3Backend(settings, ByteBudget(int(settings.memory_budget))) for _ in range(4)]
+    backends = [
+        S3Backend(s3_config(settings), ByteBudget(int(settings.memory_budget))) for _ in range(4)
+    ]
     for backend in backends:
         await backend.start()
     try:
         await backends[0].ensure_buckets([bucket])
         keys = await asyncio.gather(
-            *(PageTokenKey(backend.objects, bucket).get() for backend in backends)
+            *(PageTokenKey(backend.records, bucket).get() for backend in backends)
         )
         stored = await (await s3.get_object(Bucket=bucket, Key=KEY_NAME))["Body"].read()
         assert len(stored) == KEY_BYTES

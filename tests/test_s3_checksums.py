@@ -59,6 +59,7 @@ from blobgate.client import BlobgateError, Client
 from blobgate.server.core.errors import Unavailable
 from blobgate.server.core.settings import Settings
 from blobgate.server.storage.checksums import crc32c_to_s3
+from blobgate.server.storage.factory import s3_config
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import (
     ContentChecksums,
@@ -410,7 +411,7 @@ async def test_the_janitor_removes_only_stale_records(
     await s3.put_object(Bucket=bucket, Key="replaced.bin", Body=b"other")
     await s3.delete_object(Bucket=bucket, Key="deleted.bin")
     settings = gateway_settings(s3_endpoint, bucket)
-    async with S3Connection(settings) as connection:
+    async with S3Connection(s3_config(settings)) as connection:
         await sweep(connection, [bucket], timedelta(seconds=0))
     listing = await s3.list_objects_v2(Bucket=bucket, Prefix=RECORD_PREFIX)
     assert [o["Key"] for o in listing.get("Contents", [])] == [record_key("kept.bin")]
@@ -469,7 +470,7 @@ async def test_a_stored_crc32c_other_than_the_gateways_fails_the_upload(
     removed and the upload is UNAVAILABLE. moto sends none, so a hook puts a
     wrong one in its answer."""
     settings = gateway_settings(s3_endpoint, bucket)
-    async with S3Connection(settings) as connection:
+    async with S3Connection(s3_config(settings)) as connection:
         await connection.ensure_buckets([bucket])
         client = connection.transfers
         ref = ObjectRef(bucket, "lied.bin")
@@ -525,7 +526,7 @@ async def test_over_https_parts_go_unsigned_with_their_crc32c() -> None:
         captured.append(request)
         raise _Captured
 
-    async with S3Connection(settings) as connection:
+    async with S3Connection(s3_config(settings)) as connection:
         connection.transfers.meta.events.register("before-send.s3", capture)
         store = S3Store(connection, ByteBudget(64 * MiB))
         blob = payload(3000, seed=13)

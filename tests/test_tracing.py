@@ -24,6 +24,7 @@ from opentelemetry.util._once import Once
 from blobgate.client import BlobgateError, Client
 from blobgate.server.app import Gateway, start_gateway
 from blobgate.server.core import tracing
+from blobgate.server.storage.factory import memory_config
 from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
@@ -106,7 +107,7 @@ async def test_any_grpc_caller_joins_the_trace_with_traceparent(
 ) -> None:
     trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
     settings = gateway_settings(moto_endpoint, bucket)
-    gw = await start_gateway(settings, backend=MemoryBackend(settings))
+    gw = await start_gateway(settings, backend=MemoryBackend(memory_config(settings)))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:
             stub = storage_pb2_grpc.StorageServiceStub(channel)

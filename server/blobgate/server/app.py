@@ -32,9 +32,9 @@ from blobgate.server.rpc.authentication import authentication_for
 from blobgate.server.rpc.chain import interceptor_chain
 from blobgate.server.rpc.handlers import StorageServicer
 from blobgate.server.rpc.page_token_key import PageTokenKey
-from blobgate.server.storage.factory import Backend, Storage, build_storage
+from blobgate.server.storage.factory import Storage, build_storage
 from blobgate.server.storage.limits import ByteBudget
-from blobgate.server.storage.protocols import ObjectStore, SessionStore
+from blobgate.server.storage.protocols import Backend, ObjectStore, SessionStore
 from blobgate.server.tls import ServerTLS, TLSError, check_listen
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,8 @@ async def start_gateway(
             authentication=authentication_for(tls is not None and tls.mutual, verifier),
             traced=tracing_on(),
         )
-        # Page tokens are signed with a key shared through the backend's own store.
-        token_key = PageTokenKey(storage.backend.objects, settings.default_bucket)
+        # Page tokens are signed with a key shared through the backend's records.
+        token_key = PageTokenKey(storage.backend.records, settings.default_bucket)
         servicer = StorageServicer(storage.objects, storage.sessions, settings, token_key)
         servers = build_servers(settings, servicer, interceptors)
         _listen(settings, servers, tls)

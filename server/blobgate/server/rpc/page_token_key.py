@@ -1,6 +1,8 @@
 """The key that signs List page tokens (``page_token``), shared by every
-instance through the store: 32 random bytes at ``.blobgate/page-token-key``
-in the default bucket, under the reserved prefix callers cannot reach.
+instance through the store as one of the backend's own records
+(``storage.protocols.Records``): 32 random bytes at
+``.blobgate/page-token-key`` in the default bucket, under the reserved
+prefix callers cannot reach.
 
 The first instance that needs it and finds none creates it with
 ``if_none_match``, so instances starting together agree: the losers of that
@@ -18,17 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator
 
 from blobgate.server.core.errors import FailedPrecondition, NotFound, ServiceError, Unavailable
-from blobgate.server.storage.protocols import (
-    RESERVED_PREFIX,
-    ByteRange,
-    Chunk,
-    ObjectRef,
-    ObjectStore,
-    PutOptions,
-)
+from blobgate.server.storage.protocols import RESERVED_PREFIX, Records
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +31,12 @@ KEY_BYTES = 32
 
 
 class PageTokenKey:
-    """The page-token key of ``bucket`` in ``store`` (the backend's own
-    store, beneath every decorator: reading the key is not a caller's act)."""
+    """The page-token key of ``bucket`` among the backend's ``records``
+    (beneath every decorator: reading the key is not a caller's act)."""
 
-    def __init__(self, store: ObjectStore, bucket: str) -> None:
-        self._store = store
-        self._ref = ObjectRef(bucket, KEY_NAME)
+    def __init__(self, records: Records, bucket: str) -> None:
+        self._records = records
+        self._bucket = bucket
         self._key: bytes | None = None
         self._lock = asyncio.Lock()
 
@@ -61,12 +55,10 @@ class PageTokenKey:
         except NotFound:
             pass
         try:
-            await self._store.put(
-                self._ref,
-                _one(secrets.token_bytes(KEY_BYTES)),
-                PutOptions("application/octet-stream", {}, if_none_match=True),
+            await self._records.put(
+                self._bucket, KEY_NAME, secrets.token_bytes(KEY_BYTES), if_none_match=True
             )
-            log.info("created the page-token key %s in bucket %r", KEY_NAME, self._ref.bucket)
+            log.info("created the page-token key %s in bucket %r", KEY_NAME, self._bucket)
         except FailedPrecondition:
             pass  # another instance created it first
         try:
@@ -75,18 +67,10 @@ class PageTokenKey:
             raise Unavailable("the page-token key vanished as it was created; retry") from None
 
     async def _read(self) -> bytes:
-        reader = await self._store.open(self._ref, ByteRange(), "")
-        try:
-            key = b"".join([piece async for pieces in reader.chunks(64 * 1024) for piece in pieces])
-        finally:
-            await reader.close()
+        key = await self._records.get(self._bucket, KEY_NAME)
         if len(key) != KEY_BYTES:
             raise ServiceError(
-                f"the page-token key {KEY_NAME} in bucket {self._ref.bucket!r} is not "
+                f"the page-token key {KEY_NAME} in bucket {self._bucket!r} is not "
                 f"{KEY_BYTES} bytes: delete it and restart the instances"
             )
         return key
-
-
-async def _one(data: bytes) -> AsyncIterator[Chunk]:
-    yield data

@@ -2,22 +2,27 @@
 decorators for cross-cutting concerns, outermost first as calls meet them.
 
     AuthorizedStore -> StreamLimitedStore(per principal)
-        -> StreamLimitedStore(server-wide) -> S3Store           (ObjectStore)
+        -> StreamLimitedStore(server-wide) -> backend.objects    (ObjectStore)
     AuthorizedSessions -> StreamLimitedSessions(per principal) -> SessionQuota
-        -> StreamLimitedSessions(server-wide) -> S3Sessions     (SessionStore)
+        -> StreamLimitedSessions(server-wide) -> backend.sessions (SessionStore)
 
-With metrics on, MeteredStore and MeteredSessions (storage.metrics) go
-outermost; with metrics or traces on, every S3 request is measured and
-traced (storage.s3.instrumentation).
 Authorization (storage.authorization) checks rights before any other
 decorator takes a slot or budget; only the metrics see a refused call.
+SessionQuota keeps its markers in ``backend.records``. With metrics on,
+MeteredStore and MeteredSessions (storage.metrics) go outermost, counting the
+sweeps from ``backend.sweep_tally``; with metrics or traces on, every request
+the backend sends is measured and traced (``backend.instrument``).
+
+The factory alone knows which backend it built: the S3 one (on
+``s3_config`` of the settings) unless the caller hands it another (the
+in-memory one, on ``memory_config``); the decorators ask a backend only
+through ``protocols.Backend``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -31,42 +36,49 @@ from blobgate.server.storage.limits import (
     StreamLimitedSessions,
     StreamLimitedStore,
 )
+from blobgate.server.storage.memory.config import MemoryConfig
 from blobgate.server.storage.metrics import (
     MeteredSessions,
     MeteredStore,
     StorageMetrics,
     watch_limits,
 )
-from blobgate.server.storage.protocols import ObjectStore, SessionStore
-from blobgate.server.storage.quotas import (
-    PrincipalStreams,
-    SessionQuota,
-    markers_for,
-)
+from blobgate.server.storage.protocols import Backend, ObjectStore, SessionStore
+from blobgate.server.storage.quotas import PrincipalStreams, SessionQuota
 from blobgate.server.storage.s3.backend import S3Backend
-from blobgate.server.storage.s3.instrumentation import S3Instrumentation
+from blobgate.server.storage.s3.config import S3Config
 
 
-class Backend(Protocol):
-    """A storage implementation: its two stores and their lifecycle."""
+def s3_config(settings: Settings) -> S3Config:
+    """The S3 backend's part of ``settings``."""
+    return S3Config(
+        endpoint=settings.s3_endpoint,
+        public_endpoint=settings.s3_public_endpoint,
+        region=settings.s3_region,
+        addressing_style=settings.s3_addressing_style,
+        connect_timeout=settings.s3_connect_timeout,
+        read_timeout=settings.s3_read_timeout,
+        max_attempts=settings.s3_max_attempts,
+        max_connections=settings.s3_max_connections,
+        control_connections=settings.s3_control_connections,
+        checksum_mode=settings.checksum_mode,
+        full_object_checksums=settings.s3_full_object_checksums,
+        conditional_delete=settings.s3_conditional_delete,
+        default_bucket=settings.default_bucket,
+        part_size=int(settings.part_size),
+        parts_in_flight=settings.parts_in_flight,
+        copy_threshold=int(settings.copy_threshold),
+        session_expiry=settings.session_expiry,
+    )
 
-    @property
-    def objects(self) -> ObjectStore: ...
 
-    @property
-    def sessions(self) -> SessionStore: ...
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def ensure_buckets(self, buckets: list[str]) -> None:
-        """Create the buckets that do not exist (the create-buckets setting)."""
-        ...
-
-    async def check(self) -> None:
-        """Raise unless the backend answers: the health probe."""
-        ...
+def memory_config(settings: Settings) -> MemoryConfig:
+    """The in-memory backend's part of ``settings``."""
+    return MemoryConfig(
+        default_bucket=settings.default_bucket,
+        part_size=int(settings.part_size),
+        session_expiry=settings.session_expiry,
+    )
 
 
 @dataclass(frozen=True)
@@ -89,43 +101,40 @@ def build_storage(
     backend: Backend | None = None,
     registry: CollectorRegistry | None = None,
 ) -> Storage:
-    """The stack for ``settings``; ``backend`` replaces the S3 one (tests);
-    with a ``registry``, its metrics go there. PolicyError when the
+    """The stack for ``settings`` over the S3 backend, or over ``backend``
+    (the in-memory one, in tests), built the same way whichever it is; with a
+    ``registry``, its metrics go there. PolicyError when the
     ``auth_policy_file`` is unusable."""
     policy = AccessPolicy.from_settings(settings)  # first: nothing to undo if it fails
     budget = ByteBudget(int(settings.memory_budget))
     if backend is None:
-        backend = S3Backend(settings, budget, credentials)
+        backend = S3Backend(s3_config(settings), budget, credentials)
     streams = StreamLimit(settings.max_streams)
     objects: ObjectStore = StreamLimitedStore(backend.objects, streams)
     sessions: SessionStore = StreamLimitedSessions(backend.sessions, streams)
     # Per-principal quotas (storage.quotas), outside the server-wide cap: a
     # caller at its own limit is refused before it takes a server-wide slot.
-    connection = backend.connection if isinstance(backend, S3Backend) else None
-    markers = markers_for(backend.objects, connection)
-    if markers is not None:
-        sessions = SessionQuota(
-            sessions,
-            markers,
-            settings.default_bucket,
-            settings.max_sessions_per_principal,
-            settings.session_expiry,
-        )
+    sessions = SessionQuota(
+        sessions,
+        backend.records,
+        settings.default_bucket,
+        settings.max_sessions_per_principal,
+        settings.session_expiry,
+    )
     principal_streams = PrincipalStreams(settings.streams_per_principal)
     objects = StreamLimitedStore(objects, principal_streams)
     sessions = StreamLimitedSessions(sessions, principal_streams)
-    if isinstance(backend, S3Backend) and (registry is not None or tracing_on()):
-        # Every S3 request is measured, and a span when traces are on; with
-        # metrics off the measurements go to a registry nobody scrapes.
-        backend.connection.instrumentation = S3Instrumentation(registry or CollectorRegistry())
+    if registry is not None or tracing_on():
+        # Every request to the store is measured, and a span when traces are
+        # on; with metrics off the measurements go to a registry nobody scrapes.
+        backend.instrument(registry or CollectorRegistry())
     objects = AuthorizedStore(objects, policy)
     sessions = AuthorizedSessions(sessions, policy)
     if registry is not None:
         metrics = StorageMetrics(registry, sorted(settings.buckets))
         watch_limits(registry, budget, streams)
-        tally = backend.sessions.swept if isinstance(backend, S3Backend) else None
         objects = MeteredStore(objects, metrics)
-        sessions = MeteredSessions(sessions, metrics, tally)
+        sessions = MeteredSessions(sessions, metrics, backend.sweep_tally)
     return Storage(
         objects=objects,
         sessions=sessions,

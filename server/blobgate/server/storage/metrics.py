@@ -20,6 +20,8 @@ from blobgate.server.storage.decorators import (
 )
 from blobgate.server.storage.limits import ByteBudget, StreamLimit
 from blobgate.server.storage.protocols import (
+    EXPIRED_SESSION,
+    ORPHANED_UPLOAD,
     ByteRange,
     Chunk,
     ObjectReader,
@@ -37,9 +39,6 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 _SIZES = (KiB, 64 * KiB, MiB, 8 * MiB, 64 * MiB, 256 * MiB, GiB, 4 * GiB, 16 * GiB, 64 * GiB)
 SESSION_ENDS = ("completed", "cancelled", "expired")
-# What the S3 janitor counts in the tally it is given (storage.s3.janitor).
-EXPIRED_SESSION = "expired_session"
-ORPHANED_UPLOAD = "orphaned_upload"
 
 
 class StorageMetrics:
@@ -185,8 +184,8 @@ class MeteredStore(ObjectStoreDecorator):
 
 class MeteredSessions(SessionStoreDecorator):
     """SessionStore decorator: sessions started and ended, their bytes, the
-    janitor's sweeps. ``tally`` is the backend's count of what its janitor
-    aborted, by kind (the S3 one keeps it); without one, every upload a
+    janitor's sweeps. ``tally`` is the backend's count of what its sweeps
+    aborted, by kind (``Backend.sweep_tally``); without one, every upload a
     sweep aborted counts as an expired session."""
 
     def __init__(

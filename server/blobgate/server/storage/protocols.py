@@ -1,5 +1,7 @@
 """The storage protocols: what the service needs from an object store
-(``ObjectStore``) and from resumable upload sessions (``SessionStore``).
+(``ObjectStore``) and from resumable upload sessions (``SessionStore``), and
+what the factory needs from a backend (``Backend``): its two stores, the
+gateway's own records (``Records``), instrumentation and a lifecycle.
 
 The RPC layer talks only to these; implementations are ``storage.s3`` and
 ``storage.memory``, and decorators (``storage.limits``) wrap them. Failures
@@ -10,13 +12,17 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from blobgate.server.core.errors import DataLoss, ServiceError
 from blobgate.server.core.reserved_keys import RESERVED_PREFIX as RESERVED_PREFIX
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 # User-metadata keys under which stores keep an object's checksums; callers
 # may not set them.
@@ -35,6 +41,11 @@ SESSION_DAMAGED = (
     "the upload session's record in S3 is damaged (it does not parse), so the session "
     "cannot continue: cancel it (CancelResumableUpload) and upload again"
 )
+
+# What a backend's ``sweep_tally`` counts its sweeps' aborts by
+# (``storage.metrics`` reads them; a backend may count other kinds too).
+EXPIRED_SESSION = "expired_session"
+ORPHANED_UPLOAD = "orphaned_upload"
 
 Chunk = bytes | memoryview
 """A piece of an object's body as the stores take it: Upload's data messages
@@ -279,4 +290,80 @@ class SessionStore(Protocol):
         """Abort sessions idle past the expiry (damaged ones too) and
         multipart uploads older than it that no session owns; return how
         many were aborted."""
+        ...
+
+
+def record_ref(bucket: str, key: str) -> ObjectRef:
+    """Where one of the gateway's records lives; ValueError for a key outside
+    the reserved prefix (a record must never be a caller's object)."""
+    if not key.startswith(RESERVED_PREFIX):
+        raise ValueError(f"the gateway's records live under {RESERVED_PREFIX!r}, not at {key!r}")
+    return ObjectRef(bucket, key)
+
+
+class Records(Protocol):
+    """The gateway's own small records under ``RESERVED_PREFIX`` (quota
+    markers, the page-token key), kept in the backend's store beneath every
+    decorator: keeping them is not a caller's act, and callers can neither
+    reach nor list them. Keys are whole keys, each under the prefix."""
+
+    async def put(self, bucket: str, key: str, data: bytes, *, if_none_match: bool = False) -> None:
+        """Write one record; with ``if_none_match``, FailedPrecondition when
+        it exists already (so instances racing to create it agree)."""
+        ...
+
+    async def get(self, bucket: str, key: str) -> bytes:
+        """One record's bytes; NotFound when there is none."""
+        ...
+
+    async def delete(self, bucket: str, key: str) -> None:
+        """Remove one record; a missing one is not an error."""
+        ...
+
+    async def list(self, bucket: str, prefix: str, limit: int) -> list[tuple[str, datetime]]:
+        """Up to ``limit`` records under ``prefix`` in key order, each with
+        when it was written."""
+        ...
+
+
+class Backend(Protocol):
+    """A storage implementation as the factory sees it: its two stores, the
+    capabilities the decorators and the RPC layer ask of it, and their
+    lifecycle. Nothing outside the factory's choice of backend asks which
+    implementation it is."""
+
+    @property
+    def objects(self) -> ObjectStore: ...
+
+    @property
+    def sessions(self) -> SessionStore: ...
+
+    @property
+    def records(self) -> Records:
+        """The gateway's own records in this backend's store."""
+        ...
+
+    @property
+    def sweep_tally(self) -> Counter[str] | None:
+        """What the sessions' sweeps aborted since start-up, by kind
+        (EXPIRED_SESSION, ORPHANED_UPLOAD), or None when every upload a
+        sweep aborts is an expired session."""
+        ...
+
+    def instrument(self, registry: CollectorRegistry) -> None:
+        """Measure every request the backend sends to its store into
+        ``registry`` (and trace it when traces are on); before ``start``.
+        A backend that sends no requests has nothing to measure."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ensure_buckets(self, buckets: list[str]) -> None:
+        """Create the buckets that do not exist (the create-buckets setting)."""
+        ...
+
+    async def check(self) -> None:
+        """Raise unless the backend answers: the health probe."""
         ...

@@ -7,9 +7,10 @@ changes, and the server-wide limits (``storage.limits``) still apply to all.
 
 Streams are counted in this process, as ``max_streams`` is: a caller may
 hold ``limit`` streams on each instance. Sessions outlive any instance, so
-their count lives in S3, beside the session records: one empty marker
-object per open session under the reserved prefix, at a per-principal
-prefix named by a hash of the principal (never the name itself). Starting a
+their count lives in the store, among the backend's own records
+(``protocols.Records``): one empty marker per open session under the
+reserved prefix, at a per-principal prefix named by a hash of the principal
+(never the name itself). Starting a
 session counts the principal's markers with one List call (page size = the
 quota); markers older than ``session_expiry`` are ignored and deleted, so an
 expired session frees its slot. A marker is refreshed when its session is
@@ -26,37 +27,27 @@ its marker is older than ``session_expiry``.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import collections
 import contextlib
 import functools
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator
-from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import AsyncIterable
 
 from blobgate.server.core.errors import NotFound, ResourceExhausted, ServiceError
 from blobgate.server.core.identity import current_principal
 from blobgate.server.storage.decorators import SessionStoreDecorator
 from blobgate.server.storage.limits import Release, once
-from blobgate.server.storage.memory.store import MemoryStore
 from blobgate.server.storage.protocols import (
     RESERVED_PREFIX,
     Chunk,
-    ObjectRef,
-    ObjectStore,
-    PutOptions,
+    Records,
     Session,
     SessionSpec,
     SessionStore,
     StoredObject,
 )
-from blobgate.server.storage.s3.errors import s3_errors
-
-if TYPE_CHECKING:
-    from blobgate.server.storage.s3.connection import S3Connection
 
 log = logging.getLogger(__name__)
 
@@ -102,71 +93,6 @@ def _no_slot() -> None:
 # --- session markers ------------------------------------------------------------
 
 
-class Markers(Protocol):
-    """Empty objects under the reserved prefix, which the stores' own
-    listings hide from callers (and from this module), hence these few
-    methods per backend."""
-
-    async def put(self, bucket: str, key: str) -> None: ...
-
-    async def delete(self, bucket: str, key: str) -> None: ...
-
-    async def list(self, bucket: str, prefix: str, limit: int) -> list[tuple[str, datetime]]:
-        """Up to ``limit`` keys under ``prefix``, each with when it was written."""
-        ...
-
-
-class S3Markers:
-    """Markers in S3, over the connection's control pool (as session records)."""
-
-    def __init__(self, connection: S3Connection) -> None:
-        self._connection = connection
-
-    async def put(self, bucket: str, key: str) -> None:
-        with s3_errors(ObjectRef(bucket, key)):
-            await self._connection.client.put_object(Bucket=bucket, Key=key, Body=b"")
-
-    async def delete(self, bucket: str, key: str) -> None:
-        with s3_errors(ObjectRef(bucket, key)):
-            await self._connection.client.delete_object(Bucket=bucket, Key=key)
-
-    async def list(self, bucket: str, prefix: str, limit: int) -> list[tuple[str, datetime]]:
-        with s3_errors(bucket=bucket):
-            response = await self._connection.client.list_objects_v2(
-                Bucket=bucket, Prefix=prefix, MaxKeys=limit
-            )
-        return [(item["Key"], item["LastModified"]) for item in response.get("Contents", [])]
-
-
-class MemoryMarkers:
-    """Markers as objects of a MemoryStore."""
-
-    def __init__(self, store: MemoryStore) -> None:
-        self._store = store
-
-    async def put(self, bucket: str, key: str) -> None:
-        await self._store.put(ObjectRef(bucket, key), _nothing(), PutOptions("", {}))
-
-    async def delete(self, bucket: str, key: str) -> None:
-        await self._store.delete(ObjectRef(bucket, key), "")
-
-    async def list(self, bucket: str, prefix: str, limit: int) -> list[tuple[str, datetime]]:
-        state = self._store.bucket(bucket)
-        found: list[tuple[str, datetime]] = []
-        for key in state.keys[bisect.bisect_left(state.keys, prefix) :]:  # sorted
-            if not key.startswith(prefix) or len(found) == limit:
-                break
-            last_modified = state.objects[key].info.last_modified
-            assert last_modified is not None
-            found.append((key, last_modified))
-        return found
-
-
-async def _nothing() -> AsyncIterator[Chunk]:
-    return
-    yield  # pragma: no cover - makes this an async generator
-
-
 def _hash(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
@@ -183,12 +109,13 @@ def marker_key(principal: str, bucket: str, session_id: str) -> str:
 class SessionQuota(SessionStoreDecorator):
     """SessionStore decorator: an identified caller may have at most
     ``limit`` sessions open (across every instance sharing the store); the
-    markers live in ``markers_bucket`` (the default bucket)."""
+    markers are the backend's ``records`` in ``markers_bucket`` (the default
+    bucket)."""
 
     def __init__(
         self,
         inner: SessionStore,
-        markers: Markers,
+        markers: Records,
         markers_bucket: str,
         limit: int,
         expiry: float,
@@ -221,7 +148,7 @@ class SessionQuota(SessionStoreDecorator):
         session = await self._inner.start_session(spec)
         try:
             await self._markers.put(
-                self._bucket, marker_key(principal, session.bucket, session.session_id)
+                self._bucket, marker_key(principal, session.bucket, session.session_id), b""
             )
         except BaseException:
             # Uncounted, the session must not stay: it would escape the quota.
@@ -235,7 +162,7 @@ class SessionQuota(SessionStoreDecorator):
         if principal is None:
             return await self._inner.resume_session(session, body)
         key = marker_key(principal, session.bucket, session.session_id)
-        await self._markers.put(self._bucket, key)  # used now: its idle time starts again
+        await self._markers.put(self._bucket, key, b"")  # used now: its idle time starts again
         try:
             stored = await self._inner.resume_session(session, body)
         except Exception:
@@ -265,13 +192,3 @@ class SessionQuota(SessionStoreDecorator):
             await self._markers.delete(self._bucket, key)
         except ServiceError:
             log.warning("could not delete an ended session's quota marker", exc_info=True)
-
-
-def markers_for(objects: ObjectStore, connection: S3Connection | None) -> Markers | None:
-    """The markers of a backend: S3's when it has a ``connection``, else the
-    in-memory store's; None for a store this module does not know."""
-    if connection is not None:
-        return S3Markers(connection)
-    if isinstance(objects, MemoryStore):
-        return MemoryMarkers(objects)
-    return None

@@ -1,23 +1,39 @@
-"""The in-memory backend: the in-memory stores behind the same lifecycle as
-S3's, for tests and experiments (objects live as long as the process)."""
+"""The in-memory backend: the in-memory stores and records behind the same
+lifecycle as S3's, for tests and experiments (objects live as long as the
+process)."""
 
 from __future__ import annotations
 
-from blobgate.server.core.settings import Settings
+from collections import Counter
+
+from prometheus_client import CollectorRegistry
+
+from blobgate.server.storage.memory.config import MemoryConfig
+from blobgate.server.storage.memory.records import MemoryRecords
 from blobgate.server.storage.memory.sessions import MemorySessions
 from blobgate.server.storage.memory.store import MemoryStore
 
 
 class MemoryBackend:
-    """MemoryStore and MemorySessions over one state. Buckets exist once
-    ``ensure_buckets`` made them (the create-buckets setting), as on S3."""
+    """MemoryStore, MemorySessions and MemoryRecords over one state (a
+    ``protocols.Backend``). Buckets exist once ``ensure_buckets`` made them
+    (the create-buckets setting), as on S3."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, config: MemoryConfig) -> None:
         self.objects = MemoryStore(())
         self.sessions = MemorySessions(
-            self.objects, part_size=int(settings.part_size), expiry=settings.session_expiry
+            self.objects, part_size=config.part_size, expiry=config.session_expiry
         )
-        self._default_bucket = settings.default_bucket
+        self.records = MemoryRecords(self.objects)
+        self._default_bucket = config.default_bucket
+
+    @property
+    def sweep_tally(self) -> Counter[str] | None:
+        """None: a sweep aborts only expired sessions (no multipart uploads)."""
+        return None
+
+    def instrument(self, registry: CollectorRegistry) -> None:
+        """Nothing to measure: no request leaves the process."""
 
     async def start(self) -> None:
         return None

@@ -14,12 +14,12 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterable
-from dataclasses import dataclass
 from datetime import timedelta
 
 from blobgate.server.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from blobgate.server.storage.checksums import Hasher, verify
-from blobgate.server.storage.memory.store import MemoryBucket, MemoryStore
+from blobgate.server.storage.memory.state import MemoryBucket, SessionRecord
+from blobgate.server.storage.memory.store import MemoryStore
 from blobgate.server.storage.protocols import (
     SESSION_GONE,
     Chunk,
@@ -32,30 +32,6 @@ _STALE = (
     "another Upload continued this session meanwhile: "
     "query its status and resume from the persisted size"
 )
-
-
-@dataclass
-class SessionRecord:
-    """One live session: what it will commit and the whole parts it holds."""
-
-    session_id: str
-    spec: SessionSpec
-    part_size: int
-    data: bytearray  # the persisted whole parts, in order
-    sha256_state: str  # Hasher state after ``data``
-    crc32c: int
-    revision: int
-    touched: float  # time.monotonic() of the last change: idle time counts from it
-
-    def session(self) -> Session:
-        return Session(
-            bucket=self.spec.ref.bucket,
-            session_id=self.session_id,
-            spec=self.spec,
-            persisted_size=len(self.data),
-            part_size=self.part_size,
-            revision=str(self.revision),
-        )
 
 
 class MemorySessions:
@@ -166,6 +142,3 @@ class MemorySessions:
                 del sessions[session_id]
                 aborted += 1
         return aborted
-
-
-__all__ = ["MemorySessions", "SessionRecord"]

@@ -2,7 +2,7 @@
 
 For tests and for running the gateway without S3. Objects live in a dict per
 bucket beside a sorted list of their keys; resumable upload sessions (see
-``memory_sessions``) live beside the objects of their bucket, so every
+``memory.sessions``) live beside the objects of their bucket, so every
 ``MemorySessions`` over one ``MemoryStore`` sees the same sessions, as every
 S3 instance sees the same checkpoints. Nothing awaits between a commit's
 final checks and its write, so a commit is atomic within the event loop.
@@ -16,9 +16,8 @@ import bisect
 import hashlib
 import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from blobgate.server.core.errors import (
     BucketNotFound,
@@ -29,6 +28,7 @@ from blobgate.server.core.errors import (
     ServiceError,
 )
 from blobgate.server.storage.checksums import Hasher, verify
+from blobgate.server.storage.memory.state import MemoryBucket, StoredBytes
 from blobgate.server.storage.protocols import (
     RESERVED_PREFIX,
     ByteRange,
@@ -43,27 +43,6 @@ from blobgate.server.storage.protocols import (
     PutOptions,
     StoredObject,
 )
-
-if TYPE_CHECKING:
-    from blobgate.server.storage.memory.sessions import SessionRecord
-
-
-@dataclass
-class _Object:
-    """One committed object: its bytes (never changed once committed) and
-    its description."""
-
-    data: bytearray
-    info: StoredObject
-
-
-@dataclass
-class MemoryBucket:
-    """A bucket's objects, its keys in order, and its upload sessions."""
-
-    objects: dict[str, _Object] = field(default_factory=dict)
-    keys: list[str] = field(default_factory=list)  # sorted: listing walks it
-    sessions: dict[str, SessionRecord] = field(default_factory=dict)
 
 
 def _plain_etag(etag: str) -> str:
@@ -133,7 +112,7 @@ class MemoryStore:
         except KeyError:
             raise BucketNotFound(f"bucket {name!r} does not exist") from None
 
-    def _object(self, ref: ObjectRef) -> _Object:
+    def _object(self, ref: ObjectRef) -> StoredBytes:
         found = self.bucket(ref.bucket).objects.get(ref.key)
         if found is None:
             raise NotFound(f"no object {ref.key!r} in bucket {ref.bucket!r}")
@@ -195,7 +174,7 @@ class MemoryStore:
         )
         if ref.key not in bucket.objects:
             bisect.insort(bucket.keys, ref.key)
-        bucket.objects[ref.key] = _Object(data, info)
+        bucket.objects[ref.key] = StoredBytes(data, info)
         return info
 
     async def delete(self, ref: ObjectRef, if_match: str) -> None:

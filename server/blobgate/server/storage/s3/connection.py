@@ -23,8 +23,8 @@ import aioboto3
 from aiobotocore.config import AioConfig
 
 from blobgate.server.core.errors import NotFound
-from blobgate.server.core.settings import Settings
 from blobgate.server.storage.s3.conditional_delete import ConditionalDeletes
+from blobgate.server.storage.s3.config import S3Config
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.instrumentation import S3Instrumentation
 
@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 class S3Connection:
     """Use as an async context manager, or ``start`` / ``close``."""
 
-    def __init__(self, settings: Settings, credentials: Mapping[str, str] | None = None) -> None:
-        self.settings = settings
+    def __init__(self, config: S3Config, credentials: Mapping[str, str] | None = None) -> None:
+        self.config = config
         self._credentials = dict(credentials or {})
         self._stack = AsyncExitStack()
         self._client: S3Client | None = None
@@ -51,29 +51,29 @@ class S3Connection:
         # Where the janitor's next look at sha256 records starts, by bucket.
         self.record_sweep_from: dict[str, str] = {}
         # Deletes on an ETag, and the buckets learnt to lack S3's If-Match.
-        self.conditional_deletes = ConditionalDeletes(settings.s3_conditional_delete)
+        self.conditional_deletes = ConditionalDeletes(config.conditional_delete)
         # Set before start() to measure every S3 request (metrics, spans).
         self.instrumentation: S3Instrumentation | None = None
 
     @property
     def full_object_checksums(self) -> bool:
         """Whether uploads carry S3's CRC32C (per part and full-object)."""
-        return bool(self.settings.s3_full_object_checksums)
+        return self.config.full_object_checksums
 
     def _config(self, pool: int, *, sign_payload: bool = True) -> AioConfig:
-        s = self.settings
-        s3: dict[str, Any] = {"addressing_style": s.s3_addressing_style}
+        c = self.config
+        s3: dict[str, Any] = {"addressing_style": c.addressing_style}
         if not sign_payload:
             s3["payload_signing_enabled"] = False
         return AioConfig(
-            connect_timeout=s.s3_connect_timeout,
-            read_timeout=s.s3_read_timeout,
-            retries={"total_max_attempts": s.s3_max_attempts, "mode": "standard"},
+            connect_timeout=c.connect_timeout,
+            read_timeout=c.read_timeout,
+            retries={"total_max_attempts": c.max_attempts, "mode": "standard"},
             max_pool_connections=pool,
             s3=s3,
             signature_version="s3v4",
-            request_checksum_calculation=s.checksum_mode,
-            response_checksum_validation=s.checksum_mode,
+            request_checksum_calculation=c.checksum_mode,
+            response_checksum_validation=c.checksum_mode,
         )
 
     async def _open(
@@ -88,7 +88,7 @@ class S3Connection:
             session.client(
                 "s3",
                 endpoint_url=endpoint,
-                region_name=self.settings.s3_region,
+                region_name=self.config.region,
                 config=self._config(pool, sign_payload=sign_payload),
             )
         )
@@ -96,20 +96,20 @@ class S3Connection:
 
     async def start(self) -> None:
         session = aioboto3.Session(**self._credentials)
-        s = self.settings
-        self._client = await self._open(session, s.s3_endpoint, s.s3_control_connections)
+        c = self.config
+        self._client = await self._open(session, c.endpoint, c.control_connections)
         self._transfers = await self._open(
             session,
-            s.s3_endpoint,
-            s.s3_max_connections,
+            c.endpoint,
+            c.max_connections,
             sign_payload=not self.full_object_checksums,
         )
         if self.instrumentation is not None:  # the signer sends no requests
             self.instrumentation.attach(self._client)
             self.instrumentation.attach(self._transfers)
         self._signer = self._client
-        if s.s3_public_endpoint:
-            self._signer = await self._open(session, s.s3_public_endpoint, 1)
+        if c.public_endpoint:
+            self._signer = await self._open(session, c.public_endpoint, 1)
 
     async def close(self) -> None:
         await self._stack.aclose()
@@ -145,7 +145,7 @@ class S3Connection:
 
     async def ensure_buckets(self, buckets: list[str]) -> None:
         """Create each missing bucket (the create-buckets setting)."""
-        region = self.settings.s3_region or self.client.meta.region_name
+        region = self.config.region or self.client.meta.region_name
         for bucket in buckets:
             try:
                 with s3_errors(bucket=bucket):
@@ -162,7 +162,7 @@ class S3Connection:
 
     async def check(self) -> None:
         """HeadBucket on the default bucket: the health probe."""
-        bucket = self.settings.default_bucket
+        bucket = self.config.default_bucket
         with s3_errors(bucket=bucket):
             await self.client.head_bucket(Bucket=bucket)
 

@@ -53,7 +53,7 @@ async def copy_object(connection: S3Connection, spec: CopySpec) -> StoredObject:
         options = replace(options, content_type=source.content_type, metadata=source.metadata)
     copier = _Copier(connection, spec, source, options, rewrite_metadata=rewrite)
     try:
-        if source.size <= int(connection.settings.copy_threshold):
+        if source.size <= connection.config.copy_threshold:
             return await copier.single()
         return await copier.multipart()
     except FailedPrecondition as exc:
@@ -165,12 +165,12 @@ class _Copier:
 
     def _ranges(self) -> list[tuple[int, int]]:
         size = self._source.size
-        part = max(int(self._connection.settings.part_size), -(-size // MAX_PARTS))
+        part = max(self._connection.config.part_size, -(-size // MAX_PARTS))
         part = min(part, MAX_PART)
         return [(start, min(start + part, size)) for start in range(0, size, part)]
 
     async def _copy_parts(self, upload_id: str) -> list[dict[str, Any]]:
-        slots = asyncio.Semaphore(self._connection.settings.parts_in_flight)
+        slots = asyncio.Semaphore(self._connection.config.parts_in_flight)
         ref = self._destination
 
         async def copy_part(number: int, start: int, end: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from blobgate.server.core.errors import ServiceError
-from blobgate.server.storage.protocols import ObjectRef
+from blobgate.server.storage.protocols import EXPIRED_SESSION, ORPHANED_UPLOAD, ObjectRef
 from blobgate.server.storage.s3.checkpoint import CHECKPOINT_PREFIX, Checkpoint
 from blobgate.server.storage.s3.commit import abort_multipart
 from blobgate.server.storage.s3.connection import S3Connection, get_whole
@@ -35,8 +35,8 @@ async def sweep(
     tally: Counter[str] | None = None,
 ) -> int:
     """Sweep each bucket; how many multipart uploads were aborted. ``tally``
-    counts each abort as it happens, by kind ("expired_session" or
-    "orphaned_upload"), even when a later one fails (the metrics read it)."""
+    counts each abort as it happens, by kind (EXPIRED_SESSION or
+    ORPHANED_UPLOAD), even when a later one fails (the metrics read it)."""
     aborted = 0
     cutoff = datetime.now(UTC) - expiry
     tally = Counter() if tally is None else tally
@@ -90,7 +90,7 @@ async def _sweep_bucket(
         await client.delete_object(Bucket=bucket, Key=record.key)
         ended.add(upload_id)
         aborted += 1
-        tally["expired_session"] += 1
+        tally[EXPIRED_SESSION] += 1
     for upload in uploads:
         owned = live | ended | connection.writing
         if upload["UploadId"] in owned or upload["Initiated"] >= cutoff:
@@ -98,7 +98,7 @@ async def _sweep_bucket(
         orphan = ObjectRef(bucket, upload["Key"])
         await abort_multipart(client, orphan, upload["UploadId"])
         aborted += 1
-        tally["orphaned_upload"] += 1
+        tally[ORPHANED_UPLOAD] += 1
     await _sweep_records(connection, bucket, cutoff, tally)
     return aborted
 

@@ -31,7 +31,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from blobgate.server.core.errors import FailedPrecondition, InvalidArgument, NotFound, UploadGone
-from blobgate.server.core.settings import Settings
 from blobgate.server.storage.checksums import Hasher, crc32c_to_s3, verify
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import (
@@ -91,11 +90,11 @@ class S3Sessions:
 
     def __init__(self, connection: S3Connection, budget: ByteBudget) -> None:
         self._connection = connection
-        settings: Settings = connection.settings
+        config = connection.config
         self._budget = budget
-        self._part_size = int(settings.part_size)
-        self._in_flight = settings.parts_in_flight
-        self.expiry = timedelta(seconds=settings.session_expiry)
+        self._part_size = config.part_size
+        self._in_flight = config.parts_in_flight
+        self.expiry = timedelta(seconds=config.session_expiry)
         # What the janitor aborted, by kind, since start-up (storage.metrics).
         self.swept: collections.Counter[str] = collections.Counter()
 

@@ -72,8 +72,8 @@ class S3Store:
 
     def __init__(self, connection: S3Connection, budget: ByteBudget) -> None:
         self._connection = connection
-        self._part_size = int(connection.settings.part_size)
-        self._in_flight = connection.settings.parts_in_flight
+        self._part_size = connection.config.part_size
+        self._in_flight = connection.config.parts_in_flight
         self.budget = budget
 
     @property
@@ -256,7 +256,7 @@ class S3Store:
             response["Body"],
             limit,
             ref,
-            read_timeout=self._connection.settings.s3_read_timeout,
+            read_timeout=self._connection.config.read_timeout,
         )
 
     async def _empty_or_out_of_range(
