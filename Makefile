@@ -57,8 +57,9 @@ run: $(BIN)/.installed
 
 # With Python 3.13, LocalStack is installed first and the both_s3s tests run on
 # it too; without, those runs are skipped with the reason (an error under CI).
+# Two workers (pytest-xdist), each with its own moto and LocalStack.
 test: $(BIN)/.installed $(if $(PYTHON313),$(LOCALSTACK_VENV)/bin/.installed)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

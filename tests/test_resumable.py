@@ -242,7 +242,9 @@ async def test_a_bad_spec_is_refused_before_a_session_exists(
 async def test_the_janitor_aborts_idle_sessions_and_orphaned_uploads(
     s3_endpoint: str, s3: Any, bucket: str
 ) -> None:
-    settings = gateway_settings(s3_endpoint, bucket, session_expiry=1.0, janitor_interval=0.3)
+    # Long enough for the first part to be stored before the session, idle
+    # since its start, expires (on a loaded machine too).
+    settings = gateway_settings(s3_endpoint, bucket, session_expiry=3.0, janitor_interval=0.3)
     async with running_gateway(settings) as (_, stub, _):
         blob = payload(PART + 1, seed=7)
         started = await start(stub, "idle.bin")

@@ -251,21 +251,23 @@ async def test_a_stale_stream_with_a_short_tail_cannot_commit(stores: Stores) ->
 
 
 async def test_the_sweep_aborts_sessions_idle_past_the_expiry(stores: Stores) -> None:
-    short = await stores.with_expiry(2.0)
+    short = await stores.with_expiry(3.0)
     idle = await start(stores, "idle.bin")
     busy = await start(stores, "busy.bin")
     # S3 dates a session's record to the second: wait past the expiry plus one.
-    await asyncio.sleep(3.1)
+    await asyncio.sleep(4.1)
     assert await interrupted(stores, busy, payload(PART, seed=12)) == PART  # progress is activity
     live = await start(stores, "live.bin")
     assert await stores.sessions.sweep([stores.bucket]) == 0  # a week's expiry
     assert await short.sweep([]) == 0
-    aborted = await short.sweep([stores.bucket])
+    # The idle session, once (not again as an orphan upload); both sweeps
+    # soon after busy's progress (a loaded machine is slow, and a record
+    # dated to the second looks up to a second older).
+    aborted = [await short.sweep([stores.bucket]), await short.sweep([stores.bucket])]
+    assert aborted == [1, 0]
     await gone(stores, idle)
     assert await persisted(stores, busy) == PART
     assert await persisted(stores, live) == 0
-    assert await short.sweep([stores.bucket]) == 0
-    assert aborted == 1  # the idle session, once (not again as an orphan upload)
 
 
 # --- the in-memory store alone -------------------------------------------------
