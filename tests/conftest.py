@@ -12,7 +12,13 @@ follow it; ``moto_endpoint`` stays moto's. ``--s3 moto`` or ``--s3
 localstack`` keeps only that S3's runs of the marked tests (default: both).
 ``@pytest.mark.xfail_on_localstack(reason)`` marks a test's (or a
 ``pytest.param``'s) LocalStack run as a strict xfail: a known defect that
-only the stricter S3 shows."""
+only the stricter S3 shows.
+
+Tests that start processes (blobgate-server, the CLI, LocalStack, Node, a
+second network host) are marked ``slow``: by the fixtures they use, their
+folder, or by hand; a test that starts one unmarked fails, so ``pytest -m
+"not slow"`` (``make test-fast``) never does. Helpers the tests share are in
+tests/support/, imported by name; the fixtures are here."""
 
 from __future__ import annotations
 
@@ -21,23 +27,20 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aioboto3
 import grpc
 import pytest
 from moto.server import ThreadedMotoServer
-from server_process import ServerProcess
 
 from blobgate.server.app import Gateway, start_gateway
-from blobgate.server.core.settings import Settings
 from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2_grpc
-
-MiB = 1024 * 1024
-
-# The contract suites' ``stores`` fixture (both store kinds in turn).
-pytest_plugins = ["contract_stores", "localstack"]
+from tests.support.gateways import gateway_settings, stop_gateway
+from tests.support.localstack import localstack_python, running_localstack
+from tests.support.server_process import ServerProcess
 
 # botocore's credential chain reads these. moto accepts any; LocalStack checks
 # presigned URLs against the secret "test" (its default for any access key).
@@ -58,6 +61,25 @@ def moto_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def localstack_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
+    """LocalStack's S3 endpoint, shared by the session; skipped (an error
+    under CI) where LocalStack is not installed, and skipped with ``--s3 moto``."""
+    if request.config.getoption("s3") == "moto":
+        pytest.skip("LocalStack's runs are off (--s3 moto)")
+    python = localstack_python()
+    if python is None:
+        reason = (
+            "LocalStack is not installed: run `make localstack` "
+            "(needs Python 3.13) or set LOCALSTACK_PYTHON"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with running_localstack(python) as endpoint:
+        yield endpoint
 
 
 S3_KINDS = ("moto", "localstack")
@@ -84,14 +106,53 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("store_kind", kinds)
 
 
+# What starts a process: the fixtures, and the folders whose every test does.
+SLOW_FIXTURES = {"processes", "localstack_endpoint", "node_client", "second_host"}
+SLOW_FOLDERS = {"cli", "bench"}
+TESTS = Path(__file__).parent
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """xfail_on_localstack: a strict xfail on the LocalStack run only."""
+    """xfail_on_localstack: a strict xfail on the LocalStack run only. slow:
+    the tests that start a process (by fixture, folder or LocalStack run)."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is None or callspec.params.get("store_kind") != "localstack":
-            continue
-        for marker in item.iter_markers("xfail_on_localstack"):
-            item.add_marker(pytest.mark.xfail(strict=True, reason=marker.args[0]))
+        on_localstack = callspec is not None and callspec.params.get("store_kind") == "localstack"
+        if on_localstack:
+            for marker in item.iter_markers("xfail_on_localstack"):
+                item.add_marker(pytest.mark.xfail(strict=True, reason=marker.args[0]))
+        folder = item.path.relative_to(TESTS).parts[0]
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if on_localstack or folder in SLOW_FOLDERS or fixtures & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+
+
+# Processes the running test started (subprocess, fork, spawn), from Python's
+# audit events: the fast subset's promise is kept by a check, not by hand.
+_started: list[str] = []
+_SPAWNS = {"subprocess.Popen", "os.posix_spawn", "os.system", "os.fork", "os.forkpty"}
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event in _SPAWNS:
+        _started.append(f"{event} {args[1] if event == 'subprocess.Popen' else args}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    sys.addaudithook(_audit)  # cannot be removed: it only appends to a list
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _started.clear()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """A test not marked slow must start no process (make test-fast)."""
+    if _started and item.get_closest_marker("slow") is None:
+        started, _started[:] = list(_started), []
+        pytest.fail(f"started a process without the slow marker: {started[0]}", pytrace=False)
 
 
 @pytest.fixture
@@ -124,24 +185,6 @@ def bucket() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
-def gateway_settings(endpoint: str, bucket: str, **overrides: Any) -> Settings:
-    """Settings for a test gateway on the S3 at ``endpoint``: port 0, this
-    test's bucket, small parts."""
-    values: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "s3_endpoint": endpoint,
-        "s3_region": "us-east-1",
-        "default_bucket": bucket,
-        "create_buckets": True,
-        "part_size": 5 * MiB,
-        "health_interval": 0.2,
-        "shutdown_grace": 5.0,
-        "drain_delay": 0.0,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
 @pytest.fixture
 async def gateway(
     request: pytest.FixtureRequest, store_kind: str, s3_endpoint: str, bucket: str
@@ -163,16 +206,6 @@ async def gateway(
     await stop_gateway(gw)
 
 
-async def stop_gateway(gw: Gateway, grace: float = 1.0) -> None:
-    """Stop a test gateway; if that hangs, show every task's stack and fail."""
-    try:
-        await asyncio.wait_for(gw.stop(grace=grace), grace + 20)
-    except TimeoutError:
-        for task in asyncio.all_tasks():
-            task.print_stack(file=sys.stderr)
-        raise
-
-
 @pytest.fixture
 async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as ch:
@@ -190,11 +223,3 @@ async def processes() -> AsyncIterator[list[ServerProcess]]:
     started: list[ServerProcess] = []
     yield started
     await asyncio.gather(*(server.kill() for server in started))
-
-
-async def assert_nothing_left(s3: Any, bucket: str, key: str) -> None:
-    """The "commit nothing" check: no object at key, no multipart upload left."""
-    listing = await s3.list_objects_v2(Bucket=bucket, Prefix=key)
-    assert [o["Key"] for o in listing.get("Contents", [])] == []
-    uploads = await s3.list_multipart_uploads(Bucket=bucket)
-    assert uploads.get("Uploads", []) == []
