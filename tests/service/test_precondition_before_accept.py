@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aioboto3
 import grpc
 import pytest
 
@@ -29,20 +28,7 @@ TRIES = 5  # the defect showed 5 times of 5 on LocalStack: each case runs this o
 SIZES = {"one-put": 64 * 1024, "multipart": 3 * PART + 1000}
 
 
-@pytest.fixture(params=["moto", "localstack"])
-def endpoint(request: pytest.FixtureRequest) -> str:
-    """The S3 behind the gateway: moto, or LocalStack's stricter S3."""
-    name = "moto_endpoint" if request.param == "moto" else "localstack_endpoint"
-    value: str = request.getfixturevalue(name)
-    return value
-
-
-@pytest.fixture
-async def s3(endpoint: str) -> AsyncIterator[Any]:
-    """A plain S3 client to look behind the gateway's back."""
-    session = aioboto3.Session()
-    async with session.client("s3", endpoint_url=endpoint, region_name="us-east-1") as client:
-        yield client
+pytestmark = pytest.mark.both_s3s
 
 
 async def _started(endpoint: str, bucket: str, **overrides: Any) -> Gateway:
@@ -53,16 +39,11 @@ async def _started(endpoint: str, bucket: str, **overrides: Any) -> Gateway:
 
 
 @pytest.fixture
-async def gateway(endpoint: str, bucket: str) -> AsyncIterator[Gateway]:
-    gw = await _started(endpoint, bucket)
+async def gateway(s3_endpoint: str, bucket: str) -> AsyncIterator[Gateway]:
+    """The test's gateway, its bucket made before the test writes to it."""
+    gw = await _started(s3_endpoint, bucket)
     yield gw
     await stop_gateway(gw)
-
-
-@pytest.fixture
-async def stub(gateway: Gateway) -> AsyncIterator[storage_pb2_grpc.StorageServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
-        yield storage_pb2_grpc.StorageServiceStub(channel)
 
 
 async def _existing(s3: Any, bucket: str, key: str) -> str:
@@ -166,13 +147,13 @@ async def test_a_resumable_start_is_refused(
 
 
 async def test_the_client_reports_the_status_of_a_call_refused_mid_write(
-    endpoint: str, bucket: str
+    s3_endpoint: str, bucket: str
 ) -> None:
     """A refusal that can only come once data flows (an undeclared size over
     ``max_object_size``) ends the call while the client writes; grpc.aio then
     may replace the server's status with INTERNAL (grpc/grpc#36066). The
     client reports the server's RESOURCE_EXHAUSTED, every time."""
-    gw = await _started(endpoint, bucket, max_object_size=2 * PART)
+    gw = await _started(s3_endpoint, bucket, max_object_size=2 * PART)
 
     async def unsized() -> AsyncIterator[bytes]:
         for _ in range(6):

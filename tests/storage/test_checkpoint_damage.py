@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aioboto3
 import grpc
 import pytest
 
@@ -64,25 +63,7 @@ DAMAGES: dict[str, tuple[Callable[[bytes], bytes], bool]] = {
 }
 
 
-@pytest.fixture(params=["moto", "localstack"])
-def s3_kind(request: pytest.FixtureRequest) -> str:
-    """Which S3 is behind the gateway: moto, or LocalStack's stricter S3."""
-    kind: str = request.param
-    return kind
-
-
-@pytest.fixture
-def endpoint(request: pytest.FixtureRequest, s3_kind: str) -> str:
-    value: str = request.getfixturevalue(f"{s3_kind}_endpoint")
-    return value
-
-
-@pytest.fixture
-async def s3(endpoint: str) -> AsyncIterator[Any]:
-    """A plain S3 client to look (and damage) behind the gateway's back."""
-    session = aioboto3.Session()
-    async with session.client("s3", endpoint_url=endpoint, region_name="us-east-1") as client:
-        yield client
+pytestmark = pytest.mark.both_s3s
 
 
 async def _started(s3_endpoint: str, bucket: str, **overrides: Any) -> Gateway:
@@ -93,8 +74,9 @@ async def _started(s3_endpoint: str, bucket: str, **overrides: Any) -> Gateway:
 
 
 @pytest.fixture
-async def stub(endpoint: str, bucket: str) -> AsyncIterator[Stub]:
-    gw = await _started(endpoint, bucket)
+async def stub(s3_endpoint: str, bucket: str) -> AsyncIterator[Stub]:
+    """A stub on a gateway of the test's own, its bucket made first."""
+    gw = await _started(s3_endpoint, bucket)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:
             yield Stub(channel)
@@ -178,7 +160,7 @@ async def test_a_damaged_session_says_so_and_can_be_cancelled(
 
 
 async def test_the_janitor_ends_damaged_sessions_once_idle(
-    stub: Stub, endpoint: str, s3: Any, bucket: str
+    stub: Stub, s3_endpoint: str, s3: Any, bucket: str
 ) -> None:
     """Until it has been idle past the expiry a damaged session answers
     DATA_LOSS; then the janitor (of another instance) ends it as any other:
@@ -191,7 +173,7 @@ async def test_the_janitor_ends_damaged_sessions_once_idle(
         await _refused(Code.DATA_LOSS, stub.QueryUploadStatus(query, timeout=30))
     assert len((await sessions_left(s3, bucket))[0]) == len(DAMAGES)
 
-    sweeper = await _started(endpoint, bucket, session_expiry=2.0, janitor_interval=0.3)
+    sweeper = await _started(s3_endpoint, bucket, session_expiry=2.0, janitor_interval=0.3)
     try:
 
         async def swept() -> None:
@@ -210,15 +192,15 @@ def _record_put(request: Request) -> bool:
 
 
 async def test_a_record_damaged_on_the_way_is_refused_by_a_store_that_checks(
-    s3_kind: str, endpoint: str, s3: Any, bucket: str
+    store_kind: str, s3_endpoint: str, s3: Any, bucket: str
 ) -> None:
     """A session record's body changed between the gateway and S3 (a byte
     flipped in flight, through a proxy): it carries the Content-MD5 of what
     the gateway sent, so LocalStack refuses it (BadDigest): the start is
     UNAVAILABLE and leaves nothing. moto checks no digest and stores it: the
     session then answers DATA_LOSS, and Cancel leaves nothing either."""
-    checks_digests = s3_kind == "localstack"
-    with FaultProxy(endpoint) as proxy:
+    checks_digests = store_kind == "localstack"
+    with FaultProxy(s3_endpoint) as proxy:
         gw = await _started(proxy.url, bucket)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:
@@ -244,13 +226,13 @@ async def test_a_record_damaged_on_the_way_is_refused_by_a_store_that_checks(
 
 
 async def test_only_its_owner_learns_that_a_session_is_damaged_and_may_cancel_it(
-    endpoint: str, s3: Any, bucket: str
+    s3_endpoint: str, s3: Any, bucket: str
 ) -> None:
     """With identified callers a damaged session still belongs to its owner
     (the record's metadata keeps a hash of it): to another principal it does
     not exist. A record that lost its metadata proves no owner, so it
     belongs to no identified caller: the janitor ends it."""
-    settings = gateway_settings(endpoint, bucket)
+    settings = gateway_settings(s3_endpoint, bucket)
     async with S3Connection(settings) as connection:
         await connection.ensure_buckets([bucket])
         inner = S3Sessions(connection, ByteBudget(int(settings.memory_budget)))

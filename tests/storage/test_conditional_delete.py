@@ -13,11 +13,9 @@ store answered NotImplemented once (``auto``, the default)."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-import aioboto3
 import google_crc32c
 import grpc
 import pytest
@@ -39,38 +37,8 @@ from tests.support.helpers import PART, expect_status, payload, upload
 Code = grpc.StatusCode
 
 
-@pytest.fixture(params=["moto", "localstack"])
-def kind(request: pytest.FixtureRequest) -> str:
-    """Which S3: moto (has conditional delete) or LocalStack (501)."""
-    value: str = request.param
-    return value
-
-
-@pytest.fixture
-def endpoint(request: pytest.FixtureRequest, kind: str) -> str:
-    value: str = request.getfixturevalue(f"{kind}_endpoint")
-    return value
-
-
-@pytest.fixture
-async def s3(endpoint: str) -> AsyncIterator[Any]:
-    """A plain S3 client on the same S3, behind the gateway's back."""
-    session = aioboto3.Session()
-    async with session.client("s3", endpoint_url=endpoint, region_name="us-east-1") as client:
-        yield client
-
-
-@pytest.fixture
-async def gateway(endpoint: str, bucket: str) -> AsyncIterator[Gateway]:
-    gw = await start_gateway(gateway_settings(endpoint, bucket))
-    yield gw
-    await stop_gateway(gw)
-
-
-@pytest.fixture
-async def stub(gateway: Gateway) -> AsyncIterator[storage_pb2_grpc.StorageServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
-        yield storage_pb2_grpc.StorageServiceStub(channel)
+# Every test runs on moto (S3's If-Match) and on LocalStack (501 NotImplemented).
+pytestmark = pytest.mark.both_s3s
 
 
 async def exists(s3: Any, bucket: str, key: str) -> bool:
@@ -132,14 +100,14 @@ async def test_mv_removes_its_source(gateway: Gateway, s3: Any, bucket: str) -> 
 
 
 async def test_the_janitor_removes_a_stale_sha256_record(
-    gateway: Gateway, endpoint: str, s3: Any, bucket: str
+    gateway: Gateway, s3_endpoint: str, s3: Any, bucket: str
 ) -> None:
     """Records of objects replaced behind the gateway's back are stale; the
     janitor deletes each on the ETag it read, and keeps a live one."""
     for seed, key in enumerate(("kept.bin", "replaced.bin")):
         await upload(gateway, key, payload(PART + 1, seed=seed))  # no sha256 declared: a record
     await s3.put_object(Bucket=bucket, Key="replaced.bin", Body=b"other")
-    async with S3Connection(gateway_settings(endpoint, bucket)) as connection:
+    async with S3Connection(gateway_settings(s3_endpoint, bucket)) as connection:
         await sweep(connection, [bucket], timedelta(seconds=0))
     listing = await s3.list_objects_v2(Bucket=bucket, Prefix=RECORD_PREFIX)
     assert [o["Key"] for o in listing.get("Contents", [])] == [record_key("kept.bin")]
@@ -169,20 +137,20 @@ async def test_an_object_s3_stored_with_another_crc32c_is_removed(
 
 @pytest.mark.parametrize("mode", ["auto", "native", "emulate"])
 async def test_each_mode_on_each_store(
-    endpoint: str, kind: str, s3: Any, bucket: str, mode: str
+    s3_endpoint: str, store_kind: str, s3: Any, bucket: str, mode: str
 ) -> None:
     """Two Deletes with ``if_match``: which of them send If-Match, and what
     they answer. ``auto`` learns once per bucket that a store lacks it;
     ``native`` on such a store is UNIMPLEMENTED and deletes nothing;
     ``emulate`` never sends it."""
-    settings = gateway_settings(endpoint, bucket, s3_conditional_delete=mode)
+    settings = gateway_settings(s3_endpoint, bucket, s3_conditional_delete=mode)
     gw = await start_gateway(settings)
     try:
         sent = conditional_deletes_sent(gw)
         etags = [(await upload(gw, f"k{i}.bin", payload(100, seed=i))).etag for i in (0, 1)]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:
             stub = storage_pb2_grpc.StorageServiceStub(channel)
-            if mode == "native" and kind == "localstack":
+            if mode == "native" and store_kind == "localstack":
                 for i, etag in enumerate(etags):
                     error = await expect_status(Code.UNIMPLEMENTED, delete(stub, f"k{i}.bin", etag))
                     assert "If-Match" in (error.details() or "")
@@ -208,7 +176,7 @@ async def test_each_mode_on_each_store(
         ("emulate", "moto"): [False, False],
         ("emulate", "localstack"): [False, False],
     }
-    assert sent == expected[(mode, kind)]
+    assert sent == expected[(mode, store_kind)]
 
 
 def test_not_implemented_is_unimplemented_and_says_what() -> None:

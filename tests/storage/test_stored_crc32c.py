@@ -16,9 +16,7 @@ import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aioboto3
 import google_crc32c
-import grpc
 import pytest
 
 from blobgate.server.app import Gateway, start_gateway
@@ -29,33 +27,16 @@ from tests.support.helpers import PART, MiB, download, payload, sha256, upload
 COPY_THRESHOLD = 5 * MiB  # the smallest setting: larger copies go part by part
 
 
-@pytest.fixture(params=["moto", "localstack"])
-def endpoint(request: pytest.FixtureRequest) -> str:
-    """The S3 under test: moto, or LocalStack's S3 (stricter)."""
-    value: str = request.getfixturevalue(f"{request.param}_endpoint")
-    return value
+pytestmark = pytest.mark.both_s3s
 
 
 @pytest.fixture
-async def s3(endpoint: str) -> AsyncIterator[Any]:
-    """A plain S3 client on the same S3, behind the gateway's back."""
-    session = aioboto3.Session()
-    async with session.client("s3", endpoint_url=endpoint, region_name="us-east-1") as client:
-        yield client
-
-
-@pytest.fixture
-async def gateway(endpoint: str, bucket: str) -> AsyncIterator[Gateway]:
-    settings = gateway_settings(endpoint, bucket, copy_threshold=COPY_THRESHOLD)
+async def gateway(s3_endpoint: str, bucket: str) -> AsyncIterator[Gateway]:
+    """The test's gateway, with the smallest copy threshold."""
+    settings = gateway_settings(s3_endpoint, bucket, copy_threshold=COPY_THRESHOLD)
     gw = await start_gateway(settings)
     yield gw
     await stop_gateway(gw)
-
-
-@pytest.fixture
-async def stub(gateway: Gateway) -> AsyncIterator[storage_pb2_grpc.StorageServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
-        yield storage_pb2_grpc.StorageServiceStub(channel)
 
 
 def crc32c(blob: bytes) -> int:
