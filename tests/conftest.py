@@ -4,7 +4,7 @@ S3 server without seeing each other's objects.
 
 Which S3: moto's server (``moto_endpoint``) by default. Tests or modules
 marked ``@pytest.mark.both_s3s`` run once on moto and once on LocalStack's
-S3 (``localstack_endpoint``, a stricter S3: see tests/localstack.py), and
+S3 (``localstack_endpoint``, a stricter S3: see tests/support/localstack.py), and
 ``both_s3s(memory=True)`` adds a run on the in-memory store first. The
 ``store_kind`` fixture names the run (``memory``, ``moto``, ``localstack``)
 and ``s3_endpoint``, ``s3``, ``gateway`` and the contract suites' ``stores``
@@ -14,20 +14,17 @@ localstack`` keeps only that S3's runs of the marked tests (default: both).
 ``pytest.param``'s) LocalStack run as a strict xfail: a known defect that
 only the stricter S3 shows.
 
-Tests that start processes (blobgate-server, the CLI, LocalStack, Node, a
-second network host) are marked ``slow``: by the fixtures they use, their
-folder, or by hand; a test that starts one unmarked fails, so ``pytest -m
-"not slow"`` (``make test-fast``) never does. Helpers the tests share are in
-tests/support/, imported by name; the fixtures are here."""
+Which tests ``make test-fast`` leaves out (those that start a process or
+talk to an S3 server) is tests/support/selection.py's business. Helpers the
+tests share are in tests/support/, imported by name; the shared fixtures are
+here."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aioboto3
@@ -41,6 +38,9 @@ from blobgate.v1 import storage_pb2_grpc
 from tests.support.gateways import gateway_settings, stop_gateway
 from tests.support.localstack import localstack_python, running_localstack
 from tests.support.server_process import ServerProcess
+
+# The markers slow and s3_server, which make test-fast leaves out.
+pytest_plugins = ["tests.support.selection"]
 
 # botocore's credential chain reads these. moto accepts any; LocalStack checks
 # presigned URLs against the secret "test" (its default for any access key).
@@ -106,53 +106,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("store_kind", kinds)
 
 
-# What starts a process: the fixtures, and the folders whose every test does.
-SLOW_FIXTURES = {"processes", "localstack_endpoint", "node_client", "second_host"}
-SLOW_FOLDERS = {"cli", "bench"}
-TESTS = Path(__file__).parent
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """xfail_on_localstack: a strict xfail on the LocalStack run only. slow:
-    the tests that start a process (by fixture, folder or LocalStack run)."""
+    """xfail_on_localstack: a strict xfail on the LocalStack run only."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        on_localstack = callspec is not None and callspec.params.get("store_kind") == "localstack"
-        if on_localstack:
-            for marker in item.iter_markers("xfail_on_localstack"):
-                item.add_marker(pytest.mark.xfail(strict=True, reason=marker.args[0]))
-        folder = item.path.relative_to(TESTS).parts[0]
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if on_localstack or folder in SLOW_FOLDERS or fixtures & SLOW_FIXTURES:
-            item.add_marker(pytest.mark.slow)
-
-
-# Processes the running test started (subprocess, fork, spawn), from Python's
-# audit events: the fast subset's promise is kept by a check, not by hand.
-_started: list[str] = []
-_SPAWNS = {"subprocess.Popen", "os.posix_spawn", "os.system", "os.fork", "os.forkpty"}
-
-
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if event in _SPAWNS:
-        _started.append(f"{event} {args[1] if event == 'subprocess.Popen' else args}")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    sys.addaudithook(_audit)  # cannot be removed: it only appends to a list
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    _started.clear()
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_runtest_teardown(item: pytest.Item) -> None:
-    """A test not marked slow must start no process (make test-fast)."""
-    if _started and item.get_closest_marker("slow") is None:
-        started, _started[:] = list(_started), []
-        pytest.fail(f"started a process without the slow marker: {started[0]}", pytrace=False)
+        if callspec is None or callspec.params.get("store_kind") != "localstack":
+            continue
+        for marker in item.iter_markers("xfail_on_localstack"):
+            item.add_marker(pytest.mark.xfail(strict=True, reason=marker.args[0]))
 
 
 @pytest.fixture

@@ -337,7 +337,7 @@ async def test_unreachable_server_is_unavailable() -> None:
 def test_a_write_that_lost_the_status_is_named_and_retryable() -> None:
     """grpc.aio replaces a call's status with INTERNAL "Internal error from
     Core" when a write fails as the stream ends (grpc/grpc#36066; seen when
-    the gateway is SIGKILLed mid-upload, tests/test_client_resume.py). The
+    the gateway is SIGKILLed mid-upload, tests/client/test_resume.py). The
     error is built here from grpc.aio's own error type, since no real part
     produces that race on demand."""
     lost = BlobgateError.from_rpc_error(
@@ -359,7 +359,7 @@ def test_a_write_that_lost_the_status_is_named_and_retryable() -> None:
 
 def test_a_call_the_server_cancelled_is_retryable() -> None:
     """A server shutting down cancels the calls it has not started
-    (grpc/grpc#41785; seen in tests/test_lifecycle.py): CANCELLED, which is
+    (grpc/grpc#41785; seen in tests/server/test_lifecycle.py): CANCELLED, which is
     worth another attempt unless this process cancelled the call itself. Built
     from grpc.aio's own error type: the race does not happen on demand."""
     cancelled = grpc.aio.AioRpcError(Code.CANCELLED, details="CANCELLED")

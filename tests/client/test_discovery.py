@@ -456,6 +456,7 @@ async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, bytes, str]:
     return result.returncode, result.stdout, result.stderr
 
 
+@pytest.mark.slow
 async def test_cli_with_a_consul_target(
     agent: ConsulAgent, consul_api: Any, gateways: list[Counted]
 ) -> None:
@@ -492,7 +493,7 @@ async def test_one_of_three_dies_or_stops_under_load(
     client drop it, and it finishes what it started. Either way no idempotent
     call fails. (Calls that reach an instance just as it stops accepting are
     refused, or cancelled unstarted by gRPC core, grpc/grpc#41785; the client
-    retries both, tests/test_client.py, though this test rarely sees either.)"""
+    retries both, tests/client/test_client.py, though this test rarely sees either.)"""
     args = ["--listen", "127.0.0.1:0", "--s3-endpoint", moto_endpoint]
     args += ["--default-bucket", bucket, "--create-buckets", "--drain-delay", "0"]
     processes.extend(await asyncio.gather(*(ServerProcess.start(*args) for _ in range(3))))

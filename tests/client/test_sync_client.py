@@ -26,6 +26,9 @@ from tests.support import ROOT
 from tests.support.helpers import payload
 from tests.support.server_process import LISTENING, SERVER, SOURCE_PATH
 
+# Every test talks to a blobgate-server subprocess.
+pytestmark = pytest.mark.slow
+
 MiB = 1024 * 1024
 Code = grpc.StatusCode
 

@@ -104,6 +104,7 @@ def client_settings(case: str, files: Files) -> tuple[dict[str, Any], list[str]]
     return keywords, options
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 async def test_a_connection_that_cannot_be_set_up_says_why(
     moto_endpoint: str, bucket: str, files: Files, case: str
@@ -157,6 +158,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow
 async def test_grpc_log_lines_stay_off_the_cli_stderr(files: Files) -> None:
     """gRPC reads GRPC_VERBOSITY once, at import: the command's module sets
     it first, so gRPC's lines stay off its stderr unless the variable asks."""
@@ -234,6 +236,7 @@ def _encrypted_key() -> bytes:
     )
 
 
+@pytest.mark.slow
 async def test_bad_tls_files_are_a_usage_error_naming_the_file(files: Files) -> None:
     # Port 1: nothing listens; every case must fail before dialling anyway.
     for case, (options, starts) in _bad_files(files).items():
@@ -295,6 +298,7 @@ async def test_a_spiffe_only_server_certificate_cannot_be_verified(
             assert caught.value.problem is ConnectProblem.NAME_MISMATCH, name
 
 
+@pytest.mark.slow
 async def test_an_svid_with_a_dns_name_is_verified_as_documented(
     moto_endpoint: str, bucket: str, files: Files
 ) -> None:

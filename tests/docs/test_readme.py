@@ -123,6 +123,7 @@ def _repository_files() -> list[Path]:
     return [ROOT / name for name in listed.decode().split("\0") if name]
 
 
+@pytest.mark.slow
 def test_no_file_points_outside_the_repository() -> None:
     offenders = []
     for path in _repository_files():
@@ -164,6 +165,7 @@ def test_python_examples_compile(document: Path) -> None:
         compile(block, f"{document.name}, python example {number}", "exec")
 
 
+@pytest.mark.slow
 async def test_the_security_client_examples_run(
     moto_endpoint: str, bucket: str, tmp_path: Path
 ) -> None:

@@ -178,6 +178,7 @@ async def _run(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
     return proc.returncode, out.decode()
 
 
+@pytest.mark.slow
 async def test_the_docker_healthcheck_probes_the_listener_in_mtls_mode(tmp_path: Path) -> None:
     listen, command = _dockerfile_healthcheck()
     assert listen.startswith("127.0.0.1:")  # loopback: the check runs in the container

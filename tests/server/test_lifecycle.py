@@ -22,6 +22,9 @@ from tests.fakes.pki import CA
 from tests.support.helpers import HeldUpload
 from tests.support.server_process import SERVER, ServerProcess
 
+# Every test starts blobgate-server as a subprocess.
+pytestmark = pytest.mark.slow
+
 MiB = 1024 * 1024
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import pytest
+
 from blobgate.server.app import Gateway
+
+# Every test runs blobgate-probe as a subprocess.
+pytestmark = pytest.mark.slow
 
 PROBE = [sys.executable, "-m", "blobgate.server.probe"]
 

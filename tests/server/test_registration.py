@@ -173,6 +173,7 @@ async def test_stop_deregisters(registered: Gateway, agent: ConsulAgent) -> None
     assert service_id not in agent.services()
 
 
+@pytest.mark.slow
 async def test_sigterm_deregisters_then_drains_in_flight_upload(
     moto_endpoint: str, bucket: str, s3: Any, agent: ConsulAgent
 ) -> None:
@@ -374,6 +375,7 @@ async def test_loopback_is_never_registered_with_an_agent_on_another_host(
     assert "advertise_address" in message and "\n" not in message
 
 
+@pytest.mark.slow
 async def test_the_server_process_refuses_loopback_for_a_remote_agent(
     moto_endpoint: str, bucket: str
 ) -> None:

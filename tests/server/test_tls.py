@@ -304,6 +304,7 @@ async def test_tls_beyond_loopback_needs_no_insecure(
         assert await health_over(channel) == health_pb2.HealthCheckResponse.SERVING
 
 
+@pytest.mark.slow
 async def test_server_process_refuses_plaintext_on_all_interfaces(
     moto_endpoint: str, bucket: str
 ) -> None:
@@ -351,6 +352,7 @@ async def _probe(*args: str, env: dict[str, str] | None = None) -> tuple[int, st
     return proc.returncode, out.decode()
 
 
+@pytest.mark.slow
 async def test_probe_over_tls_and_mtls(moto_endpoint: str, bucket: str, pki: Pki) -> None:
     client_cert, client_key = pki.client.write(pki.dir, "probe")
     settings = tls_settings(moto_endpoint, bucket, pki, tls_client_ca_file=pki.ca_file)
@@ -381,6 +383,7 @@ async def test_probe_over_tls_and_mtls(moto_endpoint: str, bucket: str, pki: Pki
         assert plain_code == 1 and out.count("\n") == 1, out
 
 
+@pytest.mark.slow
 async def test_probe_refuses_a_certificate_without_its_key(pki: Pki) -> None:
     code, out = await _probe("--tls-cert-file", str(pki.cert_file))
     assert code == 2 and "--tls-key-file" in out and out.count("\n") == 1, out

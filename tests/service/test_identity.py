@@ -21,7 +21,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from blobgate.client import BlobgateError, Client, cli
+from blobgate.client import BlobgateError, Client
+from blobgate.client.cli import main as cli
 from blobgate.server.app import Gateway, StartupError, start_gateway
 from blobgate.server.core import identity
 from blobgate.server.core.identity import certificate_principal

@@ -87,6 +87,7 @@ async def test_delete_with_if_match(
     assert "there is no object" in (error.details() or "")
 
 
+@pytest.mark.slow
 async def test_mv_removes_its_source(gateway: Gateway, s3: Any, bucket: str) -> None:
     """The CLI's mv: copied on the source's ETag, then the source deleted on
     it; the destination holds exactly the source's bytes."""
