@@ -3,8 +3,9 @@ leaves out, as markers set at collection (a plugin of tests/conftest.py):
 
 - ``slow``: the test starts a process (blobgate-server, blobgate-probe, the
   CLI, LocalStack, Node, a second network host). Set by the fixtures it uses,
-  its folder, or by hand (``@pytest.mark.slow``); a test that starts a
-  process without it fails, so the fast subset never starts one.
+  its folder, a both_s3s run on LocalStack, or by hand
+  (``@pytest.mark.slow``); a test that starts a process without it fails, so
+  the fast subset never starts one.
 - ``s3_server``: the test talks to an S3 server (moto's or LocalStack's):
   it asks for one, or for a gateway that is not on the in-memory store.
 
@@ -22,8 +23,8 @@ from tests.support import ROOT
 # The fixtures that start a process, and the folders whose every test does.
 SLOW_FIXTURES = {"processes", "localstack_endpoint", "node_client", "second_host"}
 SLOW_FOLDERS = {"cli", "bench"}
-# The fixtures that are an S3 server or a client of one (s3_endpoint, and
-# the gateway on it, unless the run is on the in-memory store).
+# The fixtures that are an S3 server or a client of one; s3_endpoint (and
+# the gateway on it) counts unless the test runs on the in-memory store.
 S3_FIXTURES = {"moto_endpoint", "localstack_endpoint", "s3"}
 
 
@@ -35,11 +36,11 @@ def _run_kind(item: pytest.Item) -> str | None:
 
 
 def _talks_to_s3(item: pytest.Item, fixtures: set[str]) -> bool:
+    if fixtures & S3_FIXTURES:
+        return True
     run = _run_kind(item)
     if run is not None:  # the contract suites' stores ask for s3_endpoint on S3 runs only
         return run != "memory"
-    if fixtures & S3_FIXTURES:
-        return True
     marker = item.get_closest_marker("store")
     on_memory = marker is not None and marker.args == ("memory",)
     return "s3_endpoint" in fixtures and not on_memory
@@ -49,7 +50,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     tests = ROOT / "tests"
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        folder = item.path.relative_to(tests).parts[0]
+        folder = item.path.relative_to(tests).parts[0] if item.path.is_relative_to(tests) else ""
         on_localstack = _run_kind(item) == "localstack"
         if on_localstack or folder in SLOW_FOLDERS or fixtures & SLOW_FIXTURES:
             item.add_marker(pytest.mark.slow)
