@@ -1,5 +1,6 @@
 # Two commands for a newcomer: `make run` (the service on its embedded S3)
-# and `make test` (the whole test suite). Both create .venv on first use.
+# and `make test` (the whole test suite). Both create .venv on first use;
+# `make test-fast` is the edit-test loop's subset.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,7 +13,7 @@ PYTHON313 ?= $(shell for p in python3.13 "$$HOME/.pyenv/versions/3.13.0/bin/pyth
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null \
 	&& command -v "$$p" && break; done)
 
-.PHONY: run test lint protos check-protos buf contract-release bench soak lock localstack clean
+.PHONY: run test test-fast lint protos check-protos buf contract-release bench soak lock localstack clean
 
 # The versions that were tested (requirements/dev.lock, hash-checked), then
 # the project itself; pyproject.toml keeps ranges for library users.
@@ -41,7 +42,7 @@ lock: $(BIN)/.installed
 		--generate-hashes -o requirements/localstack.lock
 
 # LocalStack in .venv-localstack (the hash-checked versions of
-# requirements/localstack.lock); tests/localstack.py starts it.
+# requirements/localstack.lock); tests/support/localstack.py starts it.
 $(LOCALSTACK_VENV)/bin/.installed: requirements/localstack.lock
 	@test -n "$(PYTHON313)" || { echo "make localstack: LocalStack needs Python 3.13:" \
 		"put python3.13 on PATH or install it with pyenv (~/.pyenv/versions/3.13.0)" >&2; exit 1; }
@@ -60,6 +61,12 @@ run: $(BIN)/.installed
 # Two workers (pytest-xdist), each with its own moto and LocalStack.
 test: $(BIN)/.installed $(if $(PYTHON313),$(LOCALSTACK_VENV)/bin/.installed)
 	$(BIN)/pytest -n 2
+
+# The edit-test loop, in under a minute: the tests that start no process (no
+# blobgate-server, CLI, LocalStack or Node) and need no S3 server, that is the
+# unit tests and the runs on the in-memory store (tests/support/selection.py).
+test-fast: $(BIN)/.installed
+	$(BIN)/pytest -m "not slow and not s3_server"
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

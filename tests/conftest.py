@@ -4,7 +4,7 @@ S3 server without seeing each other's objects.
 
 Which S3: moto's server (``moto_endpoint``) by default. Tests or modules
 marked ``@pytest.mark.both_s3s`` run once on moto and once on LocalStack's
-S3 (``localstack_endpoint``, a stricter S3: see tests/localstack.py), and
+S3 (``localstack_endpoint``, a stricter S3: see tests/support/localstack.py), and
 ``both_s3s(memory=True)`` adds a run on the in-memory store first. The
 ``store_kind`` fixture names the run (``memory``, ``moto``, ``localstack``)
 and ``s3_endpoint``, ``s3``, ``gateway`` and the contract suites' ``stores``
@@ -12,13 +12,17 @@ follow it; ``moto_endpoint`` stays moto's. ``--s3 moto`` or ``--s3
 localstack`` keeps only that S3's runs of the marked tests (default: both).
 ``@pytest.mark.xfail_on_localstack(reason)`` marks a test's (or a
 ``pytest.param``'s) LocalStack run as a strict xfail: a known defect that
-only the stricter S3 shows."""
+only the stricter S3 shows.
+
+Which tests ``make test-fast`` leaves out (those that start a process or
+talk to an S3 server) is tests/support/selection.py's business. Helpers the
+tests share are in tests/support/, imported by name; the shared fixtures are
+here."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -27,18 +31,17 @@ import aioboto3
 import grpc
 import pytest
 from moto.server import ThreadedMotoServer
-from server_process import ServerProcess
 
 from blobgate.server.app import Gateway, start_gateway
-from blobgate.server.core.settings import Settings
 from blobgate.server.storage.factory import memory_config
 from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2_grpc
+from tests.support.gateways import gateway_settings, stop_gateway
+from tests.support.localstack import localstack_python, running_localstack
+from tests.support.server_process import ServerProcess
 
-MiB = 1024 * 1024
-
-# The contract suites' ``stores`` fixture (both store kinds in turn).
-pytest_plugins = ["contract_stores", "localstack"]
+# The markers slow and s3_server, which make test-fast leaves out.
+pytest_plugins = ["tests.support.selection"]
 
 # botocore's credential chain reads these. moto accepts any; LocalStack checks
 # presigned URLs against the secret "test" (its default for any access key).
@@ -59,6 +62,25 @@ def moto_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def localstack_endpoint(request: pytest.FixtureRequest) -> Iterator[str]:
+    """LocalStack's S3 endpoint, shared by the session; skipped (an error
+    under CI) where LocalStack is not installed, and skipped with ``--s3 moto``."""
+    if request.config.getoption("s3") == "moto":
+        pytest.skip("LocalStack's runs are off (--s3 moto)")
+    python = localstack_python()
+    if python is None:
+        reason = (
+            "LocalStack is not installed: run `make localstack` "
+            "(needs Python 3.13) or set LOCALSTACK_PYTHON"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with running_localstack(python) as endpoint:
+        yield endpoint
 
 
 S3_KINDS = ("moto", "localstack")
@@ -125,24 +147,6 @@ def bucket() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
 
 
-def gateway_settings(endpoint: str, bucket: str, **overrides: Any) -> Settings:
-    """Settings for a test gateway on the S3 at ``endpoint``: port 0, this
-    test's bucket, small parts."""
-    values: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "s3_endpoint": endpoint,
-        "s3_region": "us-east-1",
-        "default_bucket": bucket,
-        "create_buckets": True,
-        "part_size": 5 * MiB,
-        "health_interval": 0.2,
-        "shutdown_grace": 5.0,
-        "drain_delay": 0.0,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
 @pytest.fixture
 async def gateway(
     request: pytest.FixtureRequest, store_kind: str, s3_endpoint: str, bucket: str
@@ -164,16 +168,6 @@ async def gateway(
     await stop_gateway(gw)
 
 
-async def stop_gateway(gw: Gateway, grace: float = 1.0) -> None:
-    """Stop a test gateway; if that hangs, show every task's stack and fail."""
-    try:
-        await asyncio.wait_for(gw.stop(grace=grace), grace + 20)
-    except TimeoutError:
-        for task in asyncio.all_tasks():
-            task.print_stack(file=sys.stderr)
-        raise
-
-
 @pytest.fixture
 async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as ch:
@@ -191,11 +185,3 @@ async def processes() -> AsyncIterator[list[ServerProcess]]:
     started: list[ServerProcess] = []
     yield started
     await asyncio.gather(*(server.kill() for server in started))
-
-
-async def assert_nothing_left(s3: Any, bucket: str, key: str) -> None:
-    """The "commit nothing" check: no object at key, no multipart upload left."""
-    listing = await s3.list_objects_v2(Bucket=bucket, Prefix=key)
-    assert [o["Key"] for o in listing.get("Contents", [])] == []
-    uploads = await s3.list_multipart_uploads(Bucket=bucket)
-    assert uploads.get("Uploads", []) == []

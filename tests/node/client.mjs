@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // A blobgate.v1 client written only from the contract: @grpc/grpc-js plus
 // @grpc/proto-loader loading protos/blobgate/v1/storage.proto at run time (no
-// generated code). tests/test_node_client.py runs it against a live gateway.
+// generated code). tests/service/test_node_client.py runs it against a live gateway.
 //
 //   node client.mjs ADDRESS SCRATCH_DIR KEY_PREFIX
 //

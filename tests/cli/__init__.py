@@ -1,0 +1,1 @@
+"""The `blobgate` command, run as a subprocess."""

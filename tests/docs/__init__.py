@@ -1,0 +1,1 @@
+"""The docs stay honest: settings, guarantees, links and examples."""
