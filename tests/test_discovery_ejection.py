@@ -33,7 +33,7 @@ from fakes.pki import CA, Issued
 from helpers import eventually, free_port
 from test_cli import run_cli
 
-from blobgate.client import BlobgateError, Client, SyncClient
+from blobgate.client import BlobgateError, Client, ClientOptions, SyncClient
 from blobgate.client.outliers import EjectionPolicy, Outliers
 from blobgate.client.pool import Balancing, Pool
 from blobgate.server.app import Gateway, start_gateway
@@ -568,12 +568,16 @@ async def test_a_port_that_never_answers_fails_the_call_after_connect_timeout() 
 async def test_a_call_whose_choice_never_answers_is_hedged_to_the_next(gateway: Gateway) -> None:
     """The rotation's choice accepts TCP and never answers: after the hedge
     delay the call also connects to the next instance, and takes it."""
+    empty = Pool([], [])
+    assert await empty.connect((), 1.0) is None  # no instance: the transport says why
+    await empty.close()
     hole = BlackHole()
     silent = f"127.0.0.1:{await hole.start()}"
     good = f"127.0.0.1:{gateway.port}"
     try:
         for start, least, most in [(0, 0.2, 1.5), (1, 0.0, 0.5)]:  # the hole first, then not
-            pool = Pool([silent, good], [], balancing=Balancing(hedge=0.2), start=start)
+            balancing = Balancing.of(ClientOptions(connect_hedge=0.2))
+            pool = Pool([silent, good], [], balancing=balancing, start=start)
             try:
                 started = time.monotonic()
                 endpoint = await pool.connect((), 10.0)

@@ -115,7 +115,8 @@ class Client:
         return self.transport.addresses
 
     def call_counts(self) -> dict[str, int]:
-        """Attempts started per instance address since the client was created."""
+        """Calls started per instance address since the client was created
+        (an attempt that could not connect started none)."""
         return self.transport.call_counts()
 
     async def __aenter__(self) -> Self:

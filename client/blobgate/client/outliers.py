@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 class EjectionPolicy:
     """When an instance is ejected, and for how long (see the module)."""
 
-    after: int = 3
-    base: float = 1.0
-    cap: float = 60.0
+    after: int
+    base: float
+    cap: float
 
     def duration(self, ejections: int) -> float:
         """The length of the ``ejections``-th ejection in a row (from 1)."""

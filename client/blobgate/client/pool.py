@@ -23,12 +23,13 @@ import contextlib
 import random
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
 from blobgate.client.connecting import connect, is_ready
 from blobgate.client.errors import BlobgateError
+from blobgate.client.options import ClientOptions
 from blobgate.client.outliers import EjectionPolicy, Outliers
 from blobgate.client.wire import ChannelOption, StorageStub
 
@@ -42,12 +43,25 @@ ConnectTask = asyncio.Task[BlobgateError | None]
 
 @dataclass(frozen=True)
 class Balancing:
-    """How the pool connects and ejects (``ClientOptions`` documents each)."""
+    """How the pool connects and ejects: the ``ClientOptions`` of the same
+    names (``connect_hedge`` is ``hedge``), which document each."""
 
-    connect_timeout: float = 5.0
-    hedge: float = 0.25
-    preconnect: bool = False
-    ejection: EjectionPolicy = field(default_factory=EjectionPolicy)
+    connect_timeout: float
+    hedge: float
+    preconnect: bool
+    ejection: EjectionPolicy
+
+    @classmethod
+    def of(cls, options: ClientOptions) -> Balancing:
+        """The balancing ``options`` ask for."""
+        return cls(
+            connect_timeout=options.connect_timeout,
+            hedge=options.connect_hedge,
+            preconnect=options.preconnect,
+            ejection=EjectionPolicy(
+                options.eject_after, options.eject_time, options.max_eject_time
+            ),
+        )
 
 
 class PooledChannel:
@@ -86,7 +100,7 @@ class Pool:
         self._options = [*options, _OWN_CONNECTIONS]
         self._credentials = credentials
         self._drain_grace = drain_grace
-        self.balancing = balancing or Balancing()
+        self.balancing = balancing or Balancing.of(ClientOptions())
         self.outliers = Outliers(self.balancing.ejection)
         self._active: dict[str, PooledChannel] = {}
         self._retired: set[PooledChannel] = set()
@@ -162,7 +176,7 @@ class Pool:
             }
             idle = [e for e in order if e not in connecting.values()]
             if start_next is None:  # first, the rotation's choice, unless it is connecting
-                start_next = order[0] in idle
+                start_next = bool(order) and order[0] in idle
             if idle and (start_next or not connecting):
                 chosen = idle.pop(0)
                 connecting[self._connecting(chosen)] = chosen

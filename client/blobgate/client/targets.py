@@ -9,7 +9,6 @@ import ipaddress
 from blobgate.client.consul_transport import ConsulTransport
 from blobgate.client.discovery import ConsulTarget
 from blobgate.client.options import ClientOptions
-from blobgate.client.outliers import EjectionPolicy
 from blobgate.client.pool import Balancing
 from blobgate.client.transport import StaticTransport, Transport
 from blobgate.client.wire import CHANNEL_OPTIONS
@@ -62,12 +61,7 @@ def open_transport(target: str, options: ClientOptions) -> Transport:
     if options.tls is not None:
         channel_options = [*channel_options, *options.tls.channel_options()]
         credentials = options.tls.credentials(options.token)
-    balancing = Balancing(
-        connect_timeout=options.connect_timeout,
-        hedge=options.connect_hedge,
-        preconnect=options.preconnect,
-        ejection=EjectionPolicy(options.eject_after, options.eject_time, options.max_eject_time),
-    )
+    balancing = Balancing.of(options)
     service = ConsulTarget.parse(target)
     if service is None:
         return StaticTransport(dial_address(target), channel_options, credentials, balancing)

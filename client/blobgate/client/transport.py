@@ -48,7 +48,8 @@ class Transport(Protocol):
         ...
 
     def call_counts(self) -> dict[str, int]:
-        """Attempts started per address since the transport was created."""
+        """Calls started per address since the transport was created (an
+        attempt that could not connect started none)."""
         ...
 
     def start(self) -> None:
@@ -59,7 +60,9 @@ class Transport(Protocol):
         """The endpoint for the next attempt, one whose address is not in
         ``avoid`` if possible, waiting at most ``time_left`` seconds (None:
         no deadline) for one to be known. Raises ``BlobgateError`` when
-        there is none (UNAVAILABLE) or the transport is closed (CANCELLED)."""
+        there is none (UNAVAILABLE) or the transport is closed (CANCELLED);
+        an error marked ``unsent`` (nothing reached a server) is retried by
+        every call, idempotent or not."""
         ...
 
     def release(self, endpoint: Endpoint, failure: BlobgateError | None = None) -> None:
@@ -107,7 +110,8 @@ class PoolTransport:
         return self.pool.addresses
 
     def call_counts(self) -> dict[str, int]:
-        """Attempts started per address since the transport was created."""
+        """Calls started per address since the transport was created (an
+        attempt that could not connect started none)."""
         return dict(self.pool.calls)
 
     def ejections(self) -> dict[str, str]:
