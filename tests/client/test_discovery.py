@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -329,8 +330,11 @@ async def test_no_passing_instance_is_unavailable(agent: ConsulAgent) -> None:
     assert "no passing instance" in caught.value.message
 
 
-async def test_retries_go_to_another_instance_and_uploads_do_not_retry(
-    agent: ConsulAgent, consul_api: Any, gateways: list[Counted]
+async def test_an_instance_that_cannot_be_reached_gets_no_call(
+    agent: ConsulAgent,
+    consul_api: Any,
+    gateways: list[Counted],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     live = gateways[0]
     dead = f"127.0.0.1:{free_port()}"  # listed as passing, nothing listens
@@ -340,31 +344,35 @@ async def test_retries_go_to_another_instance_and_uploads_do_not_retry(
         await direct.upload("r.txt", b"retry")
     async with Client(f"consul://{SERVICE}", consul_addr=agent.address, timeout=10) as client:
         await wait_until(lambda: len(client.instances) == 2, what="2 instances")
-        for _ in range(10):
+        for n in range(10):
             assert (await client.stat("r.txt")).size == 5
             assert [c async for c in client.download("r.txt")] == [b"retry"]
             assert (await client.list_page()).objects
             await client.presign("r.txt")
-        assert client.call_counts().get(dead, 0) >= 1  # it was tried, and failed over
+            assert (await client.upload(f"u{n}.txt", b"up")).size == 2
+        assert client.call_counts().get(dead, 0) == 0  # it failed to connect: ejected
+    ejections = [r for r in caplog.records if r.name == "blobgate.client.outliers"]
+    assert ejections and all(dead in r.getMessage() for r in ejections)
+    assert "Connection refused" in ejections[0].getMessage()
 
-    # Only the dead instance: idempotent calls make max_attempts tries, an upload one.
+    # Only the dead instance: every call, an upload too, tries to connect
+    # max_attempts times, and fails UNAVAILABLE without sending anything.
     await consul_api.agent.service.deregister("live")
     async with Client(
         f"consul://{SERVICE}", consul_addr=agent.address, timeout=10, max_attempts=3
     ) as client:
         await wait_until(lambda: client.instances == (dead,), what="dead only")
-        with pytest.raises(BlobgateError) as caught:
-            await client.stat("r.txt")
-        assert caught.value.code == Code.UNAVAILABLE
-        assert isinstance(caught.value.__cause__, grpc.aio.AioRpcError)
-        assert client.call_counts()[dead] == 3
-        with pytest.raises(BlobgateError) as caught:
-            await client.upload("u.txt", b"not retried")
-        assert caught.value.code == Code.UNAVAILABLE
-        assert client.call_counts()[dead] == 4
+        calls = [lambda: client.stat("r.txt"), lambda: client.upload("u.txt", b"never sent")]
+        for call in calls:
+            with pytest.raises(BlobgateError) as caught:
+                await call()
+            assert caught.value.code == Code.UNAVAILABLE and caught.value.unsent
+            assert isinstance(caught.value.__cause__, grpc.aio.AioRpcError)
+        assert client.call_counts() == {}
 
 
-async def test_retries_end_at_the_deadline() -> None:
+async def test_retries_end_at_the_deadline(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="blobgate.client.retry")
     async with Client(f"127.0.0.1:{free_port()}", timeout=0.3, max_attempts=50) as client:
         started = time.monotonic()
         with pytest.raises(BlobgateError) as caught:
@@ -372,7 +380,8 @@ async def test_retries_end_at_the_deadline() -> None:
         elapsed = time.monotonic() - started
     assert caught.value.code in (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED)
     assert elapsed < 0.6
-    assert 2 <= client.call_counts()[client.target] < 50
+    retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
+    assert 1 <= len(retries) < 49
 
 
 # --- a download that fails after its first message -----------------------------

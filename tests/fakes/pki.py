@@ -113,13 +113,16 @@ class CA:
         cert = builder.sign(self._key, hashes.SHA256())
         return Issued(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key), serial)
 
-    def server(self, common_name: str = "blobgate") -> Issued:
-        """A server certificate for 127.0.0.1, ::1 and localhost."""
+    def server(
+        self, common_name: str = "blobgate", *, dns_names: tuple[str, ...] = ("localhost",)
+    ) -> Issued:
+        """A server certificate for 127.0.0.1, ::1 and ``dns_names``
+        (localhost unless given)."""
         return self._issue(
             common_name,
             ExtendedKeyUsageOID.SERVER_AUTH,
             [
-                x509.DNSName("localhost"),
+                *(x509.DNSName(name) for name in dns_names),
                 x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 x509.IPAddress(ipaddress.ip_address("::1")),
             ],

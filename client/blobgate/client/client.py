@@ -7,7 +7,10 @@ round-robin), or a transport object of the caller's own. Idempotent calls
 (stat, list, presign, delete, copy, batch_delete, and a download until its
 first bytes reach the caller) are retried on UNAVAILABLE, on another instance
 when there is one (``blobgate.client.retry``); uploads are not, unless resumable
-(``blobgate.client.resumable``). Every public method translates gRPC failures
+(``blobgate.client.resumable``). Every call, uploads included, is retried
+after a failure that happened before it left the client: calls only start on
+connected instances, and those that cannot be connected to are ejected
+(``blobgate.client.pool``). Every public method translates gRPC failures
 into ``BlobgateError`` (``blobgate.client.errors``), including those raised
 while a download is iterated.
 """
@@ -112,7 +115,8 @@ class Client:
         return self.transport.addresses
 
     def call_counts(self) -> dict[str, int]:
-        """Attempts started per instance address since the client was created."""
+        """Calls started per instance address since the client was created
+        (an attempt that could not connect started none)."""
         return self.transport.call_counts()
 
     async def __aenter__(self) -> Self:
@@ -187,7 +191,8 @@ class Client:
                     self.transport, self.options, spec, prepared.reread, progress
                 )
                 return await session.run()
-            budget = CallBudget.start(self.options.stream_timeout, attempts=1)
+            # Attempts to connect: the upload itself is sent once.
+            budget = CallBudget.start(self.options.stream_timeout, self.options.max_attempts)
             return await upload_once(self.transport, budget, spec, prepared.chunks, progress)
 
     async def open_download(

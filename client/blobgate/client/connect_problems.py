@@ -105,6 +105,7 @@ def explain(error: BlobgateError, tls: TLSConfig | None) -> BlobgateError:
         request_id=error.request_id,
         problem=problem,
         details=error.details,
+        unsent=error.unsent,
     )
     explained.__cause__ = error.__cause__
     return explained

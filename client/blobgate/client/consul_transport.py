@@ -10,6 +10,7 @@ import grpc
 
 from blobgate.client.discovery import ConsulTarget, ConsulWatcher, Instance
 from blobgate.client.errors import BlobgateError
+from blobgate.client.pool import Balancing
 from blobgate.client.transport import Endpoint, PoolTransport, closed_error
 from blobgate.client.wire import ChannelOption
 from blobgate.shared.consul_config import ConsulConfig
@@ -30,8 +31,9 @@ class ConsulTransport(PoolTransport):
         agent: ConsulConfig,
         options: Sequence[ChannelOption],
         credentials: grpc.ChannelCredentials | None = None,
+        balancing: Balancing | None = None,
     ) -> None:
-        super().__init__(target, [], options, credentials)
+        super().__init__(target, [], options, credentials, balancing)
         self.watcher = ConsulWatcher(service, agent, self._on_instances)
         try:
             asyncio.get_running_loop()
@@ -68,7 +70,7 @@ class ConsulTransport(PoolTransport):
             message = f"Consul at {watcher.agent} did not list service {watcher.target}: {why}"
         else:
             message = f"Consul at {watcher.agent} lists no passing instance of {watcher.target}"
-        return BlobgateError(grpc.StatusCode.UNAVAILABLE, message)
+        return BlobgateError(grpc.StatusCode.UNAVAILABLE, message, unsent=True)
 
     async def close(self) -> None:
         """Stop watching Consul and close the channels."""

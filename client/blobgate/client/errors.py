@@ -42,7 +42,10 @@ class BlobgateError(Exception):
     ``problem`` is what a connection that could not be set up most likely
     means (plaintext to a TLS server, a missing client certificate, a name
     mismatch...: ``connect_problems``), None otherwise; the message then
-    ends with a hint, and ``details`` is the message without it."""
+    ends with a hint, and ``details`` is the message without it.
+    ``unsent`` is true when the call failed before its first message left
+    the client (no instance could be connected to): no server saw it, so it
+    may be retried whatever the method."""
 
     def __init__(
         self,
@@ -54,6 +57,7 @@ class BlobgateError(Exception):
         request_id: str | None = None,
         problem: ConnectProblem | None = None,
         details: str | None = None,
+        unsent: bool = False,
     ) -> None:
         if request_id and request_id not in message:
             message = f"{message} (request id {request_id})"
@@ -67,6 +71,7 @@ class BlobgateError(Exception):
             retryable = code == grpc.StatusCode.UNAVAILABLE or status_lost
         self.retryable = retryable
         self.request_id = request_id
+        self.unsent = unsent
 
     @classmethod
     def from_rpc_error(cls, exc: grpc.aio.AioRpcError) -> BlobgateError:

@@ -30,8 +30,19 @@ class ClientOptions:
     call, for servers that identify callers by JWT; it needs ``tls`` and is
     never shown in a repr.
 
+    Calls are only started on connected instances (docs/operations.md,
+    "How clients pick an instance"). ``connect_timeout`` bounds the set-up
+    of a connection (TCP, TLS, HTTP/2) before its instance is ejected;
+    ``connect_hedge`` is how long a call waits on one instance's connection
+    before also connecting to the next. An instance is ejected when it
+    cannot be connected to, or after ``eject_after`` calls in a row that it
+    failed with UNAVAILABLE; for ``eject_time`` seconds, doubling with each
+    ejection in a row up to ``max_eject_time``. ``preconnect`` connects to
+    every instance as soon as it is known, not when the rotation reaches it.
+
     Raises ValueError for ``max_attempts`` below 1, a ``chunk_size`` out
-    of range, or a ``token`` that is malformed or without TLS.
+    of range, a ``token`` that is malformed or without TLS, or connection
+    and ejection settings out of range.
     """
 
     timeout: float | None = 60.0
@@ -43,6 +54,12 @@ class ClientOptions:
     bucket: str = ""
     chunk_size: int = CHUNK_SIZE
     token: str | None = field(default=None, repr=False)
+    connect_timeout: float = 5.0
+    connect_hedge: float = 0.25
+    eject_after: int = 3
+    eject_time: float = 1.0
+    max_eject_time: float = 60.0
+    preconnect: bool = False
 
     def __post_init__(self) -> None:
         if self.token is not None:
@@ -57,6 +74,17 @@ class ClientOptions:
         if not 0 < self.chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(
                 f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, not {self.chunk_size}"
+            )
+        if not self.connect_timeout > 0:
+            raise ValueError(f"connect_timeout must be above 0, not {self.connect_timeout}")
+        if not self.connect_hedge >= 0:
+            raise ValueError(f"connect_hedge must be 0 or more, not {self.connect_hedge}")
+        if self.eject_after < 1:
+            raise ValueError(f"eject_after must be at least 1, not {self.eject_after}")
+        if not 0 < self.eject_time <= self.max_eject_time:
+            raise ValueError(
+                f"eject_time must be above 0 and at most max_eject_time ({self.max_eject_time}), "
+                f"not {self.eject_time}"
             )
 
     @classmethod
@@ -91,6 +119,12 @@ class OptionKeywords(TypedDict, total=False):
     bucket: str
     chunk_size: int
     token: str | None
+    connect_timeout: float
+    connect_hedge: float
+    eject_after: int
+    eject_time: float
+    max_eject_time: float
+    preconnect: bool
     tls: bool | TLSConfig
     root_certificates: bytes | None
     private_key: bytes | None

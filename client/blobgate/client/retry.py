@@ -2,8 +2,9 @@
 
 A call gets a ``CallBudget``: attempts, a deadline, and the addresses that
 already failed it (the next attempt goes elsewhere if it can). ``retry_call``
-repeats an attempt while the failure is ``BlobgateError.retryable``, an
-attempt is left and the pause ends before the deadline. One budget can span
+repeats an attempt while the failure is ``BlobgateError.retryable`` (for a
+call that is not idempotent, only while it is ``unsent``: no server saw it),
+an attempt is left and the pause ends before the deadline. One budget can span
 several ``retry_call`` runs: a download reopened after its stream broke, a
 resumable upload that refunds the attempts that made progress.
 """
@@ -85,18 +86,24 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, BlobgateError) and exc.retryable
 
 
+def _unsent(exc: BaseException) -> bool:
+    return isinstance(exc, BlobgateError) and exc.retryable and exc.unsent
+
+
 async def retry_call(
     budget: CallBudget,
     attempt: Callable[[], Awaitable[T]],
     *,
     target: str,
     after: BlobgateError | None = None,
+    idempotent: bool = True,
 ) -> T:
     """Run ``attempt`` until it succeeds or fails for good (the last error
     is raised). ``after`` is a failure that happened before this run (a
     broken download): it counts as the first attempt, so the run starts with
     a pause, or raises it when no retry is left. ``target`` names the
-    destination in log messages when no address failed."""
+    destination in log messages when no address failed. A call that is not
+    ``idempotent`` is retried only after failures that are ``unsent``."""
 
     def before_sleep(state: RetryCallState) -> None:
         if budget.failed_at is not None:
@@ -107,7 +114,7 @@ async def retry_call(
         )
 
     retrying = AsyncRetrying(
-        retry=retry_if_exception(_retryable),
+        retry=retry_if_exception(_retryable if idempotent else _unsent),
         wait=RETRY_WAIT,
         stop=budget.exhausted,
         before_sleep=before_sleep,
@@ -135,6 +142,18 @@ async def retry_unary(transport: Transport, budget: CallBudget, method: str, req
     return await retry_call(
         budget, lambda: on_endpoint(transport, budget, use), target=transport.target
     )
+
+
+async def connected(transport: Transport, budget: CallBudget) -> Endpoint:
+    """A connected endpoint for a call that is not idempotent: the transport
+    is asked again while ``budget`` allows, for its failures are ``unsent``.
+    The caller releases the endpoint."""
+
+    async def attempt() -> Endpoint:
+        budget.attempts -= 1
+        return await transport.acquire(budget.tried, budget.remaining())
+
+    return await retry_call(budget, attempt, target=transport.target, idempotent=False)
 
 
 async def on_endpoint(

@@ -130,7 +130,8 @@ class SyncClient:
         return self._client.instances
 
     def call_counts(self) -> dict[str, int]:
-        """Attempts started per instance address since the client was created."""
+        """Calls started per instance address since the client was created
+        (an attempt that could not connect started none)."""
         return self._client.call_counts()
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ import ipaddress
 from blobgate.client.consul_transport import ConsulTransport
 from blobgate.client.discovery import ConsulTarget
 from blobgate.client.options import ClientOptions
+from blobgate.client.pool import Balancing
 from blobgate.client.transport import StaticTransport, Transport
 from blobgate.client.wire import CHANNEL_OPTIONS
 from blobgate.shared.consul_config import ConsulConfig
@@ -60,8 +61,9 @@ def open_transport(target: str, options: ClientOptions) -> Transport:
     if options.tls is not None:
         channel_options = [*channel_options, *options.tls.channel_options()]
         credentials = options.tls.credentials(options.token)
+    balancing = Balancing.of(options)
     service = ConsulTarget.parse(target)
     if service is None:
-        return StaticTransport(dial_address(target), channel_options, credentials)
+        return StaticTransport(dial_address(target), channel_options, credentials, balancing)
     agent = ConsulConfig.from_environment(options.consul_addr, options.consul_token)
-    return ConsulTransport(target, service, agent, channel_options, credentials)
+    return ConsulTransport(target, service, agent, channel_options, credentials, balancing)

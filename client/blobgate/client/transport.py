@@ -6,6 +6,10 @@ A client asks its transport for an endpoint before each attempt of a call,
 avoiding the addresses that already failed that call, and hands the endpoint
 back when the attempt ends, with the error if it failed. A test may give a
 ``Client`` a transport of its own.
+
+The pool's transports hand out connected endpoints only, and eject the
+instances that cannot serve (``pool``, ``outliers``): a failure to connect
+is ``unsent``, and retried by every call, whatever its method.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, Protocol
 import grpc
 
 from blobgate.client.errors import BlobgateError
-from blobgate.client.pool import Pool, PooledChannel
+from blobgate.client.pool import Balancing, Pool, PooledChannel
 from blobgate.client.wire import ChannelOption
 
 
@@ -44,7 +48,8 @@ class Transport(Protocol):
         ...
 
     def call_counts(self) -> dict[str, int]:
-        """Attempts started per address since the transport was created."""
+        """Calls started per address since the transport was created (an
+        attempt that could not connect started none)."""
         ...
 
     def start(self) -> None:
@@ -55,7 +60,9 @@ class Transport(Protocol):
         """The endpoint for the next attempt, one whose address is not in
         ``avoid`` if possible, waiting at most ``time_left`` seconds (None:
         no deadline) for one to be known. Raises ``BlobgateError`` when
-        there is none (UNAVAILABLE) or the transport is closed (CANCELLED)."""
+        there is none (UNAVAILABLE) or the transport is closed (CANCELLED);
+        an error marked ``unsent`` (nothing reached a server) is retried by
+        every call, idempotent or not."""
         ...
 
     def release(self, endpoint: Endpoint, failure: BlobgateError | None = None) -> None:
@@ -67,6 +74,10 @@ class Transport(Protocol):
         ...
 
 
+# Call endings that say nothing of the instance: the caller's deadline or cancellation.
+_NEITHER = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
 def closed_error() -> BlobgateError:
     """What a call on a closed client raises."""
     return BlobgateError(grpc.StatusCode.CANCELLED, "client is closed")
@@ -74,7 +85,8 @@ def closed_error() -> BlobgateError:
 
 class PoolTransport:
     """A transport over a ``Pool`` of channels; subclasses decide which
-    addresses the pool holds."""
+    addresses the pool holds. ``balancing`` sets how it connects and ejects
+    (None: the defaults of ``ClientOptions``)."""
 
     def __init__(
         self,
@@ -82,9 +94,10 @@ class PoolTransport:
         addresses: Sequence[str],
         options: Sequence[ChannelOption],
         credentials: grpc.ChannelCredentials | None,
+        balancing: Balancing | None = None,
     ) -> None:
         self._target = target
-        self.pool = Pool(addresses, options, credentials=credentials)
+        self.pool = Pool(addresses, options, credentials=credentials, balancing=balancing)
 
     @property
     def target(self) -> str:
@@ -97,17 +110,23 @@ class PoolTransport:
         return self.pool.addresses
 
     def call_counts(self) -> dict[str, int]:
-        """Attempts started per address since the transport was created."""
+        """Calls started per address since the transport was created (an
+        attempt that could not connect started none)."""
         return dict(self.pool.calls)
+
+    def ejections(self) -> dict[str, str]:
+        """The addresses ejected now, and why."""
+        return self.pool.outliers.ejections()
 
     def start(self) -> None:
         """Nothing runs in the background of a fixed set of addresses."""
 
     async def acquire(self, avoid: Collection[str], time_left: float | None) -> Endpoint:
-        """The pool's next channel (see ``Transport.acquire``)."""
+        """The pool's next connected channel (see ``Transport.acquire``); a
+        failure to connect is ``unsent``."""
         if self.pool.closed:
             raise closed_error()
-        endpoint = self.pool.acquire(avoid)
+        endpoint = await self.pool.connect(avoid, time_left)
         if endpoint is None:
             raise self._none_available()
         return endpoint
@@ -116,10 +135,19 @@ class PoolTransport:
         return closed_error()  # a fixed address is always in the pool until it closes
 
     def release(self, endpoint: Endpoint, failure: BlobgateError | None = None) -> None:
-        """Count the attempt on ``endpoint`` as ended. A failure needs no
-        note here: the pool already avoids a channel that fails to connect."""
+        """Count the attempt on ``endpoint`` as ended, and what it says of
+        the instance: it served (it answered, even with an error status), or
+        it failed as an instance that cannot serve fails (``retryable``).
+        The client's own deadline or cancellation says neither."""
         assert isinstance(endpoint, PooledChannel)
         self.pool.release(endpoint)
+        outliers = self.pool.outliers
+        if failure is None:
+            outliers.call_served(endpoint.address)
+        elif failure.retryable:
+            outliers.call_failed(endpoint.address, str(failure))
+        elif failure.code not in _NEITHER:
+            outliers.call_served(endpoint.address)
 
     async def close(self) -> None:
         """Close every channel, cancelling the calls still running."""
@@ -134,5 +162,6 @@ class StaticTransport(PoolTransport):
         address: str,
         options: Sequence[ChannelOption],
         credentials: grpc.ChannelCredentials | None = None,
+        balancing: Balancing | None = None,
     ) -> None:
-        super().__init__(address, [address], options, credentials)
+        super().__init__(address, [address], options, credentials, balancing)

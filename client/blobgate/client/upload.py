@@ -13,7 +13,7 @@ import grpc
 from blobgate.client.errors import BlobgateError, is_lost_status, translate_errors
 from blobgate.client.models import ObjectInfo
 from blobgate.client.progress import Progress, counted
-from blobgate.client.retry import CallBudget
+from blobgate.client.retry import CallBudget, connected
 from blobgate.client.sources import PreparedSource, close_chunks
 from blobgate.client.transport import Endpoint, Transport
 from blobgate.client.wire import UPLOAD_ACCEPTED, UPLOAD_ACCEPTED_KEY, call_metadata
@@ -105,10 +105,11 @@ async def upload_once(
     chunks: AsyncIterator[bytes],
     progress: Progress | None,
 ) -> ObjectInfo:
-    """One Upload of ``spec`` and ``chunks`` within ``budget``'s deadline,
-    never retried: a stream is not replayed."""
+    """One Upload of ``spec`` and ``chunks`` within ``budget``'s deadline.
+    Only connecting is retried (within ``budget``), never the call once
+    started: a stream is not replayed, and the server may have seen it."""
     try:
-        endpoint = await transport.acquire(budget.tried, budget.remaining())
+        endpoint = await connected(transport, budget)
     except BaseException:
         await close_chunks(chunks)
         raise
