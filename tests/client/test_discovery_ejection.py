@@ -15,10 +15,6 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import gateway_settings, stop_gateway
-from fakes.consul import ConsulAgent
-from fakes.unusable import BlackHole, register_passing
-from helpers import eventually, free_port
 
 from blobgate.client import BlobgateError, Client, ClientOptions
 from blobgate.client.outliers import EjectionPolicy, Outliers
@@ -26,6 +22,10 @@ from blobgate.client.pool import Balancing, Pool
 from blobgate.server.app import Gateway, start_gateway
 from blobgate.v1 import storage_pb2 as pb
 from blobgate.v1 import storage_pb2_grpc
+from tests.fakes.consul import ConsulAgent
+from tests.fakes.unusable import BlackHole, register_passing
+from tests.support.gateways import gateway_settings, stop_gateway
+from tests.support.helpers import eventually, free_port
 
 Code = grpc.StatusCode
 SERVICE = "blobgate"

@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import gateway_settings, stop_gateway
-from fakes.consul import ConsulAgent
-from fakes.pki import CA, Issued
-from fakes.unusable import BlackHole, Counting, register_passing, tls_server
-from helpers import eventually, free_port
-from test_cli import run_cli
 
 from blobgate.client import BlobgateError, Client, SyncClient
 from blobgate.server.app import Gateway, start_gateway
+from tests.fakes.consul import ConsulAgent
+from tests.fakes.pki import CA, Issued
+from tests.fakes.unusable import BlackHole, Counting, register_passing, tls_server
+from tests.support.cli import run_cli
+from tests.support.gateways import gateway_settings, stop_gateway
+from tests.support.helpers import eventually, free_port
 
 SERVICE = "blobgate"
 NAME = "blobgate.service.consul"  # the name every genuine certificate carries
@@ -263,6 +263,7 @@ async def cli(fleet: Fleet, *args: str, stdin: bytes | None = None) -> bytes:
     return result.stdout
 
 
+@pytest.mark.slow  # a CLI upload runs as its own process
 async def test_no_call_fails_and_none_reaches_a_bad_instance(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
