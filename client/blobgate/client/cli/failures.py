@@ -22,7 +22,7 @@ EXIT_UNAVAILABLE = 5
 EXIT_INTERRUPTED = 130
 
 # The exit codes as --help lists them; README.md's list says the same
-# (tests/test_cli_help.py compares the two).
+# (tests/cli/test_help.py compares the two).
 EXIT_CODE_HELP = (
     (EXIT_OK, "success"),
     (EXIT_FAILURE, "any other failure: INTERNAL, DATA_LOSS, RESOURCE_EXHAUSTED, local I/O, ..."),

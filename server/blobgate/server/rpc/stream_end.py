@@ -19,7 +19,7 @@ message is being sent to it: grpc.aio then logs "ExecuteBatchError raised in
 core" at ERROR with a traceback, once per cancelled download. Nothing on the
 server failed, so the same filter lowers that record to DEBUG.
 
-tests/test_stream_end.py proves that each way a stream can break is caught,
+tests/service/test_stream_end.py proves that each way a stream can break is caught,
 and fails if a grpc release changes the records.
 """
 
