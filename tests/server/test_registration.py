@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -72,6 +73,29 @@ async def _listed(agent: ConsulAgent, service_id: str, within: float) -> None:
         assert service_id in agent.services()
 
     await eventually(listed, within=within)
+
+
+@asynccontextmanager
+async def newcomer_gateway(
+    moto_endpoint: str, bucket: str, agent_address: str
+) -> AsyncIterator[Gateway]:
+    """What a newcomer starts: every interface, Consul on, nothing else."""
+    settings = gateway_settings(
+        moto_endpoint, bucket, listen="0.0.0.0:0", insecure=True,
+        consul=True, consul_http_addr=agent_address, **CHECK,
+    )  # fmt: skip
+    gw = await start_gateway(settings)
+    try:
+        yield gw
+    finally:
+        await stop_gateway(gw)
+
+
+async def registered_address(agent: ConsulAgent, gw: Gateway) -> tuple[str, str]:
+    """The gateway's service id and the address the agent lists for it."""
+    service_id = _service_id(gw)
+    await _listed(agent, service_id, within=10)
+    return service_id, agent.services()[service_id]["Address"]
 
 
 async def test_registration_payload_follows_the_agent_api(
@@ -261,16 +285,8 @@ async def test_a_wildcard_listen_registers_an_address_other_hosts_reach(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="blobgate.server.advertise")
-    # What a newcomer starts: every interface, the local agent, nothing else.
-    settings = gateway_settings(
-        moto_endpoint, bucket, listen="0.0.0.0:0", insecure=True,
-        consul=True, consul_http_addr=agent.address, **CHECK,
-    )  # fmt: skip
-    gw = await start_gateway(settings)
-    try:
-        service_id = _service_id(gw)
-        await _listed(agent, service_id, within=10)
-        address = agent.services()[service_id]["Address"]
+    async with newcomer_gateway(moto_endpoint, bucket, agent.address) as gw:
+        service_id, address = await registered_address(agent, gw)
         assert address == routable, "not this host's address on its default route"
         # Whatever the host name resolves to (127.0.1.1 on Debian, 127.0.0.1
         # here), it played no part.
@@ -288,8 +304,6 @@ async def test_a_wildcard_listen_registers_an_address_other_hosts_reach(
             f"Consul: registering address {address} (this host's address on its default "
             "route; listen 0.0.0.0:0)"
         ]
-    finally:
-        await stop_gateway(gw)
 
 
 def test_the_hostname_is_not_what_is_registered(routable: str) -> None:
@@ -423,22 +437,13 @@ async def test_another_host_reaches_the_address_a_newcomer_registers(
     """The issue's set-up: a local agent, listen on every interface, a host
     name that resolves to loopback; a host elsewhere calls the address
     registered."""
-    settings = gateway_settings(
-        moto_endpoint, bucket, listen="0.0.0.0:0", insecure=True,
-        consul=True, consul_http_addr=agent.address, **CHECK,
-    )  # fmt: skip
-    gw = await start_gateway(settings)
-    try:
-        service_id = _service_id(gw)
-        await _listed(agent, service_id, within=10)
-        address = agent.services()[service_id]["Address"]
+    async with newcomer_gateway(moto_endpoint, bucket, agent.address) as gw:
+        _, address = await registered_address(agent, gw)
         code, out = await probe_from(second_host, address, gw.port)
         assert (code, out) == (0, f"{address}:{gw.port} blobgate.v1.StorageService: SERVING\n")
         # The control: loopback, what was registered before, reaches nothing there.
         code, out = await probe_from(second_host, "127.0.0.1", gw.port)
         assert code != 0, out
-    finally:
-        await stop_gateway(gw)
 
 
 AGENT_ON_SECOND_HOST = """
@@ -465,12 +470,7 @@ async def test_an_agent_on_another_host_checks_the_address_registered(
         assert remote.stdout is not None
         line = await asyncio.wait_for(remote.stdout.readline(), 30)
         agent_address = f"{second_host.address}:{int(line)}"
-        settings = gateway_settings(
-            moto_endpoint, bucket, listen="0.0.0.0:0", insecure=True,
-            consul=True, consul_http_addr=agent_address, **CHECK,
-        )  # fmt: skip
-        gw = await start_gateway(settings)
-        try:
+        async with newcomer_gateway(moto_endpoint, bucket, agent_address) as gw:
             service_id = _service_id(gw)
 
             async def checked() -> None:
@@ -484,8 +484,6 @@ async def test_an_agent_on_another_host_checks_the_address_registered(
             await eventually(checked, within=20, interval=0.2)
             assert gw.registration is not None
             assert gw.registration.address == second_host.gateway
-        finally:
-            await stop_gateway(gw)
     finally:
         assert remote.stdin is not None
         remote.stdin.close()
