@@ -629,7 +629,7 @@ def grant_toml(**fields: Any) -> str:
         (grant_toml(principals=["a\u0007"]), "grant[0].principals: 'a\\x07' is not printable"),
         (grant_toml(principals=["a" * 1025]), "longer than 1024"),
         (grant_toml(prefixes=[]), "grant[0].prefixes: must be a non-empty list"),
-        (grant_toml(prefixes=None), 'grant[0].prefixes: missing: list the key prefixes'),
+        (grant_toml(prefixes=None), "grant[0].prefixes: missing: list the key prefixes"),
         (grant_toml(prefixes=["reports/../x/"]), "grant[0].prefixes: 'reports/../x/' has"),
         (grant_toml(prefixes=["./x"]), "'.' or '..' segment"),
         (grant_toml(prefixes=["/x"]), "leading '/'"),

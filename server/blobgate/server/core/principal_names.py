@@ -45,6 +45,7 @@ _PEM_KEY = "x509_pem_cert"  # gRPC's auth context: the verified leaf certificate
 _URI = re.compile(
     r"([A-Za-z][A-Za-z0-9+.-]*):(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+"
 )
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 # RFC 1123 host names, with '_' (service labels) and a leading '*.' wildcard.
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _DNS = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*\.?")
@@ -224,7 +225,7 @@ def grant_principal(name: str, source: IdentitySource | None) -> str:
         if problem is not None:
             raise ValueError(f"{_shown(name)}: after 'cn:', {problem}")
         return name
-    if _URI.fullmatch(name) is None:
+    if _SCHEME.match(name) is None:
         raise ValueError(
             f"{_shown(name)} names no kind of certificate name: {_bare_name_fix(name)}"
         )

@@ -1,0 +1,443 @@
+"""Names that cannot be confused, and a policy file read whole or not at all.
+
+A gateway in mTLS mode (the in-memory store; certificates of one trusted
+CA) with a policy naming a SPIFFE ID, a DNS SAN (``dns:``) and a CN
+(``cn:``): a certificate shaped to pass for another kind of name is either
+refused (UNAUTHENTICATED, saying what to fix) or named in its own kind, never
+given another's rights. Then the policy loader: names no certificate can
+have are refused for what they are, and a file written in place in pieces is
+never in force half-written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import grpc
+import pytest
+
+from blobgate.server.app import Gateway, StartupError, start_gateway
+from blobgate.server.core import access_policy
+from blobgate.server.core.access_policy import AccessPolicy, Action, PolicyError, parse_policy
+from blobgate.server.core.principal_names import IdentitySource
+from blobgate.server.storage.factory import memory_config
+from blobgate.server.storage.memory.backend import MemoryBackend
+from blobgate.v1 import storage_pb2, storage_pb2_grpc
+from tests.fakes.pki import CA, Issued
+from tests.support.gateways import gateway_settings
+from tests.support.helpers import eventually, upload_stream
+
+Code = grpc.StatusCode
+BUCKET = "names-test"
+ALICE = "spiffe://example.org/ns/a/sa/alice"
+BOB = "spiffe://example.org/ns/b/sa/bob"
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+CERTIFICATE = IdentitySource.CERTIFICATE
+
+# One grant per kind of name, each on its own folder.
+POLICY = f"""
+[[grant]]
+principals = ["{ALICE}"]
+buckets = ["{BUCKET}"]
+prefixes = ["alice/"]
+actions = ["read", "write"]
+
+[[grant]]
+principals = ["dns:api.example.org"]
+buckets = ["{BUCKET}"]
+prefixes = ["api/"]
+actions = ["read", "write"]
+
+[[grant]]
+principals = ["cn:reports-batch"]
+buckets = ["{BUCKET}"]
+prefixes = ["batch/"]
+actions = ["read", "write"]
+"""
+
+
+def backdate(path: Path, seconds: float = 60.0) -> None:
+    """Give ``path`` an mtime ``seconds`` old: a file left alone, read at once."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+@pytest.fixture
+def ca() -> CA:
+    return CA()
+
+
+@asynccontextmanager
+async def gateway(tmp_path: Path, ca: CA) -> AsyncIterator[Gateway]:
+    """An mTLS gateway with POLICY, and alice/doc, api/doc, batch/doc
+    written by their owners."""
+    cert_file, key_file = ca.server().write(tmp_path, "server")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    backdate(policy)
+    settings = gateway_settings(
+        "http://127.0.0.1:9",
+        BUCKET,
+        tls_cert_file=cert_file,
+        tls_key_file=key_file,
+        tls_client_ca_file=ca.write(tmp_path),
+        auth_policy_file=policy,
+    )
+    started = await start_gateway(settings, backend=MemoryBackend(memory_config(settings)))
+    try:
+        owners = {
+            "alice/doc": ca.client("alice", uris=(ALICE,)),
+            "api/doc": ca.client("api", dns_names=("api.example.org",)),
+            "batch/doc": ca.client("reports-batch"),
+        }
+        for key, owner in owners.items():
+            async with channel(started.port, ca, owner) as ch:
+                stub = storage_pb2_grpc.StorageServiceStub(ch)
+                await stub.Upload(iter(upload_stream(key, b"secret")), timeout=10)
+        yield started
+    finally:
+        await started.stop(grace=0.5)
+
+
+def channel(port: int, ca: CA, client: Issued) -> grpc.aio.Channel:
+    credentials = grpc.ssl_channel_credentials(ca.pem, client.key, client.cert)
+    return grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials, options=OWN_CONNECTION)
+
+
+async def outcomes(port: int, ca: CA, client: Issued, keys: tuple[str, ...]) -> dict[str, str]:
+    """What a Stat of each key gives ``client``: OK, or the status and, for
+    UNAUTHENTICATED, the message."""
+    results = {}
+    async with channel(port, ca, client) as ch:
+        stub = storage_pb2_grpc.StorageServiceStub(ch)
+        for key in keys:
+            try:
+                await stub.Stat(storage_pb2.StatRequest(key=key), timeout=10)
+                results[key] = "OK"
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                assert code is not None
+                detail = f": {exc.details()}" if code == Code.UNAUTHENTICATED else ""
+                results[key] = f"{code.name}{detail}"
+    return results
+
+
+KEYS = ("alice/doc", "api/doc", "batch/doc")
+DENIED = "PERMISSION_DENIED"
+
+
+def only(allowed: str | None) -> dict[str, str]:
+    """``allowed`` OK, the other keys refused."""
+    return {key: "OK" if key == allowed else DENIED for key in KEYS}
+
+
+def unauthenticated(message: str) -> dict[str, str]:
+    return dict.fromkeys(KEYS, f"UNAUTHENTICATED: {message}")
+
+
+async def test_names_spelled_like_another_kind_never_get_its_rights(tmp_path: Path, ca: CA) -> None:
+    uri_fix = (
+        "present one whose URI SAN is a URI of printable ASCII, at most 1024 characters "
+        "(e.g. a SPIFFE ID)"
+    )
+    shapes = {
+        # A CN is cn:..., whatever it looks like.
+        "CN spelled like a SPIFFE ID": (ca.client(ALICE), only(None)),
+        # A DNS SAN must be a DNS name: no ':' or '/', so never a URI.
+        "DNS SAN spelled like a SPIFFE ID": (
+            ca.client("x", dns_names=(ALICE,)),
+            unauthenticated(
+                f"the client certificate's DNS SAN {ALICE!r} is not usable: it is not a DNS "
+                "name (letters, digits, '-', '_', dots): present one whose first DNS SAN is "
+                "a host name of at most 253 characters"
+            ),
+        ),
+        # A URI SAN that is present but unusable is refused, not passed over for the CN.
+        "URI SAN with CR/LF": (
+            ca.client("reports-batch", uris=(ALICE + "\r\n",)),
+            unauthenticated(
+                f"the client certificate's URI SAN {ALICE + chr(13) + chr(10)!r} is not "
+                f"usable: it holds control or non-ASCII characters: {uri_fix}"
+            ),
+        ),
+        # gRPC's own summary of the certificate cuts a name at a NUL byte.
+        "URI SAN with a NUL": (
+            ca.client("reports-batch", uris=(ALICE + "\x00x",)),
+            unauthenticated(
+                f"the client certificate's URI SAN {ALICE + chr(0) + 'x'!r} is not "
+                f"usable: it holds control or non-ASCII characters: {uri_fix}"
+            ),
+        ),
+        # The schemes dns: and cn: are the other kinds' spellings.
+        "URI SAN spelled dns:": (
+            ca.client("c", uris=("dns:api.example.org",)),
+            unauthenticated(
+                "the client certificate's URI SAN 'dns:api.example.org' is not usable: its "
+                f"scheme 'dns' is kept for DNS SAN and CN names: {uri_fix}"
+            ),
+        ),
+        "URI SAN spelled CN:": (
+            ca.client("c", uris=("CN:reports-batch",)),
+            unauthenticated(
+                "the client certificate's URI SAN 'CN:reports-batch' is not usable: its "
+                f"scheme 'CN' is kept for DNS SAN and CN names: {uri_fix}"
+            ),
+        ),
+        # Which of two SPIFFE IDs is the caller? Neither.
+        "two URI SANs": (
+            ca.client("c", uris=(BOB, ALICE)),
+            unauthenticated(
+                "the client certificate has 2 URI SANs: present one with a single URI SAN "
+                "(its SPIFFE ID), so that it names one principal"
+            ),
+        ),
+        # A CN with a line break in it is no name for a log line or a rule.
+        "CN with a line feed": (
+            ca.client("reports-batch\n"),
+            unauthenticated(
+                "the client certificate's subject CN 'reports-batch\\n' is not usable: it is "
+                "empty or holds control characters: present one whose CN is printable, at "
+                "most 64 characters"
+            ),
+        ),
+    }
+    async with gateway(tmp_path, ca) as started:
+        seen = {
+            name: await outcomes(started.port, ca, cert, KEYS) for name, (cert, _) in shapes.items()
+        }
+    assert seen == {name: expected for name, (_, expected) in shapes.items()}
+
+
+async def test_precedence_uri_then_dns_then_cn_each_in_its_own_spelling(
+    tmp_path: Path, ca: CA
+) -> None:
+    shapes = {
+        "URI SAN plus CN": (ca.client("reports-batch", uris=(ALICE,)), only("alice/doc")),
+        "URI, DNS SANs and CN": (
+            ca.client("reports-batch", uris=(ALICE,), dns_names=("api.example.org",)),
+            only("alice/doc"),
+        ),
+        # The first DNS SAN, in lower case (DNS names know no case).
+        "two DNS SANs and a CN": (
+            ca.client("reports-batch", dns_names=("API.Example.org", "other.example")),
+            only("api/doc"),
+        ),
+        "the granted DNS name second": (
+            ca.client("c", dns_names=("other.example", "api.example.org")),
+            only(None),
+        ),
+        "CN only": (ca.client("reports-batch"), only("batch/doc")),
+        # cn:api.example.org is not dns:api.example.org.
+        "CN spelled like the granted DNS name": (ca.client("api.example.org"), only(None)),
+    }
+    async with gateway(tmp_path, ca) as started:
+        seen = {
+            name: await outcomes(started.port, ca, cert, KEYS) for name, (cert, _) in shapes.items()
+        }
+    assert seen == {name: expected for name, (_, expected) in shapes.items()}
+
+
+# --- the policy's names -------------------------------------------------------
+
+
+def grant(principal: str) -> str:
+    return (
+        f'[[grant]]\nprincipals = ["{principal}"]\nbuckets = ["b"]\nprefixes = [""]\n'
+        'actions = ["read"]\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("principal", "message"),
+    [
+        (
+            "api.example.org",
+            "grant[0].principals: 'api.example.org' names no kind of certificate name: write "
+            "'dns:api.example.org' or 'cn:api.example.org'",
+        ),
+        (
+            "admin@example.com",
+            "grant[0].principals: 'admin@example.com' names no kind of certificate name: "
+            "write 'cn:admin@example.com'",
+        ),
+        (
+            "dns:spiffe://example.org/x",
+            "grant[0].principals: 'dns:spiffe://example.org/x': after 'dns:', it is not a DNS "
+            "name (letters, digits, '-', '_', dots)",
+        ),
+        ("cn:" + "x" * 65, "after 'cn:', it is longer than 64 characters"),
+        (
+            "DNS:api.example.org",
+            "grant[0].principals: 'DNS:api.example.org' cannot be a URI SAN: its scheme 'DNS' "
+            "is kept for DNS SAN and CN names",
+        ),
+        (
+            "spiffe://example.org/a b",
+            "grant[0].principals: 'spiffe://example.org/a b' cannot be a URI SAN: it is not a "
+            "URI (scheme:rest, URI characters only)",
+        ),
+    ],
+)
+def test_a_name_no_certificate_can_have_is_refused_saying_how_to_write_it(
+    principal: str, message: str
+) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(grant(principal), CERTIFICATE)
+    assert message in str(caught.value)
+    # A JWT's sub is any printable string: the same name is fine there.
+    assert parse_policy(grant(principal), IdentitySource.JWT).allows(
+        principal, Action.READ, "b", "k"
+    )
+
+
+def test_each_kind_of_name_matches_only_its_own_spelling() -> None:
+    names = ["*", ALICE, "dns:API.example.org", "cn:reports-batch", "cn:Reports Batch"]
+    rules = [parse_policy(grant(name), CERTIFICATE) for name in names]
+    assert [r.grants[0].principals for r in rules] == [
+        frozenset({"*"}),
+        frozenset({ALICE}),
+        frozenset({"dns:api.example.org"}),  # DNS names in lower case, as certificates give them
+        frozenset({"cn:reports-batch"}),
+        frozenset({"cn:Reports Batch"}),
+    ]
+    assert not rules[2].allows("cn:api.example.org", Action.READ, "b", "k")
+    assert not rules[3].allows("dns:reports-batch", Action.READ, "b", "k")
+
+
+async def test_a_bare_name_stops_start_up_and_is_refused_on_reload(
+    tmp_path: Path, ca: CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="blobgate.server.core.access_policy")
+    fix = "'reports-batch' names no kind of certificate name: write 'dns:reports-batch' or "
+    async with gateway(tmp_path, ca) as started:
+        policy = started.storage.policy
+        path = tmp_path / "policy.toml"
+        path.write_text(POLICY.replace("cn:reports-batch", "reports-batch"))
+        backdate(path, 30)
+        assert policy.reload() is False
+        assert any(fix in record.getMessage() for record in caplog.records)
+        # The rights in force stay: the CN still reads batch/.
+        assert await outcomes(started.port, ca, ca.client("reports-batch"), KEYS) == only(
+            "batch/doc"
+        )
+        settings = started.settings
+    with pytest.raises(StartupError, match=fix):
+        await start_gateway(settings, backend=MemoryBackend(memory_config(settings)))
+
+
+# --- a policy file read whole or not at all -----------------------------------
+
+OLD = grant(ALICE).replace('prefixes = [""]', 'prefixes = ["alice/"]')
+# A grant that, cut short before its last line, would give more: a presign
+# right for the server's 7 days instead of one minute.
+NEW_HEAD = (
+    f'[[grant]]\nprincipals = ["{ALICE}"]\nbuckets = ["b"]\nactions = ["read", "presign"]\n'
+    'prefixes = ["alice/"]\n'
+)
+NEW = NEW_HEAD + "max_presign_expiry = 60\n"
+
+
+@asynccontextmanager
+async def watched(path: Path) -> AsyncIterator[AccessPolicy]:
+    """The policy of ``path`` (left alone before), with its watcher looking
+    every 20 ms and every decision looking too."""
+    backdate(path)
+    policy = AccessPolicy(path, CERTIFICATE)
+    task = asyncio.create_task(policy.watch())
+    try:
+        yield policy
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+def presign_limits(policy: AccessPolicy) -> int | None:
+    return policy.presign_limit(ALICE, "b", "alice/k")
+
+
+async def write_in_two_pieces(
+    path: Path, first: str, rest: str, pause: float, policy: AccessPolicy
+) -> set[int | None]:
+    """Truncate ``path`` and write ``first``, look at the rights in force
+    every 10 ms for ``pause`` seconds, then write ``rest``; the presign
+    limits seen meanwhile."""
+    seen = set()
+    with path.open("w") as file:
+        file.write(first)
+        file.flush()
+        deadline = time.monotonic() + pause
+        while time.monotonic() < deadline:
+            seen.add(presign_limits(policy))
+            await asyncio.sleep(0.01)
+        file.write(rest)
+    return seen
+
+
+async def test_a_file_written_in_place_is_not_read_between_its_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(access_policy, "WATCH_INTERVAL", 0.02)
+    monkeypatch.setattr(access_policy, "RELOAD_CHECK_INTERVAL", 0.0)
+    monkeypatch.setattr(access_policy, "SETTLE_SECONDS", 0.5)
+    path = tmp_path / "policy.toml"
+    path.write_text(OLD)
+    async with watched(path) as policy:
+        assert presign_limits(policy) is None
+        # The writer pauses 0.3 s (15 of the watcher's looks) between its pieces.
+        seen = await write_in_two_pieces(path, NEW_HEAD, NEW[len(NEW_HEAD) :], 0.3, policy)
+
+        async def new_in_force() -> None:
+            assert presign_limits(policy) == 60
+
+        await eventually(new_in_force, 5)
+    assert seen == {None}  # the old rights, never the half file's 7 days
+    assert policy.reloads == 1
+
+
+async def test_a_grant_cut_short_before_its_prefixes_does_not_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="blobgate.server.core.access_policy")
+    monkeypatch.setattr(access_policy, "WATCH_INTERVAL", 0.02)
+    monkeypatch.setattr(access_policy, "RELOAD_CHECK_INTERVAL", 0.0)
+    monkeypatch.setattr(access_policy, "SETTLE_SECONDS", 0.1)
+    path = tmp_path / "policy.toml"
+    path.write_text(OLD)
+    cut = NEW.index("prefixes")
+    async with watched(path) as policy:
+        # A writer pausing longer than the settle time: the half file is read,
+        # and refused, since a grant without prefixes is not the whole bucket.
+        seen = await write_in_two_pieces(path, NEW[:cut], NEW[cut:], 0.6, policy)
+        assert any("grant[0].prefixes: missing" in record.getMessage() for record in caplog.records)
+
+        async def new_in_force() -> None:
+            assert presign_limits(policy) == 60
+
+        await eventually(new_in_force, 5)
+        assert not policy.allows(ALICE, Action.READ, "b", "bob/k")
+    assert seen == {None}
+    assert policy.reloads == 1
+
+
+async def test_start_up_waits_for_a_file_still_being_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(access_policy, "SETTLE_SECONDS", 0.3)
+    path = tmp_path / "policy.toml"
+    path.write_text(NEW)
+    began = time.monotonic()
+    policy = AccessPolicy(path, CERTIFICATE)
+    assert time.monotonic() - began >= 0.25
+    assert presign_limits(policy) == 60
+    # One that keeps changing stops start-up, saying how to write it.
+    monkeypatch.setattr(access_policy, "START_UP_WAIT", 0.5)
+    monkeypatch.setattr(access_policy, "SETTLE_SECONDS", 3600.0)
+    with pytest.raises(PolicyError, match=r"kept changing for 0.5s: write it whole"):
+        AccessPolicy(path, CERTIFICATE)
