@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -30,6 +31,7 @@ from blobgate.server.storage.factory import memory_config
 from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 from tests.fakes.pki import CA, Issued
+from tests.support import ROOT
 from tests.support.gateways import gateway_settings
 from tests.support.helpers import eventually, upload_stream
 
@@ -308,6 +310,18 @@ def test_each_kind_of_name_matches_only_its_own_spelling() -> None:
     ]
     assert not rules[2].allows("cn:api.example.org", Action.READ, "b", "k")
     assert not rules[3].allows("dns:reports-batch", Action.READ, "b", "k")
+
+
+def test_the_documented_policies_load_in_their_mode() -> None:
+    """docs/security.md's policies: the mTLS one with certificate names, the
+    JWT one with subjects that are no certificate name."""
+    text = (ROOT / "docs" / "security.md").read_text()
+    policies = [b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "[[grant]]" in b]
+    mtls, jwt_subjects = policies
+    assert len(parse_policy(mtls, CERTIFICATE).grants) == mtls.count("[[grant]]")
+    assert len(parse_policy(jwt_subjects, IdentitySource.JWT).grants) == 2
+    with pytest.raises(PolicyError, match="names no kind of certificate name"):
+        parse_policy(jwt_subjects, CERTIFICATE)
 
 
 async def test_a_bare_name_stops_start_up_and_is_refused_on_reload(
