@@ -27,6 +27,7 @@ from blobgate.server.app import Gateway, StartupError, start_gateway
 from blobgate.server.core import access_policy
 from blobgate.server.core.access_policy import AccessPolicy, Action, PolicyError, parse_policy
 from blobgate.server.core.principal_names import IdentitySource
+from blobgate.server.core.whole_files import Unsettled, read_whole, stamp_of
 from blobgate.server.storage.factory import memory_config
 from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
@@ -455,3 +456,35 @@ async def test_start_up_waits_for_a_file_still_being_written(
     monkeypatch.setattr(access_policy, "SETTLE_SECONDS", 3600.0)
     with pytest.raises(PolicyError, match=r"kept changing for 0.5s: write it whole"):
         AccessPolicy(path, CERTIFICATE)
+
+
+def test_a_read_counts_only_if_the_file_is_the_same_after_it(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(OLD)
+    before = stamp_of(path.stat())
+    assert read_whole(path, before, 1024) == OLD.encode()
+    with path.open("a") as file:  # a writer's next piece, between the stat and the read
+        file.write(NEW)
+    with pytest.raises(Unsettled):
+        read_whole(path, before, 1024)
+
+
+async def test_sighup_leaves_a_file_being_written_to_a_later_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="blobgate.server.core.access_policy")
+    monkeypatch.setattr(access_policy, "WATCH_INTERVAL", 0.02)
+    monkeypatch.setattr(access_policy, "RELOAD_CHECK_INTERVAL", 3600.0)  # only the watcher
+    monkeypatch.setattr(access_policy, "SETTLE_SECONDS", 0.3)
+    path = tmp_path / "policy.toml"
+    path.write_text(OLD)
+    async with watched(path) as policy:
+        path.write_text(NEW)
+        assert policy.reload() is False  # written a moment ago: not yet
+        assert presign_limits(policy) is None
+        assert any("is read once it has been left alone" in r.getMessage() for r in caplog.records)
+
+        async def new_in_force() -> None:
+            assert presign_limits(policy) == 60
+
+        await eventually(new_in_force, 5)
