@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
@@ -378,21 +378,27 @@ def presign_limits(policy: AccessPolicy) -> int | None:
 
 
 async def write_in_two_pieces(
-    path: Path, first: str, rest: str, pause: float, policy: AccessPolicy
+    path: Path, first: str, rest: str, policy: AccessPolicy, until: Callable[[], bool]
 ) -> set[int | None]:
     """Truncate ``path`` and write ``first``, look at the rights in force
-    every 10 ms for ``pause`` seconds, then write ``rest``; the presign
-    limits seen meanwhile."""
+    every 10 ms until ``until()`` (5 s at most), then write ``rest``; the
+    presign limits seen meanwhile."""
     seen = set()
     with path.open("w") as file:
         file.write(first)
         file.flush()
-        deadline = time.monotonic() + pause
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 5
+        while not until():
+            assert time.monotonic() < deadline, "the pause never ended"
             seen.add(presign_limits(policy))
             await asyncio.sleep(0.01)
         file.write(rest)
     return seen
+
+
+def after(seconds: float) -> Callable[[], bool]:
+    deadline = time.monotonic() + seconds
+    return lambda: time.monotonic() >= deadline
 
 
 async def test_a_file_written_in_place_is_not_read_between_its_pieces(
@@ -400,13 +406,14 @@ async def test_a_file_written_in_place_is_not_read_between_its_pieces(
 ) -> None:
     monkeypatch.setattr(access_policy, "WATCH_INTERVAL", 0.02)
     monkeypatch.setattr(access_policy, "RELOAD_CHECK_INTERVAL", 0.0)
-    monkeypatch.setattr(access_policy, "SETTLE_SECONDS", 0.5)
     path = tmp_path / "policy.toml"
     path.write_text(OLD)
     async with watched(path) as policy:
         assert presign_limits(policy) is None
-        # The writer pauses 0.3 s (15 of the watcher's looks) between its pieces.
-        seen = await write_in_two_pieces(path, NEW_HEAD, NEW[len(NEW_HEAD) :], 0.3, policy)
+        # The writer pauses 0.3 s (15 of the watcher's looks; the settle
+        # time is a second) between its pieces.
+        rest = NEW[len(NEW_HEAD) :]
+        seen = await write_in_two_pieces(path, NEW_HEAD, rest, policy, after(0.3))
 
         async def new_in_force() -> None:
             assert presign_limits(policy) == 60
@@ -429,8 +436,10 @@ async def test_a_grant_cut_short_before_its_prefixes_does_not_load(
     async with watched(path) as policy:
         # A writer pausing longer than the settle time: the half file is read,
         # and refused, since a grant without prefixes is not the whole bucket.
-        seen = await write_in_two_pieces(path, NEW[:cut], NEW[cut:], 0.6, policy)
-        assert any("grant[0].prefixes: missing" in record.getMessage() for record in caplog.records)
+        def refused() -> bool:
+            return any("grant[0].prefixes: missing" in r.getMessage() for r in caplog.records)
+
+        seen = await write_in_two_pieces(path, NEW[:cut], NEW[cut:], policy, refused)
 
         async def new_in_force() -> None:
             assert presign_limits(policy) == 60
