@@ -24,13 +24,10 @@ the gateway runs, so a broken replacement is reported when it is written),
 and on ``reload()`` (SIGHUP). A replacement that does not load is logged and
 the old rights are kept.
 
-The file is read whole or not at all: only once it has been left alone for
-SETTLE_SECONDS (its mtime that old, or its stamp unchanged that long in our
-own looks), and only if its stamp is the same after the read as before
-(else it is read again at a later look). A file written in place in pieces
-is thus not read between them; and since every grant must name its
-``prefixes`` (``[""]`` for the whole bucket), a grant cut short by a writer
-that paused longer does not load rather than covering the whole bucket.
+The file is read whole or not at all (``core.whole_files``: once left alone
+for SETTLE_SECONDS, unchanged across the read); every grant names its
+``prefixes``, so a grant cut short by a slower writer does not load rather
+than covering the whole bucket.
 """
 
 from __future__ import annotations
