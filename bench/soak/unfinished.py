@@ -37,6 +37,7 @@ class UnfinishedMessage:
         self.status: str | None = None  # grpc-status, if the server ended the call
         self.reset = False  # the server reset the stream
         self.closed = False  # the server closed the connection
+        self.settled = asyncio.Event()  # sent all the server would take (or failed)
 
     def outcome(self) -> str:
         """How the call stands: still held open, or how the server ended it."""
@@ -53,11 +54,11 @@ class UnfinishedMessage:
         then hold the call open until ``stop`` is set."""
         access = self._access
         context = access.ssl_context()
-        self._reader, self._writer = await asyncio.open_connection(
-            access.host, access.port, ssl=context,
-            server_hostname=access.host if context is not None else None,
-        )  # fmt: skip
         try:
+            self._reader, self._writer = await asyncio.open_connection(
+                access.host, access.port, ssl=context,
+                server_hostname=access.host if context is not None else None,
+            )  # fmt: skip
             self._conn.initiate_connection()
             self._conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
             scheme = "http" if context is None else "https"
@@ -69,10 +70,13 @@ class UnfinishedMessage:
             await self._flush()
             await self._send(struct.pack(">BI", 0, self._announced), 5)
             await self._send(b"", self._announced - 1)  # one byte short, whatever happens
+            self.settled.set()
             while not stop.is_set() and not self._over():
                 await self._pump(0.5)
         finally:
-            self._writer.transport.abort()
+            self.settled.set()
+            if self._writer is not None:
+                self._writer.transport.abort()
 
     def _over(self) -> bool:
         return self.status is not None or self.reset or self.closed
@@ -90,7 +94,8 @@ class UnfinishedMessage:
         STALL seconds (it holds what it has)."""
         left = count
         while left and not self._over():
-            window = min(self._conn.local_flow_control_window(1), self._conn.max_outbound_frame_size)
+            window = self._conn.local_flow_control_window(1)
+            window = min(window, self._conn.max_outbound_frame_size)
             if window <= 0:
                 if not await self._pump(STALL):
                     return
@@ -116,9 +121,9 @@ class UnfinishedMessage:
             return False
         for event in self._conn.receive_data(raw):
             if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
-                headers = dict(event.headers)
+                headers = {_text(k): _text(v) for k, v in event.headers or ()}
                 if "grpc-status" in headers:
-                    self.status = str(headers["grpc-status"])
+                    self.status = headers["grpc-status"]
             elif isinstance(event, h2.events.StreamReset):
                 self.reset = True
             elif isinstance(event, h2.events.ConnectionTerminated):
@@ -126,3 +131,8 @@ class UnfinishedMessage:
         with contextlib.suppress(ConnectionError):
             await self._flush()
         return True
+
+
+def _text(value: str | bytes) -> str:
+    """A header name or value (h2 decodes them to str with header_encoding)."""
+    return value.decode() if isinstance(value, bytes) else value
