@@ -4,8 +4,9 @@ while the victims measure (bench/soak/phases.py):
 - watch-flood: grpc.health.v1 Health Watch streams, without a token, held
   open (100 to a connection, under max_streams_per_connection);
 - idle-sockets: TCP connections that never send a byte (no TLS, no HTTP/2);
-- unfinished-messages: Uploads without a token, each on its own connection,
-  announcing one large message and never finishing it (unfinished.py);
+- unfinished-messages: Stat calls without a token, each on its own
+  connection, announcing one large request message and never finishing it
+  (unfinished.py);
 - trickle-uploads: one principal's Upload streams, each sending one byte
   every few seconds (under stream_idle_timeout, inside its quotas);
 - many-principals: the same from many principals at once.
@@ -135,7 +136,7 @@ class UnfinishedMessages(Attack):
 
     def describe(self) -> str:
         mib = self.announced / MiB
-        return f"{self.count} Uploads, no token, announcing {mib:g} MiB, unfinished"
+        return f"{self.count} Stats, no token, announcing {mib:g} MiB, unfinished"
 
     async def run(self, stop: asyncio.Event) -> None:
         calls = [UnfinishedMessage(self.access, self.announced) for _ in range(self.count)]

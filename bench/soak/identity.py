@@ -12,6 +12,7 @@ import datetime
 import ipaddress
 import json
 import ssl
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,16 @@ class JwtIdentity:
         if principal is None:
             return ()
         return (("authorization", f"Bearer {self.token(principal)}"),)
+
+
+def make_identity(kind: str, log_dir: Path | None) -> JwtIdentity | None:
+    """A run's throwaway CA, certificate and JWKS for ``--identity jwt``
+    (files in LOG_DIR/identity, or a new temporary directory); None for none."""
+    if kind != "jwt":
+        return None
+    if log_dir is not None:
+        return JwtIdentity(log_dir / "identity")
+    return JwtIdentity(Path(tempfile.mkdtemp(prefix="blobgate-soak-identity-")))
 
 
 class Access:

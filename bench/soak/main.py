@@ -59,8 +59,9 @@ gateway's RSS at the end of the phase and its peak. Attacks:
 
   watch-flood          --watch-streams Health Watch streams, no token
   idle-sockets         --idle-sockets TCP connections that send nothing
-  unfinished-messages  --unfinished-messages Uploads, no token, announcing
-                       an --announced-mib message never finished (raw HTTP/2)
+  unfinished-messages  --unfinished-messages Stat calls, no token, each
+                       announcing an --announced-mib request message that
+                       never ends (raw HTTP/2)
   trickle-uploads      one principal's --trickle-uploads Upload streams,
                        1 byte every --trickle-interval s (needs --identity jwt)
   many-principals      --principals principals, --trickle-uploads each
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.stream_cost is not None:
         if args.stream_cost < 1:
             parser.error("need --stream-cost >= 1")
+        if options.attack is not None or options.identity != "none":
+            parser.error("--stream-cost runs in plaintext, without --attack")
         within = 3 * options.op_timeout + 180
         cost = run_bounded(
             stream_cost(options, args.stream_cost), within, "measurement", failures=(BlobgateError,)

@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import tempfile
-from pathlib import Path
 
 from bench.common.process_usage import reset_peak_rss, status_mib
 from bench.common.services import services
 from bench.soak.attacks import Attack, make_attacks
-from bench.soak.identity import Access, JwtIdentity
+from bench.soak.identity import Access, make_identity
 from bench.soak.options import SoakOptions
 from bench.soak.result import AttackResult, PhaseResult
 from bench.soak.victims import Victims
@@ -26,22 +24,11 @@ LET_GO_WITHIN = 30.0  # seconds an attack may take to close them
 SETTLE = 2.0  # seconds between phases, for the gateway to let go of the last attack
 
 
-def make_identity(options: SoakOptions) -> JwtIdentity | None:
-    """The run's throwaway CA, certificate and JWKS, with ``--identity jwt``."""
-    if options.identity != "jwt":
-        return None
-    if options.log_dir is not None:
-        directory = options.log_dir / "identity"
-    else:
-        directory = Path(tempfile.mkdtemp(prefix="blobgate-soak-identity-"))
-    return JwtIdentity(directory)
-
-
 async def attack_soak(options: SoakOptions) -> AttackResult:
     """Start moto and the gateway, run the phases, stop them; the outcome."""
     plan = options.attack
     assert plan is not None
-    identity = make_identity(options)
+    identity = make_identity(options.identity, options.log_dir)
     result = AttackResult(options, plan)
     async with services(options.services_plan("blobgate-attack-", identity)) as running:
         result.header = running.header

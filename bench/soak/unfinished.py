@@ -1,9 +1,10 @@
 """A call no well-behaved client makes, over raw HTTP/2 (the ``h2``
 library on an asyncio socket, TLS with ALPN h2 when the gateway serves TLS):
-an Upload without a token that announces one large gRPC message, sends as
-much of it as flow control lets through, and then neither finishes it nor
-goes away. gRPC buffers such a message before any handler (or identity
-check) runs."""
+a Stat without a token that announces one large gRPC request message, sends
+as much of it as flow control lets through, and then neither finishes it nor
+goes away. A unary call's request is read whole before any handler (the
+identity check included) runs, so gRPC buffers what arrives; an Upload
+(client streaming) would be refused UNAUTHENTICATED at its headers."""
 
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ import h2.settings
 
 from bench.soak.identity import Access
 
-UPLOAD_PATH = "/blobgate.v1.StorageService/Upload"
+STAT_PATH = "/blobgate.v1.StorageService/Stat"
 STALL = 2.0  # seconds without more flow-control credit: the server stopped reading
 
 
 class UnfinishedMessage:
-    """One Upload on its own connection whose first message never ends."""
+    """One Stat on its own connection whose request message never ends."""
 
     def __init__(self, access: Access, announced: int) -> None:
         self._access = access
@@ -63,7 +64,7 @@ class UnfinishedMessage:
             self._conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
             scheme = "http" if context is None else "https"
             self._conn.send_headers(1, [
-                (":method", "POST"), (":scheme", scheme), (":path", UPLOAD_PATH),
+                (":method", "POST"), (":scheme", scheme), (":path", STAT_PATH),
                 (":authority", access.address), ("content-type", "application/grpc"),
                 ("te", "trailers"),
             ])  # fmt: skip
