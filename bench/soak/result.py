@@ -107,6 +107,8 @@ def report(result: SoakResult) -> str:
             f"parts_in_flight {o.parts_in_flight}"),
         row("objects kept at once, reads before delete", f"{o.live_cap}, {o.reads_per_object}"),
         row("seed", o.seed),
+        row("identity", "TLS + JWT (workers one principal, misbehaving clients another)"
+            if o.identity == "jwt" else "plaintext"),
         "",
         *head("kind", "ops", "errors", "mismatches", "MiB moved", "MB/s (over the whole run)",
               "most at once", "p50 ms", "p95 ms", "max ms", align="lrrrrrrrrr"),
