@@ -55,6 +55,7 @@ async def phase(attack: Attack | None, victims: Victims, pid: int, seconds: floa
     """One phase: ``attack`` (None: the baseline) held while the victims run."""
     name = "baseline" if attack is None else attack.kind
     what = "none" if attack is None else attack.describe()
+    start_rss = status_mib(pid, "VmRSS")
     reset_peak_rss(pid)
     stop = asyncio.Event()
     holding: asyncio.Task[None] | None = None
@@ -83,4 +84,6 @@ async def phase(attack: Attack | None, victims: Victims, pid: int, seconds: floa
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await holding
     outcomes = {} if attack is None else dict(attack.outcomes)
-    return PhaseResult(name, what, stats, end_rss, peak_rss, ready_after, outcomes, problem)
+    return PhaseResult(
+        name, what, stats, end_rss, peak_rss, ready_after, outcomes, problem, start_rss
+    )

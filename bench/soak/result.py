@@ -195,6 +195,7 @@ class PhaseResult:
     ready_after: float  # seconds the attack took to open its calls
     outcomes: dict[str, int]  # how the attack's calls stood at the end
     problem: str | None = None  # the attack itself failed (a harness problem)
+    start_rss: float = 0.0  # MiB, the gateway's VmRSS when the phase started
 
 
 @dataclass
@@ -247,16 +248,23 @@ def attack_report(result: AttackResult) -> str:
         row("phase length (s), after the attack's calls are open", f"{plan.phase_seconds:g}"),
         row("gateway idle RSS (MiB)", f"{result.idle_rss:.1f}"),
         "",
+        "Victims' calls: p50 and p99 of the successful ones; \"all\" counts a failed "
+        "call at the time it took to fail. Gateway RSS (MiB): VmRSS when the phase "
+        "started and when it ended (the attack still on), VmHWM over the phase.",
+        "",
         *head("phase", "attack", "victim calls ok", "errors", "p50 ms", "p99 ms",
-              "p99 / baseline", "gateway RSS at end (MiB)", "gateway peak (MiB)",
-              align="llrrrrrrr"),
+              "p99 ms, all", "p99 all / baseline", "RSS at start", "RSS at end", "peak",
+              align="llrrrrrrrrr"),
     ]  # fmt: skip
-    base = result.phases[0].victims.percentile(0.99) if result.phases else None
+    base = result.phases[0].victims.percentile(0.99, failed_too=True) if result.phases else None
     for p in result.phases:
-        p50, p99 = p.victims.percentile(0.5), p.victims.percentile(0.99)
-        ratio = f"{p99 / base:.1f}" if p99 is not None and base else None
-        lines.append(row(p.name, p.attack, p.victims.ops, p.victims.errors, _ms(p50), _ms(p99),
-                         ratio, f"{p.end_rss:.1f}", f"{p.peak_rss:.1f}"))  # fmt: skip
+        v = p.victims
+        p50, p99 = v.percentile(0.5), v.percentile(0.99)
+        p99_all = v.percentile(0.99, failed_too=True)
+        ratio = f"{p99_all / base:.1f}" if p99_all is not None and base else None
+        lines.append(row(p.name, p.attack, v.ops, v.errors, _ms(p50), _ms(p99), _ms(p99_all),
+                         ratio, f"{p.start_rss:.1f}", f"{p.end_rss:.1f}",
+                         f"{p.peak_rss:.1f}"))  # fmt: skip
     lines += ["", *head("phase", "the attack's calls at the end of the phase", "calls",
                         align="llr")]  # fmt: skip
     for p in result.phases[1:]:
@@ -278,5 +286,5 @@ def attack_report(result: AttackResult) -> str:
     return "\n".join(lines)
 
 
-def _ms(value: float | None) -> str | None:
-    return None if value is None else f"{value:.0f}"
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"

@@ -30,18 +30,22 @@ class VictimStats:
     ops: int = 0  # calls that succeeded
     errors: int = 0
     seconds: list[float] = field(default_factory=list)  # of the successful calls
+    failed_seconds: list[float] = field(default_factory=list)  # of the failed ones
     error_kinds: dict[str, int] = field(default_factory=dict)  # "upload: DEADLINE_EXCEEDED"
     examples: list[str] = field(default_factory=list)
 
-    def percentile(self, fraction: float) -> float | None:
-        """A latency percentile, ms (nearest rank); None without calls."""
-        if not self.seconds:
+    def percentile(self, fraction: float, *, failed_too: bool = False) -> float | None:
+        """A latency percentile, ms (nearest rank), of the successful calls
+        (``failed_too``: of every call, a failure counted at the time it
+        took to fail); None without calls."""
+        times = sorted(self.seconds + self.failed_seconds if failed_too else self.seconds)
+        if not times:
             return None
-        times = sorted(self.seconds)
         return times[min(len(times) - 1, int(fraction * len(times)))] * 1000
 
-    def failed(self, kind: str, exc: BaseException) -> None:
+    def failed(self, kind: str, exc: BaseException, seconds: float = 0.0) -> None:
         self.errors += 1
+        self.failed_seconds.append(seconds)
         code = getattr(exc, "code", None)
         name = code.name if isinstance(code, grpc.StatusCode) else type(exc).__name__
         label = f"{kind}: {name}"
@@ -95,7 +99,7 @@ class Victims:
                 async with asyncio.timeout(self.plan.victim_timeout + 5):
                     await step()
             except (BlobgateError, BenchError, TimeoutError, OSError, grpc.RpcError) as exc:
-                stats.failed(kind, exc)
+                stats.failed(kind, exc, time.perf_counter() - began)
                 return False
             stats.ops += 1
             stats.seconds.append(time.perf_counter() - began)
