@@ -23,6 +23,7 @@ from collections import Counter
 from typing import Any
 
 import grpc
+import h2.exceptions
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import MiB
@@ -79,11 +80,17 @@ class WatchFlood(Attack):
         stub = health_pb2_grpc.HealthStub(channel)
         call = stub.Watch(health_pb2.HealthCheckRequest(service=""),
                           metadata=self.access.metadata(None))  # fmt: skip
-        try:
-            await call.read()
+        first = asyncio.ensure_future(call.read())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({first, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not first.done():
+            first.cancel()
+            held = "no reply before the phase ended"
+        elif isinstance(first.exception(), grpc.aio.AioRpcError):
+            held = f"refused: {(await call.code()).name}"
+        else:
             held = "held open"
-        except grpc.aio.AioRpcError as exc:
-            held = f"refused: {exc.code().name}"
         opened[0] += 1
         if opened[0] == self.count:
             self.ready.set()
@@ -148,8 +155,8 @@ class UnfinishedMessages(Attack):
                 try:
                     await task
                     self.outcomes[call.outcome()] += 1
-                except OSError as exc:
-                    self.outcomes[f"connect failed: {type(exc).__name__}"] += 1
+                except (OSError, h2.exceptions.H2Error) as exc:
+                    self.outcomes[f"failed: {type(exc).__name__}"] += 1
         finally:
             for task in tasks:
                 task.cancel()

@@ -115,7 +115,7 @@ class UnfinishedMessage:
             raw = await asyncio.wait_for(self._reader.read(65536), within)
         except TimeoutError:
             return False
-        except ConnectionError:
+        except OSError:  # reset, or a TLS error
             raw = b""
         if not raw:
             self.closed = True
