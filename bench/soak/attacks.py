@@ -87,8 +87,10 @@ class WatchFlood(Attack):
         if not first.done():
             first.cancel()
             held = "no reply before the phase ended"
-        elif isinstance(first.exception(), grpc.aio.AioRpcError):
-            held = f"refused: {(await call.code()).name}"
+        elif isinstance(error := first.exception(), grpc.aio.AioRpcError):
+            held = f"refused: {error.code().name}"
+        elif error is not None:
+            held = f"failed: {type(error).__name__}"
         else:
             held = "held open"
         opened[0] += 1
