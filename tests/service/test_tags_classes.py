@@ -175,3 +175,13 @@ async def test_resumable_upload_carries_tags_and_class(env: Env) -> None:
     got = await stat(env, "r.bin")
     assert dict(got.tags) == {"via": "session"}
     assert got.storage_class == "GLACIER_IR"
+
+
+async def test_download_of_an_archived_object_says_to_restore_it(env: Env) -> None:
+    """S3 (moto and LocalStack alike) refuses a GET of a GLACIER object with
+    InvalidObjectState; the in-memory store does as S3 does."""
+    await upload(env.gateway, "cold", b"frozen", storage_class="GLACIER")
+    # Without tags: moto refuses GetObjectTagging of a GLACIER object too.
+    assert (await stat(env, "cold", include_tags=False)).storage_class == "GLACIER"
+    error = await expect_status(Code.FAILED_PRECONDITION, download(env.stub, "cold"))
+    assert "archived" in error.details() and "restore" in error.details()
