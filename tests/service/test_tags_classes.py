@@ -4,20 +4,36 @@ checked as S3 checks them; on the in-memory store and on both S3s."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
 from blobgate.server.app import Gateway, start_gateway
+from blobgate.server.core.access_policy import AccessPolicy
+from blobgate.server.core.errors import PermissionDenied
+from blobgate.server.core.identity import acting_as
 from blobgate.server.core.tags import EXPIRY_TAG
+from blobgate.server.storage.authorization import AuthorizedStore
 from blobgate.server.storage.factory import memory_config
 from blobgate.server.storage.memory.backend import MemoryBackend
+from blobgate.server.storage.memory.store import MemoryStore
+from blobgate.server.storage.protocols import ObjectRef, PutOptions
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 from tests.support.gateways import gateway_settings, stop_gateway
-from tests.support.helpers import MiB, download, expect_status, payload, upload
+from tests.support.helpers import (
+    MiB,
+    download,
+    eventually,
+    expect_status,
+    lines_of,
+    payload,
+    upload,
+)
 
 Code = grpc.StatusCode
 pb = storage_pb2
@@ -185,3 +201,46 @@ async def test_download_of_an_archived_object_says_to_restore_it(env: Env) -> No
     assert (await stat(env, "cold", include_tags=False)).storage_class == "GLACIER"
     error = await expect_status(Code.FAILED_PRECONDITION, download(env.stub, "cold"))
     assert "archived" in error.details() and "restore" in error.details()
+
+
+async def test_set_tags_is_audited_as_a_write_and_stat_tags_is_not(
+    gateway: Gateway, stub: storage_pb2_grpc.StorageServiceStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="blobgate.audit")
+    await upload(gateway, "audited", b"x")
+    await stub.Stat(pb.StatRequest(key="audited", include_tags=True), timeout=30)
+    await stub.SetTags(pb.SetTagsRequest(key="audited", tags={"a": "b"}), timeout=30)
+
+    async def written() -> None:
+        assert [line["method"] for line in lines_of(caplog, "blobgate.audit")] == [
+            "Upload",
+            "SetTags",
+        ]
+
+    await eventually(written)
+    line = lines_of(caplog, "blobgate.audit")[-1]
+    assert (line["action"], line["key"], line["outcome"]) == ("write", "audited", "OK")
+
+
+async def test_set_tags_needs_write_and_stat_tags_needs_read(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[[grant]]\nprincipals = ["reader"]\nbuckets = ["b"]\nactions = ["read"]\n'
+        '[[grant]]\nprincipals = ["writer"]\nbuckets = ["b"]\nactions = ["write"]\n'
+    )
+    store = MemoryStore(["b"])
+    ref = ObjectRef("b", "k")
+    await store.put(ref, _body(b"x"), PutOptions("text/plain", {}, tags={"t": "1"}))
+    authorized = AuthorizedStore(store, AccessPolicy(policy))
+    with acting_as("reader"):
+        assert await authorized.get_tags(ref) == {"t": "1"}
+        with pytest.raises(PermissionDenied, match="caller 'reader' may not write"):
+            await authorized.set_tags(ref, {"t": "2"}, "")
+    with acting_as("writer"):
+        with pytest.raises(PermissionDenied, match="caller 'writer' may not read"):
+            await authorized.get_tags(ref)
+        assert (await authorized.set_tags(ref, {"t": "2"}, "")).tags == {"t": "2"}
+
+
+async def _body(blob: bytes) -> AsyncIterator[bytes]:
+    yield blob
