@@ -244,3 +244,17 @@ async def test_set_tags_needs_write_and_stat_tags_needs_read(tmp_path: Path) -> 
 
 async def _body(blob: bytes) -> AsyncIterator[bytes]:
     yield blob
+
+
+async def test_a_copy_in_place_changes_only_tags_or_lifetime(env: Env) -> None:
+    put = await upload(
+        env.gateway, "in-place", b"same", tags={"a": "1"}, metadata={"m": "v"}, content_type="x/y"
+    )
+    await copy(env, source_key="in-place", destination_key="in-place", expire_days=30)
+    got = await stat(env, "in-place")
+    assert dict(got.tags) == {"a": "1", EXPIRY_TAG: "30"}
+    assert (dict(got.metadata), got.content_type) == ({"m": "v"}, "x/y")
+    assert got.checksums == put.checksums
+    await copy(env, source_key="in-place", destination_key="in-place", replace_tags=True)
+    assert dict((await stat(env, "in-place")).tags) == {}
+    assert (await download(env.stub, "in-place")).data == b"same"

@@ -114,7 +114,8 @@ class _Copier:
         # copy must carry: write it anew instead, with the content type and
         # user metadata (all the gateway ever sets on an object; headers
         # another writer set, such as Cache-Control, are not carried over).
-        self._rewrite = rewrite_metadata or spec.replace_metadata
+        # A copy onto itself too: AWS refuses one that changes only tags.
+        self._rewrite = rewrite_metadata or spec.replace_metadata or spec.source == spec.destination
         self._spec = spec
         self._source = source
         self._options = options
