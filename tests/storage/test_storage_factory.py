@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from blobgate.server.core.errors import ResourceExhausted
 from blobgate.server.core.identity import acting_as
+from blobgate.server.core.lifecycle import PrefixRule
 from blobgate.server.core.settings import Settings
 from blobgate.server.storage.factory import Storage, build_storage, memory_config
 from blobgate.server.storage.memory.backend import MemoryBackend
@@ -84,6 +86,11 @@ class ForeignBackend:
 
     async def ensure_buckets(self, buckets: list[str]) -> None:
         await self._memory.ensure_buckets(buckets)
+
+    async def reconcile_lifecycle(
+        self, buckets: list[str], expiry_days: Sequence[int], rules: Sequence[PrefixRule]
+    ) -> None:
+        await self._memory.reconcile_lifecycle(buckets, expiry_days, rules)
 
     async def check(self) -> None:
         await self._memory.check()

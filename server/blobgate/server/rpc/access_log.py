@@ -112,6 +112,7 @@ _TARGETS: dict[str, Callable[[Any], tuple[str, str]]] = {
     "Stat": _object("bucket", "key"),
     "Presign": _object("bucket", "key"),
     "Delete": _object("bucket", "key"),
+    "SetTags": _object("bucket", "key"),
     "List": _object("bucket"),
     "BatchDelete": _object("bucket"),
     "Copy": _object("destination_bucket", "destination_key"),

@@ -39,7 +39,7 @@ _errors = logging.getLogger(__name__)
 pb = storage_pb2
 
 # The audited methods and their action, in the rights' vocabulary (write
-# covers Upload and the resumable RPCs); Copy is a read and a write at once.
+# covers Upload, the resumable RPCs and SetTags); Copy is a read and a write at once.
 ACTIONS: dict[str, str] = {
     "Upload": "write",
     "StartResumableUpload": "write",
@@ -48,6 +48,7 @@ ACTIONS: dict[str, str] = {
     "BatchDelete": "delete",
     "Copy": "copy",
     "Presign": "presign",
+    "SetTags": "write",
 }
 
 Details = Callable[[Any, Any, dict[str, Any]], None]

@@ -9,7 +9,8 @@ principal is NotFound with the message of a session that does not exist.
 Which right each call needs:
 
     put, the session calls      write            on the key
-    open, head                  read             on the key
+    open, head, get_tags        read             on the key
+    set_tags                    write            on the key
     list_page                   list             on the prefix
     delete, batch_delete        delete           on each key (a BatchDelete
                                                  answers per key: refused keys
@@ -23,7 +24,7 @@ Which right each call needs:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import replace
 
 from blobgate.server.core.access_policy import AccessPolicy, Action
@@ -89,6 +90,16 @@ class AuthorizedStore(ObjectStoreDecorator):
     async def head(self, ref: ObjectRef) -> StoredObject:
         self._key(Action.READ, ref)
         return await self._inner.head(ref)
+
+    async def get_tags(self, ref: ObjectRef) -> dict[str, str]:
+        self._key(Action.READ, ref)
+        return await self._inner.get_tags(ref)
+
+    async def set_tags(
+        self, ref: ObjectRef, tags: Mapping[str, str], if_match: str
+    ) -> StoredObject:
+        self._key(Action.WRITE, ref)
+        return await self._inner.set_tags(ref, tags, if_match)
 
     async def list_page(
         self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str

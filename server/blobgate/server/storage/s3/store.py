@@ -9,7 +9,7 @@ anything is committed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from blobgate.server.core.errors import (
@@ -19,6 +19,7 @@ from blobgate.server.core.errors import (
     OutOfRange,
     ServiceError,
 )
+from blobgate.server.core.storage_classes import STANDARD
 from blobgate.server.storage.checksums import Hasher, crc32c_to_s3, verify
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import (
@@ -62,6 +63,7 @@ from blobgate.server.storage.s3.sha256_records import (
     with_record,
     with_stored_crc32c,
 )
+from blobgate.server.storage.s3.tagging import get_tags, set_tags, write_args
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -186,6 +188,7 @@ class S3Store:
                     ContentType=options.content_type,
                     Metadata=stored_metadata(options, sums),
                     **conditions(options),  # type: ignore[arg-type]
+                    **write_args(options),
                     **checksum,
                 )
         except BucketNotFound:
@@ -295,6 +298,7 @@ class S3Store:
                 etag=bare_etag(item.get("ETag", "")),
                 content_type="",
                 last_modified=item.get("LastModified"),
+                storage_class=str(item.get("StorageClass") or STANDARD),
             )
             for item in response.get("Contents", [])
             if not item["Key"].startswith(RESERVED_PREFIX)
@@ -308,6 +312,14 @@ class S3Store:
             response.get("NextContinuationToken", "") if response.get("IsTruncated") else ""
         )
         return ListPage(objects=objects, common_prefixes=prefixes, next_token=next_token)
+
+    async def get_tags(self, ref: ObjectRef) -> dict[str, str]:
+        return await get_tags(self._client, ref)
+
+    async def set_tags(
+        self, ref: ObjectRef, tags: Mapping[str, str], if_match: str
+    ) -> StoredObject:
+        return await set_tags(self._client, ref, tags, if_match)
 
     async def presign(
         self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str
