@@ -225,8 +225,10 @@ async def test_set_tags_is_audited_as_a_write_and_stat_tags_is_not(
 async def test_set_tags_needs_write_and_stat_tags_needs_read(tmp_path: Path) -> None:
     policy = tmp_path / "policy.toml"
     policy.write_text(
-        '[[grant]]\nprincipals = ["reader"]\nbuckets = ["b"]\nactions = ["read"]\n'
-        '[[grant]]\nprincipals = ["writer"]\nbuckets = ["b"]\nactions = ["write"]\n'
+        '[[grant]]\nprincipals = ["reader"]\nbuckets = ["b"]\nprefixes = [""]\n'
+        'actions = ["read"]\n'
+        '[[grant]]\nprincipals = ["writer"]\nbuckets = ["b"]\nprefixes = [""]\n'
+        'actions = ["write"]\n'
     )
     store = MemoryStore(["b"])
     ref = ObjectRef("b", "k")
