@@ -18,6 +18,7 @@ from blobgate.server.core.errors import (
     NotFound,
     OutOfRange,
     ServiceError,
+    if_match_failed,
 )
 from blobgate.server.storage.checksums import Hasher, crc32c_to_s3, verify
 from blobgate.server.storage.limits import ByteBudget
@@ -266,7 +267,7 @@ class S3Store:
         (or anything of an empty object) is still a valid, empty read."""
         info = await self.head(ref)
         if if_match and info.etag != bare_etag(if_match):
-            raise FailedPrecondition(f"if_match {if_match!r} does not match {ref.key!r}")
+            raise if_match_failed()
         start = (
             byte_range.offset if byte_range.offset >= 0 else max(0, info.size + byte_range.offset)
         )
