@@ -119,7 +119,7 @@ async def test_a_backend_the_factory_does_not_know_gets_the_whole_stack(
         with pytest.raises(ResourceExhausted, match="resumable upload sessions open"):
             await storage.sessions.start_session(spec)
     markers = await backend.records.list(bucket, SESSION_MARKERS, 10)
-    assert [key.startswith(principal_prefix("alice")) for key, _ in markers] == [True]
+    assert [entry.key.startswith(principal_prefix("alice")) for entry in markers] == [True]
 
     # The sweep metrics read the backend's tally.
     backend.sweep_tally[EXPIRED_SESSION] += 2
