@@ -30,10 +30,10 @@ from tests.support.gateways import gateway_settings
 
 STORAGE = Path(__file__).resolve().parents[2] / "server" / "blobgate" / "server" / "storage"
 
-OBJECT_STACK = ["MeteredStore", "AuthorizedStore", "StreamLimitedStore", "StreamLimitedStore"]
+OBJECT_STACK = ["AuthorizedStore", "MeteredStore", "StreamLimitedStore", "StreamLimitedStore"]
 SESSION_STACK = [
-    "MeteredSessions",
     "AuthorizedSessions",
+    "MeteredSessions",
     "StreamLimitedSessions",
     "SessionQuota",
     "StreamLimitedSessions",
