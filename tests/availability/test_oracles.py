@@ -233,6 +233,13 @@ async def test_hidden_records_never_shape_list_pages(
             timeout=10,
         )
         assert [o.key for o in page.objects] == [".blobfish", ".blobgate0"]
+        # A delimiter found inside the reserved prefix rolls up nothing of it.
+        rolled = pb.ListRequest(prefix=".blob", delimiter="a")
+        page = await owner.List(rolled, metadata=as_owner, timeout=10)
+        assert list(page.common_prefixes) == [".blobga"]  # .blobgate0
+        await owner.Delete(pb.DeleteRequest(key=".blobgate0"), metadata=as_owner, timeout=10)
+        page = await owner.List(rolled, metadata=as_owner, timeout=10)
+        assert ([o.key for o in page.objects], list(page.common_prefixes)) == ([".blobfish"], [])
 
 
 # --- unserved and ungranted -------------------------------------------------------

@@ -164,7 +164,8 @@ class SessionQuota(SessionStoreDecorator):
     async def _take_slot(self, principal: str) -> _Held:
         """A slot of the principal's, taken for a new session; ResourceExhausted
         when all ``limit`` are held by sessions that have not expired."""
-        taken = await self._markers.list(self._bucket, principal_prefix(principal), self.limit)
+        slots = slot_key(principal, 0)[:-4]  # the prefix of the numbered slots
+        taken = await self._markers.list(self._bucket, slots, self.limit)
         held = {entry.key: entry for entry in taken}
         free = [slot_key(principal, n) for n in range(self.limit)]
         free = [key for key in free if key not in held]

@@ -24,9 +24,12 @@ from blobgate.server.storage.s3.metadata import bare_etag
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
-# Greater than every key under the reserved prefix the gateway writes (all
-# ASCII), and less than every key after them.
-PAST_RESERVED = RESERVED_PREFIX + "\U0010ffff"
+# Greater than every key the gateway writes under the reserved prefix (letters,
+# digits, '-', '_' and '/' follow it), and less than every key after the
+# prefix's run. "~" is the greatest printable ASCII character: LocalStack
+# mishandles a StartAfter beyond ASCII. A key someone wrote straight to S3
+# under ".blobgate/~" or beyond is still hidden, by the filter, a page at a time.
+PAST_RESERVED = RESERVED_PREFIX + "~"
 
 
 def _hidden(name: str) -> bool:
@@ -105,6 +108,7 @@ class Lister:
         while True:
             response = await self._request(page_size - len(page), token, start_after)
             self._add(page, response)
+            page.prefixes = [p for p in page.prefixes if await self._shows(p)]
             names = _entries(response)
             last = names[-1] if names else last
             token = response.get("NextContinuationToken", "") if response.get("IsTruncated") else ""
@@ -118,6 +122,18 @@ class Lister:
         if hidden_ahead and not await self._visible_after(token):
             token = ""  # only hidden keys follow: this is the last page
         return ListPage(objects=page.objects, common_prefixes=page.prefixes, next_token=token)
+
+    async def _shows(self, common_prefix: str) -> bool:
+        """Whether a common prefix holds a visible key: one that is a part of
+        the reserved prefix (a delimiter that occurs in it, such as ``.``)
+        may roll up nothing but hidden keys."""
+        if not RESERVED_PREFIX.startswith(common_prefix):
+            return True
+        under = Lister(self._client, self._bucket, common_prefix, "")
+        first = _entries(await under._request(1))
+        if first and not _hidden(first[0]):
+            return True
+        return bool(_entries(await under._request(1, start_after=PAST_RESERVED)))
 
     async def _visible_after(self, token: str) -> bool:
         """Whether any visible entry lies past ``token``, whose next entries
