@@ -242,6 +242,43 @@ async def test_hidden_records_never_shape_list_pages(
         assert ([o.key for o in page.objects], list(page.common_prefixes)) == ([".blobfish"], [])
 
 
+@pytest.mark.both_s3s
+async def test_a_listing_skips_the_hidden_run_in_one_request(s3_endpoint: str, bucket: str) -> None:
+    """40 open sessions' records before the visible keys: a page_size=1
+    listing of 3 keys takes a handful of ListObjectsV2 requests, not one
+    per hidden record."""
+    settings = gateway_settings(s3_endpoint, bucket, metrics_listen="127.0.0.1:0")
+    gateway = await start_gateway(settings)
+    try:
+        assert gateway.metrics is not None
+        registry = gateway.metrics.registry
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+            stub = storage_pb2_grpc.StorageServiceStub(channel)
+            for index in range(40):
+                spec = pb.UploadSpec(key=f"open-{index}")
+                await stub.StartResumableUpload(pb.StartResumableUploadRequest(spec=spec))
+            for name in ("a", "b", "c"):
+                await stub.Upload(upload_stream(name, b"x"), timeout=10)
+
+            def lists() -> float:
+                labels = {"operation": "ListObjectsV2", "outcome": "ok"}
+                name = "blobgate_s3_request_duration_seconds_count"
+                return registry.get_sample_value(name, labels) or 0.0
+
+            before, token = lists(), ""
+            pages: list[list[str]] = []
+            while True:
+                page = await stub.List(pb.ListRequest(page_size=1, page_token=token))
+                pages.append([o.key for o in page.objects])
+                token = page.next_page_token
+                if not token:
+                    break
+        assert pages == [["a"], ["b"], ["c"]]
+        assert lists() - before <= 6
+    finally:
+        await stop_gateway(gateway)
+
+
 # --- unserved and ungranted -------------------------------------------------------
 
 
