@@ -32,10 +32,10 @@ from tests.support.gateways import gateway_settings
 
 STORAGE = Path(__file__).resolve().parents[2] / "server" / "blobgate" / "server" / "storage"
 
-OBJECT_STACK = ["MeteredStore", "AuthorizedStore", "StreamLimitedStore", "StreamLimitedStore"]
+OBJECT_STACK = ["AuthorizedStore", "MeteredStore", "StreamLimitedStore", "StreamLimitedStore"]
 SESSION_STACK = [
-    "MeteredSessions",
     "AuthorizedSessions",
+    "MeteredSessions",
     "StreamLimitedSessions",
     "SessionQuota",
     "StreamLimitedSessions",
@@ -126,7 +126,7 @@ async def test_a_backend_the_factory_does_not_know_gets_the_whole_stack(
         with pytest.raises(ResourceExhausted, match="resumable upload sessions open"):
             await storage.sessions.start_session(spec)
     markers = await backend.records.list(bucket, SESSION_MARKERS, 10)
-    assert [key.startswith(principal_prefix("alice")) for key, _ in markers] == [True]
+    assert [entry.key.startswith(principal_prefix("alice")) for entry in markers] == [True]
 
     # The sweep metrics read the backend's tally.
     backend.sweep_tally[EXPIRED_SESSION] += 2

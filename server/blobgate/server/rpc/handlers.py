@@ -78,7 +78,11 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self._sessions = sessions
         self._page_token_key = page_token_key
         self._session_expiry = timedelta(seconds=settings.session_expiry)
-        self._buckets = BucketPolicy(settings.default_bucket, settings.buckets)
+        self._buckets = BucketPolicy(
+            settings.default_bucket,
+            settings.buckets,
+            deferred=settings.auth_policy_file is not None,  # storage.authorization refuses
+        )
         self._max_size = settings.object_size_limit
         self._idle_timeout = settings.stream_idle_timeout
         self._expiry_days = settings.expiry_days_allowed

@@ -26,6 +26,8 @@ from blobgate.server.core.errors import (
     NotFound,
     OutOfRange,
     ServiceError,
+    if_match_failed,
+    if_none_match_failed,
 )
 from blobgate.server.core.storage_classes import ARCHIVED, STANDARD, archived
 from blobgate.server.core.tags import expiry_of, stored_tags, with_expiry
@@ -127,17 +129,12 @@ class MemoryStore:
         current = self.bucket(ref.bucket).objects.get(ref.key)
         if current is None:
             if options.if_match:
-                raise FailedPrecondition(
-                    f"if_match {options.if_match!r}: there is no object {ref.key!r}"
-                )
+                raise if_match_failed()
             return
         if options.if_none_match:
-            raise FailedPrecondition(f"if_none_match: object {ref.key!r} already exists")
+            raise if_none_match_failed()
         if options.if_match and current.info.etag != _plain_etag(options.if_match):
-            raise FailedPrecondition(
-                f"if_match {options.if_match!r} does not match {ref.key!r} "
-                f"(etag {current.info.etag!r})"
-            )
+            raise if_match_failed()
 
     async def put(
         self, ref: ObjectRef, body: AsyncIterable[Chunk], options: PutOptions
@@ -199,10 +196,7 @@ class MemoryStore:
                 f"no source object {spec.source.key!r} in bucket {spec.source.bucket!r}"
             ) from None
         if spec.source_if_match and source.info.etag != _plain_etag(spec.source_if_match):
-            raise FailedPrecondition(
-                f"source_if_match {spec.source_if_match!r} does not match "
-                f"{spec.source.key!r} (etag {source.info.etag!r})"
-            )
+            raise if_match_failed("source_if_match")
         options = spec.options
         if not spec.replace_metadata:
             options = replace(
@@ -250,7 +244,7 @@ class MemoryStore:
         stored = self._object(ref)
         info = stored.info
         if if_match and info.etag != _plain_etag(if_match):
-            raise FailedPrecondition(f"if_match {if_match!r} does not match {ref.key!r}")
+            raise if_match_failed()
         if info.storage_class in ARCHIVED:  # as S3 refuses it (InvalidObjectState)
             raise FailedPrecondition(archived(f"{ref.key!r} in bucket {ref.bucket!r}"))
         offset, limit = byte_range.offset, byte_range.limit

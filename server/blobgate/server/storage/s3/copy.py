@@ -24,7 +24,12 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from blobgate.server.core.errors import BucketNotFound, FailedPrecondition, NotFound
+from blobgate.server.core.errors import (
+    BucketNotFound,
+    FailedPrecondition,
+    NotFound,
+    if_match_failed,
+)
 from blobgate.server.core.tags import expiry_of, with_expiry
 from blobgate.server.storage.protocols import CopySpec, ObjectRef, PutOptions, StoredObject
 from blobgate.server.storage.s3.commit import abort_multipart, create_multipart, described
@@ -89,10 +94,7 @@ async def _read_source(client: S3Client, spec: CopySpec) -> tuple[StoredObject, 
     except NotFound:
         raise NotFound(f"no source object {ref.key!r} in bucket {ref.bucket!r}") from None
     if spec.source_if_match and source.etag != bare_etag(spec.source_if_match):
-        raise FailedPrecondition(
-            f"source_if_match {spec.source_if_match!r} does not match {ref.key!r} "
-            f"(etag {source.etag!r})"
-        )
+        raise if_match_failed("source_if_match")
     _, in_metadata = split_metadata(raw)
     return source, bool(flag_of(raw)) or in_metadata != source.checksums
 

@@ -18,12 +18,11 @@ from blobgate.server.core.errors import (
     NotFound,
     OutOfRange,
     ServiceError,
+    if_match_failed,
 )
-from blobgate.server.core.storage_classes import STANDARD
 from blobgate.server.storage.checksums import Hasher, crc32c_to_s3, verify
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import (
-    RESERVED_PREFIX,
     ByteRange,
     Chunk,
     ContentChecksums,
@@ -46,6 +45,7 @@ from blobgate.server.storage.s3.commit import (
 from blobgate.server.storage.s3.connection import S3Connection
 from blobgate.server.storage.s3.copy import copy_object
 from blobgate.server.storage.s3.errors import s3_errors
+from blobgate.server.storage.s3.listing import Lister
 from blobgate.server.storage.s3.metadata import (
     bare_etag,
     conditions,
@@ -269,7 +269,7 @@ class S3Store:
         (or anything of an empty object) is still a valid, empty read."""
         info = await self.head(ref)
         if if_match and info.etag != bare_etag(if_match):
-            raise FailedPrecondition(f"if_match {if_match!r} does not match {ref.key!r}")
+            raise if_match_failed()
         start = (
             byte_range.offset if byte_range.offset >= 0 else max(0, info.size + byte_range.offset)
         )
@@ -282,36 +282,9 @@ class S3Store:
     async def list_page(
         self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
     ) -> ListPage:
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
-        if delimiter:
-            kwargs["Delimiter"] = delimiter
-        if token:
-            kwargs["ContinuationToken"] = token
-        with s3_errors(bucket=bucket):
-            response = await self._client.list_objects_v2(**kwargs)
-        # The gateway's own records are not the caller's objects.
-        objects = [
-            StoredObject(
-                bucket=bucket,
-                key=item["Key"],
-                size=int(item.get("Size", 0)),
-                etag=bare_etag(item.get("ETag", "")),
-                content_type="",
-                last_modified=item.get("LastModified"),
-                storage_class=str(item.get("StorageClass") or STANDARD),
-            )
-            for item in response.get("Contents", [])
-            if not item["Key"].startswith(RESERVED_PREFIX)
-        ]
-        prefixes = [
-            p["Prefix"]
-            for p in response.get("CommonPrefixes", [])
-            if "Prefix" in p and not p["Prefix"].startswith(RESERVED_PREFIX)
-        ]
-        next_token = (
-            response.get("NextContinuationToken", "") if response.get("IsTruncated") else ""
-        )
-        return ListPage(objects=objects, common_prefixes=prefixes, next_token=next_token)
+        # The gateway's own records are not the caller's objects, nor do
+        # they shape its pages (storage.s3.listing).
+        return await Lister(self._client, bucket, prefix, delimiter).page(page_size, token)
 
     async def get_tags(self, ref: ObjectRef) -> dict[str, str]:
         return await get_tags(self._client, ref)
