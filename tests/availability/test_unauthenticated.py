@@ -1,0 +1,367 @@
+"""Unauthenticated work is bounded and cheap: callers that present no
+identity (health, reflection, StorageService calls without a bearer token)
+cannot take the room of identified ones. Each attack runs beside a victim,
+an identified caller whose Stat and Upload keep answering at once: health
+Watch floods without a token (JWT), from an mTLS client with no grants and
+on the health listener; sockets that never start a handshake; and calls
+without a token that announce a large message and never finish it, which
+are refused before the message is read."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from blobgate.server.app import Gateway, start_gateway
+from blobgate.server.storage.factory import memory_config
+from blobgate.server.storage.memory.backend import MemoryBackend
+from blobgate.v1 import storage_pb2, storage_pb2_grpc
+from tests.fakes.pki import CA, Issued
+from tests.fakes.raw_h2 import RawCall, grpc_frame
+from tests.support.gateways import gateway_settings, stop_gateway
+from tests.support.helpers import MiB, eventually, upload_aio
+
+Code = grpc.StatusCode
+SECRET = b"0123456789abcdef0123456789abcdef"
+ISSUER, AUDIENCE = "https://issuer.example", "blobgate"
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+STAT = "/blobgate.v1.StorageService/Stat"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+# Small limits keep the floods short.
+LIMITS: dict[str, Any] = {"max_calls": 8, "max_anonymous_calls": 6, "max_health_watches": 3}
+# How long a victim's call may take during an attack: generous, the machine is shared.
+PROMPT = 2.0
+
+
+def token(subject: str = "victim") -> str:
+    now = int(time.time())
+    claims = {"sub": subject, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+@pytest.fixture
+def ca() -> CA:
+    return CA()
+
+
+@asynccontextmanager
+async def tls_gateway(
+    tmp_path: Path, ca: CA, mode: str, **overrides: Any
+) -> AsyncIterator[Gateway]:
+    """A gateway on the in-memory store, TLS with bearer JWTs (``jwt``) or
+    client certificates (``mtls``, the victim granted everything)."""
+    cert_file, key_file = ca.server().write(tmp_path, "server")
+    values: dict[str, Any] = {"tls_cert_file": cert_file, "tls_key_file": key_file}
+    if mode == "jwt":
+        jwks = tmp_path / "jwks.json"
+        key = base64.urlsafe_b64encode(SECRET).rstrip(b"=").decode()
+        jwks.write_text(json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "k": key}]}))
+        values |= {"jwt_jwks_file": jwks, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
+    else:
+        values["tls_client_ca_file"] = ca.write(tmp_path)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[[grant]]\nprincipals = ["victim"]\nbuckets = ["availability"]\n'
+        'actions = ["read", "list", "write", "delete"]\n'
+    )
+    settings = gateway_settings(
+        "http://127.0.0.1:9",
+        "availability",
+        auth_policy_file=policy,
+        **{**values, **overrides},
+    )
+    gateway = await start_gateway(settings, backend=MemoryBackend(memory_config(settings)))
+    try:
+        yield gateway
+    finally:
+        await stop_gateway(gateway, grace=0.5)
+
+
+def tls_channel(
+    port: int, ca: CA, *, client: Issued | None = None, bearer: str | None = None
+) -> grpc.aio.Channel:
+    """A channel of its own connection; with ``bearer``, every call carries it."""
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca.pem,
+        private_key=None if client is None else client.key,
+        certificate_chain=None if client is None else client.cert,
+    )
+    if bearer is not None:
+        credentials = grpc.composite_channel_credentials(
+            credentials, grpc.access_token_call_credentials(bearer)
+        )
+    return grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials, options=OWN_CONNECTION)
+
+
+async def victim_works(channel: grpc.aio.Channel, key: str) -> None:
+    """An identified caller's Upload and Stat answer promptly."""
+    stub = storage_pb2_grpc.StorageServiceStub(channel)
+    started = time.monotonic()
+    stored = await asyncio.wait_for(upload_aio(stub, key, b"still here"), PROMPT)
+    assert stored.size == 10
+    response = await stub.Stat(storage_pb2.StatRequest(key=key), timeout=PROMPT)
+    assert response.object.size == 10
+    assert time.monotonic() - started < PROMPT
+
+
+async def check(channel: grpc.aio.Channel) -> int:
+    """The overall health status, from Check."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=PROMPT)
+    return int(response.status)
+
+
+async def watch_flood(channels: list[grpc.aio.Channel], per_channel: int) -> tuple[list[Any], int]:
+    """Open ``per_channel`` health Watch streams on each channel; the ones
+    that stay open (their first answer read) and how many were refused with
+    RESOURCE_EXHAUSTED."""
+    calls = [
+        health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        for channel in channels
+        for _ in range(per_channel)
+    ]
+    results = await asyncio.gather(
+        *(asyncio.wait_for(call.read(), 10) for call in calls), return_exceptions=True
+    )
+    open_calls, refused = [], 0
+    for call, result in zip(calls, results, strict=True):
+        if isinstance(result, grpc.aio.AioRpcError):
+            assert result.code() == Code.RESOURCE_EXHAUSTED, result
+            refused += 1
+        else:
+            assert not isinstance(result, BaseException), result
+            open_calls.append(call)
+    return open_calls, refused
+
+
+async def test_a_watch_flood_without_a_token_leaves_the_identified_callers_alone(
+    tmp_path: Path, ca: CA
+) -> None:
+    """Health needs no identity: a caller with no token used to keep enough
+    Watch streams open to fill max_calls, and every other call, an
+    identified caller's Stat and every health Check included, got
+    RESOURCE_EXHAUSTED."""
+    async with tls_gateway(tmp_path, ca, "jwt", **LIMITS) as gateway:
+        attacker = tls_channel(gateway.port, ca)
+        victim = tls_channel(gateway.port, ca, bearer=token())
+        async with attacker, victim:
+            watches, refused = await watch_flood([attacker], 20)
+            assert len(watches) == 3 and refused == 17
+            await victim_works(victim, "during-watch-flood")
+            assert await check(attacker) == SERVING
+            for call in watches:
+                call.cancel()
+
+
+async def test_a_watch_flood_from_a_client_with_no_grants(tmp_path: Path, ca: CA) -> None:
+    """An mTLS client whose certificate the CA signed but the policy grants
+    nothing: its Watch streams count among the calls without an identity,
+    not in max_calls."""
+    async with tls_gateway(tmp_path, ca, "mtls", **LIMITS) as gateway:
+        attacker = tls_channel(gateway.port, ca, client=ca.client("nobody"))
+        victim = tls_channel(gateway.port, ca, client=ca.client("victim"))
+        async with attacker, victim:
+            watches, refused = await watch_flood([attacker], 20)
+            assert len(watches) == 3 and refused == 17
+            await victim_works(victim, "during-mtls-watch-flood")
+            assert await check(attacker) == SERVING
+            # The attacker itself may do nothing but ask about health.
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await storage_pb2_grpc.StorageServiceStub(attacker).Stat(
+                    storage_pb2.StatRequest(key="x"), timeout=PROMPT
+                )
+            assert caught.value.code() == Code.PERMISSION_DENIED
+            for call in watches:
+                call.cancel()
+
+
+async def test_a_watch_flood_on_the_health_listener_leaves_check_answering(
+    tmp_path: Path, ca: CA
+) -> None:
+    """The plaintext health listener allows 64 calls: 64 Watch streams used
+    to fill it, and the probes' Check got RESOURCE_EXHAUSTED."""
+    async with tls_gateway(
+        tmp_path, ca, "mtls", health_listen="127.0.0.1:0", max_health_watches=4
+    ) as gateway:
+        address = f"127.0.0.1:{gateway.health_port}"
+        channels = [grpc.aio.insecure_channel(address, options=OWN_CONNECTION) for _ in range(10)]
+        try:
+            watches, refused = await watch_flood(channels, 8)
+            assert len(watches) == 4 and refused == 76
+            async with grpc.aio.insecure_channel(address, options=OWN_CONNECTION) as probe:
+                assert await check(probe) == SERVING
+            victim = tls_channel(gateway.port, ca, client=ca.client("victim"))
+            async with victim:
+                await victim_works(victim, "during-listener-flood")
+        finally:
+            for channel in channels:
+                await channel.close()
+
+
+async def test_a_watch_ends_after_its_lifetime(tmp_path: Path, ca: CA) -> None:
+    """A Watch ends with OK after health_watch_lifetime, and gives its room
+    back; standard clients open a new one."""
+    async with (
+        tls_gateway(
+            tmp_path, ca, "jwt", health_watch_lifetime=0.5, max_health_watches=1
+        ) as gateway,
+        tls_channel(gateway.port, ca) as channel,
+    ):
+        stub = health_pb2_grpc.HealthStub(channel)
+        started = time.monotonic()
+        first = stub.Watch(health_pb2.HealthCheckRequest())
+        assert (await first.read()).status == SERVING
+        assert await asyncio.wait_for(first.read(), 10) is grpc.aio.EOF
+        assert await first.code() == Code.OK
+        assert time.monotonic() - started < 5
+        second = stub.Watch(health_pb2.HealthCheckRequest())
+        assert (await asyncio.wait_for(second.read(), 5)).status == SERVING
+        second.cancel()
+
+
+# --- connections that never become connections ------------------------------
+
+
+def _idle_sockets(port: int, count: int) -> list[socket.socket]:
+    """``count`` TCP connections that will never send a byte."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.setblocking(False)
+        sockets.append(sock)
+    return sockets
+
+
+async def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes ``sock`` within ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(within):
+            while await loop.sock_recv(sock, 4096):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+    return True
+
+
+async def _idle_sockets_are_closed(port: int, count: int) -> None:
+    sockets = _idle_sockets(port, count)
+    try:
+        closed = await asyncio.gather(*(_closed_by_server(s, 8.0) for s in sockets))
+        assert all(closed), f"{closed.count(False)} of {count} idle sockets still open"
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.mark.parametrize("mode", ["jwt", "mtls"])
+async def test_sockets_that_never_handshake_are_closed_and_free_the_limit(
+    tmp_path: Path, ca: CA, mode: str
+) -> None:
+    """Sockets that never start TLS used to hold max_connections for grpc
+    core's default handshake timeout, 120 s, and new connections from
+    everyone else failed UNAVAILABLE meanwhile; the attacker reconnects.
+    They are closed after handshake_timeout now."""
+    async with tls_gateway(tmp_path, ca, mode, max_connections=4, handshake_timeout=1.0) as gateway:
+        sockets = _idle_sockets(gateway.port, 4)
+        try:
+            closed = await asyncio.gather(*(_closed_by_server(s, 8.0) for s in sockets))
+            assert all(closed), f"{closed.count(False)} of 4 idle sockets still open"
+        finally:
+            for sock in sockets:
+                sock.close()
+        if mode == "jwt":
+            victim = tls_channel(gateway.port, ca, bearer=token())
+        else:
+            victim = tls_channel(gateway.port, ca, client=ca.client("victim"))
+        async with victim:
+            await victim_works(victim, "after-idle-sockets")
+
+
+async def test_idle_sockets_on_the_health_listener_are_closed(tmp_path: Path, ca: CA) -> None:
+    """The health listener allows 32 connections: 32 idle sockets used to
+    fail the probe for two minutes."""
+    async with tls_gateway(
+        tmp_path, ca, "mtls", health_listen="127.0.0.1:0", handshake_timeout=1.0
+    ) as gateway:
+        assert gateway.health_port is not None
+        await _idle_sockets_are_closed(gateway.health_port, 32)
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{gateway.health_port}", options=OWN_CONNECTION
+        ) as probe:
+            assert await check(probe) == SERVING
+
+
+# --- messages nobody asked for ----------------------------------------------
+
+
+def client_tls(ca: CA) -> ssl.SSLContext:
+    return ssl.create_default_context(cadata=ca.pem.decode())
+
+
+def partial_message(announced: int, sent: int) -> bytes:
+    """The first ``sent`` bytes of a gRPC frame announcing ``announced``."""
+    return grpc_frame(b"\0" * announced)[: 5 + sent]
+
+
+@pytest.mark.parametrize("bearer", [None, "not-a-token"])
+async def test_calls_without_a_valid_token_are_refused_before_their_message(
+    tmp_path: Path, ca: CA, caplog: pytest.LogCaptureFixture, bearer: str | None
+) -> None:
+    """The token used to be checked in the handler, after gRPC had received
+    the whole request: calls without one that announced 8 MiB and never
+    finished held the memory (60 of them grew the server by ~320 MiB).
+    They are refused now while the caller has sent only part of the
+    message, and still logged and counted."""
+    caplog.set_level(logging.INFO, logger="blobgate.access")
+    headers = [] if bearer is None else [("authorization", f"Bearer {bearer}")]
+    async with tls_gateway(tmp_path, ca, "jwt", metrics_listen="127.0.0.1:0") as gateway:
+        calls = [
+            await RawCall.open(gateway.port, STAT, tls=client_tls(ca), headers=headers)
+            for _ in range(10)
+        ]
+        try:
+            for call in calls:
+                await call.send(partial_message(8 * MiB - 64, 256 * 1024))
+            for call in calls:
+                await call.wait_end(within=5)
+                assert call.status == str(Code.UNAUTHENTICATED.value[0]), (call.status, call.reset)
+            victim = tls_channel(gateway.port, ca, bearer=token())
+            async with victim:
+                await victim_works(victim, "beside-unfinished-messages")
+        finally:
+            for call in calls:
+                call.abort()
+        assert gateway.metrics is not None
+        refused = gateway.metrics.registry.get_sample_value(
+            "grpc_server_handled_total",
+            {
+                "grpc_type": "unary",
+                "grpc_service": "blobgate.v1.StorageService",
+                "grpc_method": "Stat",
+                "grpc_code": "UNAUTHENTICATED",
+            },
+        )
+        assert refused == 10
+
+    async def logged() -> None:
+        lines = [r for r in caplog.records if getattr(r, "status", "") == "UNAUTHENTICATED"]
+        assert len(lines) == 10 and all(r.method == "Stat" for r in lines)  # type: ignore[attr-defined]
+
+    await eventually(logged, within=5)
