@@ -129,7 +129,8 @@ async def check(channel: grpc.aio.Channel) -> int:
 async def watch_flood(channels: list[grpc.aio.Channel], per_channel: int) -> tuple[list[Any], int]:
     """Open ``per_channel`` health Watch streams on each channel; the ones
     that stay open (their first answer read) and how many were refused with
-    RESOURCE_EXHAUSTED."""
+    UNIMPLEMENTED (what gRPC's client-side health checking takes as "no
+    health checking here: assume healthy")."""
     calls = [
         health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
         for channel in channels
@@ -141,7 +142,8 @@ async def watch_flood(channels: list[grpc.aio.Channel], per_channel: int) -> tup
     open_calls, refused = [], 0
     for call, result in zip(calls, results, strict=True):
         if isinstance(result, grpc.aio.AioRpcError):
-            assert result.code() == Code.RESOURCE_EXHAUSTED, result
+            assert result.code() == Code.UNIMPLEMENTED, result
+            assert "use Check" in (result.details() or "")
             refused += 1
         else:
             assert not isinstance(result, BaseException), result
@@ -232,6 +234,45 @@ async def test_a_watch_ends_after_its_lifetime(tmp_path: Path, ca: CA) -> None:
         second = stub.Watch(health_pb2.HealthCheckRequest())
         assert (await asyncio.wait_for(second.read(), 5)).status == SERVING
         second.cancel()
+
+
+@pytest.mark.parametrize("where", ["main port", "health listener"])
+async def test_health_calls_that_never_finish_their_request_are_ended(
+    tmp_path: Path, ca: CA, where: str
+) -> None:
+    """Health Checks that announce a request and never finish it used to
+    hold their call for as long as the connection lived: enough of them
+    filled the health listener's 64 calls (or the anonymous share of the
+    main port), and the probes failed. They end after
+    anonymous_request_timeout now, and give their room back."""
+    async with tls_gateway(
+        tmp_path, ca, "jwt", health_listen="127.0.0.1:0", anonymous_request_timeout=1.0, **LIMITS
+    ) as gateway:
+        main = where == "main port"
+        port = gateway.port if main else gateway.health_port
+        assert port is not None
+        tls = client_tls(ca) if main else None
+        calls = [
+            await RawCall.open(port, "/grpc.health.v1.Health/Check", tls=tls) for _ in range(6)
+        ]
+        try:
+            started = time.monotonic()
+            for call in calls:
+                await call.send(partial_message(1000, 10))
+            for call in calls:
+                await call.wait_end(within=8)
+                assert call.status == str(Code.DEADLINE_EXCEEDED.value[0]), call.status
+            assert time.monotonic() - started < 6
+        finally:
+            for call in calls:
+                call.abort()
+        channel = (
+            tls_channel(port, ca)
+            if main
+            else grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=OWN_CONNECTION)
+        )
+        async with channel:
+            assert await check(channel) == SERVING
 
 
 # --- connections that never become connections ------------------------------

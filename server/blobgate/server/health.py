@@ -31,10 +31,13 @@ class BoundedHealth(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     shared ``health`` (which the probe sets), with its Watch streams
     bounded: health needs no identity, and without a bound anyone could
     keep Watch streams open until they fill the server's calls. At most
-    ``max_watches`` are open at once (more are refused with
-    RESOURCE_EXHAUSTED, and Check is never refused by it); each ends with OK
-    after ``lifetime`` seconds, and gRPC's client-side health checking, like
-    any Watch client, opens a new one (kubelet and Consul use Check)."""
+    ``max_watches`` are open at once; each ends with OK after ``lifetime``
+    seconds, and gRPC's client-side health checking, like any Watch client,
+    opens a new one (kubelet, Consul and blobgate-probe use Check, which is
+    never refused here). A Watch past the limit is refused with
+    UNIMPLEMENTED: gRPC's client-side health checking (gRFC A17) then stops
+    watching on that connection and treats the server as healthy, where
+    any other status would mark the server unhealthy in that client."""
 
     def __init__(self, health: HealthServicer, max_watches: int, lifetime: float) -> None:
         self._health = health
@@ -52,8 +55,8 @@ class BoundedHealth(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     ) -> None:
         if self.watches >= self._max_watches:
             await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "too many health Watch streams are open: use Check, or retry later",
+                grpc.StatusCode.UNIMPLEMENTED,
+                "this server has as many health Watch streams open as it allows: use Check",
             )
         self.watches += 1
         try:

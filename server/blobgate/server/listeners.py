@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from blobgate.server.core.settings import Settings
 from blobgate.server.health import SERVICE_NAME, BoundedHealth
-from blobgate.server.rpc.admission import grpc_call_limit
+from blobgate.server.rpc.admission import AdmissionInterceptor, grpc_call_limit
 from blobgate.server.rpc.codecs import add_to_server
 from blobgate.v1 import storage_pb2_grpc
 
@@ -103,7 +103,13 @@ def health_only_server(settings: Settings, health: HealthServicer) -> grpc.aio.S
     service, for the plaintext ``health_listen`` port: probes that cannot
     present a client certificate (the Docker health check, kubelet) reach it
     there. Not bound to a port yet."""
+    # Every call here is anonymous: admission only holds each to delivering
+    # its request within anonymous_request_timeout.
+    admission = AdmissionInterceptor(
+        1, _HEALTH_MAX_CALLS, lambda _details: False, settings.anonymous_request_timeout
+    )
     server = grpc.aio.server(
+        interceptors=[admission],
         options=[*_HEALTH_OPTIONS, *handshake_options(settings)],
         maximum_concurrent_rpcs=_HEALTH_MAX_CALLS,
     )

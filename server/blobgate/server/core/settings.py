@@ -143,22 +143,28 @@ class Settings(BaseSettings):
         "more get RESOURCE_EXHAUSTED",
     )
     max_anonymous_calls: int = Field(
-        64,
+        16,
         ge=2,
         description="calls open at once that carry no identity (health, reflection; with "
         "jwt_jwks_file, StorageService calls without a valid token), apart from max_calls",
     )
     max_health_watches: int = Field(
-        16,
+        4,
         ge=1,
-        description="health Watch streams open at once on each listener; fewer than "
-        "max_anonymous_calls, so health Check always has room",
+        description="health Watch streams open at once on each listener (more get "
+        "UNIMPLEMENTED); fewer than max_anonymous_calls, so health Check always has room",
     )
     health_watch_lifetime: float = Field(
         600.0,
         gt=0,
         description="seconds a health Watch stays open; then it ends with OK and standard "
         "clients open a new one",
+    )
+    anonymous_request_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="seconds a call without an identity (health) has to deliver its request "
+        "message; later, it ends with DEADLINE_EXCEEDED",
     )
     handshake_timeout: float = Field(
         5.0,

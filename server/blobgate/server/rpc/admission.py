@@ -20,6 +20,13 @@ A call past its share is refused with RESOURCE_EXHAUSTED at once, without
 reading its message; like gRPC's own refusals, it reaches no other
 interceptor (no access log line, no metrics: a flood of them must not cost
 a log line each), but is counted in ``refused``.
+
+An anonymous call of another service whose request is one message (health
+Check and Watch) must deliver it within ``request_timeout`` seconds, or is
+ended with DEADLINE_EXCEEDED: a call that announces a message and never
+finishes it would otherwise hold its slot, and the memory gRPC buffers for
+it, for as long as its connection lives. (StorageService calls without a
+token are refused before their message is read: ``rpc.authentication``.)
 """
 
 from __future__ import annotations
@@ -57,6 +64,50 @@ def refusing_handler(code: grpc.StatusCode, details: str) -> Handler:
     return grpc.stream_unary_rpc_method_handler(refuse)
 
 
+def read_within(handler: Handler, timeout: float) -> Handler:
+    """``handler`` (of a method whose request is one message) as a
+    request-streaming handler that reads that message itself, within
+    ``timeout`` seconds, and ends the call with DEADLINE_EXCEEDED if it
+    does not arrive; gRPC's own handler would wait for it forever."""
+
+    async def first_request(context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            async with asyncio.timeout(timeout):
+                request = await context.read()
+        except TimeoutError:
+            request = None
+        if request is None or request is grpc.aio.EOF:
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the request did not arrive within {timeout:g}s of the call's start",
+            )
+        return request
+
+    if handler.unary_unary is not None:
+        unary: Any = handler.unary_unary  # a grpc.aio coroutine function
+
+        async def answer(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            return await unary(await first_request(context), context)
+
+        return grpc.stream_unary_rpc_method_handler(
+            answer,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        streaming: Any = handler.unary_stream
+
+        async def stream(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            await streaming(await first_request(context), context)
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
+
+
 class _Share:
     """At most ``limit`` calls at once, each released when its task ends."""
 
@@ -86,7 +137,15 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
     and ``max_anonymous`` others at once; refuses the rest before their
     message is read. Outermost in the chain (``rpc.chain``)."""
 
-    def __init__(self, max_identified: int, max_anonymous: int, identified: Identified) -> None:
+    def __init__(
+        self,
+        max_identified: int,
+        max_anonymous: int,
+        identified: Identified,
+        request_timeout: float,
+    ) -> None:
+        self._request_timeout = request_timeout
+        self._timed: dict[str, tuple[Handler, Handler]] = {}
         self.identified = _Share(max_identified)
         self.anonymous = _Share(max_anonymous)
         self._is_identified = identified
@@ -108,9 +167,17 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         if self._is_identified(handler_call_details):
             if not self.identified.take():
                 return self._busy
-        elif not self.anonymous.take():
+            return await continuation(handler_call_details)
+        if not self.anonymous.take():
             return self._anonymous_busy
-        return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_streaming or storage_call(handler_call_details):
+            return handler
+        method: str = handler_call_details.method
+        cached = self._timed.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._timed[method] = (handler, read_within(handler, self._request_timeout))
+        return cached[1]
 
 
 def grpc_call_limit(max_calls: int, max_anonymous_calls: int) -> int:
@@ -123,6 +190,7 @@ __all__ = [
     "AdmissionInterceptor",
     "Identified",
     "grpc_call_limit",
+    "read_within",
     "refusing_handler",
     "storage_call",
 ]

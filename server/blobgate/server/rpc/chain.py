@@ -41,7 +41,8 @@ def interceptor_chain(
        StorageService call without a valid bearer token) their own
        ``max_anonymous_calls``; a call past its share is refused
        (RESOURCE_EXHAUSTED) without its message being read, and reaches no
-       other interceptor, like gRPC's own refusals.
+       other interceptor, like gRPC's own refusals. A health call must
+       deliver its request within ``anonymous_request_timeout``.
     2. ``MetricsInterceptor``: every admitted call is counted and
        timed whole, with the status it really ends with: a refusal by
        authentication or the limits, a status the error interceptor mapped,
@@ -76,7 +77,12 @@ def interceptor_chain(
     """
     identified = storage_call if authentication is None else authentication.identified
     chain: list[grpc.aio.ServerInterceptor] = [
-        AdmissionInterceptor(settings.max_calls, settings.max_anonymous_calls, identified)
+        AdmissionInterceptor(
+            settings.max_calls,
+            settings.max_anonymous_calls,
+            identified,
+            settings.anonymous_request_timeout,
+        )
     ]
     if registry is not None:
         chain.append(MetricsInterceptor(RpcMetrics(registry)))
