@@ -463,3 +463,9 @@ async def test_unfinished_messages_without_a_token_cost_the_server_little(
             call.abort()
     print(f"RSS before {before:.0f} MiB, with 60 unfinished calls {during:.0f} MiB")
     assert during - before < 48, (before, during)
+
+
+def test_watches_must_leave_room_for_check() -> None:
+    """max_health_watches below max_anonymous_calls, so Check keeps room."""
+    with pytest.raises(ValueError, match="max_health_watches 16 must be less than"):
+        gateway_settings("http://127.0.0.1:9", "availability", max_health_watches=16)
