@@ -336,6 +336,24 @@ async def test_sockets_that_never_handshake_are_closed_and_free_the_limit(
             await victim_works(victim, "after-idle-sockets")
 
 
+async def test_a_tls_connection_that_never_speaks_http2_is_closed(tmp_path: Path, ca: CA) -> None:
+    """The handshake timeout also covers the wait for the client's HTTP/2
+    preface and settings after TLS: a connection that completes TLS and
+    then says nothing is closed too."""
+    async with tls_gateway(tmp_path, ca, "jwt", handshake_timeout=1.0) as gateway:
+        tls = client_tls(ca)
+        tls.set_alpn_protocols(["h2"])
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", gateway.port, ssl=tls, server_hostname="localhost"
+        )
+        try:
+            started = time.monotonic()
+            await asyncio.wait_for(reader.read(), 8)  # the server's settings, then the end
+            assert time.monotonic() - started < 5
+        finally:
+            writer.transport.abort()
+
+
 async def test_idle_sockets_on_the_health_listener_are_closed(tmp_path: Path, ca: CA) -> None:
     """The health listener allows 32 connections: 32 idle sockets used to
     fail the probe for two minutes."""
