@@ -3,9 +3,10 @@ identity (health, reflection, StorageService calls without a bearer token)
 cannot take the room of identified ones. Each attack runs beside a victim,
 an identified caller whose Stat and Upload keep answering at once: health
 Watch floods without a token (JWT), from an mTLS client with no grants and
-on the health listener; sockets that never start a handshake; and calls
+on the health listener; health calls whose request never arrives; and calls
 without a token that announce a large message and never finish it, which
-are refused before the message is read."""
+are refused before the message is read. (Connections that never handshake:
+test_handshakes.)"""
 
 from __future__ import annotations
 
@@ -13,117 +14,43 @@ import asyncio
 import base64
 import json
 import logging
-import socket
-import ssl
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import grpc
-import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from blobgate.server.app import Gateway, start_gateway
-from blobgate.server.storage.factory import memory_config
-from blobgate.server.storage.memory.backend import MemoryBackend
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
-from tests.fakes.pki import CA, Issued
-from tests.fakes.raw_h2 import RawCall, grpc_frame
-from tests.support.gateways import gateway_settings, stop_gateway
-from tests.support.helpers import MiB, eventually, upload_aio
+from tests.fakes.pki import CA
+from tests.fakes.raw_h2 import RawCall
+from tests.support.availability import (
+    AUDIENCE,
+    ISSUER,
+    LIMITS,
+    OWN_CONNECTION,
+    PROMPT,
+    SECRET,
+    SERVING,
+    STAT,
+    Code,
+    check,
+    client_tls,
+    partial_message,
+    tls_channel,
+    tls_gateway,
+    token,
+    victim_works,
+)
+from tests.support.gateways import gateway_settings
+from tests.support.helpers import MiB, eventually
 from tests.support.server_process import ServerProcess
-
-Code = grpc.StatusCode
-SECRET = b"0123456789abcdef0123456789abcdef"
-ISSUER, AUDIENCE = "https://issuer.example", "blobgate"
-OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
-STAT = "/blobgate.v1.StorageService/Stat"
-SERVING = health_pb2.HealthCheckResponse.SERVING
-# Small limits keep the floods short.
-LIMITS: dict[str, Any] = {"max_calls": 8, "max_anonymous_calls": 6, "max_health_watches": 3}
-# How long a victim's call may take during an attack: generous, the machine is shared.
-PROMPT = 2.0
-
-
-def token(subject: str = "victim") -> str:
-    now = int(time.time())
-    claims = {"sub": subject, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300}
-    return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
 @pytest.fixture
 def ca() -> CA:
     return CA()
-
-
-@asynccontextmanager
-async def tls_gateway(
-    tmp_path: Path, ca: CA, mode: str, **overrides: Any
-) -> AsyncIterator[Gateway]:
-    """A gateway on the in-memory store, TLS with bearer JWTs (``jwt``) or
-    client certificates (``mtls``, the victim granted everything)."""
-    cert_file, key_file = ca.server().write(tmp_path, "server")
-    values: dict[str, Any] = {"tls_cert_file": cert_file, "tls_key_file": key_file}
-    if mode == "jwt":
-        jwks = tmp_path / "jwks.json"
-        key = base64.urlsafe_b64encode(SECRET).rstrip(b"=").decode()
-        jwks.write_text(json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "k": key}]}))
-        values |= {"jwt_jwks_file": jwks, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
-    else:
-        values["tls_client_ca_file"] = ca.write(tmp_path)
-    policy = tmp_path / "policy.toml"
-    policy.write_text(
-        '[[grant]]\nprincipals = ["victim"]\nbuckets = ["availability"]\n'
-        'actions = ["read", "list", "write", "delete"]\n'
-    )
-    settings = gateway_settings(
-        "http://127.0.0.1:9",
-        "availability",
-        auth_policy_file=policy,
-        **{**values, **overrides},
-    )
-    gateway = await start_gateway(settings, backend=MemoryBackend(memory_config(settings)))
-    try:
-        yield gateway
-    finally:
-        await stop_gateway(gateway, grace=0.5)
-
-
-def tls_channel(
-    port: int, ca: CA, *, client: Issued | None = None, bearer: str | None = None
-) -> grpc.aio.Channel:
-    """A channel of its own connection; with ``bearer``, every call carries it."""
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=ca.pem,
-        private_key=None if client is None else client.key,
-        certificate_chain=None if client is None else client.cert,
-    )
-    if bearer is not None:
-        credentials = grpc.composite_channel_credentials(
-            credentials, grpc.access_token_call_credentials(bearer)
-        )
-    return grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials, options=OWN_CONNECTION)
-
-
-async def victim_works(channel: grpc.aio.Channel, key: str) -> None:
-    """An identified caller's Upload and Stat answer promptly."""
-    stub = storage_pb2_grpc.StorageServiceStub(channel)
-    started = time.monotonic()
-    stored = await asyncio.wait_for(upload_aio(stub, key, b"still here"), PROMPT)
-    assert stored.size == 10
-    response = await stub.Stat(storage_pb2.StatRequest(key=key), timeout=PROMPT)
-    assert response.object.size == 10
-    assert time.monotonic() - started < PROMPT
-
-
-async def check(channel: grpc.aio.Channel) -> int:
-    """The overall health status, from Check."""
-    stub = health_pb2_grpc.HealthStub(channel)
-    response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=PROMPT)
-    return int(response.status)
 
 
 async def watch_flood(channels: list[grpc.aio.Channel], per_channel: int) -> tuple[list[Any], int]:
@@ -273,111 +200,6 @@ async def test_health_calls_that_never_finish_their_request_are_ended(
         )
         async with channel:
             assert await check(channel) == SERVING
-
-
-# --- connections that never become connections ------------------------------
-
-
-def _idle_sockets(port: int, count: int) -> list[socket.socket]:
-    """``count`` TCP connections that will never send a byte."""
-    sockets = []
-    for _ in range(count):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        sock.setblocking(False)
-        sockets.append(sock)
-    return sockets
-
-
-async def _closed_by_server(sock: socket.socket, within: float) -> bool:
-    """Whether the server closes ``sock`` within ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(within):
-            while await loop.sock_recv(sock, 4096):
-                pass
-    except TimeoutError:
-        return False
-    except ConnectionError:
-        return True
-    return True
-
-
-async def _idle_sockets_are_closed(port: int, count: int) -> None:
-    sockets = _idle_sockets(port, count)
-    try:
-        closed = await asyncio.gather(*(_closed_by_server(s, 8.0) for s in sockets))
-        assert all(closed), f"{closed.count(False)} of {count} idle sockets still open"
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-@pytest.mark.parametrize("mode", ["jwt", "mtls"])
-async def test_sockets_that_never_handshake_are_closed_and_free_the_limit(
-    tmp_path: Path, ca: CA, mode: str
-) -> None:
-    """Sockets that never start TLS used to hold max_connections for grpc
-    core's default handshake timeout, 120 s, and new connections from
-    everyone else failed UNAVAILABLE meanwhile; the attacker reconnects.
-    They are closed after handshake_timeout now."""
-    async with tls_gateway(tmp_path, ca, mode, max_connections=4, handshake_timeout=1.0) as gateway:
-        sockets = _idle_sockets(gateway.port, 4)
-        try:
-            closed = await asyncio.gather(*(_closed_by_server(s, 8.0) for s in sockets))
-            assert all(closed), f"{closed.count(False)} of 4 idle sockets still open"
-        finally:
-            for sock in sockets:
-                sock.close()
-        if mode == "jwt":
-            victim = tls_channel(gateway.port, ca, bearer=token())
-        else:
-            victim = tls_channel(gateway.port, ca, client=ca.client("victim"))
-        async with victim:
-            await victim_works(victim, "after-idle-sockets")
-
-
-async def test_a_tls_connection_that_never_speaks_http2_is_closed(tmp_path: Path, ca: CA) -> None:
-    """The handshake timeout also covers the wait for the client's HTTP/2
-    preface and settings after TLS: a connection that completes TLS and
-    then says nothing is closed too."""
-    async with tls_gateway(tmp_path, ca, "jwt", handshake_timeout=1.0) as gateway:
-        tls = client_tls(ca)
-        tls.set_alpn_protocols(["h2"])
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", gateway.port, ssl=tls, server_hostname="localhost"
-        )
-        try:
-            started = time.monotonic()
-            await asyncio.wait_for(reader.read(), 8)  # the server's settings, then the end
-            assert time.monotonic() - started < 5
-        finally:
-            writer.transport.abort()
-
-
-async def test_idle_sockets_on_the_health_listener_are_closed(tmp_path: Path, ca: CA) -> None:
-    """The health listener allows 32 connections: 32 idle sockets used to
-    fail the probe for two minutes."""
-    async with tls_gateway(
-        tmp_path, ca, "mtls", health_listen="127.0.0.1:0", handshake_timeout=1.0
-    ) as gateway:
-        assert gateway.health_port is not None
-        await _idle_sockets_are_closed(gateway.health_port, 32)
-        async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{gateway.health_port}", options=OWN_CONNECTION
-        ) as probe:
-            assert await check(probe) == SERVING
-
-
-# --- messages nobody asked for ----------------------------------------------
-
-
-def client_tls(ca: CA) -> ssl.SSLContext:
-    return ssl.create_default_context(cadata=ca.pem.decode())
-
-
-def partial_message(announced: int, sent: int) -> bytes:
-    """The first ``sent`` bytes of a gRPC frame announcing ``announced``."""
-    return grpc_frame(b"\0" * announced)[: 5 + sent]
 
 
 @pytest.mark.parametrize("bearer", [None, "not-a-token"])
