@@ -227,7 +227,7 @@ async def test_open_sessions_are_counted_across_instances(
         markers = await _markers(s3, bucket)
         assert len(markers) == 3
         assert all("alice" not in key and "bob" not in key for key in markers)
-        assert sum(key.startswith(principal_prefix("alice")) for key in markers) == 2
+        assert sum(key.startswith(principal_prefix("cn:alice")) for key in markers) == 2
         # Cancelling one (on the other instance) frees its slot.
         await alice_two.CancelResumableUpload(
             pb.CancelResumableUploadRequest(upload_id=first), timeout=10
