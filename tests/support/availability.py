@@ -54,6 +54,7 @@ async def tls_gateway(
     client certificates (``mtls``, the victim granted everything)."""
     cert_file, key_file = ca.server().write(tmp_path, "server")
     values: dict[str, Any] = {"tls_cert_file": cert_file, "tls_key_file": key_file}
+    victim = "victim"  # a JWT's sub
     if mode == "jwt":
         jwks = tmp_path / "jwks.json"
         key = base64.urlsafe_b64encode(SECRET).rstrip(b"=").decode()
@@ -61,9 +62,10 @@ async def tls_gateway(
         values |= {"jwt_jwks_file": jwks, "jwt_issuer": ISSUER, "jwt_audience": AUDIENCE}
     else:
         values["tls_client_ca_file"] = ca.write(tmp_path)
+        victim = "cn:victim"  # a certificate whose only name is its CN
     policy = tmp_path / "policy.toml"
     policy.write_text(
-        '[[grant]]\nprincipals = ["victim"]\nbuckets = ["availability"]\n'
+        f'[[grant]]\nprincipals = ["{victim}"]\nbuckets = ["availability"]\nprefixes = [""]\n'
         'actions = ["read", "list", "write", "delete"]\n'
     )
     settings = gateway_settings(
