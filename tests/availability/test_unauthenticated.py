@@ -202,6 +202,37 @@ async def test_health_calls_that_never_finish_their_request_are_ended(
             assert await check(channel) == SERVING
 
 
+async def test_the_anonymous_share_fills_without_touching_max_calls(tmp_path: Path, ca: CA) -> None:
+    """Health calls whose request has not arrived yet hold the anonymous
+    share: past max_anonymous_calls the next is refused at once, counted in
+    blobgate_refused_calls_total, while the identified caller keeps all of
+    max_calls (which 10 such calls used to fill, with max_calls 8)."""
+    async with tls_gateway(
+        tmp_path, ca, "jwt", metrics_listen="127.0.0.1:0", anonymous_request_timeout=30, **LIMITS
+    ) as gateway:
+        calls = [
+            await RawCall.open(gateway.port, "/grpc.health.v1.Health/Check", tls=client_tls(ca))
+            for _ in range(10)
+        ]
+        try:
+            for call in calls:
+                await call.send(partial_message(1000, 10))
+            await asyncio.gather(*(call.wait_end(within=1.0) for call in calls))
+            refused = [call.status for call in calls if call.status is not None]
+            assert refused == [str(Code.RESOURCE_EXHAUSTED.value[0])] * 4
+            victim = tls_channel(gateway.port, ca, bearer=token())
+            async with victim:
+                await victim_works(victim, "beside-a-full-anonymous-share")
+            assert gateway.metrics is not None
+            sample = gateway.metrics.registry.get_sample_value
+            assert sample("blobgate_refused_calls_total", {"share": "anonymous"}) == 4
+            assert sample("blobgate_refused_calls_total", {"share": "identified"}) == 0
+            assert sample("blobgate_admitted_calls", {"share": "anonymous"}) == 6
+        finally:
+            for call in calls:
+                call.abort()
+
+
 @pytest.mark.parametrize("bearer", [None, "not-a-token"])
 async def test_calls_without_a_valid_token_are_refused_before_their_message(
     tmp_path: Path, ca: CA, caplog: pytest.LogCaptureFixture, bearer: str | None

@@ -18,8 +18,10 @@ away before its message arrived and no handler ever runs).
 
 A call past its share is refused with RESOURCE_EXHAUSTED at once, without
 reading its message; like gRPC's own refusals, it reaches no other
-interceptor (no access log line, no metrics: a flood of them must not cost
-a log line each), but is counted in ``refused``.
+interceptor (no access log line, no per-call metrics: a flood of them
+must not cost a log line each); with a metrics registry, the calls open and
+refused per share are ``blobgate_admitted_calls`` and
+``blobgate_refused_calls_total``.
 
 An anonymous call of another service whose request is one message (health
 Check and Watch) must deliver it within ``request_timeout`` seconds, or is
@@ -36,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from blobgate.server.rpc.interceptors import SERVICE, Handler
 
@@ -115,10 +118,13 @@ class _Share:
         self.limit = limit
         self.active = 0
         self.refused = 0
+        self.counted: Counter | None = None  # the refusals' metric, when there is one
 
     def take(self) -> bool:
         if self.active >= self.limit:
             self.refused += 1
+            if self.counted is not None:
+                self.counted.inc()
             return False
         self.active += 1
         task = asyncio.current_task()
@@ -127,6 +133,9 @@ class _Share:
             return True
         task.add_done_callback(self._release)
         return True
+
+    def open_calls(self) -> float:
+        return self.active
 
     def _release(self, _task: object) -> None:
         self.active -= 1
@@ -143,11 +152,14 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         max_anonymous: int,
         identified: Identified,
         request_timeout: float,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self._request_timeout = request_timeout
         self._timed: dict[str, tuple[Handler, Handler]] = {}
         self.identified = _Share(max_identified)
         self.anonymous = _Share(max_anonymous)
+        if registry is not None:
+            self._measure(registry)
         self._is_identified = identified
         self._busy = refusing_handler(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -158,6 +170,23 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
             "the server has as many calls without an identity open as it allows: retry "
             "later, with backoff",
         )
+
+    def _measure(self, registry: CollectorRegistry) -> None:
+        admitted = Gauge(
+            "blobgate_admitted_calls",
+            "Calls open, by share: identified (max_calls) or anonymous (max_anonymous_calls).",
+            ["share"],
+            registry=registry,
+        )
+        refused = Counter(
+            "blobgate_refused_calls_total",
+            "Calls refused because their share was full, before their request was read.",
+            ["share"],
+            registry=registry,
+        )
+        for name, share in (("identified", self.identified), ("anonymous", self.anonymous)):
+            admitted.labels(name).set_function(share.open_calls)
+            share.counted = refused.labels(name)
 
     async def intercept_service(
         self,

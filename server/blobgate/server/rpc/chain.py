@@ -82,6 +82,7 @@ def interceptor_chain(
             settings.max_anonymous_calls,
             identified,
             settings.anonymous_request_timeout,
+            registry,
         )
     ]
     if registry is not None:
