@@ -163,6 +163,37 @@ class Settings(BaseSettings):
         description="calls open at once, of every kind, counted from their first bytes; "
         "more get RESOURCE_EXHAUSTED",
     )
+    max_anonymous_calls: int = Field(
+        16,
+        ge=2,
+        description="calls open at once that carry no identity (health, reflection; with "
+        "jwt_jwks_file, StorageService calls without a valid token), apart from max_calls",
+    )
+    max_health_watches: int = Field(
+        4,
+        ge=1,
+        description="health Watch streams open at once on each listener (more get "
+        "UNIMPLEMENTED); fewer than max_anonymous_calls, so health Check always has room",
+    )
+    health_watch_lifetime: float = Field(
+        600.0,
+        gt=0,
+        description="seconds a health Watch stays open; then it ends with OK and standard "
+        "clients open a new one",
+    )
+    anonymous_request_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="seconds a call without an identity (health) has to deliver its request "
+        "message; later, it ends with DEADLINE_EXCEEDED",
+    )
+    handshake_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=120,
+        description="seconds a new connection has to finish its TLS handshake and send its "
+        "HTTP/2 settings; slower ones are closed",
+    )
     max_streams_per_connection: int = Field(
         128, ge=1, description="calls one client connection may have open at once"
     )
@@ -383,6 +414,12 @@ class Settings(BaseSettings):
             raise ValueError("memory_budget must be at least part_size")
         if self.max_message_size < MIN_MESSAGE_SIZE:
             raise ValueError("max_message_size must be at least 4MiB + 64KiB")
+        if self.max_health_watches >= self.max_anonymous_calls:
+            raise ValueError(
+                f"max_health_watches {self.max_health_watches} must be less than "
+                f"max_anonymous_calls {self.max_anonymous_calls}, so that health Check keeps "
+                "room beside open Watch streams"
+            )
         if (
             self.max_streams_per_principal is not None
             and self.max_streams_per_principal > self.max_streams
