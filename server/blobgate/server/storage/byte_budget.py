@@ -1,0 +1,259 @@
+"""The memory budget: bytes that may be held in upload buffers at once,
+across all streams (``memory_budget``), with a share per principal
+(``memory_budget_per_principal``).
+
+Budget is taken per part, as the part's bytes arrive: a part being filled
+holds a ``Claim`` on ``size`` bytes that it covers in steps (``step``, 1 MiB
+by default, or the message in hand if larger) as messages arrive, so a
+stream that trickles holds only about what it has sent. A claim's bytes go
+back when the part has been sent (or dropped).
+
+Who is charged: the principal of the call (``identity.current_principal()``,
+passed by the caller). Callers without an identity count as one principal,
+the empty name; whether that principal is held to a share is the
+``count_anonymous`` switch (the factory turns it on only when an identity
+source is configured: without one every caller is the same nobody, and the
+share would only shrink the whole budget).
+
+Invariants, kept by every grant (a grant that would break one waits):
+
+1. ``used <= limit`` and, for each principal held to a share,
+   ``used_by[p] <= share``.
+2. No deadlock. A part that is *open* (partly covered: ``0 < taken < size``)
+   still needs ``size - taken``. After every grant, the free budget
+   (``limit - used``) is at least the smallest need of all open parts, and
+   each principal's free share is at least the smallest need of its own open
+   parts. So the open part with the smallest need can always be covered to
+   its end without waiting for anyone's budget (only for its own client);
+   once sent it returns a whole part, more than any other open part needs,
+   and the argument repeats. A part that is partly buffered can therefore
+   always finish; a new part starts only where that stays true.
+
+Waiters are served fairly: principals with waiters take turns (round
+robin), one grant per turn; within a principal, the rest of parts already
+open go first (they are what frees budget), then new parts first come,
+first served. A waiter held back by its own principal's share never holds
+back other principals; a new part held back by the shared budget holds
+back other principals' new parts (so a large number of small grants cannot
+starve it), never the rest of open parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass, field
+
+MiB = 1024 * 1024
+STEP = MiB
+ANONYMOUS = ""
+"""The principal that callers without an identity are counted as."""
+
+
+@dataclass(eq=False)
+class _Waiter:
+    claim: Claim
+    size: int
+    granted: asyncio.Future[None] = field(repr=False)
+
+
+class Claim:
+    """One part's claim on the budget: up to ``size`` bytes, covered as the
+    part fills (``cover``), given back at once by ``release``."""
+
+    def __init__(self, budget: ByteBudget, size: int, principal: str) -> None:
+        self._budget = budget
+        self.size = size
+        self.principal = principal
+        self.taken = 0
+        self.sealed = False  # takes no more: its bytes only wait to go back
+
+    @property
+    def need(self) -> int:
+        """Bytes still to cover before the part is whole (0 once sealed)."""
+        return 0 if self.sealed else self.size - self.taken
+
+    async def cover(self, filled: int) -> None:
+        """Wait until at least ``filled`` bytes (<= size) are covered,
+        taking at least a step (or the rest of the part) at a time."""
+        short = filled - self.taken
+        if short <= 0:
+            return
+        if self.sealed:
+            raise RuntimeError("a sealed claim takes no more budget")
+        await self._budget._take(self, min(self.size - self.taken, max(short, self._budget.step)))
+
+    def seal(self) -> None:
+        """The part is complete (its stream ended): it takes no more budget
+        and keeps what it holds until ``release``."""
+        if not self.sealed:
+            self.sealed = True
+            self._budget._closed(self)
+
+    def release(self) -> None:
+        """Give every covered byte back; calling it again does nothing."""
+        self.seal()
+        taken, self.taken = self.taken, 0
+        if taken:
+            self._budget._give_back(self.principal, taken)
+
+
+class ByteBudget:
+    """``limit`` bytes across all parts being filled or sent, at most
+    ``share`` of them held by one principal (see the module docstring)."""
+
+    def __init__(
+        self,
+        limit: int,
+        share: int | None = None,
+        *,
+        step: int = STEP,
+        count_anonymous: bool = True,
+    ) -> None:
+        if share is not None and not 0 < share <= limit:
+            raise ValueError(f"a principal's share {share} must be between 1 and {limit}")
+        self.limit = limit
+        self.share = limit if share is None else share
+        self.step = step
+        self.count_anonymous = count_anonymous
+        self.used = 0
+        self.peak = 0
+        self.used_by: collections.Counter[str] = collections.Counter()
+        self._open: dict[Claim, None] = {}  # open parts, in the order they opened
+        # Principals with waiters, in turn order; each principal's waiters in order.
+        self._waiting: dict[str, collections.deque[_Waiter]] = {}
+
+    def claim(self, size: int, principal: str | None) -> Claim:
+        """A claim for one part of ``size`` bytes (at most ``share``), charged
+        to ``principal`` (None: a caller without an identity). It holds
+        nothing until covered."""
+        if size > self.share:
+            raise ValueError(f"a part of {size} bytes is larger than a share of {self.share}")
+        return Claim(self, size, ANONYMOUS if principal is None else principal)
+
+    def share_of(self, principal: str) -> int:
+        """What ``principal`` may hold at once."""
+        if principal == ANONYMOUS and not self.count_anonymous:
+            return self.limit
+        return self.share
+
+    # --- grants ---------------------------------------------------------------
+
+    def _fits_share(self, claim: Claim, size: int) -> bool:
+        """Invariants 1 and 2 for the claim's principal, after ``size`` more."""
+        principal = claim.principal
+        free = self.share_of(principal) - self.used_by[principal] - size
+        if free < 0:
+            return False
+        left = claim.size - claim.taken - size
+        smallest = left if left > 0 else None
+        for other in self._open:
+            if other is not claim and other.principal == principal:
+                smallest = other.need if smallest is None else min(smallest, other.need)
+        return smallest is None or free >= smallest
+
+    def _fits_budget(self, claim: Claim, size: int) -> bool:
+        """Invariants 1 and 2 for the whole budget, after ``size`` more."""
+        free = self.limit - self.used - size
+        if free < 0:
+            return False
+        left = claim.size - claim.taken - size
+        smallest = left if left > 0 else None
+        for other in self._open:
+            if other is not claim:
+                smallest = other.need if smallest is None else min(smallest, other.need)
+        return smallest is None or free >= smallest
+
+    def _grant(self, claim: Claim, size: int) -> None:
+        claim.taken += size
+        self.used += size
+        self.used_by[claim.principal] += size
+        self.peak = max(self.peak, self.used)
+        self._track(claim)
+
+    def _track(self, claim: Claim) -> None:
+        """Count the claim among the open parts while it is partly covered."""
+        if 0 < claim.taken < claim.size and not claim.sealed:
+            self._open[claim] = None
+        else:
+            self._open.pop(claim, None)
+
+    def _fits(self, waiter: _Waiter) -> bool:
+        return self._fits_share(waiter.claim, waiter.size) and self._fits_budget(
+            waiter.claim, waiter.size
+        )
+
+    def _pick(self, waiters: collections.deque[_Waiter], new_parts: bool) -> _Waiter | bool:
+        """A principal's next waiter: the first open part's rest that fits,
+        else its first new part (if ``new_parts``) when it fits. Else True
+        when that new part is held back by the shared budget alone, False
+        when there is nothing to grant."""
+        live = [waiter for waiter in waiters if not waiter.granted.done()]  # not cancelled
+        for waiter in live:
+            if waiter.claim.taken and self._fits(waiter):
+                return waiter
+        head = next((w for w in live if not w.claim.taken), None)
+        if head is None or not new_parts or not self._fits_share(head.claim, head.size):
+            return False
+        return head if self._fits_budget(head.claim, head.size) else True
+
+    def _serve(self) -> None:
+        """Grant what fits, one waiter per principal per turn."""
+        granted = True
+        while granted and self._waiting:
+            granted = False
+            new_parts = True
+            for principal in list(self._waiting):
+                waiters = self._waiting[principal]
+                waiter = self._pick(waiters, new_parts)
+                if waiter is True:
+                    new_parts = False  # later principals' new parts wait behind it
+                if isinstance(waiter, bool):
+                    continue
+                waiters.remove(waiter)
+                self._grant(waiter.claim, waiter.size)
+                waiter.granted.set_result(None)
+                del self._waiting[principal]
+                if waiters:
+                    self._waiting[principal] = waiters  # to the end of the turn order
+                granted = True
+
+    async def _take(self, claim: Claim, size: int) -> None:
+        """Take ``size`` more bytes for ``claim``, in its principal's turn."""
+        waiter = _Waiter(claim, size, asyncio.get_running_loop().create_future())
+        self._waiting.setdefault(claim.principal, collections.deque()).append(waiter)
+        self._serve()
+        if waiter.granted.done():
+            return
+        try:
+            await waiter.granted
+        except BaseException:
+            if waiter.granted.done() and not waiter.granted.cancelled():
+                # Granted just as the waiter was cancelled: give it back.
+                claim.taken -= size
+                self._track(claim)
+                self._give_back(claim.principal, size)
+            else:
+                self._drop(waiter)
+                self._serve()
+            raise
+
+    def _drop(self, waiter: _Waiter) -> None:
+        waiters = self._waiting.get(waiter.claim.principal)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiting[waiter.claim.principal]
+
+    # --- returns --------------------------------------------------------------
+
+    def _closed(self, claim: Claim) -> None:
+        self._open.pop(claim, None)
+        self._serve()  # its need no longer counts
+
+    def _give_back(self, principal: str, size: int) -> None:
+        self.used -= size
+        self.used_by[principal] -= size
+        if self.used_by[principal] <= 0:
+            del self.used_by[principal]
+        self._serve()
