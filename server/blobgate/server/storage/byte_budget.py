@@ -20,14 +20,18 @@ Invariants, kept by every grant (a grant that would break one waits):
 1. ``used <= limit`` and, for each principal held to a share,
    ``used_by[p] <= share``.
 2. No deadlock. A part that is *open* (partly covered: ``0 < taken < size``)
-   still needs ``size - taken``. After every grant, the free budget
-   (``limit - used``) is at least the smallest need of all open parts, and
-   each principal's free share is at least the smallest need of its own open
-   parts. So the open part with the smallest need can always be covered to
-   its end without waiting for anyone's budget (only for its own client);
-   once sent it returns a whole part, more than any other open part needs,
-   and the argument repeats. A part that is partly buffered can therefore
-   always finish; a new part starts only where that stays true.
+   still needs ``size - taken``; a *whole* part (covered, or sealed when its
+   stream ended) needs nothing more and goes back once sent to S3, which
+   takes no budget. After every grant, ``limit`` less what open parts hold
+   is at least the smallest need of all open parts, and likewise each
+   principal's share less what its open parts hold is at least the smallest
+   need of its own open parts. So once the whole parts have been sent, the
+   open part with the smallest need can be covered to its end without
+   waiting for any other open part (only for its own client); covering it
+   keeps the invariant, and once sent it returns a whole part, more than
+   any other open part needs, and the argument repeats. A part that is
+   partly buffered can therefore always finish; a new part starts only
+   where that stays true.
 
 Waiters are served fairly: principals with waiters take turns (round
 robin), one grant per turn; within a principal, the rest of parts already
@@ -142,27 +146,32 @@ class ByteBudget:
     def _fits_share(self, claim: Claim, size: int) -> bool:
         """Invariants 1 and 2 for the claim's principal, after ``size`` more."""
         principal = claim.principal
-        free = self.share_of(principal) - self.used_by[principal] - size
-        if free < 0:
+        share = self.share_of(principal)
+        if self.used_by[principal] + size > share:
             return False
-        left = claim.size - claim.taken - size
-        smallest = left if left > 0 else None
-        for other in self._open:
-            if other is not claim and other.principal == principal:
-                smallest = other.need if smallest is None else min(smallest, other.need)
-        return smallest is None or free >= smallest
+        return self._safe(claim, size, share, principal)
 
     def _fits_budget(self, claim: Claim, size: int) -> bool:
         """Invariants 1 and 2 for the whole budget, after ``size`` more."""
-        free = self.limit - self.used - size
-        if free < 0:
+        if self.used + size > self.limit:
             return False
-        left = claim.size - claim.taken - size
-        smallest = left if left > 0 else None
+        return self._safe(claim, size, self.limit, None)
+
+    def _safe(self, claim: Claim, size: int, limit: int, principal: str | None) -> bool:
+        """Invariant 2 after ``size`` more for ``claim``: ``limit`` less what
+        open parts hold covers the smallest need of an open part (of
+        ``principal``, or of everyone). Whole parts are left out: they go
+        back once sent, needing nothing more."""
+        held = 0
+        smallest: int | None = None
+        taken = claim.taken + size
+        if taken < claim.size:
+            held, smallest = taken, claim.size - taken
         for other in self._open:
-            if other is not claim:
+            if other is not claim and (principal is None or other.principal == principal):
+                held += other.taken
                 smallest = other.need if smallest is None else min(smallest, other.need)
-        return smallest is None or free >= smallest
+        return smallest is None or limit - held >= smallest
 
     def _grant(self, claim: Claim, size: int) -> None:
         claim.taken += size
