@@ -90,10 +90,10 @@ class Trickle:
         return (await self.call).object
 
 
-async def _upload_code(stub: Any, key: str, data: bytes, timeout: float) -> Code:
+async def _upload_code(stub: Any, key: str, data: bytes, deadline: float) -> Code:
     requests = [pb.UploadRequest(spec=pb.UploadSpec(key=key)), pb.UploadRequest(data=data)]
     try:
-        await stub.Upload(iter(requests), timeout=timeout)
+        await stub.Upload(iter(requests), timeout=deadline)
     except grpc.aio.AioRpcError as error:
         return error.code()
     return Code.OK
@@ -128,7 +128,7 @@ async def test_a_trickling_principal_cannot_hold_the_budget_another_needs(
         await eventually(holding, within=10)
         started = asyncio.get_running_loop().time()
         # Before shares this waited until its deadline, every time.
-        assert await _upload_code(victim, "victim", b"v" * 100, timeout=10) == Code.OK
+        assert await _upload_code(victim, "victim", b"v" * 100, deadline=10) == Code.OK
         assert asyncio.get_running_loop().time() - started < 5
         assert gw.budget.used <= gw.settings.budget_per_principal
         done = await asyncio.wait_for(asyncio.gather(*(t.finish() for t in trickles)), 60)
@@ -160,7 +160,7 @@ async def test_a_principal_at_its_share_waits_until_its_deadline(
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await waiting.call
         assert raised.value.code() == Code.DEADLINE_EXCEEDED
-        assert await _upload_code(other, "other", b"o" * 3 * MiB, timeout=10) == Code.OK
+        assert await _upload_code(other, "other", b"o" * 3 * MiB, deadline=10) == Code.OK
         first.call.cancel()  # a cancelled stream gives its part's budget back
         await _budget_empty(gw)
         assert gw.budget.used_by == {}
@@ -171,9 +171,7 @@ async def test_an_s3_error_gives_the_budget_back(
 ) -> None:
     missing = f"{bucket}-gone"  # allowed, then deleted behind the gateway's back
     async with (
-        mtls_gateway(
-            tmp_path, ca, s3_endpoint, bucket, allowed_buckets=[missing], **SMALL
-        ) as gw,
+        mtls_gateway(tmp_path, ca, s3_endpoint, bucket, allowed_buckets=[missing], **SMALL) as gw,
         caller(gw, ca, ca.client("alice")) as stub,
     ):
         await s3.delete_bucket(Bucket=missing)  # S3 answers NoSuchBucket from now on
