@@ -91,7 +91,8 @@ class Trickle:
 
 
 async def _upload_code(stub: Any, key: str, data: bytes, deadline: float) -> Code:
-    requests = [pb.UploadRequest(spec=pb.UploadSpec(key=key)), pb.UploadRequest(data=data)]
+    requests = [pb.UploadRequest(spec=pb.UploadSpec(key=key))]
+    requests += [pb.UploadRequest(data=data[at : at + MiB]) for at in range(0, len(data), MiB)]
     try:
         await stub.Upload(iter(requests), timeout=deadline)
     except grpc.aio.AioRpcError as error:
@@ -197,3 +198,34 @@ def test_the_share_settings_are_checked() -> None:
             load_settings(["--memory-budget", "64MiB", "--memory-budget-per-principal", bad])
     with pytest.raises(SettingsError, match="s3_connections_per_principal"):
         load_settings(["--s3-max-connections", "4", "--s3-connections-per-principal", "5"])
+
+
+async def test_a_principal_at_its_share_of_s3_connections_waits_while_others_go_on(
+    tmp_path: Path, ca: CA, moto_endpoint: str, bucket: str
+) -> None:
+    """With one S3 data request per caller, a download whose client stops
+    reading holds its caller's place (its GET): that caller's upload waits,
+    another caller's goes on, and the place comes back with the download."""
+    mallory, bob = ca.client("mallory"), ca.client("bob")
+    async with (
+        mtls_gateway(
+            tmp_path, ca, moto_endpoint, bucket, s3_connections_per_principal=1, **SMALL
+        ) as gw,
+        caller(gw, ca, mallory) as greedy,
+        caller(gw, ca, bob) as other,
+    ):
+        assert await _upload_code(other, "big", b"b" * 12 * MiB, deadline=20) == Code.OK
+        download = greedy.Download(pb.DownloadRequest(key="big"), timeout=30)
+        await asyncio.wait_for(download.read(), 10)  # the GET is open; no more is read
+        shares = gw.storage.backend.connection.shares  # type: ignore[attr-defined]
+        assert shares.active == {"mallory": 1}
+        assert await _upload_code(greedy, "waits", b"m", deadline=1.5) == Code.DEADLINE_EXCEEDED
+        assert await _upload_code(other, "goes", b"o", deadline=10) == Code.OK
+        download.cancel()
+
+        async def free() -> None:
+            assert shares.active == {}
+
+        await eventually(free, within=10)
+        assert await _upload_code(greedy, "now", b"m", deadline=10) == Code.OK
+        await _budget_empty(gw)
