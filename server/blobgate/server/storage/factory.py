@@ -6,6 +6,12 @@ decorators for cross-cutting concerns, outermost first as calls meet them.
     AuthorizedSessions -> StreamLimitedSessions(per principal) -> SessionQuota
         -> StreamLimitedSessions(server-wide) -> backend.sessions (SessionStore)
 
+The memory budget (storage.byte_budget, with a share per principal) is
+taken by the S3 store as parts fill; each principal's S3 data requests are
+counted on the backend's connection (``s3.connection_shares``). Callers
+without an identity count as one principal for both only when an identity
+source is configured.
+
 Authorization (storage.authorization) checks rights before any other
 decorator takes a slot or budget; only the metrics see a refused call.
 SessionQuota keeps its markers in ``backend.records``. With metrics on,
