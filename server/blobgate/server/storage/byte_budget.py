@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
+import itertools
 from dataclasses import dataclass, field
 
 MiB = 1024 * 1024
@@ -61,6 +63,41 @@ class _Waiter:
     granted: asyncio.Future[None] = field(repr=False)
 
 
+class _OpenParts:
+    """Open parts of a group (everyone's, or one principal's): the bytes they
+    hold and their smallest need, kept as they change (a heap of needs; an
+    entry whose part has since changed or closed is dropped when it reaches
+    the top)."""
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.claims: dict[Claim, None] = {}
+        self._needs: list[tuple[int, int, Claim]] = []
+
+    def update(self, claim: Claim, held_before: int, held_now: int) -> None:
+        self.held += held_now - held_before
+        if held_now:
+            self.claims[claim] = None
+            heapq.heappush(self._needs, (claim.need, claim.number, claim))
+            if len(self._needs) > 4 * len(self.claims) + 64:  # too many stale entries
+                self._needs = [(c.need, c.number, c) for c in self.claims]
+                heapq.heapify(self._needs)
+        else:
+            self.claims.pop(claim, None)
+
+    def smallest(self) -> int | None:
+        """The smallest need of an open part, None when none is open."""
+        while self._needs:
+            need, _, claim = self._needs[0]
+            if claim in self.claims and claim.need == need:
+                return need
+            heapq.heappop(self._needs)
+        return None
+
+
+_numbers = itertools.count()
+
+
 class Claim:
     """One part's claim on the budget: up to ``size`` bytes, covered as the
     part fills (``cover``), given back at once by ``release``."""
@@ -71,6 +108,8 @@ class Claim:
         self.principal = principal
         self.taken = 0
         self.sealed = False  # takes no more: its bytes only wait to go back
+        self.held_open = 0  # what the budget counts as held by an open part
+        self.number = next(_numbers)  # orders equal needs in the heaps
 
     @property
     def need(self) -> int:
@@ -123,7 +162,8 @@ class ByteBudget:
         self.used = 0
         self.peak = 0
         self.used_by: collections.Counter[str] = collections.Counter()
-        self._open: dict[Claim, None] = {}  # open parts, in the order they opened
+        self._open = _OpenParts()  # everyone's open parts
+        self._open_by: dict[str, _OpenParts] = {}  # each principal's open parts
         # Principals with waiters, in turn order; each principal's waiters in order.
         self._waiting: dict[str, collections.deque[_Waiter]] = {}
 
@@ -149,28 +189,30 @@ class ByteBudget:
         share = self.share_of(principal)
         if self.used_by[principal] + size > share:
             return False
-        return self._safe(claim, size, share, principal)
+        return self._safe(claim, size, share, self._open_by.get(principal))
 
     def _fits_budget(self, claim: Claim, size: int) -> bool:
         """Invariants 1 and 2 for the whole budget, after ``size`` more."""
         if self.used + size > self.limit:
             return False
-        return self._safe(claim, size, self.limit, None)
+        return self._safe(claim, size, self.limit, self._open)
 
-    def _safe(self, claim: Claim, size: int, limit: int, principal: str | None) -> bool:
+    @staticmethod
+    def _safe(claim: Claim, size: int, limit: int, group: _OpenParts | None) -> bool:
         """Invariant 2 after ``size`` more for ``claim``: ``limit`` less what
-        open parts hold covers the smallest need of an open part (of
-        ``principal``, or of everyone). Whole parts are left out: they go
-        back once sent, needing nothing more."""
-        held = 0
-        smallest: int | None = None
+        the group's open parts hold covers the smallest need of one. Whole
+        parts are left out: they go back once sent, needing nothing more.
+        The smallest need is read before the grant, the claim's own current
+        need included: never less strict than after it, and different only
+        when the claim itself has the smallest need, which the invariant
+        lets go on to its end in any case."""
         taken = claim.taken + size
+        held = 0 if group is None else group.held - claim.held_open
+        smallest = None if group is None else group.smallest()
         if taken < claim.size:
-            held, smallest = taken, claim.size - taken
-        for other in self._open:
-            if other is not claim and (principal is None or other.principal == principal):
-                held += other.taken
-                smallest = other.need if smallest is None else min(smallest, other.need)
+            held += taken
+            left = claim.size - taken
+            smallest = left if smallest is None else min(smallest, left)
         return smallest is None or limit - held >= smallest
 
     def _grant(self, claim: Claim, size: int) -> None:
@@ -182,10 +224,18 @@ class ByteBudget:
 
     def _track(self, claim: Claim) -> None:
         """Count the claim among the open parts while it is partly covered."""
-        if 0 < claim.taken < claim.size and not claim.sealed:
-            self._open[claim] = None
-        else:
-            self._open.pop(claim, None)
+        before = claim.held_open
+        now = claim.taken if 0 < claim.taken < claim.size and not claim.sealed else 0
+        if now == before and not now:
+            return
+        claim.held_open = now
+        self._open.update(claim, before, now)
+        group = self._open_by.get(claim.principal)
+        if group is None:
+            group = self._open_by[claim.principal] = _OpenParts()
+        group.update(claim, before, now)
+        if not group.claims:
+            del self._open_by[claim.principal]
 
     def _fits(self, waiter: _Waiter) -> bool:
         return self._fits_share(waiter.claim, waiter.size) and self._fits_budget(
@@ -229,6 +279,9 @@ class ByteBudget:
 
     async def _take(self, claim: Claim, size: int) -> None:
         """Take ``size`` more bytes for ``claim``, in its principal's turn."""
+        if not self._waiting and self._fits_share(claim, size) and self._fits_budget(claim, size):
+            self._grant(claim, size)  # nobody waits: no turn to keep
+            return
         waiter = _Waiter(claim, size, asyncio.get_running_loop().create_future())
         self._waiting.setdefault(claim.principal, collections.deque()).append(waiter)
         self._serve()
@@ -257,7 +310,7 @@ class ByteBudget:
     # --- returns --------------------------------------------------------------
 
     def _closed(self, claim: Claim) -> None:
-        self._open.pop(claim, None)
+        self._track(claim)
         self._serve()  # its need no longer counts
 
     def _give_back(self, principal: str, size: int) -> None:
