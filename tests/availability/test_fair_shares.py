@@ -137,6 +137,46 @@ async def test_a_trickling_principal_cannot_hold_the_budget_another_needs(
         await _budget_empty(gw)
 
 
+async def test_principals_are_served_side_by_side_within_their_shares(
+    tmp_path: Path, ca: CA, moto_endpoint: str, bucket: str
+) -> None:
+    """Two callers with three uploads each on a budget of two parts: each
+    holds at most its share at any time, and both hold budget at the same
+    time: neither waits for the other's uploads to end."""
+    settings = {**SMALL, "memory_budget": 10 * MiB, "memory_budget_per_principal": 5 * MiB}
+    async with (
+        mtls_gateway(tmp_path, ca, moto_endpoint, bucket, **settings) as gw,
+        caller(gw, ca, ca.client("alice")) as alice,
+        caller(gw, ca, ca.client("bob")) as bob,
+    ):
+        most: dict[str, int] = {}
+        together = 0  # samples in which both held budget
+
+        async def watch() -> None:
+            while True:
+                nonlocal together
+                for name, held in gw.budget.used_by.items():
+                    most[name] = max(most.get(name, 0), held)
+                together += {"alice", "bob"} <= gw.budget.used_by.keys()
+                await asyncio.sleep(0.005)
+
+        async def send(stub: Any, name: str, index: int) -> None:
+            data = bytes([index]) * (6 * MiB)
+            assert await _upload_code(stub, f"{name}-{index}", data, deadline=60) == Code.OK
+
+        watching = asyncio.create_task(watch())
+        try:
+            await asyncio.gather(
+                *(send(alice, "alice", i) for i in range(3)),
+                *(send(bob, "bob", i) for i in range(3)),
+            )
+        finally:
+            watching.cancel()
+        assert most.keys() == {"alice", "bob"} and max(most.values()) <= 5 * MiB
+        assert together > 0
+        await _budget_empty(gw)
+
+
 async def test_a_principal_at_its_share_waits_until_its_deadline(
     tmp_path: Path, ca: CA, moto_endpoint: str, bucket: str
 ) -> None:
