@@ -21,9 +21,11 @@ Invariants, kept by every grant (a grant that would break one waits):
    ``used_by[p] <= share``.
 2. No deadlock. A part that is *open* (partly covered: ``0 < taken < size``)
    still needs ``size - taken``; a *whole* part (covered, or sealed when its
-   stream ended) needs nothing more and goes back once sent to S3, which
-   takes no budget. After every grant, ``limit`` less what open parts hold
-   is at least the smallest need of all open parts, and likewise each
+   stream ended) needs nothing more and goes back once sent to S3 (sending
+   waits at most for the upload's parts in flight and its principal's S3
+   places, ``s3.connection_shares``, neither of which waits on budget).
+   After every grant, ``limit`` less what open parts hold is at least the
+   smallest need of all open parts, and likewise each
    principal's share less what its open parts hold is at least the smallest
    need of its own open parts. So once the whole parts have been sent, the
    open part with the smallest need can be covered to its end without
