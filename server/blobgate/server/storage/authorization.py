@@ -9,7 +9,8 @@ principal is NotFound with the message of a session that does not exist.
 Which right each call needs:
 
     put, the session calls      write            on the key
-    open, head                  read             on the key
+    open, head, direct_read     read             on the key (a direct read
+                                                 is a read: no presign right)
     list_page                   list             on the prefix
     delete, batch_delete        delete           on each key (a BatchDelete
                                                  answers per key: refused keys
@@ -37,6 +38,7 @@ from blobgate.server.storage.protocols import (
     CopySpec,
     DamagedSession,
     DeleteEntry,
+    DirectRead,
     ListPage,
     ObjectReader,
     ObjectRef,
@@ -89,6 +91,12 @@ class AuthorizedStore(ObjectStoreDecorator):
     async def head(self, ref: ObjectRef) -> StoredObject:
         self._key(Action.READ, ref)
         return await self._inner.head(ref)
+
+    async def direct_read(
+        self, ref: ObjectRef, byte_range: ByteRange, if_match: str, expires_in: int
+    ) -> DirectRead | None:
+        self._key(Action.READ, ref)
+        return await self._inner.direct_read(ref, byte_range, if_match, expires_in)
 
     async def list_page(
         self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
