@@ -36,7 +36,7 @@ class ObjectChanged(Exception):
 
 class DirectBody:
     """An open GET of a direct download, read like a Download call:
-    ``read`` returns the next bytes (at most ``READ_SIZE``), then
+    ``read`` returns the next bytes (at most ``READ_SIZE``, as a memoryview), then
     ``grpc.aio.EOF``; ``cancel`` closes it. A failure while reading is
     UNAVAILABLE (retryable), and a body that ends early is too."""
 
@@ -44,7 +44,7 @@ class DirectBody:
         self._response = response
         self._remaining = expected
 
-    async def read(self) -> bytes | Any:
+    async def read(self) -> memoryview | Any:
         if self._remaining <= 0:
             self.cancel()
             return grpc.aio.EOF
@@ -62,7 +62,7 @@ class DirectBody:
                 f"S3 ended the body {self._remaining} bytes early",
             )
         self._remaining -= len(data)
-        return data
+        return memoryview(data)  # as the client's Download stub gives data
 
     def cancel(self) -> bool:
         if self._remaining > 0:
