@@ -29,7 +29,8 @@ def test_tiny_throughput_run_prints_every_table(capsys: pytest.CaptureFixture[st
     assert not failures, failures
     for loop in ("asyncio", "uvloop"):
         for path in ("upload gateway", "upload gateway, no sha256", "download gateway",
-                     "download gateway, Client", "download gateway, parsed"):  # fmt: skip
+                     "download gateway, Client", "download gateway, parsed",
+                     "download Client, direct from S3"):  # fmt: skip
             assert re.search(rf"^\| {re.escape(path)} \[{loop}\] \| \d+ \| [\d.]+ \|", out, re.M), (
                 path,
                 loop,
