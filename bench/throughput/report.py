@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from bench import MiB
 from bench.common.markdown_table import head, row
-from bench.throughput.run import DOWNLOADS, UPLOADS, Recorder, named
+from bench.throughput.run import ANSWERS, DOWNLOADS, UPLOADS, Recorder, named
 from bench.throughput.small_objects import KINDS
 
 # The targets: ratios to direct S3, gateway CPU-seconds per GiB, S3-side CPU
@@ -55,6 +55,9 @@ def derive(rec: Recorder, args: argparse.Namespace) -> None:
         moto, direct_moto = per_rep[f"{path} cpu moto"], per_rep[f"{direct} cpu moto"]
         per_rep[f"{path} s3 side"] = ratios(moto, direct_moto)
     for label in rec.labels:
+        answer = named("direct answer cpu", label)
+        per_rep[f"{answer}/GiB"] = [seconds / gib for seconds in per_rep[answer]]
+        per_rep[f"{answer} ms"] = [seconds * 1000 for seconds in per_rep[answer]]
         big, small = named(UPLOADS[0], label), named("upload small", label)
         pairs = zip(per_rep[f"{big} rss"], per_rep[f"{small} rss"], strict=True)
         per_rep[named("rss growth", label)] = [100 * (b / s - 1) for b, s in pairs]
@@ -106,7 +109,9 @@ def paths(rec: Recorder, args: argparse.Namespace) -> None:
     print("its CRC32C check of the whole object); 'parsed', a generated stub making a protobuf")
     print("object of every data message; 'Client, direct from S3', the Client asking for a")
     print("direct download: the gateway describes and presigns, the Client GETs from moto with")
-    print("aiohttp and checks the CRC32C (the gateway's CPU is then its per-call cost only).")
+    print("aiohttp and checks the CRC32C (the gateway's CPU is then its per-call cost only,")
+    print(f"below the 10 ms resolution of one transfer: the targets take it from {ANSWERS}")
+    print("answers per rep, without their GETs).")
 
 
 def targets(rec: Recorder, args: argparse.Namespace) -> None:
@@ -133,8 +138,11 @@ def targets(rec: Recorder, args: argparse.Namespace) -> None:
              lambda v: v >= CLIENT_RATIO),
             (f"{direct}: ratio to direct", f"{direct} ratio", f">= {DIRECT_RATIO}",
              lambda v: v >= DIRECT_RATIO),
-            (f"{direct}: gateway CPU-s/GiB", f"{direct} cpu/GiB gateway", f"<= {DIRECT_CPU}",
+            (f"{direct}: gateway CPU-s/GiB (of {ANSWERS} answers)",
+             f"{named('direct answer cpu', label)}/GiB", f"<= {DIRECT_CPU}",
              lambda v: v <= DIRECT_CPU),
+            (named("direct download answer: gateway CPU ms", label),
+             f"{named('direct answer cpu', label)} ms", "", None),
             (f"{down}: gateway CPU-s/GiB", f"{down} cpu/GiB gateway", f"<= {DOWNLOAD_CPU}",
              lambda v: v <= DOWNLOAD_CPU),
             (named(f"gateway peak RSS, {small} upload (MiB)", label),

@@ -35,6 +35,9 @@ from blobgate.client import Client
 
 T = TypeVar("T")
 PAUSE = 0.5  # seconds between timed operations, so one's tail does not bleed into the next
+# Direct-download answers per rep whose gateway CPU is measured together: one
+# answer costs a few ms, below the 10 ms resolution of /proc/PID/stat.
+ANSWERS = 40
 
 # The timed paths: (name, whether it goes through a gateway); the gateway
 # ones are named "NAME" or, comparing loops, "NAME [LOOP]".
@@ -209,6 +212,12 @@ async def measure(args: argparse.Namespace, plan: ServicePlan, notes: list[str])
                 await rec.timed(op, size, upload, gateway)
             for op, gateway, download in downs:
                 await rec.timed(op, size, download, gateway)
+            for gw in gws:
+                before = cpu_seconds(gw.pid)
+                await gw.xfer.direct_answers(same, ANSWERS)
+                per_answer = (cpu_seconds(gw.pid) - before) / ANSWERS
+                rec.values[named("direct answer cpu", gw.label)].append(per_answer)
+                await asyncio.sleep(PAUSE)
             for gw in gws:
                 key = named("gw", gw.label)
                 await s3.delete_object(Bucket=BUCKET, Key=key)

@@ -95,6 +95,20 @@ class Transfers:
                 offset = check(key, expect, offset, chunk)
         check_end(key, expect, offset)
 
+    async def direct_answers(self, key: str, calls: int) -> None:
+        """Ask ``calls`` times for a direct download of ``key`` and take the
+        answer (the object, the URL) without the GET: the gateway's part of
+        a direct download, too small to time from one transfer."""
+        request = pb.DownloadRequest(key=key, direct=True)
+        for _ in range(calls):
+            kinds = [
+                message.WhichOneof("message")
+                async for message in self.generated_stub.Download(request, timeout=self.timeout)
+            ]
+            if kinds != ["object", "direct"]:
+                self.notes.append(f"Download {key} (direct): answered {kinds}")
+                return
+
     async def direct_upload(self, key: str, data: bytes) -> None:
         s3 = self.s3
         if len(data) <= self.part_size:
