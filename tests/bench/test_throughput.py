@@ -56,8 +56,9 @@ def test_tiny_client_download_run_prints_each_way(capsys: pytest.CaptureFixture[
     ways = (
         "client's stub (views)",
         "generated stub (protobuf objects)",
+        "Client.open_download().views() (+ CRC32C)",
         "Client.open_download().views() (+ sha256)",
-        "Client.download() (bytes, + sha256)",
+        "Client.download() (bytes, + CRC32C)",
     )
     for way in ways:
-        assert re.search(rf"^\| {re.escape(way)} \| [\d.]+ \| \d+ \|$", out, re.M), way
+        assert re.search(rf"^\| {re.escape(way)} \| [\d.]+ \| \d+ \| [\d.]+ \|$", out, re.M), way

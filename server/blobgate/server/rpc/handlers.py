@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import grpc
 from grpc.aio import ServicerContext
@@ -170,7 +171,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         byte_range = ByteRange(offset=request.offset, limit=request.limit)
         if_match = validate_etag(request.if_match)
         if request.direct and self._direct is not None:
-            send = lambda message: self._send(context, message)  # noqa: E731
+            send = partial(self._send, context)
             if await self._direct.answer(ref, byte_range, if_match, send, record):
                 return
         reader = await self._store.open(ref, byte_range, if_match)
