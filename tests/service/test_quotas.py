@@ -202,6 +202,11 @@ async def _markers(s3: Any, bucket: str) -> list[str]:
     return [entry["Key"] for entry in listing.get("Contents", [])]
 
 
+async def _marker_etags(s3: Any, bucket: str) -> list[tuple[str, str]]:
+    listing = await s3.list_objects_v2(Bucket=bucket, Prefix=SESSION_MARKERS)
+    return [(entry["Key"], entry["ETag"]) for entry in listing.get("Contents", [])]
+
+
 async def test_open_sessions_are_counted_across_instances(
     tmp_path: Path, ca: CA, moto_endpoint: str, bucket: str, s3: Any
 ) -> None:
@@ -262,11 +267,11 @@ async def test_expired_markers_do_not_count(
     ):
         await _start(as_alice, "old")
         assert (await _start_code(as_alice, "new")).code() == Code.RESOURCE_EXHAUSTED
-        old_markers = await _markers(s3, bucket)
+        old_markers = await _marker_etags(s3, bucket)
         await asyncio.sleep(3.1)  # S3 times are whole seconds
         await _start(as_alice, "new")
-        markers = await _markers(s3, bucket)
-        assert len(markers) == 1 and markers != old_markers
+        markers = await _marker_etags(s3, bucket)
+        assert len(markers) == 1 and markers != old_markers  # the slot taken over
 
 
 async def test_a_resumed_session_refreshes_its_marker(

@@ -151,6 +151,9 @@ class Client:
         size: int | None = None,
         progress: Progress | None = None,
         resumable: bool | None = None,
+        tags: Mapping[str, str] | None = None,
+        storage_class: str = "",
+        expire_days: int = 0,
     ) -> ObjectInfo:
         """Store ``source`` as ``key`` and return the committed object.
 
@@ -169,6 +172,11 @@ class Client:
         ``stream_timeout``. None (the default) means resumable for bytes and
         paths of at least RESUMABLE_THRESHOLD bytes; True requires bytes or a
         path.
+
+        ``tags`` (at most 10), ``storage_class`` (an S3 class such as
+        STANDARD_IA; empty: STANDARD) and ``expire_days`` (a lifetime the
+        server allows, after which S3 deletes the object; 0: none) go with
+        the object.
         """
         with self._explained():
             prepared = await prepare_source(source, self.options.chunk_size)
@@ -181,6 +189,9 @@ class Client:
                 if_none_match=if_none_match,
                 if_match=if_match,
                 size=size,
+                tags=tags,
+                storage_class=storage_class,
+                expire_days=expire_days,
             )
             if resumable is None:
                 resumable = prepared.reread is not None and spec.size >= RESUMABLE_THRESHOLD
@@ -286,10 +297,24 @@ class Client:
                 await write_chunks(path, stream.views())
         return stream.info
 
-    async def stat(self, key: str, *, bucket: str = "") -> ObjectInfo:
-        """Describe ``key``, with its metadata and checksums."""
-        request = storage_pb2.StatRequest(bucket=bucket or self.options.bucket, key=key)
+    async def stat(self, key: str, *, bucket: str = "", include_tags: bool = False) -> ObjectInfo:
+        """Describe ``key``, with its metadata and checksums (and its tags
+        with ``include_tags``, one more request to S3)."""
+        request = storage_pb2.StatRequest(
+            bucket=bucket or self.options.bucket, key=key, include_tags=include_tags
+        )
         response: storage_pb2.StatResponse = await self._unary("Stat", request)
+        return ObjectInfo.from_proto(response.object)
+
+    async def set_tags(
+        self, key: str, tags: Mapping[str, str], *, bucket: str = "", if_match: str = ""
+    ) -> ObjectInfo:
+        """Replace the tags of ``key`` (empty: remove them; its lifetime
+        stays) and return the object with its tags."""
+        request = storage_pb2.SetTagsRequest(
+            bucket=bucket or self.options.bucket, key=key, tags=dict(tags), if_match=if_match
+        )
+        response: storage_pb2.SetTagsResponse = await self._unary("SetTags", request)
         return ObjectInfo.from_proto(response.object)
 
     async def list_page(
@@ -375,6 +400,10 @@ class Client:
         replace_metadata: bool = False,
         content_type: str = "",
         metadata: Mapping[str, str] | None = None,
+        storage_class: str = "",
+        replace_tags: bool = False,
+        tags: Mapping[str, str] | None = None,
+        expire_days: int = 0,
     ) -> ObjectInfo:
         """Copy ``source_key`` (in ``bucket``) to ``destination_key`` (in
         ``to_bucket``, default: the source's bucket) inside S3, and return the
@@ -384,7 +413,10 @@ class Client:
         ``metadata``. ``source_if_match`` pins the source's version;
         ``if_none_match`` and ``if_match`` guard the destination. A retry
         after a lost reply can report FAILED_PRECONDITION for a copy that
-        ``if_none_match`` let through the first time."""
+        ``if_none_match`` let through the first time. The copy keeps the
+        source's tags unless ``replace_tags`` (then ``tags``) and its lifetime
+        unless ``expire_days``; its storage class is ``storage_class``
+        (empty: STANDARD)."""
         if not replace_metadata and (content_type or metadata):
             raise ValueError("content_type and metadata need replace_metadata=True")
         source_bucket = bucket or self.options.bucket
@@ -399,6 +431,10 @@ class Client:
             replace_metadata=replace_metadata,
             content_type=content_type,
             metadata=dict(metadata or {}),
+            storage_class=storage_class,
+            replace_tags=replace_tags,
+            tags=dict(tags or {}),
+            expire_days=expire_days,
         )
         response: storage_pb2.CopyResponse = await self._unary("Copy", request)
         return ObjectInfo.from_proto(response.object)

@@ -25,6 +25,9 @@ class ObjectInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     sha256: bytes | None = None
     crc32c: int | None = None
+    storage_class: str = ""  # STANDARD unless written in another class
+    tags: dict[str, str] = field(default_factory=dict)  # only from stat(include_tags=True)
+    expires_at: datetime | None = None  # when S3 expires it, where S3 says
 
     @classmethod
     def from_proto(cls, obj: storage_pb2.Object) -> ObjectInfo:
@@ -40,6 +43,9 @@ class ObjectInfo:
             metadata=dict(obj.metadata),
             sha256=checksums.sha256 or None,
             crc32c=checksums.crc32c if checksums.HasField("crc32c") else None,
+            storage_class=obj.storage_class,
+            tags=dict(obj.tags),
+            expires_at=_datetime(obj.expires_at) if obj.HasField("expires_at") else None,
         )
 
 

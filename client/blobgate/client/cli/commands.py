@@ -53,6 +53,9 @@ async def put(client: Client, args: argparse.Namespace) -> None:
             if_none_match=args.if_none_match,
             if_match=args.if_match,
             progress=progress,
+            tags=dict(args.tag),
+            storage_class=args.storage_class,
+            expire_days=args.expire_days,
         )
     if args.json:
         print_json(object_json(info))
@@ -125,7 +128,7 @@ async def ls(client: Client, args: argparse.Namespace) -> None:
 
 async def stat(client: Client, args: argparse.Namespace) -> None:
     """Describe an object."""
-    info = await client.stat(args.key)
+    info = await client.stat(args.key, include_tags=args.tags)
     if args.json:
         print_json(object_json(info))
         return
@@ -138,8 +141,11 @@ async def stat(client: Client, args: argparse.Namespace) -> None:
         ("last-modified", modified(info)),
         ("sha256", info.sha256.hex() if info.sha256 is not None else "-"),
         ("crc32c", f"{info.crc32c:08x}" if info.crc32c is not None else "-"),
+        ("storage-class", info.storage_class or "-"),
+        ("expires", info.expires_at.isoformat() if info.expires_at else "-"),
     ]
     rows += [(f"metadata {name}", value) for name, value in sorted(info.metadata.items())]
+    rows += [(f"tag {name}", value) for name, value in sorted(info.tags.items())]
     width = max(len(name) for name, _ in rows) + 1
     for name, value in rows:
         print(f"{name + ':':<{width}} {value}")
@@ -190,11 +196,25 @@ async def cp(client: Client, args: argparse.Namespace) -> None:
         replace_metadata=replace,
         content_type=args.content_type,
         metadata=dict(args.metadata),
+        storage_class=args.storage_class,
+        replace_tags=args.replace_tags or bool(args.tag),
+        tags=dict(args.tag),
+        expire_days=args.expire_days,
     )
     if args.json:
         print_json(object_json(info))
     else:
         print(_copy_line("cp", args.source, info))
+
+
+async def tag(client: Client, args: argparse.Namespace) -> None:
+    """Replace an object's tags (none given: remove them; its lifetime stays)."""
+    info = await client.set_tags(args.key, dict(args.tags), if_match=args.if_match)
+    if args.json:
+        print_json(object_json(info))
+        return
+    shown = ", ".join(f"{name}={value}" for name, value in sorted(info.tags.items()))
+    print(f"tag {info.key}: {shown or '(no tags)'}")
 
 
 async def mv(client: Client, args: argparse.Namespace) -> None:

@@ -44,6 +44,9 @@ def object_json(info: ObjectInfo) -> dict[str, Any]:
         "metadata": info.metadata,
         "sha256": info.sha256.hex() if info.sha256 is not None else None,
         "crc32c": f"{info.crc32c:08x}" if info.crc32c is not None else None,
+        "storage_class": info.storage_class or None,
+        "tags": info.tags,
+        "expires_at": info.expires_at.isoformat() if info.expires_at else None,
     }
 
 

@@ -29,6 +29,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from blobgate.server.core.lifecycle import PrefixRule, check_expiry_days
 from blobgate.shared.consul_config import ConsulConfig
 
 MiB = 1024 * 1024
@@ -44,6 +45,10 @@ EventLoop = Literal["auto", "asyncio", "uvloop"]
 ChecksumMode = Literal["when_required", "when_supported"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 ConditionalDelete = Literal["auto", "native", "emulate"]
+
+
+# Settings given only in the config file (tables have no flag form).
+FILE_ONLY = frozenset({"lifecycle_rules"})
 
 
 def _split_commas(value: object) -> object:
@@ -115,6 +120,22 @@ class Settings(BaseSettings):
         le=3600,
         description="seconds a direct download's URL stays valid (1 to 3600); S3 checks it "
         "when the GET starts, so a short lifetime suits any object size",
+    )
+    expiry_days_allowed: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [1, 7, 30, 90, 365],
+        description="comma-separated lifetimes in days an object may be given (expire_days); "
+        "empty: none",
+    )
+    manage_lifecycle: bool = Field(
+        False,
+        description="at start-up, write the gateway's lifecycle rules (the expiry rules and "
+        "lifecycle_rules) into each served bucket, keeping every rule it does not own",
+    )
+    lifecycle_rules: list[PrefixRule] = Field(
+        default_factory=list,
+        description="config file only: [[lifecycle_rules]] tables, each a prefix (and "
+        "optional bucket) with expire_days, noncurrent_expire_days, transition_days and "
+        "transition_class, or abort_multipart_days",
     )
     part_size: ByteSize = Field(ByteSize(8 * MiB), description="multipart part size (>= 5MiB)")
     parts_in_flight: int = Field(4, ge=1, le=64, description="parts uploaded at once per upload")
@@ -300,6 +321,16 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("expiry_days_allowed", mode="before")
+    @classmethod
+    def _days_from_text(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("expiry_days_allowed")
+    @classmethod
+    def _days_in_range(cls, value: list[int]) -> list[int]:
+        return check_expiry_days(value)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -6,10 +6,11 @@ decorators for cross-cutting concerns, outermost first as calls meet them.
     AuthorizedSessions -> StreamLimitedSessions(per principal) -> SessionQuota
         -> StreamLimitedSessions(server-wide) -> backend.sessions (SessionStore)
 
-Authorization (storage.authorization) checks rights before any other
-decorator takes a slot or budget; only the metrics see a refused call.
+Authorization (storage.authorization) checks rights, and under a policy
+file the served buckets, before any other decorator takes a slot or budget
+or counts a bucket: nothing below it sees a refused call.
 SessionQuota keeps its markers in ``backend.records``. With metrics on,
-MeteredStore and MeteredSessions (storage.metrics) go outermost, counting the
+MeteredStore and MeteredSessions (storage.metrics) go just inside it, counting the
 sweeps from ``backend.sweep_tally``; with metrics or traces on, every request
 the backend sends is measured and traced (``backend.instrument``).
 
@@ -128,13 +129,16 @@ def build_storage(
         # Every request to the store is measured, and a span when traces are
         # on; with metrics off the measurements go to a registry nobody scrapes.
         backend.instrument(registry or CollectorRegistry())
-    objects = AuthorizedStore(objects, policy)
-    sessions = AuthorizedSessions(sessions, policy)
     if registry is not None:
         metrics = StorageMetrics(registry, sorted(settings.buckets))
         watch_limits(registry, budget, streams)
         objects = MeteredStore(objects, metrics)
         sessions = MeteredSessions(sessions, metrics, backend.sweep_tally)
+    # Under a policy, unserved buckets reach this far (rpc.validation) and
+    # are refused as ungranted ones.
+    served = frozenset(settings.buckets)
+    objects = AuthorizedStore(objects, policy, served)
+    sessions = AuthorizedSessions(sessions, policy, served)
     return Storage(
         objects=objects,
         sessions=sessions,

@@ -14,7 +14,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from blobgate.server.core.errors import FailedPrecondition, OutOfRange
+from blobgate.server.core.errors import OutOfRange, if_match_failed
+from blobgate.server.core.storage_classes import ARCHIVED
 from blobgate.server.storage.protocols import ByteRange, DirectRead, ObjectRef, PresignedRequest
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.metadata import bare_etag, quoted_etag
@@ -46,12 +47,13 @@ async def direct_read(
 ) -> DirectRead | None:
     """Describe ``ref`` and presign a GET of the bytes ``byte_range`` selects
     of that very object; None for a read of no bytes (S3 refuses an empty
-    range: the gateway answers those itself)."""
+    range) and for an object in an archive class (restored or not: its
+    GetObject decides): the gateway answers those itself."""
     info = await describe(connection.client, ref)
     if if_match and info.etag != bare_etag(if_match):
-        raise FailedPrecondition(f"if_match {if_match!r} does not match {ref.key!r}")
+        raise if_match_failed()
     start, length = selected(byte_range, info.size, ref.key)
-    if length == 0:
+    if length == 0 or info.storage_class in ARCHIVED:
         return None
     params: dict[str, str] = {
         "Bucket": ref.bucket,

@@ -185,6 +185,9 @@ class S3Sessions:
             owner=spec.owner,
             checksum_type=FULL_OBJECT if full_object else "",
             record_tag=record_tag,
+            tags=dict(options.tags),
+            storage_class=options.storage_class,
+            expire_days=options.expire_days,
         )
         try:
             revision = await self._put_checkpoint(

@@ -9,7 +9,7 @@ anything is committed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from blobgate.server.core.errors import (
@@ -18,11 +18,11 @@ from blobgate.server.core.errors import (
     NotFound,
     OutOfRange,
     ServiceError,
+    if_match_failed,
 )
 from blobgate.server.storage.checksums import Hasher, crc32c_to_s3, verify
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import (
-    RESERVED_PREFIX,
     ByteRange,
     Chunk,
     ContentChecksums,
@@ -47,6 +47,7 @@ from blobgate.server.storage.s3.connection import S3Connection
 from blobgate.server.storage.s3.copy import copy_object
 from blobgate.server.storage.s3.direct import direct_read
 from blobgate.server.storage.s3.errors import s3_errors
+from blobgate.server.storage.s3.listing import Lister
 from blobgate.server.storage.s3.metadata import (
     bare_etag,
     conditions,
@@ -64,6 +65,7 @@ from blobgate.server.storage.s3.sha256_records import (
     with_record,
     with_stored_crc32c,
 )
+from blobgate.server.storage.s3.tagging import get_tags, set_tags, write_args
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -188,6 +190,7 @@ class S3Store:
                     ContentType=options.content_type,
                     Metadata=stored_metadata(options, sums),
                     **conditions(options),  # type: ignore[arg-type]
+                    **write_args(options),
                     **checksum,
                 )
         except BucketNotFound:
@@ -273,7 +276,7 @@ class S3Store:
         (or anything of an empty object) is still a valid, empty read."""
         info = await self.head(ref)
         if if_match and info.etag != bare_etag(if_match):
-            raise FailedPrecondition(f"if_match {if_match!r} does not match {ref.key!r}")
+            raise if_match_failed()
         start = (
             byte_range.offset if byte_range.offset >= 0 else max(0, info.size + byte_range.offset)
         )
@@ -286,35 +289,17 @@ class S3Store:
     async def list_page(
         self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
     ) -> ListPage:
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
-        if delimiter:
-            kwargs["Delimiter"] = delimiter
-        if token:
-            kwargs["ContinuationToken"] = token
-        with s3_errors(bucket=bucket):
-            response = await self._client.list_objects_v2(**kwargs)
-        # The gateway's own records are not the caller's objects.
-        objects = [
-            StoredObject(
-                bucket=bucket,
-                key=item["Key"],
-                size=int(item.get("Size", 0)),
-                etag=bare_etag(item.get("ETag", "")),
-                content_type="",
-                last_modified=item.get("LastModified"),
-            )
-            for item in response.get("Contents", [])
-            if not item["Key"].startswith(RESERVED_PREFIX)
-        ]
-        prefixes = [
-            p["Prefix"]
-            for p in response.get("CommonPrefixes", [])
-            if "Prefix" in p and not p["Prefix"].startswith(RESERVED_PREFIX)
-        ]
-        next_token = (
-            response.get("NextContinuationToken", "") if response.get("IsTruncated") else ""
-        )
-        return ListPage(objects=objects, common_prefixes=prefixes, next_token=next_token)
+        # The gateway's own records are not the caller's objects, nor do
+        # they shape its pages (storage.s3.listing).
+        return await Lister(self._client, bucket, prefix, delimiter).page(page_size, token)
+
+    async def get_tags(self, ref: ObjectRef) -> dict[str, str]:
+        return await get_tags(self._client, ref)
+
+    async def set_tags(
+        self, ref: ObjectRef, tags: Mapping[str, str], if_match: str
+    ) -> StoredObject:
+        return await set_tags(self._client, ref, tags, if_match)
 
     async def presign(
         self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str
