@@ -41,7 +41,8 @@ class OpenedDownload:
 
 
 class _Prefetched:
-    """A Download call whose next message was read already."""
+    """A Download call whose next message (or the error reading it) was
+    taken already."""
 
     def __init__(self, call: Any, message: Any) -> None:
         self._call = call
@@ -51,6 +52,8 @@ class _Prefetched:
     async def read(self) -> Any:
         if self._pending:
             self._pending = False
+            if isinstance(self._message, BaseException):
+                raise self._message
             return self._message
         return await self._call.read()
 
@@ -142,6 +145,10 @@ class DownloadOpener:
             return OpenedDownload(call, info, endpoint)
         try:
             second = await call.read()  # a DirectDownload, or the bytes
+        except grpc.aio.AioRpcError as exc:
+            # The object was described: the stream's failure is met where it
+            # would have been without direct (pinned retries, see reopen).
+            return OpenedDownload(_Prefetched(call, exc), info, endpoint)
         except BaseException:
             call.cancel()
             raise
