@@ -6,6 +6,7 @@ check by CRC32C (sha256 when asked, or when the object has no CRC32C)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import crc32c
 import grpc
 import pytest
 
-from blobgate.client import BlobgateError, Client
+from blobgate.client import BlobgateError, Client, SyncClient
 from blobgate.client.direct import DirectFetcher
 from blobgate.client.models import ObjectInfo
 from blobgate.client.verify import ContentCheck
@@ -204,3 +205,20 @@ async def test_a_wrong_stored_crc32c_is_data_loss_through_the_gateway(
             await read_all(client, "bad-crc.bin")
         assert caught.value.code == Code.DATA_LOSS
         assert "CRC32C" in caught.value.details
+
+
+async def test_the_sync_client_reads_straight_from_s3_too(
+    s3_endpoint: str, bucket: str, logged: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    settings = gateway_settings(s3_endpoint, bucket, direct_transfers=True)
+    blob = payload(MiB + 5, seed=29)
+    async with running_gateway(settings) as (gw, _, _):
+
+        def use() -> bytes:
+            with SyncClient(f"127.0.0.1:{gw.port}") as client:
+                client.upload("c/sync.bin", blob)
+                client.download_to("c/sync.bin", tmp_path / "sync.bin")
+            return (tmp_path / "sync.bin").read_bytes()
+
+        assert await asyncio.to_thread(use) == blob
+    assert downloads(logged) == [(True, 0)]

@@ -256,3 +256,20 @@ async def test_over_the_wire_read_suffices_and_no_read_hands_out_nothing(
             assert (status, body) == (200, b"for anyone")
     finally:
         await realm.close()
+
+
+async def test_metrics_count_direct_reads_apart(s3_endpoint: str, bucket: str) -> None:
+    from tests.server.test_metrics import delta, scrape
+
+    settings = gateway_settings(
+        s3_endpoint, bucket, direct_transfers=True, metrics_listen="127.0.0.1:0"
+    )
+    async with running_gateway(settings) as (gw, stub, _):
+        await upload(gw, "d/metered.bin", payload(5000, seed=18))
+        before, _ = await scrape(gw.metrics_port)
+        await direct_answer(stub, "d/metered.bin", offset=1000)
+        await download(stub, "d/metered.bin")
+        after, _ = await scrape(gw.metrics_port)
+    assert delta(before, after, "blobgate_direct_reads_total", bucket=bucket) == 1
+    assert delta(before, after, "blobgate_direct_read_bytes_total", bucket=bucket) == 4000
+    assert delta(before, after, "blobgate_sent_bytes_total", bucket=bucket) == 5000
