@@ -87,7 +87,8 @@ class DirectFetcher:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
                 auto_decompress=False,  # the stored bytes, as they are
-                read_bufsize=2 * READ_SIZE,
+                # aiohttp's default read buffer (64 KiB), as aiobotocore's: a
+                # 2 MiB one measured no faster.
                 trust_env=False,  # the URL names S3: no proxy settings in between
             )
         return self._session
