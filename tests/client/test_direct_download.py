@@ -86,11 +86,11 @@ async def test_an_object_replaced_after_the_answer_is_asked_for_again(
     real_get = DirectFetcher.get
     replaced: list[bool] = []
 
-    async def replaced_first(self: DirectFetcher, direct: Any, expected: int) -> Any:
+    async def replaced_first(self: DirectFetcher, direct: Any, *args: Any) -> Any:
         if not replaced:
             replaced.append(True)
             await direct_client.upload("c/changing.bin", new)
-        return await real_get(self, direct, expected)
+        return await real_get(self, direct, *args)
 
     monkeypatch.setattr(DirectFetcher, "get", replaced_first)
     info, data = await read_all(direct_client, "c/changing.bin")
@@ -108,12 +108,12 @@ async def test_bytes_that_do_not_match_the_description_are_data_loss(
     await direct_client.upload("c/swapped.bin", payload(5000, seed=24))
     real_get = DirectFetcher.get
 
-    async def unpinned(self: DirectFetcher, direct: Any, expected: int) -> Any:
+    async def unpinned(self: DirectFetcher, direct: Any, *args: Any) -> Any:
         await direct_client.upload("c/swapped.bin", payload(5000, seed=25))
         bare = storage_pb2.DirectDownload()
         bare.CopyFrom(direct)
         del bare.headers["If-Match"]
-        return await real_get(self, bare, expected)
+        return await real_get(self, bare, *args)
 
     monkeypatch.setattr(DirectFetcher, "get", unpinned)
     with pytest.raises(BlobgateError) as caught:
@@ -222,3 +222,18 @@ async def test_the_sync_client_reads_straight_from_s3_too(
 
         assert await asyncio.to_thread(use) == blob
     assert downloads(logged) == [(True, 0)]
+
+
+async def test_the_deadline_bounds_a_direct_download_too(s3_endpoint: str, bucket: str) -> None:
+    settings = gateway_settings(s3_endpoint, bucket, direct_transfers=True)
+    async with running_gateway(settings) as (gw, _, _):
+        async with Client(f"127.0.0.1:{gw.port}") as client:
+            await client.upload("c/slow.bin", payload(24 * MiB, seed=30))
+        async with Client(f"127.0.0.1:{gw.port}", stream_timeout=1.0) as slow:
+            stream = slow.download("c/slow.bin")
+            assert await anext(stream)
+            await asyncio.sleep(1.2)  # past the deadline, long before the end
+            with pytest.raises(BlobgateError) as caught:
+                async for _ in stream:
+                    pass
+    assert caught.value.code == Code.DEADLINE_EXCEEDED

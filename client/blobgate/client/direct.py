@@ -13,6 +13,7 @@ The URL is a bearer credential: it is never put in an error or a log."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
@@ -38,20 +39,30 @@ class DirectBody:
     """An open GET of a direct download, read like a Download call:
     ``read`` returns the next bytes (at most ``READ_SIZE``, as a memoryview), then
     ``grpc.aio.EOF``; ``cancel`` closes it. A failure while reading is
-    UNAVAILABLE (retryable), and a body that ends early is too."""
+    UNAVAILABLE (retryable), and a body that ends early is too; past the
+    call's ``deadline`` (a ``time.monotonic()`` value), DEADLINE_EXCEEDED."""
 
-    def __init__(self, response: aiohttp.ClientResponse, expected: int) -> None:
+    def __init__(
+        self, response: aiohttp.ClientResponse, expected: int, deadline: float | None = None
+    ) -> None:
         self._response = response
         self._remaining = expected
+        self._deadline = deadline
 
     async def read(self) -> memoryview | Any:
         if self._remaining <= 0:
             self.cancel()
             return grpc.aio.EOF
+        timeout = asyncio.timeout_at(_loop_time(self._deadline))
         try:
-            data = await self._response.content.read(min(READ_SIZE, self._remaining))
+            if _passed(self._deadline):
+                raise TimeoutError
+            async with timeout:
+                data = await self._response.content.read(min(READ_SIZE, self._remaining))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self.cancel()
+            if timeout.expired() or _passed(self._deadline):
+                raise _deadline_passed() from None
             raise BlobgateError(
                 grpc.StatusCode.UNAVAILABLE, f"reading from S3 failed: {type(exc).__name__}"
             ) from None
@@ -93,20 +104,29 @@ class DirectFetcher:
             )
         return self._session
 
-    async def get(self, direct: storage_pb2.DirectDownload, expected: int) -> DirectBody:
-        """Start the GET of ``direct`` for ``expected`` bytes."""
+    async def get(
+        self, direct: storage_pb2.DirectDownload, expected: int, deadline: float | None = None
+    ) -> DirectBody:
+        """Start the GET of ``direct`` for ``expected`` bytes, within the
+        call's ``deadline`` (a ``time.monotonic()`` value; None: none)."""
         session = self._open_session()
         url = yarl.URL(direct.url, encoded=True)  # as signed: no re-quoting
+        timeout = asyncio.timeout_at(_loop_time(deadline))
         try:
-            response = await session.get(url, headers=dict(direct.headers), allow_redirects=False)
+            async with timeout:
+                response = await session.get(
+                    url, headers=dict(direct.headers), allow_redirects=False
+                )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if timeout.expired() or _passed(deadline):
+                raise _deadline_passed() from None
             raise DirectUnavailable(f"S3 could not be reached: {type(exc).__name__}") from None
         if response.status in (200, 206):
             length = response.content_length
             if length is not None and length != expected:
                 response.release()
                 raise DirectUnavailable(f"S3 answered {length} bytes, not {expected}")
-            return DirectBody(response, expected)
+            return DirectBody(response, expected, deadline)
         response.release()
         if response.status in _CHANGED:
             raise ObjectChanged(f"S3 answered {response.status}")
@@ -117,6 +137,21 @@ class DirectFetcher:
         if session is not None and not session.closed:
             await session.close()
             await asyncio.sleep(0)  # let aiohttp's transports close
+
+
+def _deadline_passed() -> BlobgateError:
+    return BlobgateError(grpc.StatusCode.DEADLINE_EXCEEDED, "the download's deadline passed")
+
+
+def _passed(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _loop_time(deadline: float | None) -> float | None:
+    """A ``time.monotonic()`` deadline on the running loop's clock."""
+    if deadline is None:
+        return None
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
 
 
 __all__ = ["DirectBody", "DirectFetcher", "DirectUnavailable", "ObjectChanged"]

@@ -108,7 +108,7 @@ class DownloadOpener:
         request = self._request
         expected = range_size(opened.info.size, request.offset, request.limit)
         try:
-            body = await self._fetcher.get(opened.direct, expected)
+            body = await self._fetcher.get(opened.direct, expected, self._budget.deadline)
         except ObjectChanged:
             if self._changes_left <= 0:
                 self._through_gateway()
