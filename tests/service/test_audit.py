@@ -347,9 +347,10 @@ async def test_an_unauthenticated_call_is_audited_without_principal_or_token(
                 metadata=[*rid("good"), ("authorization", f"Bearer {good}")],
             )
         lines = await audit_lines(logged, 3)
+    # Refused before their request was read: no object to name.
     assert [(x["caller_request_id"], x["principal"], x["key"], x["outcome"]) for x in lines] == [
-        ("none", "", "k", "UNAUTHENTICATED"),
-        ("expired", "", "k", "UNAUTHENTICATED"),
+        ("none", "", "", "UNAUTHENTICATED"),
+        ("expired", "", "", "UNAUTHENTICATED"),
         ("good", "svc-a", "k", "OK"),
     ]
     for text in every_formatted_line(logged):

@@ -58,7 +58,7 @@ def test_the_docstring_gives_the_order_the_chain_is_built_in() -> None:
         traced=True,
     )
     assert [type(x).__name__ for x in full] == documented_order()
-    assert len(full) == 7
+    assert len(full) == 8
     # The optional ones drop out; the rest keep their order.
     bare = chain.interceptor_chain(settings, registry=None, authentication=None, traced=False)
     assert [type(x).__name__ for x in bare] == [

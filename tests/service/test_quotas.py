@@ -341,7 +341,7 @@ async def test_callers_without_an_identity_are_not_counted(
 def test_the_quota_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     settings, _ = load_settings([])
     assert settings.max_streams_per_principal is None
-    assert settings.streams_per_principal == settings.max_streams // 2 == 128
+    assert settings.streams_per_principal == settings.max_streams // 4 == 64
     assert settings.max_sessions_per_principal == 100
     assert load_settings(["--max-streams", "1"])[0].streams_per_principal == 1
     given = ["--max-streams", "10", "--max-streams-per-principal", "10"]

@@ -211,7 +211,7 @@ def _listen(settings: Settings, servers: Servers, tls: ServerTLS | None) -> None
     except RuntimeError as exc:
         raise StartupError(f"cannot listen on {settings.listen}: {exc}") from None
     if settings.health_listen:
-        servers.health_server = health_only_server(servers.health)
+        servers.health_server = health_only_server(settings, servers.health)
         try:
             servers.health_port = servers.health_server.add_insecure_port(settings.health_listen)
         except RuntimeError as exc:

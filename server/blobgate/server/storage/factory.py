@@ -6,6 +6,12 @@ decorators for cross-cutting concerns, outermost first as calls meet them.
     AuthorizedSessions -> StreamLimitedSessions(per principal) -> SessionQuota
         -> StreamLimitedSessions(server-wide) -> backend.sessions (SessionStore)
 
+The memory budget (storage.byte_budget, with a share per principal) is
+taken by the S3 store as parts fill; each principal's S3 data requests are
+counted on the backend's connection (``s3.connection_shares``). Callers
+without an identity count as one principal for both only when an identity
+source is configured.
+
 Authorization (storage.authorization) checks rights, and under a policy
 file the served buckets, before any other decorator takes a slot or budget
 or counts a bucket: nothing below it sees a refused call.
@@ -61,6 +67,7 @@ def s3_config(settings: Settings) -> S3Config:
         read_timeout=settings.s3_read_timeout,
         max_attempts=settings.s3_max_attempts,
         max_connections=settings.s3_max_connections,
+        connections_per_principal=settings.connections_per_principal,
         control_connections=settings.s3_control_connections,
         checksum_mode=settings.checksum_mode,
         full_object_checksums=settings.s3_full_object_checksums,
@@ -70,6 +77,7 @@ def s3_config(settings: Settings) -> S3Config:
         parts_in_flight=settings.parts_in_flight,
         copy_threshold=int(settings.copy_threshold),
         session_expiry=settings.session_expiry,
+        count_anonymous=settings.identity_source,
     )
 
 
@@ -107,7 +115,13 @@ def build_storage(
     ``registry``, its metrics go there. PolicyError when the
     ``auth_policy_file`` is unusable."""
     policy = AccessPolicy.from_settings(settings)  # first: nothing to undo if it fails
-    budget = ByteBudget(int(settings.memory_budget))
+    # Callers without an identity are one principal held to a share only when
+    # callers are named at all; otherwise the share would only shrink the budget.
+    budget = ByteBudget(
+        int(settings.memory_budget),
+        settings.budget_per_principal,
+        count_anonymous=settings.identity_source,
+    )
     if backend is None:
         backend = S3Backend(s3_config(settings), budget, credentials)
     streams = StreamLimit(settings.max_streams)

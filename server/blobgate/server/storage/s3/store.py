@@ -20,8 +20,9 @@ from blobgate.server.core.errors import (
     ServiceError,
     if_match_failed,
 )
+from blobgate.server.core.identity import current_principal
+from blobgate.server.storage.byte_budget import ByteBudget, Claim
 from blobgate.server.storage.checksums import Hasher, crc32c_to_s3, verify
-from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import (
     ByteRange,
     Chunk,
@@ -105,12 +106,13 @@ class S3Store:
             await check_preconditions(self._client, ref, options)
         hasher = Hasher()
         uploader: PartUploader | None = None
-        final: tuple[PartBody, int] | None = None
+        final: tuple[PartBody, Claim] | None = None
         full_object = self._connection.full_object_checksums
         record_tag = ""
         crc = 0
+        cut = cut_parts(body, self._part_size, self.budget, current_principal())
         try:
-            async for part, reserved in cut_parts(body, self._part_size, self.budget):
+            async for part, reserved in cut:
                 crc = hasher.update_part(part.views)
                 if part.tell() < self._part_size:
                     final = (part, reserved)  # the last part: the stream ended
@@ -150,12 +152,12 @@ class S3Store:
             raise
         finally:
             if final is not None:
-                await self.budget.release(final[1])
+                final[1].release()
             if uploader is not None:
                 self._connection.writing.discard(uploader.upload_id)
 
     async def _start_multipart(
-        self, ref: ObjectRef, options: PutOptions, reserved: int, record_tag: str
+        self, ref: ObjectRef, options: PutOptions, reserved: Claim, record_tag: str
     ) -> PartUploader:
         try:
             upload_id = await create_multipart(
@@ -166,10 +168,12 @@ class S3Store:
                 record_tag=record_tag,
             )
         except BaseException:
-            await self.budget.release(reserved)
+            reserved.release()
             raise
         self._connection.writing.add(upload_id)
-        return PartUploader(self._transfers, ref, upload_id, self._in_flight, self.budget)
+        return PartUploader(
+            self._transfers, ref, upload_id, self._in_flight, shares=self._connection.shares
+        )
 
     async def _put_single(
         self, ref: ObjectRef, part: PartBody, options: PutOptions, sums: ContentChecksums
@@ -183,16 +187,17 @@ class S3Store:
             checksum["ChecksumCRC32C"] = crc32c_to_s3(sums.crc32c)  # S3 verifies the bytes
         try:
             with s3_errors(ref):
-                response = await self._transfers.put_object(
-                    Bucket=ref.bucket,
-                    Key=ref.key,
-                    Body=part,  # type: ignore[arg-type]  # file-like: read, seek, tell
-                    ContentType=options.content_type,
-                    Metadata=stored_metadata(options, sums),
-                    **conditions(options),  # type: ignore[arg-type]
-                    **write_args(options),
-                    **checksum,
-                )
+                async with self._connection.shares.holding():
+                    response = await self._transfers.put_object(
+                        Bucket=ref.bucket,
+                        Key=ref.key,
+                        Body=part,  # type: ignore[arg-type]  # file-like: read, seek, tell
+                        ContentType=options.content_type,
+                        Metadata=stored_metadata(options, sums),
+                        **conditions(options),  # type: ignore[arg-type]
+                        **write_args(options),
+                        **checksum,
+                    )
         except BucketNotFound:
             raise
         except (FailedPrecondition, NotFound) as exc:  # If-Match on a missing key: 404
@@ -240,20 +245,28 @@ class S3Store:
             kwargs["Range"] = header
         if if_match:
             kwargs["IfMatch"] = quoted_etag(if_match)
+        # The GET holds one of its principal's places on the transfers pool
+        # until the reader is closed, as it holds the connection.
+        release = await self._connection.shares.take()
         try:
-            with s3_errors(ref):
-                response = await self._transfers.get_object(**kwargs)
-        except OutOfRange:
-            return await self._empty_or_out_of_range(ref, byte_range, if_match)
-        info = stored_object(ref, response, total_size(response))
-        tag = flag_of(response.get("Metadata", {}))
-        try:
-            if tag:  # an undeclared sha256, in a record beside the object
-                info = await with_record(self._client, info, tag)
-            if header and info.checksums.crc32c is None:
-                info = await with_stored_crc32c(self._client, info)
+            try:
+                with s3_errors(ref):
+                    response = await self._transfers.get_object(**kwargs)
+            except OutOfRange:
+                release()
+                return await self._empty_or_out_of_range(ref, byte_range, if_match)
+            info = stored_object(ref, response, total_size(response))
+            tag = flag_of(response.get("Metadata", {}))
+            try:
+                if tag:  # an undeclared sha256, in a record beside the object
+                    info = await with_record(self._client, info, tag)
+                if header and info.checksums.crc32c is None:
+                    info = await with_stored_crc32c(self._client, info)
+            except BaseException:
+                response["Body"].close()
+                raise
         except BaseException:
-            response["Body"].close()
+            release()
             raise
         limit = byte_range.limit if byte_range.offset < 0 and byte_range.limit else -1
         return S3Reader(
@@ -262,6 +275,7 @@ class S3Store:
             limit,
             ref,
             read_timeout=self._connection.config.read_timeout,
+            on_close=release,
         )
 
     async def direct_read(
