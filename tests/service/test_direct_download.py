@@ -273,3 +273,21 @@ async def test_metrics_count_direct_reads_apart(s3_endpoint: str, bucket: str) -
     assert delta(before, after, "blobgate_direct_reads_total", bucket=bucket) == 1
     assert delta(before, after, "blobgate_direct_read_bytes_total", bucket=bucket) == 4000
     assert delta(before, after, "blobgate_sent_bytes_total", bucket=bucket) == 5000
+
+
+async def test_a_direct_answer_takes_a_stream_slot_while_it_is_made(
+    s3_endpoint: str, bucket: str
+) -> None:
+    """Direct reads are bounded like every Download (max_streams), though
+    they hold their slot only while the gateway answers."""
+    settings = gateway_settings(s3_endpoint, bucket, direct_transfers=True, max_streams=1)
+    async with running_gateway(settings) as (gw, stub, _):
+        await upload(gw, "d/big.bin", payload(8 * 1024 * 1024, seed=19))
+        held = stub.Download(pb.DownloadRequest(key="d/big.bin"), timeout=20)
+        assert (await held.read()).WhichOneof("message") == "object"  # holds the one slot
+        await expect_status(Code.RESOURCE_EXHAUSTED, direct_answer(stub, "d/big.bin"))
+        held.cancel()
+        await asyncio.sleep(0.3)  # the cancelled call gives its slot back
+        for _ in range(3):  # and each answer gives its own back
+            messages = await direct_answer(stub, "d/big.bin")
+            assert messages[1].WhichOneof("message") == "direct"
