@@ -1,19 +1,20 @@
 """The Python client's own cost of a download, without S3 or the gateway.
 
 A bare grpc.aio server in a subprocess serves one --size-mib object from
-memory (the Object message, then pre-encoded 1 MiB data messages, as the
-gateway sends them); this process downloads it --reps times in each of four
-ways, interleaved, and reports this process's CPU-seconds per GiB
-(getrusage) and MB/s:
+memory (the Object message, with its sha256 and CRC32C, then pre-encoded
+1 MiB data messages, as the gateway sends them); this process downloads it
+--reps times in each of five ways, interleaved, and reports this process's
+CPU-seconds per GiB (getrusage), MB/s, and the CPU over the client's stub's:
 
 - the client's stub (``blobgate.client.wire.StorageStub``): data messages as
   views of the received bytes, no protobuf objects;
 - the generated ``StorageServiceStub``: a protobuf object per message, its
   ``data`` read once;
 - ``Client.open_download(...).views()``: the client's stub plus the
-  DownloadStream's bookkeeping and its sha256 check of the whole object
-  (what ``download_to`` does);
-- iterating ``Client.download(...)``: the same, each chunk copied to ``bytes``.
+  DownloadStream's bookkeeping and its check of the whole object, by
+  CRC32C (what ``download_to`` does), and by sha256 (``verify_sha256``);
+- iterating ``Client.download(...)``: the CRC32C way, each chunk copied to
+  ``bytes``.
 
     .venv/bin/python -m bench.client_download [--size-mib 256] [--reps 5]
 """
@@ -43,7 +44,7 @@ from blobgate.v1 import storage_pb2_grpc
 GiB = 1024 * MiB
 SERVER = r"""
 import asyncio, hashlib, sys
-import grpc
+import crc32c, grpc
 from blobgate.server.rpc.codecs import encoded_data_message
 from blobgate.v1 import storage_pb2 as pb
 
@@ -51,6 +52,7 @@ MiB, size = 1024 * 1024, int(sys.argv[1])
 chunk = bytes(range(256)) * (MiB // 256)
 info = pb.Object(bucket="bench", key="object", size=size, etag="e")
 info.checksums.sha256 = hashlib.sha256(chunk * (size // MiB)).digest()
+info.checksums.crc32c = crc32c.crc32c(chunk * (size // MiB))
 first = pb.DownloadResponse(object=info).SerializeToString()
 data = encoded_data_message([chunk])
 
@@ -85,6 +87,7 @@ async def measure(address: str, size: int, reps: int) -> dict[str, list[tuple[fl
     async with (
         grpc.aio.insecure_channel(address, options=options) as channel,
         Client(address) as client,
+        Client(address, verify_sha256=True) as sha256_client,
     ):
         raw, generated = StorageStub(channel), storage_pb2_grpc.StorageServiceStub(channel)
 
@@ -96,8 +99,8 @@ async def measure(address: str, size: int, reps: int) -> dict[str, list[tuple[fl
                 received += 0 if data is None else len(data)
             return received
 
-        async def views() -> int:
-            async with await client.open_download("object") as stream:
+        async def views(which: Client) -> int:
+            async with await which.open_download("object") as stream:
                 return sum([len(view) async for view in stream.views()])
 
         async def chunks() -> int:
@@ -106,8 +109,9 @@ async def measure(address: str, size: int, reps: int) -> dict[str, list[tuple[fl
         ways: dict[str, Callable[[], Awaitable[int]]] = {
             "client's stub (views)": lambda: stub(raw),
             "generated stub (protobuf objects)": lambda: stub(generated),
-            "Client.open_download().views() (+ sha256)": views,
-            "Client.download() (bytes, + sha256)": chunks,
+            "Client.open_download().views() (+ CRC32C)": lambda: views(client),
+            "Client.open_download().views() (+ sha256)": lambda: views(sha256_client),
+            "Client.download() (bytes, + CRC32C)": chunks,
         }
         await stub(raw)  # warm-up
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
@@ -143,11 +147,15 @@ def main(argv: list[str] | None = None) -> int:
         if server.stdout is not None:
             server.stdout.close()
     print()
-    print(*head(f"{args.size_mib} MiB from memory, medians of {args.reps}",
-                "client CPU-s/GiB", "MB/s", align="lrr"), sep="\n")  # fmt: skip
+    title = f"{args.size_mib} MiB from memory, medians of {args.reps}"
+    columns = ("client CPU-s/GiB", "MB/s", "CPU / the stub's")
+    print(*head(title, *columns, align="lrrr"), sep="\n")
+    stub = results["client's stub (views)"]
     for name, values in results.items():
         cpu = statistics.median(v[0] for v in values)
-        print(row(name, f"{cpu:.2f}", f"{statistics.median(v[1] for v in values):.0f}"))
+        ratio = statistics.median(v[0] / s[0] for v, s in zip(values, stub, strict=True) if s[0])
+        print(row(name, f"{cpu:.2f}", f"{statistics.median(v[1] for v in values):.0f}",
+                  f"{ratio:.2f}"))  # fmt: skip
     return 0
 
 

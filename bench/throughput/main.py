@@ -7,8 +7,10 @@ interleaved repetitions it uploads one --size-mib object through the gateway
 (grpc.aio, 1 MiB messages; with size and sha256 declared, and with neither,
 as a client streaming from a source) and directly with aioboto3 (multipart
 with the gateway's part size and parts in flight), and downloads it through
-the gateway (the Python client's raw deserializer, and a generated stub that
-parses every message) and directly (get_object read in 1 MiB reads); checks
+the gateway (the Python client's raw deserializer, the Client, and a
+generated stub that parses every message), with the Client sent to S3 by the
+gateway (--direct-transfers: a presigned GET, read with aiohttp), and
+directly (get_object read in 1 MiB reads); checks
 every downloaded byte against the source as it arrives; takes each process's
 CPU time (/proc/PID/stat) and the gateway's peak RSS (VmHWM, reset through
 /proc/PID/clear_refs) around each transfer. Then --small-ops uploads, Stats
@@ -108,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "--part-size", str(args.part_size), "--parts-in-flight", str(args.parts_in_flight),
         "--log-level", args.gateway_log_level,
         "--event-loop", "asyncio" if args.compare_loops else args.event_loop,
+        "--direct-transfers",  # only the Client of the direct path asks for them
     ]  # fmt: skip
     if args.metrics_cost:
         return _metrics_cost(args, settings)

@@ -35,11 +35,19 @@ from blobgate.client import Client
 
 T = TypeVar("T")
 PAUSE = 0.5  # seconds between timed operations, so one's tail does not bleed into the next
+# Direct-download answers per rep whose gateway CPU is measured together: one
+# answer costs a few ms, below the 10 ms resolution of /proc/PID/stat.
+ANSWERS = 40
 
 # The timed paths: (name, whether it goes through a gateway); the gateway
 # ones are named "NAME" or, comparing loops, "NAME [LOOP]".
 UPLOADS = ("upload gateway", "upload gateway, no sha256")
-DOWNLOADS = ("download gateway", "download gateway, Client", "download gateway, parsed")
+DOWNLOADS = (
+    "download gateway",
+    "download gateway, Client",
+    "download gateway, parsed",
+    "download Client, direct from S3",
+)
 
 
 def named(op: str, label: str) -> str:
@@ -111,9 +119,14 @@ async def gateways(
         for label, gateway_pid, gateway_plan in found:
             channel = grpc.aio.insecure_channel(gateway_plan.gateway_addr)
             await stack.enter_async_context(channel)
-            client = Client(gateway_plan.gateway_addr, stream_timeout=args.op_timeout)
+            address, timeout = gateway_plan.gateway_addr, args.op_timeout
+            # The Client through the gateway, and the Client sent to S3 (the
+            # gateway runs with --direct-transfers; generated stubs do not ask).
+            client = Client(address, stream_timeout=timeout, direct_downloads=False)
             await stack.enter_async_context(client)
-            xfer = Transfers(channel, client, s3, args, notes)
+            direct_client = Client(address, stream_timeout=timeout)
+            await stack.enter_async_context(direct_client)
+            xfer = Transfers(channel, client, s3, args, notes, direct_client=direct_client)
             small = SmallObjects(xfer.stub, s3, args)
             result.append(Gateway(label, gateway_pid, xfer, small, gateway_plan.metrics_url))
         yield result
@@ -155,6 +168,8 @@ async def measure(args: argparse.Namespace, plan: ServicePlan, notes: list[str])
         for gw in gws:
             await gw.xfer.gateway_upload("tiny", tiny, hashlib.sha256(tiny).digest())
             await gw.xfer.gateway_download("tiny", tiny)
+            await gw.xfer.client_download("tiny", tiny)  # the Clients' connections
+            await gw.xfer.client_download("tiny", tiny, direct=True)
         await gws[0].xfer.direct_upload("tiny2", tiny)
         await gws[0].xfer.direct_download("tiny2", tiny)
         for rep in range(args.reps):
@@ -184,6 +199,8 @@ async def measure(args: argparse.Namespace, plan: ServicePlan, notes: list[str])
                      partial(gw.xfer.client_download, same, data)),
                     (named(DOWNLOADS[2], gw.label), gw.pid,
                      partial(gw.xfer.gateway_download, same, data, parsed=True)),
+                    (named(DOWNLOADS[3], gw.label), gw.pid,
+                     partial(gw.xfer.client_download, same, data, direct=True)),
                 ]  # fmt: skip
             xfer = gws[0].xfer
             ups.append(("upload direct", None, partial(xfer.direct_upload, "direct", data)))
@@ -195,6 +212,12 @@ async def measure(args: argparse.Namespace, plan: ServicePlan, notes: list[str])
                 await rec.timed(op, size, upload, gateway)
             for op, gateway, download in downs:
                 await rec.timed(op, size, download, gateway)
+            for gw in gws:
+                before = cpu_seconds(gw.pid)
+                await gw.xfer.direct_answers(same, ANSWERS)
+                per_answer = (cpu_seconds(gw.pid) - before) / ANSWERS
+                rec.values[named("direct answer cpu", gw.label)].append(per_answer)
+                await asyncio.sleep(PAUSE)
             for gw in gws:
                 key = named("gw", gw.label)
                 await s3.delete_object(Bucket=BUCKET, Key=key)

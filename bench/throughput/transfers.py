@@ -1,8 +1,10 @@
 """The throughput benchmark's transfers: an object up through the gateway
 (with and without a declared size and sha256) and directly to S3, and down
 through the gateway (the client's raw Download deserializer, the project's
-Client with its sha256 check, or protobuf objects as a generated stub makes
-them) and directly; every received byte checked as it arrives."""
+Client with its whole-object check, or protobuf objects as a generated stub
+makes them), with the Client sent straight to S3 by the gateway (a direct
+download: a presigned GET), and directly; every received byte checked as it
+arrives."""
 
 from __future__ import annotations
 
@@ -34,8 +36,11 @@ class Transfers:
         s3: Any,
         args: argparse.Namespace,
         notes: list[str],
+        *,
+        direct_client: Client | None = None,
     ) -> None:
         self.client = client  # the project's Python client, on its own channel
+        self.direct_client = direct_client or client  # the same, asking for direct downloads
         self.stub = StorageStub(channel)  # the Python client's: Download data raw
         self.generated_stub = storage_pb2_grpc.StorageServiceStub(channel)
         self.s3, self.timeout, self.notes = s3, args.op_timeout, notes
@@ -79,14 +84,30 @@ class Transfers:
                 self.notes.append(f"Download {key}: an Object message after data")
         check_end(key, expect, offset)
 
-    async def client_download(self, key: str, expect: bytes) -> None:
-        """Download ``key`` with the project's Client (its sha256 check included),
-        taking the chunks as views (``DownloadStream.views``, as download_to does)."""
+    async def client_download(self, key: str, expect: bytes, *, direct: bool = False) -> None:
+        """Download ``key`` with the project's Client (its whole-object check
+        included), taking the chunks as views (``DownloadStream.views``, as
+        download_to does); ``direct``: the Client that reads from S3."""
         offset = 0
-        async with await self.client.open_download(key) as stream:
+        client = self.direct_client if direct else self.client
+        async with await client.open_download(key) as stream:
             async for chunk in stream.views():
                 offset = check(key, expect, offset, chunk)
         check_end(key, expect, offset)
+
+    async def direct_answers(self, key: str, calls: int) -> None:
+        """Ask ``calls`` times for a direct download of ``key`` and take the
+        answer (the object, the URL) without the GET: the gateway's part of
+        a direct download, too small to time from one transfer."""
+        request = pb.DownloadRequest(key=key, direct=True)
+        for _ in range(calls):
+            kinds = [
+                message.WhichOneof("message")
+                async for message in self.generated_stub.Download(request, timeout=self.timeout)
+            ]
+            if kinds != ["object", "direct"]:
+                self.notes.append(f"Download {key} (direct): answered {kinds}")
+                return
 
     async def direct_upload(self, key: str, data: bytes) -> None:
         s3 = self.s3

@@ -29,7 +29,8 @@ def test_tiny_throughput_run_prints_every_table(capsys: pytest.CaptureFixture[st
     assert not failures, failures
     for loop in ("asyncio", "uvloop"):
         for path in ("upload gateway", "upload gateway, no sha256", "download gateway",
-                     "download gateway, Client", "download gateway, parsed"):  # fmt: skip
+                     "download gateway, Client", "download gateway, parsed",
+                     "download Client, direct from S3"):  # fmt: skip
             assert re.search(rf"^\| {re.escape(path)} \[{loop}\] \| \d+ \| [\d.]+ \|", out, re.M), (
                 path,
                 loop,
@@ -55,8 +56,9 @@ def test_tiny_client_download_run_prints_each_way(capsys: pytest.CaptureFixture[
     ways = (
         "client's stub (views)",
         "generated stub (protobuf objects)",
+        "Client.open_download().views() (+ CRC32C)",
         "Client.open_download().views() (+ sha256)",
-        "Client.download() (bytes, + sha256)",
+        "Client.download() (bytes, + CRC32C)",
     )
     for way in ways:
-        assert re.search(rf"^\| {re.escape(way)} \| [\d.]+ \| \d+ \|$", out, re.M), way
+        assert re.search(rf"^\| {re.escape(way)} \| [\d.]+ \| \d+ \| [\d.]+ \|$", out, re.M), way

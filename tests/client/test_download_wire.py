@@ -78,7 +78,7 @@ def object_field(**fields: Any) -> bytes:
 UNKNOWN_FIELDS = [
     field(15, 0, varint(300)),  # varint
     field(16, 1, b"\x01" * 8),  # fixed64
-    field(3, 2, varint(3) + b"abc"),  # length-delimited, a number the contract lacks
+    field(30, 2, varint(3) + b"abc"),  # length-delimited, a number the contract lacks
     field(99, 5, b"\x02" * 4),  # fixed32
 ]
 
@@ -169,7 +169,7 @@ fields = st.one_of(
     st.sampled_from(UNKNOWN_FIELDS),
     st.builds(
         lambda number, value: length_delimited(number, value),
-        st.integers(3, 2**29 - 1).filter(lambda n: not 19000 <= n <= 19999),
+        st.integers(4, 2**29 - 1).filter(lambda n: not 19000 <= n <= 19999),
         blobs,
     ),
 )

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO, Literal, Self, Unpack
 
 from blobgate.client.atomic_file import write_atomically, write_chunks
 from blobgate.client.connect_problems import hinted
+from blobgate.client.direct import DirectFetcher
 from blobgate.client.download import DownloadOpener, DownloadStream, range_size
 from blobgate.client.models import DeleteResult, ListPage, ObjectInfo, PresignedURL
 from blobgate.client.options import ClientOptions, OptionKeywords
@@ -82,6 +83,7 @@ class Client:
         else:  # a transport of the caller's own has TLS settings the client does not know
             self._explained = contextlib.nullcontext
         self.transport: Transport = target
+        self._direct = DirectFetcher(self.options.connect_timeout)
 
     @property
     def target(self) -> str:
@@ -133,6 +135,7 @@ class Client:
 
     async def close(self) -> None:
         """Stop watching Consul and close the channels, cancelling calls still running."""
+        await self._direct.close()
         await self.transport.close()
 
     async def upload(
@@ -227,9 +230,11 @@ class Client:
             offset=offset,
             limit=limit,
             if_match=if_match,
+            direct=self.options.direct_downloads,
         )
         budget = CallBudget.start(self.options.stream_timeout, self.options.max_attempts)
-        opener = DownloadOpener(self.transport, request, budget)
+        direct = self._direct if self.options.direct_downloads else None
+        opener = DownloadOpener(self.transport, request, budget, direct)
         with self._explained():
             opened = await opener.open()
         try:
@@ -239,10 +244,12 @@ class Client:
                 whole=offset == 0 and limit == 0,
                 progress=progress,
                 total=range_size(opened.info.size, offset, limit),
+                sha256=self.options.verify_sha256,
             )
         except BaseException:  # the progress callback failed
             opened.call.cancel()
-            self.transport.release(opened.endpoint)
+            if opened.endpoint is not None:
+                self.transport.release(opened.endpoint)
             raise
 
     async def download(
@@ -277,7 +284,7 @@ class Client:
     ) -> ObjectInfo:
         """Download ``key`` into the file ``path``, atomically: the bytes go to
         a temporary file beside it that is renamed over ``path`` only once the
-        download succeeded (and, for a whole object, its sha256 matched).
+        download succeeded (and, for a whole object, its checksum matched).
         ``path`` may also be a binary file object, which is written as the
         bytes arrive (no rename is possible: on failure it holds a prefix).
         ``progress`` as in ``open_download``."""

@@ -28,7 +28,11 @@ class ClientOptions:
     size of the data messages of an upload (at most 4 MiB). ``token`` is a
     bearer token (a JWT) sent as ``authorization: Bearer ...`` on every
     call, for servers that identify callers by JWT; it needs ``tls`` and is
-    never shown in a repr.
+    never shown in a repr. ``direct_downloads`` asks servers that offer it
+    to let downloads read the bytes straight from S3 (falling back to the
+    gateway when S3 cannot be reached); ``verify_sha256`` checks a whole
+    downloaded object by its sha256 even when it has a CRC32C (the cheaper
+    check used otherwise).
 
     Calls are only started on connected instances (docs/operations.md,
     "How clients pick an instance"). ``connect_timeout`` bounds the set-up
@@ -60,6 +64,8 @@ class ClientOptions:
     eject_time: float = 1.0
     max_eject_time: float = 60.0
     preconnect: bool = False
+    direct_downloads: bool = True
+    verify_sha256: bool = False
 
     def __post_init__(self) -> None:
         if self.token is not None:
@@ -125,6 +131,8 @@ class OptionKeywords(TypedDict, total=False):
     eject_time: float
     max_eject_time: float
     preconnect: bool
+    direct_downloads: bool
+    verify_sha256: bool
     tls: bool | TLSConfig
     root_certificates: bytes | None
     private_key: bytes | None

@@ -171,26 +171,47 @@ class UploadResponse(_message.Message):
     def __init__(self, object: _Optional[_Union[Object, _Mapping]] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
-    __slots__ = ("bucket", "key", "offset", "limit", "if_match")
+    __slots__ = ("bucket", "key", "offset", "limit", "if_match", "direct")
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     IF_MATCH_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     key: str
     offset: int
     limit: int
     if_match: str
-    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., if_match: _Optional[str] = ...) -> None: ...
+    direct: bool
+    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., if_match: _Optional[str] = ..., direct: _Optional[bool] = ...) -> None: ...
 
 class DownloadResponse(_message.Message):
-    __slots__ = ("object", "data")
+    __slots__ = ("object", "data", "direct")
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_FIELD_NUMBER: _ClassVar[int]
     object: Object
     data: bytes
-    def __init__(self, object: _Optional[_Union[Object, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+    direct: DirectDownload
+    def __init__(self, object: _Optional[_Union[Object, _Mapping]] = ..., data: _Optional[bytes] = ..., direct: _Optional[_Union[DirectDownload, _Mapping]] = ...) -> None: ...
+
+class DirectDownload(_message.Message):
+    __slots__ = ("url", "expires_at", "headers")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    expires_at: _timestamp_pb2.Timestamp
+    headers: _containers.ScalarMap[str, str]
+    def __init__(self, url: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class StatRequest(_message.Message):
     __slots__ = ("bucket", "key", "include_tags")

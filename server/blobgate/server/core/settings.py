@@ -115,6 +115,18 @@ class Settings(BaseSettings):
         description="comma-separated buckets clients may use; the default bucket always is",
     )
     create_buckets: bool = Field(False, description="create missing allowed buckets at start-up")
+    direct_transfers: bool = Field(
+        False,
+        description="a Download that asks for it (direct) is answered with a presigned GET, "
+        "and the caller reads the bytes straight from S3 (s3_public_endpoint)",
+    )
+    direct_url_lifetime: int = Field(
+        60,
+        ge=1,
+        le=3600,
+        description="seconds a direct download's URL stays valid (1 to 3600); S3 checks it "
+        "when the GET starts, so a short lifetime suits any object size",
+    )
     expiry_days_allowed: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: [1, 7, 30, 90, 365],
         description="comma-separated lifetimes in days an object may be given (expire_days); "

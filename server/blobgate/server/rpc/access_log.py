@@ -54,9 +54,9 @@ class CallRecord:
     record it is given or ``call_record()``: the principal by authentication,
     the trace id by tracing, Upload's object and bytes in by its stream
     (``UploadStream``), a resumed Upload's object and Download's bytes out by
-    their handlers. ``bucket`` None: the call names no bucket; "" means the
-    default bucket. A record made with no arguments belongs to no call and
-    is never logged."""
+    their handlers, a direct Download's fields by ``rpc.direct``. ``bucket``
+    None: the call names no bucket; "" means the default bucket. A record
+    made with no arguments belongs to no call and is never logged."""
 
     request_id: str = ""
     method: str = ""
@@ -67,6 +67,12 @@ class CallRecord:
     bytes_in: int = 0  # object bytes received (Upload)
     bytes_out: int = 0  # object bytes sent (Download)
     trace_id: str = ""  # set when the call is traced (rpc.tracing)
+    # A Download answered with a presigned GET (rpc.direct): the bytes its URL
+    # selects (read from S3 by the caller, not counted in bytes_out) and when
+    # the URL expires (ISO 8601). The URL itself is never recorded.
+    direct: bool = False
+    direct_bytes: int = 0
+    direct_expires_at: str = ""
     caller_request_id: str = ""  # the id the caller proposed, sanitized; "" if none
 
 
@@ -188,6 +194,9 @@ class AccessLogInterceptor(MethodInterceptor):
             "duration_ms": round(seconds * 1000, 3),
             "status": status.name,
         }
+        if record.direct:
+            fields["direct"] = True
+            fields["direct_bytes"] = record.direct_bytes
         if record.caller_request_id:
             fields["caller_request_id"] = record.caller_request_id
         if record.trace_id:

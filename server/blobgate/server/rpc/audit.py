@@ -9,8 +9,10 @@ the access line (the server's own; an id the caller proposed is beside it as
 (request id; the principal once authentication has set it; Upload's object
 and bytes in as the upload stream counts them), the call's request, its
 response, and the same final status the access line has; its place in the
-chain, and why, is given in ``rpc.chain``. Calls that only read (Download,
-Stat, List, QueryUploadStatus) pass through unwrapped.
+chain, and why, is given in ``rpc.chain``. Calls that only read (Stat,
+List, QueryUploadStatus) pass through unwrapped; a Download has a line
+only when it was a direct read (it hands out a URL: ``rpc.direct``), with
+``direct`` true, the bytes its URL selects and when the URL expires.
 
 Never logged: an upload id (a CancelResumableUpload's line names the bucket
 decoded from it, not the id), a presigned URL or its signature, headers,
@@ -29,7 +31,7 @@ from google.protobuf.message import Message
 
 from blobgate.server.core.errors import InvalidArgument
 from blobgate.server.rpc import upload_id as upload_id_codec
-from blobgate.server.rpc.access_log import call_record, capped, final_status
+from blobgate.server.rpc.access_log import CallRecord, call_record, capped, final_status
 from blobgate.server.rpc.interceptors import Behaviour, Handler, MethodInterceptor, rewrap
 from blobgate.v1 import storage_pb2
 
@@ -50,6 +52,12 @@ ACTIONS: dict[str, str] = {
     "Copy": "copy",
     "Presign": "presign",
     "SetTags": "write",
+    "Download": "read",  # direct reads only (_ONLY_WHEN)
+}
+
+# Methods audited only when their call record says so.
+_ONLY_WHEN: dict[str, Callable[[CallRecord], bool]] = {
+    "Download": lambda record: record.direct,
 }
 
 Details = Callable[[Any, Any, dict[str, Any]], None]
@@ -88,7 +96,16 @@ def _presign(request: Any, response: Any, fields: dict[str, Any]) -> None:
         )
 
 
+def _download(request: Any, response: Any, fields: dict[str, Any]) -> None:
+    record = call_record()
+    fields["direct"] = True
+    fields["bytes"] = record.direct_bytes
+    if record.direct_expires_at:
+        fields["expires_at"] = record.direct_expires_at
+
+
 _DETAILS: dict[str, Details] = {
+    "Download": _download,
     "CancelResumableUpload": _cancel,
     "BatchDelete": _batch_delete,
     "Copy": _copy,
@@ -112,6 +129,7 @@ class AuditInterceptor(MethodInterceptor):
 
     def _audited(self, behaviour: Behaviour, method: str, action: str) -> Behaviour:
         details = _DETAILS.get(method)
+        only_when = _ONLY_WHEN.get(method)
 
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             response: Any = None
@@ -123,7 +141,9 @@ class AuditInterceptor(MethodInterceptor):
                 error = exc
                 raise
             finally:
-                if log.isEnabledFor(logging.INFO):
+                if log.isEnabledFor(logging.INFO) and (
+                    only_when is None or only_when(call_record())
+                ):
                     try:
                         self._log(method, action, details, request, response, context, error)
                     except Exception:

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import grpc
 from grpc.aio import ServicerContext
@@ -26,6 +27,7 @@ from blobgate.server.rpc.copy_and_batch_delete import (
     batch_delete_results,
     copy_spec,
 )
+from blobgate.server.rpc.direct import DirectDownloads
 from blobgate.server.rpc.page_token_key import PageTokenKey
 from blobgate.server.rpc.tags import check_copy_tags, set_tags, with_tagging
 from blobgate.server.rpc.upload_stream import (
@@ -85,6 +87,9 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         )
         self._max_size = settings.object_size_limit
         self._idle_timeout = settings.stream_idle_timeout
+        self._direct: DirectDownloads | None = None
+        if settings.direct_transfers:
+            self._direct = DirectDownloads(store, settings.direct_url_lifetime)
         self._expiry_days = settings.expiry_days_allowed
 
     def _session_spec(self, spec: storage_pb2.UploadSpec) -> SessionSpec:
@@ -174,7 +179,12 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         if request.limit < 0:
             raise InvalidArgument(f"limit {request.limit} is negative: use 0 to read to the end")
         byte_range = ByteRange(offset=request.offset, limit=request.limit)
-        reader = await self._store.open(ref, byte_range, validate_etag(request.if_match))
+        if_match = validate_etag(request.if_match)
+        if request.direct and self._direct is not None:
+            send = partial(self._send, context)
+            if await self._direct.answer(ref, byte_range, if_match, send, record):
+                return
+        reader = await self._store.open(ref, byte_range, if_match)
         try:
             await self._send(context, pb.DownloadResponse(object=object_message(reader.info)))
             async for pieces in reader.chunks(DOWNLOAD_CHUNK):

@@ -16,7 +16,8 @@ the store) ever sees such a bucket.
 Which right each call needs:
 
     put, the session calls      write            on the key
-    open, head, get_tags        read             on the key
+    open, head, get_tags,       read             on the key (a direct read
+    direct_read                                  is a read: no presign right)
     set_tags                    write            on the key
     list_page                   list             on the prefix
     delete, batch_delete        delete           on each key (a BatchDelete
@@ -45,6 +46,7 @@ from blobgate.server.storage.protocols import (
     CopySpec,
     DamagedSession,
     DeleteEntry,
+    DirectRead,
     ListPage,
     ObjectReader,
     ObjectRef,
@@ -119,6 +121,12 @@ class AuthorizedStore(ObjectStoreDecorator):
     async def head(self, ref: ObjectRef) -> StoredObject:
         self._key(Action.READ, ref)
         return await self._inner.head(ref)
+
+    async def direct_read(
+        self, ref: ObjectRef, byte_range: ByteRange, if_match: str, expires_in: int
+    ) -> DirectRead | None:
+        self._key(Action.READ, ref)
+        return await self._inner.direct_read(ref, byte_range, if_match, expires_in)
 
     async def get_tags(self, ref: ObjectRef) -> dict[str, str]:
         self._key(Action.READ, ref)

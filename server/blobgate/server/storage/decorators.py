@@ -13,6 +13,7 @@ from blobgate.server.storage.protocols import (
     Chunk,
     CopySpec,
     DeleteEntry,
+    DirectRead,
     ListPage,
     ObjectReader,
     ObjectRef,
@@ -78,6 +79,11 @@ class ObjectStoreDecorator:
         self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str
     ) -> PresignedRequest:
         return await self._inner.presign(ref, method, expires_in, content_type)
+
+    async def direct_read(
+        self, ref: ObjectRef, byte_range: ByteRange, if_match: str, expires_in: int
+    ) -> DirectRead | None:
+        return await self._inner.direct_read(ref, byte_range, if_match, expires_in)
 
     async def get_tags(self, ref: ObjectRef) -> dict[str, str]:
         return await self._inner.get_tags(ref)

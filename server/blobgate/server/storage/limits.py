@@ -27,6 +27,7 @@ from blobgate.server.storage.decorators import (
 from blobgate.server.storage.protocols import (
     ByteRange,
     Chunk,
+    DirectRead,
     ObjectReader,
     ObjectRef,
     ObjectStore,
@@ -107,8 +108,8 @@ class _SlotReader(ObjectReaderDecorator):
 
 class StreamLimitedStore(ObjectStoreDecorator):
     """ObjectStore decorator: an upload (put) and a download (open until its
-    reader is closed) each hold one of ``slots``' slots. Copy is a unary
-    call whose bytes stay in S3: no slot."""
+    reader is closed; a direct one while it is answered) each hold one of
+    ``slots``' slots. Copy is a unary call whose bytes stay in S3: no slot."""
 
     def __init__(self, inner: ObjectStore, slots: Slots) -> None:
         super().__init__(inner)
@@ -128,6 +129,12 @@ class StreamLimitedStore(ObjectStoreDecorator):
             release()
             raise
         return _SlotReader(reader, release)
+
+    async def direct_read(
+        self, ref: ObjectRef, byte_range: ByteRange, if_match: str, expires_in: int
+    ) -> DirectRead | None:
+        async with holding(self._slots):
+            return await self._inner.direct_read(ref, byte_range, if_match, expires_in)
 
 
 class StreamLimitedSessions(SessionStoreDecorator):

@@ -24,6 +24,7 @@ from blobgate.server.storage.protocols import (
     ORPHANED_UPLOAD,
     ByteRange,
     Chunk,
+    DirectRead,
     ObjectReader,
     ObjectRef,
     ObjectStore,
@@ -58,6 +59,20 @@ class StorageMetrics:
             ["bucket"],
             registry=registry,
         )
+        self.direct_reads = Counter(
+            "blobgate_direct_reads_total",
+            "Downloads answered with a presigned GET (direct_transfers): the caller reads "
+            "the bytes from S3, by bucket.",
+            ["bucket"],
+            registry=registry,
+        )
+        self.direct_bytes = Counter(
+            "blobgate_direct_read_bytes_total",
+            "Object bytes the direct downloads' URLs select (read from S3 by the callers, "
+            "not through the gateway), by bucket.",
+            ["bucket"],
+            registry=registry,
+        )
         self.object_size = Histogram(
             "blobgate_committed_object_size_bytes",
             "Sizes of the objects Upload committed (plain and resumable), by bucket.",
@@ -89,7 +104,14 @@ class StorageMetrics:
             registry=registry,
         )
         for bucket in buckets:
-            for family in (self.received, self.sent, self.object_size):
+            families = (
+                self.received,
+                self.sent,
+                self.direct_reads,
+                self.direct_bytes,
+                self.object_size,
+            )
+            for family in families:
                 family.labels(bucket)
         for reason in SESSION_ENDS:
             self.sessions_ended.labels(reason)
@@ -180,6 +202,15 @@ class MeteredStore(ObjectStoreDecorator):
     async def open(self, ref: ObjectRef, byte_range: ByteRange, if_match: str) -> ObjectReader:
         reader = await self._inner.open(ref, byte_range, if_match)
         return _CountedReader(reader, self._m.sent.labels(ref.bucket))
+
+    async def direct_read(
+        self, ref: ObjectRef, byte_range: ByteRange, if_match: str, expires_in: int
+    ) -> DirectRead | None:
+        read = await self._inner.direct_read(ref, byte_range, if_match, expires_in)
+        if read is not None:
+            self._m.direct_reads.labels(ref.bucket).inc()
+            self._m.direct_bytes.labels(ref.bucket).inc(read.length)
+        return read
 
 
 class MeteredSessions(SessionStoreDecorator):

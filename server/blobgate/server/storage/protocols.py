@@ -147,6 +147,20 @@ class PresignedRequest:
 
 
 @dataclass(frozen=True)
+class DirectRead:
+    """A read the caller makes straight from the store: the object's
+    description, and a presigned GET of the selected ``length`` bytes
+    (``offset`` onwards), valid until ``expires_at``, whose headers pin the
+    object described (a changed object is refused) and carry its range."""
+
+    info: StoredObject
+    request: PresignedRequest
+    offset: int
+    length: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
 class CopySpec:
     """A copy from ``source`` to ``destination``. ``options`` holds the
     destination's preconditions and, when ``replace_metadata``, its content
@@ -219,6 +233,15 @@ class ObjectStore(Protocol):
         self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str
     ) -> PresignedRequest:
         """A URL for a plain HTTP client, valid for ``expires_in`` seconds."""
+        ...
+
+    async def direct_read(
+        self, ref: ObjectRef, byte_range: ByteRange, if_match: str, expires_in: int
+    ) -> DirectRead | None:
+        """Describe one object and presign a GET of the selected bytes, valid
+        for ``expires_in`` seconds, checking ``if_match`` first (as ``open``
+        does); None when the caller should be sent the bytes instead (a
+        store no HTTP client can reach, or a read that selects no bytes)."""
         ...
 
     async def get_tags(self, ref: ObjectRef) -> dict[str, str]:

@@ -40,6 +40,7 @@ from blobgate.server.storage.protocols import (
     ContentChecksums,
     CopySpec,
     DeleteEntry,
+    DirectRead,
     ListPage,
     ObjectRef,
     PresignedRequest,
@@ -324,6 +325,13 @@ class MemoryStore:
             "presigned URLs need an S3 backend: this gateway keeps objects in memory, "
             "where no HTTP client can reach them"
         )
+
+    async def direct_read(
+        self, ref: ObjectRef, byte_range: ByteRange, if_match: str, expires_in: int
+    ) -> DirectRead | None:
+        """Always None: no HTTP client can reach process memory, so every
+        read is sent through the gateway."""
+        return None
 
     async def check(self) -> None:
         """Process memory always answers."""

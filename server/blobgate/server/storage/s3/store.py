@@ -29,6 +29,7 @@ from blobgate.server.storage.protocols import (
     ContentChecksums,
     CopySpec,
     DeleteEntry,
+    DirectRead,
     ListPage,
     ObjectRef,
     PresignedRequest,
@@ -45,6 +46,7 @@ from blobgate.server.storage.s3.commit import (
 )
 from blobgate.server.storage.s3.connection import S3Connection
 from blobgate.server.storage.s3.copy import copy_object
+from blobgate.server.storage.s3.direct import direct_read
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.listing import Lister
 from blobgate.server.storage.s3.metadata import (
@@ -275,6 +277,11 @@ class S3Store:
             read_timeout=self._connection.config.read_timeout,
             on_close=release,
         )
+
+    async def direct_read(
+        self, ref: ObjectRef, byte_range: ByteRange, if_match: str, expires_in: int
+    ) -> DirectRead | None:
+        return await direct_read(self._connection, ref, byte_range, if_match, expires_in)
 
     async def _empty_or_out_of_range(
         self, ref: ObjectRef, byte_range: ByteRange, if_match: str
