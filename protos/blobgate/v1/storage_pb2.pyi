@@ -29,7 +29,7 @@ class Checksums(_message.Message):
     def __init__(self, sha256: _Optional[bytes] = ..., crc32c: _Optional[int] = ...) -> None: ...
 
 class Object(_message.Message):
-    __slots__ = ("bucket", "key", "size", "etag", "content_type", "last_modified", "metadata", "checksums")
+    __slots__ = ("bucket", "key", "size", "etag", "content_type", "last_modified", "metadata", "checksums", "version_id", "is_latest", "is_delete_marker")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,9 @@ class Object(_message.Message):
     LAST_MODIFIED_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CHECKSUMS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    IS_LATEST_FIELD_NUMBER: _ClassVar[int]
+    IS_DELETE_MARKER_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     key: str
     size: int
@@ -53,7 +56,10 @@ class Object(_message.Message):
     last_modified: _timestamp_pb2.Timestamp
     metadata: _containers.ScalarMap[str, str]
     checksums: Checksums
-    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., size: _Optional[int] = ..., etag: _Optional[str] = ..., content_type: _Optional[str] = ..., last_modified: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., checksums: _Optional[_Union[Checksums, _Mapping]] = ...) -> None: ...
+    version_id: str
+    is_latest: bool
+    is_delete_marker: bool
+    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., size: _Optional[int] = ..., etag: _Optional[str] = ..., content_type: _Optional[str] = ..., last_modified: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., checksums: _Optional[_Union[Checksums, _Mapping]] = ..., version_id: _Optional[str] = ..., is_latest: _Optional[bool] = ..., is_delete_marker: _Optional[bool] = ...) -> None: ...
 
 class UploadSpec(_message.Message):
     __slots__ = ("bucket", "key", "content_type", "metadata", "size", "expected", "if_none_match", "if_match")
@@ -145,18 +151,20 @@ class UploadResponse(_message.Message):
     def __init__(self, object: _Optional[_Union[Object, _Mapping]] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
-    __slots__ = ("bucket", "key", "offset", "limit", "if_match")
+    __slots__ = ("bucket", "key", "offset", "limit", "if_match", "version_id")
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     IF_MATCH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     key: str
     offset: int
     limit: int
     if_match: str
-    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., if_match: _Optional[str] = ...) -> None: ...
+    version_id: str
+    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., if_match: _Optional[str] = ..., version_id: _Optional[str] = ...) -> None: ...
 
 class DownloadResponse(_message.Message):
     __slots__ = ("object", "data")
@@ -167,12 +175,14 @@ class DownloadResponse(_message.Message):
     def __init__(self, object: _Optional[_Union[Object, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class StatRequest(_message.Message):
-    __slots__ = ("bucket", "key")
+    __slots__ = ("bucket", "key", "version_id")
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     key: str
-    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+    version_id: str
+    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., version_id: _Optional[str] = ...) -> None: ...
 
 class StatResponse(_message.Message):
     __slots__ = ("object",)
@@ -181,18 +191,20 @@ class StatResponse(_message.Message):
     def __init__(self, object: _Optional[_Union[Object, _Mapping]] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ("bucket", "prefix", "delimiter", "page_size", "page_token")
+    __slots__ = ("bucket", "prefix", "delimiter", "page_size", "page_token", "versions")
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     DELIMITER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     prefix: str
     delimiter: str
     page_size: int
     page_token: str
-    def __init__(self, bucket: _Optional[str] = ..., prefix: _Optional[str] = ..., delimiter: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    versions: bool
+    def __init__(self, bucket: _Optional[str] = ..., prefix: _Optional[str] = ..., delimiter: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., versions: _Optional[bool] = ...) -> None: ...
 
 class ListResponse(_message.Message):
     __slots__ = ("objects", "common_prefixes", "next_page_token")
@@ -205,18 +217,20 @@ class ListResponse(_message.Message):
     def __init__(self, objects: _Optional[_Iterable[_Union[Object, _Mapping]]] = ..., common_prefixes: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class PresignRequest(_message.Message):
-    __slots__ = ("bucket", "key", "method", "expires_in", "content_type")
+    __slots__ = ("bucket", "key", "method", "expires_in", "content_type", "version_id")
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     key: str
     method: HttpMethod
     expires_in: _duration_pb2.Duration
     content_type: str
-    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., method: _Optional[_Union[HttpMethod, str]] = ..., expires_in: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., content_type: _Optional[str] = ...) -> None: ...
+    version_id: str
+    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., method: _Optional[_Union[HttpMethod, str]] = ..., expires_in: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., content_type: _Optional[str] = ..., version_id: _Optional[str] = ...) -> None: ...
 
 class PresignResponse(_message.Message):
     __slots__ = ("url", "method", "expires_at", "headers")
@@ -238,21 +252,27 @@ class PresignResponse(_message.Message):
     def __init__(self, url: _Optional[str] = ..., method: _Optional[_Union[HttpMethod, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("bucket", "key", "if_match")
+    __slots__ = ("bucket", "key", "if_match", "version_id")
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     IF_MATCH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     key: str
     if_match: str
-    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., if_match: _Optional[str] = ...) -> None: ...
+    version_id: str
+    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., if_match: _Optional[str] = ..., version_id: _Optional[str] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("version_id", "delete_marker")
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DELETE_MARKER_FIELD_NUMBER: _ClassVar[int]
+    version_id: str
+    delete_marker: bool
+    def __init__(self, version_id: _Optional[str] = ..., delete_marker: _Optional[bool] = ...) -> None: ...
 
 class CopyRequest(_message.Message):
-    __slots__ = ("source_bucket", "source_key", "source_if_match", "destination_bucket", "destination_key", "if_none_match", "if_match", "replace_metadata", "content_type", "metadata")
+    __slots__ = ("source_bucket", "source_key", "source_if_match", "destination_bucket", "destination_key", "if_none_match", "if_match", "replace_metadata", "content_type", "metadata", "source_version_id")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +290,7 @@ class CopyRequest(_message.Message):
     REPLACE_METADATA_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     source_bucket: str
     source_key: str
     source_if_match: str
@@ -280,7 +301,8 @@ class CopyRequest(_message.Message):
     replace_metadata: bool
     content_type: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, source_bucket: _Optional[str] = ..., source_key: _Optional[str] = ..., source_if_match: _Optional[str] = ..., destination_bucket: _Optional[str] = ..., destination_key: _Optional[str] = ..., if_none_match: _Optional[bool] = ..., if_match: _Optional[str] = ..., replace_metadata: _Optional[bool] = ..., content_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    source_version_id: str
+    def __init__(self, source_bucket: _Optional[str] = ..., source_key: _Optional[str] = ..., source_if_match: _Optional[str] = ..., destination_bucket: _Optional[str] = ..., destination_key: _Optional[str] = ..., if_none_match: _Optional[bool] = ..., if_match: _Optional[str] = ..., replace_metadata: _Optional[bool] = ..., content_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source_version_id: _Optional[str] = ...) -> None: ...
 
 class CopyResponse(_message.Message):
     __slots__ = ("object",)
@@ -289,12 +311,14 @@ class CopyResponse(_message.Message):
     def __init__(self, object: _Optional[_Union[Object, _Mapping]] = ...) -> None: ...
 
 class BatchDeleteEntry(_message.Message):
-    __slots__ = ("key", "if_match")
+    __slots__ = ("key", "if_match", "version_id")
     KEY_FIELD_NUMBER: _ClassVar[int]
     IF_MATCH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     key: str
     if_match: str
-    def __init__(self, key: _Optional[str] = ..., if_match: _Optional[str] = ...) -> None: ...
+    version_id: str
+    def __init__(self, key: _Optional[str] = ..., if_match: _Optional[str] = ..., version_id: _Optional[str] = ...) -> None: ...
 
 class BatchDeleteRequest(_message.Message):
     __slots__ = ("bucket", "entries")
