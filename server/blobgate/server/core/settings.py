@@ -104,6 +104,11 @@ class Settings(BaseSettings):
         description="comma-separated buckets clients may use; the default bucket always is",
     )
     create_buckets: bool = Field(False, description="create missing allowed buckets at start-up")
+    bucket_versioning: bool = Field(
+        False,
+        description="with create_buckets: turn S3 versioning on in every allowed bucket "
+        "at start-up (false leaves each bucket's versioning as it is)",
+    )
     part_size: ByteSize = Field(ByteSize(8 * MiB), description="multipart part size (>= 5MiB)")
     parts_in_flight: int = Field(4, ge=1, le=64, description="parts uploaded at once per upload")
     copy_threshold: ByteSize = Field(

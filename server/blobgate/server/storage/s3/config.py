@@ -31,3 +31,4 @@ class S3Config:
     parts_in_flight: int
     copy_threshold: int
     session_expiry: float  # seconds a session may sit idle
+    bucket_versioning: bool = False  # with create_buckets: versioning turned on

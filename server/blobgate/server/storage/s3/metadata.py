@@ -103,4 +103,5 @@ def stored_object(ref: ObjectRef, response: Mapping[str, Any], size: int) -> Sto
         last_modified=last_modified if isinstance(last_modified, datetime) else None,
         metadata=metadata,
         checksums=sums,
+        version_id=str(response.get("VersionId") or ""),
     )

@@ -9,6 +9,7 @@ from typing import Any
 from blobgate.server.storage.protocols import record_ref
 from blobgate.server.storage.s3.connection import S3Connection, get_whole
 from blobgate.server.storage.s3.errors import s3_errors
+from blobgate.server.storage.s3.versions import delete_record, record_written
 
 
 class S3Records:
@@ -21,9 +22,10 @@ class S3Records:
         ref = record_ref(bucket, key)
         conditions: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
         with s3_errors(ref):
-            await self._connection.client.put_object(
+            response = await self._connection.client.put_object(
                 Bucket=bucket, Key=key, Body=data, **conditions
             )
+        await record_written(self._connection.client, bucket, key, response)
 
     async def get(self, bucket: str, key: str) -> bytes:
         ref = record_ref(bucket, key)
@@ -32,9 +34,8 @@ class S3Records:
         return data
 
     async def delete(self, bucket: str, key: str) -> None:
-        ref = record_ref(bucket, key)
-        with s3_errors(ref):
-            await self._connection.client.delete_object(Bucket=bucket, Key=key)
+        record_ref(bucket, key)
+        await delete_record(self._connection.client, bucket, key)
 
     async def list(self, bucket: str, prefix: str, limit: int) -> list[tuple[str, datetime]]:
         record_ref(bucket, prefix)
