@@ -40,7 +40,8 @@ _UNAVAILABLE = {
     "ThrottlingException",
 }
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
-_BAD_REQUEST = {"InvalidArgument", "InvalidRequest", "KeyTooLongError", "InvalidBucketName"}
+# "400": a HEAD's answer has no body to name the error (a malformed version id).
+_BAD_REQUEST = {"InvalidArgument", "InvalidRequest", "KeyTooLongError", "InvalidBucketName", "400"}
 _NOT_IMPLEMENTED = {"NotImplemented", "501"}
 
 # What a failed S3 call can raise; aiobotocore leaves aiohttp's error for a
