@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, Literal, Self, Unpack
 from blobgate.client.atomic_file import write_atomically, write_chunks
 from blobgate.client.connect_problems import hinted
 from blobgate.client.download import DownloadOpener, DownloadStream, range_size
-from blobgate.client.models import DeleteResult, ListPage, ObjectInfo, PresignedURL
+from blobgate.client.models import Deleted, DeleteResult, ListPage, ObjectInfo, PresignedURL
 from blobgate.client.options import ClientOptions, OptionKeywords
 from blobgate.client.progress import Progress
 from blobgate.client.resumable import RESUMABLE_THRESHOLD, ResumableUpload
@@ -204,10 +204,12 @@ class Client:
         limit: int = 0,
         if_match: str = "",
         progress: Progress | None = None,
+        version_id: str = "",
     ) -> DownloadStream:
         """Start downloading ``key`` (or ``limit`` bytes from ``offset``; a
-        negative offset counts from the end) and wait for the object's
-        description, so a missing key or failed ``if_match`` raises here.
+        negative offset counts from the end; ``version_id``: that version)
+        and wait for the object's description, so a missing key or failed
+        ``if_match`` raises here.
         ``progress`` is called with (bytes received, bytes of the range) once
         the object is described and after each chunk."""
         request = storage_pb2.DownloadRequest(
@@ -216,6 +218,7 @@ class Client:
             offset=offset,
             limit=limit,
             if_match=if_match,
+            version_id=version_id,
         )
         budget = CallBudget.start(self.options.stream_timeout, self.options.max_attempts)
         opener = DownloadOpener(self.transport, request, budget)
@@ -243,11 +246,18 @@ class Client:
         limit: int = 0,
         if_match: str = "",
         progress: Progress | None = None,
+        version_id: str = "",
     ) -> AsyncIterator[bytes]:
-        """Yield the bytes of ``key`` (see ``open_download`` for the range
-        and ``progress``), in chunks of at most 1 MiB."""
+        """Yield the bytes of ``key`` (see ``open_download`` for the range,
+        ``progress`` and ``version_id``), in chunks of at most 1 MiB."""
         stream = await self.open_download(
-            key, bucket=bucket, offset=offset, limit=limit, if_match=if_match, progress=progress
+            key,
+            bucket=bucket,
+            offset=offset,
+            limit=limit,
+            if_match=if_match,
+            progress=progress,
+            version_id=version_id,
         )
         async with stream:
             async for chunk in stream:
@@ -263,15 +273,23 @@ class Client:
         limit: int = 0,
         if_match: str = "",
         progress: Progress | None = None,
+        version_id: str = "",
     ) -> ObjectInfo:
-        """Download ``key`` into the file ``path``, atomically: the bytes go to
-        a temporary file beside it that is renamed over ``path`` only once the
+        """Download ``key`` (``version_id``: that version) into the file
+        ``path``, atomically: the bytes go to a temporary file beside it that
+        is renamed over ``path`` only once the
         download succeeded (and, for a whole object, its sha256 matched).
         ``path`` may also be a binary file object, which is written as the
         bytes arrive (no rename is possible: on failure it holds a prefix).
         ``progress`` as in ``open_download``."""
         async with await self.open_download(
-            key, bucket=bucket, offset=offset, limit=limit, if_match=if_match, progress=progress
+            key,
+            bucket=bucket,
+            offset=offset,
+            limit=limit,
+            if_match=if_match,
+            progress=progress,
+            version_id=version_id,
         ) as stream:
             if isinstance(path, str | os.PathLike):  # views: no copy of the received bytes
                 await write_atomically(Path(path), stream.views())
@@ -279,9 +297,11 @@ class Client:
                 await write_chunks(path, stream.views())
         return stream.info
 
-    async def stat(self, key: str, *, bucket: str = "") -> ObjectInfo:
-        """Describe ``key``, with its metadata and checksums."""
-        request = storage_pb2.StatRequest(bucket=bucket or self.options.bucket, key=key)
+    async def stat(self, key: str, *, bucket: str = "", version_id: str = "") -> ObjectInfo:
+        """Describe ``key`` (``version_id``: that version), with its metadata and checksums."""
+        request = storage_pb2.StatRequest(
+            bucket=bucket or self.options.bucket, key=key, version_id=version_id
+        )
         response: storage_pb2.StatResponse = await self._unary("Stat", request)
         return ObjectInfo.from_proto(response.object)
 
@@ -293,28 +313,43 @@ class Client:
         delimiter: str = "",
         page_size: int = 0,
         page_token: str = "",
+        versions: bool = False,
     ) -> ListPage:
         """One page of the listing under ``prefix`` (``page_size`` 0: the
-        server's 1000). Pass ``next_page_token`` back to get the next."""
+        server's 1000). Pass ``next_page_token`` back to get the next.
+        ``versions``: every version and delete marker of each key."""
         request = storage_pb2.ListRequest(
             bucket=bucket or self.options.bucket,
             prefix=prefix,
             delimiter=delimiter,
             page_size=page_size,
             page_token=page_token,
+            versions=versions,
         )
         response: storage_pb2.ListResponse = await self._unary("List", request)
         return ListPage.from_proto(response)
 
     async def list(
-        self, prefix: str = "", *, bucket: str = "", delimiter: str = "", page_size: int = 0
+        self,
+        prefix: str = "",
+        *,
+        bucket: str = "",
+        delimiter: str = "",
+        page_size: int = 0,
+        versions: bool = False,
     ) -> AsyncIterator[ObjectInfo]:
-        """Every object under ``prefix``, page after page. With a
-        ``delimiter``, the common prefixes are only in ``list_page``."""
+        """Every object (``versions``: every version) under ``prefix``, page
+        after page. With a ``delimiter``, the common prefixes are only in
+        ``list_page``."""
         token = ""
         while True:
             page = await self.list_page(
-                prefix, bucket=bucket, delimiter=delimiter, page_size=page_size, page_token=token
+                prefix,
+                bucket=bucket,
+                delimiter=delimiter,
+                page_size=page_size,
+                page_token=token,
+                versions=versions,
             )
             for obj in page.objects:
                 yield obj
@@ -330,10 +365,12 @@ class Client:
         expires_in: float | None = None,
         content_type: str = "",
         bucket: str = "",
+        version_id: str = "",
     ) -> PresignedURL:
         """A URL to GET or PUT ``key`` over plain HTTP, valid for
         ``expires_in`` seconds (None: the server's 15 minutes). For PUT,
-        ``content_type`` is signed and must be sent as given."""
+        ``content_type`` is signed and must be sent as given; for GET,
+        ``version_id`` names a version."""
         http_method = _HTTP_METHODS_BY_NAME.get(method.upper())
         if http_method is None:
             raise ValueError(f"method must be GET or PUT, not {method!r}")
@@ -342,18 +379,30 @@ class Client:
             key=key,
             method=http_method,
             content_type=content_type,
+            version_id=version_id,
         )
         if expires_in is not None:
             request.expires_in.CopyFrom(proto_duration(expires_in))
         response: storage_pb2.PresignResponse = await self._unary("Presign", request)
         return PresignedURL.from_proto(response)
 
-    async def delete(self, key: str, *, bucket: str = "", if_match: str = "") -> None:
-        """Remove ``key``; a missing key is not an error unless ``if_match`` is given."""
+    async def delete(
+        self, key: str, *, bucket: str = "", if_match: str = "", version_id: str = ""
+    ) -> Deleted:
+        """Remove ``key``; a missing key is not an error unless ``if_match`` is
+        given. On a versioned bucket that leaves a delete marker (restorable);
+        ``version_id`` removes that version for good (the ``purge`` right)."""
         request = storage_pb2.DeleteRequest(
-            bucket=bucket or self.options.bucket, key=key, if_match=if_match
+            bucket=bucket or self.options.bucket, key=key, if_match=if_match, version_id=version_id
         )
-        await self._unary("Delete", request)
+        response: storage_pb2.DeleteResponse = await self._unary("Delete", request)
+        return Deleted(response.version_id, response.delete_marker)
+
+    async def restore(self, key: str, version_id: str, *, bucket: str = "") -> ObjectInfo:
+        """Make version ``version_id`` of ``key`` its current one again: a
+        copy of it onto the key (checksums, content type and metadata kept),
+        which a versioned bucket keeps as a new version."""
+        return await self.copy(key, key, bucket=bucket, source_version_id=version_id)
 
     async def copy(
         self,
@@ -368,8 +417,10 @@ class Client:
         replace_metadata: bool = False,
         content_type: str = "",
         metadata: Mapping[str, str] | None = None,
+        source_version_id: str = "",
     ) -> ObjectInfo:
-        """Copy ``source_key`` (in ``bucket``) to ``destination_key`` (in
+        """Copy ``source_key`` (``source_version_id``: that version of it; in
+        ``bucket``) to ``destination_key`` (in
         ``to_bucket``, default: the source's bucket) inside S3, and return the
         new object. The copy keeps the source's content type, metadata and
         checksums; ``replace_metadata`` replaces the first two with
@@ -392,6 +443,7 @@ class Client:
             replace_metadata=replace_metadata,
             content_type=content_type,
             metadata=dict(metadata or {}),
+            source_version_id=source_version_id,
         )
         response: storage_pb2.CopyResponse = await self._unary("Copy", request)
         return ObjectInfo.from_proto(response.object)
@@ -402,18 +454,23 @@ class Client:
         *,
         bucket: str = "",
         if_match: Mapping[str, str] | None = None,
+        version_ids: Mapping[str, str] | None = None,
     ) -> DeleteResults:
         """Delete ``keys`` of one bucket, in calls of up to 1000 keys, and
         say what became of each distinct key (in order): deleted (or already missing), or
         the status that refused it. ``if_match`` maps keys to the ETag each
-        must still have. A failure of a whole call raises ``BlobgateError``;
+        must still have; ``version_ids`` keys to the version of each to
+        remove for good (the ``purge`` right). A failure of a whole call raises ``BlobgateError``;
         the calls before it took effect."""
         conditions = dict(if_match or {})
+        versions = dict(version_ids or {})
         names = list(dict.fromkeys(keys))
         results: DeleteResults = []
         for start in range(0, len(names), BATCH_DELETE_LIMIT):
             entries = [
-                storage_pb2.BatchDeleteEntry(key=key, if_match=conditions.get(key, ""))
+                storage_pb2.BatchDeleteEntry(
+                    key=key, if_match=conditions.get(key, ""), version_id=versions.get(key, "")
+                )
                 for key in names[start : start + BATCH_DELETE_LIMIT]
             ]
             request = storage_pb2.BatchDeleteRequest(
