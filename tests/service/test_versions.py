@@ -9,6 +9,7 @@ bucket and the in-memory store, version ids stay empty."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,3 +340,26 @@ async def test_removing_a_version_needs_purge_which_delete_does_not_imply(
 
 async def _once(blob: bytes) -> AsyncIterator[bytes]:
     yield blob
+
+
+@pytest.mark.both_s3s
+async def test_logs_name_the_versions(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    one = await upload(env.gateway, "k", b"one")
+    await upload(env.gateway, "k", b"two")
+    await stat(env, "k", one.version_id)
+    gone = await env.stub.Delete(pb.DeleteRequest(key="k", version_id=one.version_id))
+    assert gone.version_id == one.version_id
+    access = [r for r in caplog.records if r.name == "blobgate.access"]
+    audit = [r for r in caplog.records if r.name == "blobgate.audit"]
+    assert [getattr(r, "version_id", None) for r in access if r.method == "Stat"] == [
+        one.version_id
+    ]
+    uploads = [r for r in audit if r.method == "Upload"]
+    assert uploads[0].version_id == one.version_id and all(r.version_id for r in uploads)
+    [purge] = [r for r in audit if r.method == "Delete"]
+    assert (purge.action, purge.version_id, purge.delete_marker) == (
+        "purge",
+        one.version_id,
+        False,
+    )

@@ -64,6 +64,7 @@ class CallRecord:
     bytes_in: int = 0  # object bytes received (Upload)
     bytes_out: int = 0  # object bytes sent (Download)
     trace_id: str = ""  # set when the call is traced (rpc.tracing)
+    version_id: str = ""  # the version the request names (Copy: its source's)
 
 
 _current: ContextVar[CallRecord | None] = ContextVar("blobgate_call", default=None)
@@ -117,6 +118,14 @@ _TARGETS: dict[str, Callable[[Any], tuple[str, str]]] = {
     "Copy": _object("destination_bucket", "destination_key"),
     "StartResumableUpload": lambda request: (request.spec.bucket, request.spec.key),
 }
+# Where a request names a version of its object (Copy: of its source).
+_VERSIONS = {
+    "Download": "version_id",
+    "Stat": "version_id",
+    "Presign": "version_id",
+    "Delete": "version_id",
+    "Copy": "source_version_id",
+}
 
 
 def capped(text: str) -> str:
@@ -137,6 +146,7 @@ class AccessLogInterceptor(MethodInterceptor):
 
     def _logged(self, behaviour: Behaviour, method: str) -> Behaviour:
         target = _TARGETS.get(method)
+        version_field = _VERSIONS.get(method)
 
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
@@ -145,6 +155,8 @@ class AccessLogInterceptor(MethodInterceptor):
             )
             if target is not None and isinstance(request, Message):
                 record.bucket, record.key = target(request)
+                if version_field is not None:
+                    record.version_id = getattr(request, version_field)
             context.set_trailing_metadata(((REQUEST_ID_KEY, record.request_id),))
             token = _current.set(record)
             error: BaseException | None = None
@@ -177,6 +189,8 @@ class AccessLogInterceptor(MethodInterceptor):
             "duration_ms": round(seconds * 1000, 3),
             "status": status.name,
         }
+        if record.version_id:  # only where a request names one
+            fields["version_id"] = capped(record.version_id)
         if record.trace_id:
             fields["trace_id"] = record.trace_id
         log.info("%s %s", record.method, status.name, extra=fields)

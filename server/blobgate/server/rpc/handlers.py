@@ -117,6 +117,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             return await self._resume(stream, first, record)
         target = self._session_spec(first)
         info = await self._store.put(target.ref, stream.chunks(), target.options)
+        record.version_id = info.version_id
         return pb.UploadResponse(object=object_message(info))
 
     async def _resume(
@@ -131,6 +132,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             )
         stream.resume_at(session.persisted_size, session.spec.size)
         info = await self._sessions.resume_session(session, stream.chunks())
+        record.version_id = info.version_id
         return pb.UploadResponse(object=object_message(info))
 
     async def StartResumableUpload(
