@@ -363,3 +363,29 @@ async def test_logs_name_the_versions(env: Env, caplog: pytest.LogCaptureFixture
         one.version_id,
         False,
     )
+
+
+async def test_metrics_count_markers_and_removed_versions(moto_endpoint: str, bucket: str) -> None:
+    settings = gateway_settings(
+        moto_endpoint, bucket, bucket_versioning=True, metrics_listen="127.0.0.1:0"
+    )
+    gw = await start_gateway(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:
+            env = Env(gw, storage_pb2_grpc.StorageServiceStub(channel), bucket)
+            one = await upload(gw, "k", b"one")
+            await upload(gw, "k", b"two")
+            marker = await env.stub.Delete(pb.DeleteRequest(key="k"), timeout=30)
+            await env.stub.Delete(pb.DeleteRequest(key="k", version_id=one.version_id))
+            await env.stub.BatchDelete(
+                pb.BatchDeleteRequest(
+                    entries=[pb.BatchDeleteEntry(key="k", version_id=marker.version_id)]
+                )
+            )
+        assert gw.metrics is not None
+        registry = gw.metrics.registry
+        labels = {"bucket": bucket}
+        assert registry.get_sample_value("blobgate_delete_markers_total", labels) == 1
+        assert registry.get_sample_value("blobgate_versions_removed_total", labels) == 2
+    finally:
+        await stop_gateway(gw)
