@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -17,6 +18,8 @@ import pytest
 
 from blobgate.server.app import start_gateway
 from blobgate.server.storage.protocols import RESERVED_PREFIX
+from blobgate.server.storage.s3.conditional_delete import ConditionalDeletes
+from blobgate.server.storage.s3.sha256_records import RECORD_PREFIX, sweep_records
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 from tests.support.gateways import gateway_settings, stop_gateway
 from tests.support.helpers import MiB, payload, resume_requests, upload, upload_requests
@@ -95,3 +98,24 @@ async def test_every_write_leaves_only_the_versions_it_made(
     assert (await s3.head_object(Bucket=bucket, Key="copy"))["VersionId"] == (
         copied.object.version_id
     )
+
+
+async def test_a_stale_sha256_record_swept_leaves_no_version(
+    s3_endpoint: str, bucket: str, s3: Any
+) -> None:
+    """The janitor's removal of a sha256 record whose object was replaced
+    (a conditional delete) removes its every version, the marker too."""
+    gateway = await start_gateway(gateway_settings(s3_endpoint, bucket, bucket_versioning=True))
+    try:
+        await upload(gateway, "big", payload(6 * MiB, seed=4))  # its sha256 goes to a record
+        versions, _ = await kept(s3, bucket)
+        [record] = [key for key in versions if key.startswith(RECORD_PREFIX)]
+        await upload(gateway, "big", b"small now")  # the record is stale
+    finally:
+        await stop_gateway(gateway)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    deleted, _ = await sweep_records(s3, bucket, later, 100, deletes=ConditionalDeletes())
+    assert deleted == 1
+    versions, markers = await kept(s3, bucket)
+    assert record not in versions and record not in markers
+    assert versions["big"] == 2 and not markers
