@@ -117,18 +117,29 @@ class ServicePlan:
     logs: dict[str, Path]
     header: list[str]  # machine, code, commands, logs: for the report
     metrics_url: str | None = None  # the gateway's /metrics, when asked for
+    root_certificates: bytes | None = None  # the gateway serves TLS under this CA
+
+
+def gateway_channel(plan: ServicePlan) -> grpc.aio.Channel:
+    """A channel to ``plan``'s gateway: TLS when it serves TLS."""
+    if plan.root_certificates is None:
+        return grpc.aio.insecure_channel(plan.gateway_addr)
+    credentials = grpc.ssl_channel_credentials(root_certificates=plan.root_certificates)
+    return grpc.aio.secure_channel(plan.gateway_addr, credentials)
 
 
 def plan_services(
     *, bucket: str, settings: Sequence[str], gateway_cmd: Sequence[str] = (),
     gateway_env: Mapping[str, str] | None = None, log_dir: Path | None, log_prefix: str,
-    metrics: bool = False,
+    metrics: bool = False, root_certificates: bytes | None = None,
 ) -> ServicePlan:  # fmt: skip
     """Pick the ports and the log directory (``log_dir``, or a new temporary
     one named ``log_prefix``...) and write the commands. The gateway serves
     ``bucket`` from moto, with ``settings`` (its further flags) appended;
     ``gateway_cmd`` () means blobgate-server beside this Python; ``metrics``
-    serves its /metrics on a free loopback port (``metrics_url``)."""
+    serves its /metrics on a free loopback port (``metrics_url``);
+    ``root_certificates``: the CA of the gateway's certificate, when
+    ``settings`` make it serve TLS (its readiness is checked over TLS)."""
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix=log_prefix))
     log_dir.mkdir(parents=True, exist_ok=True)
     logs = {"moto": log_dir / "moto.log", "gateway": log_dir / "gateway.log"}
@@ -156,7 +167,7 @@ def plan_services(
     ]
     return ServicePlan(
         moto, gateway, env, env | extra_env, ports["moto"], moto_url, gateway_addr, logs, header,
-        metrics_url,
+        metrics_url, root_certificates,
     )  # fmt: skip
 
 
@@ -183,7 +194,7 @@ async def gateway_beside(plan: ServicePlan) -> AsyncIterator[subprocess.Popen[by
     ``second_gateway``), wait until it serves; stop it on the way out."""
     log = plan.logs["gateway"]
     with spawned(log.stem, plan.gateway_cmd, plan.gateway_env, log) as gateway:
-        async with grpc.aio.insecure_channel(plan.gateway_addr) as channel:
+        async with gateway_channel(plan) as channel:
             serving = partial(gateway_serving, channel)
             await wait_until(gateway, log.stem, log, 90, serving)
         yield gateway
@@ -212,7 +223,7 @@ async def services(plan: ServicePlan) -> AsyncIterator[Services]:
     ):
         listening = partial(moto_listening, plan.moto_port)
         await wait_until(moto, "moto", logs["moto"], 60, listening)
-        async with grpc.aio.insecure_channel(plan.gateway_addr) as channel:
+        async with gateway_channel(plan) as channel:
             serving = partial(gateway_serving, channel)
             await wait_until(gateway, "gateway", logs["gateway"], 90, serving)
         yield Services(moto, gateway, plan.moto_url, plan.gateway_addr, logs, plan.header)

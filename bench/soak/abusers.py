@@ -2,7 +2,8 @@
 Upload that sends its spec and then nothing, or a Download it stops reading
 after the first message, and holds it until the gateway ends it. The gateway
 must end every one with DEADLINE_EXCEEDED after its stream_idle_timeout,
-while the well-behaved workers see no error."""
+while the well-behaved workers see no error. In JWT mode they are a
+principal of their own."""
 
 from __future__ import annotations
 
@@ -13,16 +14,20 @@ from typing import Any
 
 import grpc
 
+from bench.soak.identity import Access
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
+
+ABUSER = "soak-abuser"  # the misbehaving clients' principal in JWT mode
 
 
 class Abusers:
     """``count`` misbehaving clients on a channel of their own."""
 
     def __init__(
-        self, address: str, count: int, seed: int, readable: list[Any], idle_timeout: float
+        self, access: Access, count: int, seed: int, readable: list[Any], idle_timeout: float
     ) -> None:
-        self._address = address
+        self._access = access
+        self._metadata = access.metadata(ABUSER)
         self._idle_timeout = idle_timeout
         self._count = count
         self._seed = seed
@@ -32,7 +37,7 @@ class Abusers:
     async def run(self, deadline: float, hold_limit: float) -> None:
         """Abuse until ``deadline`` (event-loop time); a call the gateway has
         not ended after ``hold_limit`` seconds counts as "not ended"."""
-        async with grpc.aio.insecure_channel(self._address) as channel:
+        async with self._access.channel() as channel:
             stub = storage_pb2_grpc.StorageServiceStub(channel)
             async with asyncio.TaskGroup() as group:
                 for n in range(self._count):
@@ -55,15 +60,14 @@ class Abusers:
             except TimeoutError:
                 self.outcomes[f"{kind}: not ended"] += 1
 
-    @staticmethod
-    async def _idle_upload(stub: Any, key: str) -> None:
-        call = stub.Upload()
+    async def _idle_upload(self, stub: Any, key: str) -> None:
+        call = stub.Upload(metadata=self._metadata)
         spec = storage_pb2.UploadSpec(key=key)
         await call.write(storage_pb2.UploadRequest(spec=spec))
         await call  # sends nothing more: the gateway ends it
 
     async def _stalled_download(self, stub: Any, key: str) -> None:
-        call = stub.Download(storage_pb2.DownloadRequest(key=key))
+        call = stub.Download(storage_pb2.DownloadRequest(key=key), metadata=self._metadata)
         await call.read()
         # Reads nothing for twice the idle timeout, then drains what gRPC
         # buffered to learn how the call ended (a small object may have been

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bench import MiB
 from bench.common.services import ServicePlan, plan_services
+from bench.soak.identity import JwtIdentity
 
 BUCKET = "blobgate-soak"
 KINDS = ("upload", "download", "stat", "list", "delete")
@@ -52,6 +53,38 @@ OVERHEAD_MIB = 128
 # with 16 and 32 streams), rounded up to 8.
 STREAM_OVERHEAD_MIB = 8
 
+# The attacks of an attack run (bench/soak/attacks.py), in the order "all"
+# runs them: unfinished-messages last, as the memory it makes the gateway take
+# is not all given back to the system (the RSS of later phases would start
+# high). Those in NEEDS_IDENTITY act as principals: they need --identity jwt.
+ATTACKS = ("watch-flood", "idle-sockets", "trickle-uploads", "many-principals",
+           "unfinished-messages")  # fmt: skip
+NEEDS_IDENTITY = frozenset({"trickle-uploads", "many-principals"})
+IDENTITIES = ("none", "jwt")
+
+
+@dataclass(frozen=True)
+class AttackPlan:
+    """An attack run: a baseline phase, then one phase per attack, each
+    ``phase_seconds`` long, while ``victims`` workers (a principal of their
+    own in JWT mode) each connect anew and Upload, Stat, Download and Delete
+    one ``victim_size``-byte object, again and again, every call under
+    ``victim_timeout`` seconds."""
+
+    attacks: tuple[str, ...]
+    phase_seconds: float = 15.0
+    victims: int = 4
+    victim_size: int = 64 * 1024
+    victim_timeout: float = 10.0
+    watch_streams: int = 300  # watch-flood: Health Watch streams without a token
+    idle_sockets: int = 300  # idle-sockets: TCP connections that send nothing
+    unfinished_messages: int = 40  # unfinished-messages: Uploads without a token
+    announced: int = 8 * MiB  # ... each announcing a message of this size
+    trickle_uploads: int = 8  # trickle-uploads: Upload streams of one principal
+    trickle_interval: float = 5.0  # seconds between the 1-byte messages
+    principals: int = 16  # many-principals: principals with trickle_uploads each
+    require_victims_ok: bool = False  # fail the run if a victim's call failed
+
 
 @dataclass(frozen=True)
 class SoakOptions:
@@ -74,6 +107,10 @@ class SoakOptions:
     gateway_cmd: tuple[str, ...] = ()  # () : blobgate-server beside this Python
     abusers: int = 0  # misbehaving clients alongside the workers (bench/soak/abusers.py)
     idle_timeout: float = 30.0  # the gateway's stream_idle_timeout
+    identity: str = "none"  # "jwt": TLS and a bearer token per principal (identity.py)
+    max_calls: int | None = None  # the gateway's max_calls (None: its default)
+    max_connections: int | None = None  # the gateway's max_connections (None: its default)
+    attack: AttackPlan | None = None  # an attack run instead of the mixed soak
 
     @property
     def gateway_max_streams(self) -> int:
@@ -89,15 +126,25 @@ class SoakOptions:
         """memory_budget + OVERHEAD_MIB + max_streams x STREAM_OVERHEAD_MIB."""
         return self.budget / MiB + OVERHEAD_MIB + self.gateway_max_streams * STREAM_OVERHEAD_MIB
 
-    def services_plan(self, log_prefix: str) -> ServicePlan:
-        """moto and a gateway configured from these options."""
+    def services_plan(self, log_prefix: str, identity: JwtIdentity | None = None) -> ServicePlan:
+        """moto and a gateway configured from these options; in TLS and JWT
+        mode under ``identity``."""
         settings = [
             "--part-size", str(self.part_size), "--parts-in-flight", str(self.parts_in_flight),
             "--memory-budget", str(self.budget), "--max-streams", str(self.gateway_max_streams),
             "--log-level", self.gateway_log_level,
             "--stream-idle-timeout", str(self.idle_timeout),
         ]  # fmt: skip
+        if self.max_calls is not None:
+            settings += ["--max-calls", str(self.max_calls)]
+        if self.max_connections is not None:
+            settings += ["--max-connections", str(self.max_connections)]
+        if identity is not None:
+            settings += identity.gateway_settings()
+            if self.attack is None:  # the mixed soak's workers are one principal
+                settings += ["--max-streams-per-principal", str(self.gateway_max_streams)]
         return plan_services(
             bucket=BUCKET, settings=settings, gateway_cmd=self.gateway_cmd,
             log_dir=self.log_dir, log_prefix=log_prefix,
+            root_certificates=None if identity is None else identity.ca_pem,
         )  # fmt: skip

@@ -1,5 +1,6 @@
 """A soak's outcome: what each kind of operation did, the memory and CPU
-the processes used, and the report printed from it."""
+the processes used, and the report printed from it; for an attack run, the
+victims' calls and the gateway's memory phase by phase, and its report."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from dataclasses import dataclass, field
 from bench import MiB
 from bench.common.markdown_table import head, row
 from bench.soak.abusers import Abusers
-from bench.soak.options import KINDS, OVERHEAD_MIB, ROLES, STREAM_OVERHEAD_MIB, SoakOptions
+from bench.soak.options import (
+    KINDS,
+    OVERHEAD_MIB,
+    ROLES,
+    STREAM_OVERHEAD_MIB,
+    AttackPlan,
+    SoakOptions,
+)
+from bench.soak.victims import VictimStats
 
 
 @dataclass
@@ -98,6 +107,8 @@ def report(result: SoakResult) -> str:
             f"parts_in_flight {o.parts_in_flight}"),
         row("objects kept at once, reads before delete", f"{o.live_cap}, {o.reads_per_object}"),
         row("seed", o.seed),
+        row("identity", "TLS + JWT (workers one principal, misbehaving clients another)"
+            if o.identity == "jwt" else "plaintext"),
         "",
         *head("kind", "ops", "errors", "mismatches", "MiB moved", "MB/s (over the whole run)",
               "most at once", "p50 ms", "p95 ms", "max ms", align="lrrrrrrrrr"),
@@ -170,3 +181,111 @@ def memory_table(result: SoakResult) -> list[str]:
         row("moto peak RSS during the soak", f"{result.moto_peak:.1f}", None, None),
         row("client (this process) peak RSS", f"{result.client_peak:.1f}", None, None),
     ]  # fmt: skip
+
+
+@dataclass
+class PhaseResult:
+    """One phase of an attack run."""
+
+    name: str  # "baseline" or the attack's kind
+    attack: str  # what the attack held ("none" for the baseline)
+    victims: VictimStats
+    end_rss: float  # MiB, the gateway's VmRSS at the end of the phase, attack still on
+    peak_rss: float  # MiB, its VmHWM over the phase
+    ready_after: float  # seconds the attack took to open its calls
+    outcomes: dict[str, int]  # how the attack's calls stood at the end
+    problem: str | None = None  # the attack itself failed (a harness problem)
+    start_rss: float = 0.0  # MiB, the gateway's VmRSS when the phase started
+
+
+@dataclass
+class AttackResult:
+    """What an attack run measured."""
+
+    options: SoakOptions
+    plan: AttackPlan
+    mode: str = ""  # plaintext, or TLS + JWT
+    idle_rss: float = 0.0  # MiB, the gateway before the first phase
+    phases: list[PhaseResult] = field(default_factory=list)
+    log_problems: list[str] = field(default_factory=list)
+    log_warnings: list[str] = field(default_factory=list)
+    header: list[str] = field(default_factory=list)
+
+    def failures(self) -> list[str]:
+        """Why the run failed: the harness or the gateway broke, or, with
+        ``require_victims_ok``, a victim's call failed in some phase."""
+        why = [f"{p.name}: the attack failed: {p.problem}" for p in self.phases if p.problem]
+        if self.log_problems:
+            why.append(f"gateway logged errors: {self.log_problems[:3]}")
+        if not any(p.victims.ops for p in self.phases[:1]):
+            why.append("no victim call succeeded in the baseline phase")
+        if self.plan.require_victims_ok:
+            for p in self.phases:
+                if p.victims.errors:
+                    why.append(f"{p.name}: {p.victims.errors} victim calls failed: "
+                               f"{p.victims.error_kinds}")  # fmt: skip
+        return why
+
+
+def attack_report(result: AttackResult) -> str:
+    """The attack run's settings, the phase table and the verdict."""
+    o, plan = result.options, result.plan
+    limits = [f"memory_budget {o.budget // MiB} MiB", f"max_streams {o.gateway_max_streams}",
+              f"part_size {o.part_size // MiB} MiB",
+              f"stream_idle_timeout {o.idle_timeout:g} s"]  # fmt: skip
+    if o.max_calls is not None:
+        limits.append(f"max_calls {o.max_calls}")
+    if o.max_connections is not None:
+        limits.append(f"max_connections {o.max_connections}")
+    lines = [*result.header, ""]
+    lines += [
+        *head("attack run", "value", align="ll"),
+        row("identity", result.mode),
+        row("gateway settings (others: defaults)", ", ".join(limits)),
+        row("victims", f"{plan.victims}, each connecting anew for every Upload, Stat, "
+            f"Download, Delete of {plan.victim_size // 1024} KiB; calls under "
+            f"{plan.victim_timeout:g} s"),
+        row("phase length (s), after the attack's calls are open", f"{plan.phase_seconds:g}"),
+        row("gateway idle RSS (MiB)", f"{result.idle_rss:.1f}"),
+        "",
+        "Victims' calls: p50 and p99 of the successful ones (and that p99 against the "
+        "baseline's); \"all\" counts a failed call too, at the time it took to fail. "
+        "Gateway RSS (MiB): VmRSS when the phase started and when it ended (the attack "
+        "still on), VmHWM over the phase.",
+        "",
+        *head("phase", "attack", "victim calls ok", "errors", "p50 ms", "p99 ms",
+              "p99 / baseline", "p99 ms, all", "RSS at start", "RSS at end", "peak",
+              align="llrrrrrrrrr"),
+    ]  # fmt: skip
+    base = result.phases[0].victims.percentile(0.99) if result.phases else None
+    for p in result.phases:
+        v = p.victims
+        p50, p99 = v.percentile(0.5), v.percentile(0.99)
+        p99_all = v.percentile(0.99, failed_too=True)
+        ratio = f"{p99 / base:.1f}" if p99 is not None and base else "-"
+        lines.append(row(p.name, p.attack, v.ops, v.errors, _ms(p50), _ms(p99), ratio,
+                         _ms(p99_all), f"{p.start_rss:.1f}", f"{p.end_rss:.1f}",
+                         f"{p.peak_rss:.1f}"))  # fmt: skip
+    lines += ["", *head("phase", "the attack's calls at the end of the phase", "calls",
+                        align="llr")]  # fmt: skip
+    for p in result.phases[1:]:
+        lines.append(row(p.name, f"(opened in {p.ready_after:.1f} s)", None))
+        lines += [row(None, what, n or None) for what, n in sorted(p.outcomes.items())]
+    for p in result.phases:
+        if p.victims.error_kinds:
+            lines.append(f"{p.name}: victims' errors {p.victims.error_kinds}; "
+                         f"e.g. {p.victims.examples[:2]}")  # fmt: skip
+    if result.log_warnings:
+        lines.append(f"NOTE: gateway logged {len(result.log_warnings)} warnings, e.g. "
+                     f"{result.log_warnings[:3]}")  # fmt: skip
+    failures = result.failures()
+    lines.append("")
+    verdict = "PASS: the harness ran every phase"
+    if plan.require_victims_ok:
+        verdict += "; no victim call failed"
+    lines += [f"FAIL: {why}" for why in failures] or [verdict]
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"

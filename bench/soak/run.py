@@ -14,10 +14,13 @@ from bench.common.process_usage import RssSampler, cpu_seconds, reset_peak_rss, 
 from bench.common.services import s3_session, services
 from bench.soak.abusers import Abusers
 from bench.soak.content import Corpus
+from bench.soak.identity import Access, make_identity
 from bench.soak.options import BUCKET, SoakOptions
 from bench.soak.result import SoakResult
 from bench.soak.workers import Soak
 from blobgate.client import Client
+
+WORKER = "soak-worker"  # the workers' principal in JWT mode (allowed every stream)
 
 
 async def calibrate(client: Client, options: SoakOptions, pid: int, result: SoakResult) -> None:
@@ -53,20 +56,22 @@ async def leftover_uploads(endpoint: str) -> list[str]:
 async def soak(options: SoakOptions) -> SoakResult:
     """Start moto and the gateway, calibrate, soak, stop them; the outcome."""
     result = SoakResult(options)
-    async with services(options.services_plan("blobgate-soak-")) as running:
+    identity = make_identity(options.identity, options.log_dir)
+    async with services(options.services_plan("blobgate-soak-", identity)) as running:
         result.header = running.header
         moto, gateway = running.moto, running.gateway
         pids = {"client": os.getpid(), "gateway": gateway.pid, "moto": moto.pid}
+        access = Access(running.gateway_addr, identity)
         client = Client(running.gateway_addr, timeout=options.op_timeout,
-                        stream_timeout=options.op_timeout, max_attempts=1)  # fmt: skip
+                        stream_timeout=options.op_timeout, max_attempts=1,
+                        **access.client_keywords(WORKER))  # fmt: skip
         async with client:
             await calibrate(client, options, gateway.pid, result)
             run = Soak(client, options, result)
             abusers = None
             if options.abusers:
                 abusers = Abusers(
-                    running.gateway_addr, options.abusers, options.seed, run.readable,
-                    options.idle_timeout,
+                    access, options.abusers, options.seed, run.readable, options.idle_timeout,
                 )  # fmt: skip
                 result.abusers = abusers
             cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}

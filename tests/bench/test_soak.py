@@ -4,16 +4,23 @@ Nothing may fail, no byte may differ, every kind of operation must have run,
 and the gateway's peak RSS must stay under the benchmark's bound:
 memory_budget + a fixed overhead + max_streams x the cost of a stream. The
 budget is smaller than what the upload workers would hold at once, so
-uploads wait for it (backpressure) during the run."""
+uploads wait for it (backpressure) during the run. An attack run (--attack)
+in TLS and JWT mode, short, must measure its victims in every phase and
+report the table of their latencies and the gateway's memory."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.soak.content import HEADER_SIZE, Corpus
-from bench.soak.options import KINDS, ROLES, SoakOptions
-from bench.soak.result import report
+from bench.soak.main import main
+from bench.soak.options import KINDS, ROLES, AttackPlan, SoakOptions
+from bench.soak.phases import attack_soak
+from bench.soak.result import AttackResult, PhaseResult, attack_report, report
 from bench.soak.run import soak
+from bench.soak.victims import VictimStats
 
 MiB = 1024 * 1024
 
@@ -88,3 +95,75 @@ def test_soak_content_ranges_match_the_whole_and_shifts_never_match() -> None:
         assert corpus.content(first, start, end) == whole[start:end]
     body = whole[HEADER_SIZE:]
     assert body[MiB : 2 * MiB] != body[:MiB]  # a message out of place is caught
+
+
+async def test_a_short_attack_run_reports_the_victims_phase_by_phase(tmp_path: Path) -> None:
+    """TLS and JWT mode: a baseline, then a Watch flood without a token and
+    Stat calls whose request never ends. The harness must hold every attack
+    call open (or report how the gateway ended it), measure the victims in
+    every phase and print their table; whether the victims suffer is what
+    the run measures, not what this test asserts."""
+    plan = AttackPlan(
+        attacks=("watch-flood", "unfinished-messages"), phase_seconds=2.0, victims=2,
+        victim_size=16 * 1024, victim_timeout=5.0, watch_streams=20, unfinished_messages=3,
+    )  # fmt: skip
+    options = SoakOptions(identity="jwt", attack=plan, log_dir=tmp_path, budget=32 * MiB,
+                          max_calls=64)  # fmt: skip
+    result = await attack_soak(options)
+    text = attack_report(result)
+    print(text)  # shown when the test fails
+
+    assert result.failures() == []
+    assert result.mode == "TLS + JWT"
+    assert [p.name for p in result.phases] == ["baseline", "watch-flood", "unfinished-messages"]
+    baseline, flood, unfinished = result.phases
+    assert baseline.victims.ops >= 4 and baseline.victims.errors == 0
+    assert sum(flood.outcomes.values()) == 20
+    assert sum(n for what, n in unfinished.outcomes.items() if not what.startswith("MiB")) == 3
+    for p in result.phases:
+        assert p.victims.ops + p.victims.errors > 0
+        assert 0 < p.end_rss <= p.peak_rss
+        assert f"| {p.name} |" in text
+    assert (
+        "| phase | attack | victim calls ok | errors | p50 ms | p99 ms | p99 / baseline |" in text
+    )
+    assert "PASS" in text.splitlines()[-1]
+    assert (tmp_path / "identity" / "jwks.json").exists()
+
+
+def test_require_victims_ok_fails_an_attack_run_on_a_victim_error() -> None:
+    plan = AttackPlan(attacks=("idle-sockets",), require_victims_ok=True)
+    result = AttackResult(SoakOptions(attack=plan), plan)
+    hurt = VictimStats(ops=3, seconds=[0.01, 0.02, 0.5])
+    hurt.failed("upload", TimeoutError("no budget"))
+    result.phases = [
+        PhaseResult("baseline", "none", VictimStats(ops=2, seconds=[0.01, 0.02]), 100.0, 101.0,
+                    0.0, {}),
+        PhaseResult("idle-sockets", "300 TCP connections", hurt, 120.0, 121.0, 0.1,
+                    {"held open": 300}),
+    ]  # fmt: skip
+    assert result.failures() == ["idle-sockets: 1 victim calls failed: {'upload: TimeoutError': 1}"]
+    lenient = AttackResult(SoakOptions(), AttackPlan(attacks=("idle-sockets",)))
+    lenient.phases = result.phases
+    assert lenient.failures() == []
+    assert (
+        "| idle-sockets | 300 TCP connections | 3 | 1 | 20 | 500 | 25.0 | 500 |"
+        in attack_report(result)
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["--attack", "trickle-uploads"], "needs --identity jwt"),
+        (["--attack", "watch-flood,bogus"], "unknown ['bogus']"),
+        (["--attack", "all", "--stream-cost", "4"], "--stream-cost runs in plaintext"),
+    ],
+)
+def test_attack_options_are_checked(
+    argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert complaint in capsys.readouterr().err

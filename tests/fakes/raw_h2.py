@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import struct
 from collections.abc import Sequence
 
@@ -25,9 +26,17 @@ class RawCall:
     """One gRPC call on its own HTTP/2 connection."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        port: int,
+        *,
+        scheme: str = "http",
+        headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         self._port = port
+        self._scheme = scheme
+        self._headers = list(headers)
         self._reader = reader
         self._writer = writer
         config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
@@ -40,9 +49,22 @@ class RawCall:
         self.ended = False
 
     @classmethod
-    async def open(cls, port: int, path: str) -> RawCall:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        call = cls(reader, writer, port)
+    async def open(
+        cls,
+        port: int,
+        path: str,
+        *,
+        tls: ssl.SSLContext | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> RawCall:
+        """A call to ``path``, over TLS with ``tls`` (its ALPN set to h2
+        here), with ``headers`` added to every stream's."""
+        if tls is not None:
+            tls.set_alpn_protocols(["h2"])
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=tls, server_hostname=None if tls is None else "localhost"
+        )
+        call = cls(reader, writer, port, scheme="http" if tls is None else "https", headers=headers)
         call._conn.initiate_connection()
         call._conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
         call._send_headers(path)
@@ -54,11 +76,12 @@ class RawCall:
             self.stream_id,
             [
                 (":method", "POST"),
-                (":scheme", "http"),
+                (":scheme", self._scheme),
                 (":path", path),
                 (":authority", f"127.0.0.1:{self._port}"),
                 ("content-type", "application/grpc"),
                 ("te", "trailers"),
+                *self._headers,
             ],
         )
 

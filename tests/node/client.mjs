@@ -389,6 +389,7 @@ async function main() {
 
   results.session = await resumableSession(client, prefix, scratch);
   results.copy = await copyAndBatchDelete(client, prefix, objects[1]);
+  results.tags = await tagsAndClass(client, results.copy.replaced);
 
   client.close();
   results.ok = true;
@@ -487,6 +488,25 @@ async function copyAndBatchDelete(client, prefix, small) {
     'BatchDelete(1001 keys)',
   );
   return { kept: copied.object.key, replaced: replaced.object.key, results, errors: { ...copyErrors, too_many: tooMany } };
+}
+
+// SetTags on an object, then Stat with include_tags: the tags, the storage
+// class, and a refused tag key.
+async function tagsAndClass(client, key) {
+  const set = await unary(client, 'SetTags', { key, tags: { team: 'node', note: 'a b' } });
+  const sorted = (tags) => JSON.stringify(Object.entries(tags).sort());
+  checkEqual(sorted(set.object.tags), sorted({ note: 'a b', team: 'node' }), 'SetTags.object.tags');
+  const stat = await unary(client, 'Stat', { key, include_tags: true });
+  checkEqual(stat.object.tags.team, 'node', 'Stat(include_tags).object.tags.team');
+  checkEqual(stat.object.storage_class, 'STANDARD', 'Stat.object.storage_class');
+  const plain = await unary(client, 'Stat', { key });
+  checkEqual(Object.keys(plain.object.tags).length, 0, 'Stat(without include_tags).object.tags');
+  const refused = await expectError(
+    unary(client, 'SetTags', { key, tags: { 'aws:owner': 'node' } }),
+    grpc.status.INVALID_ARGUMENT,
+    'SetTags(aws: key)',
+  );
+  return { key, tags: stat.object.tags, storage_class: stat.object.storage_class, refused };
 }
 
 main().then(

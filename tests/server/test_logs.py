@@ -94,7 +94,7 @@ def tls_files(tmp_path: Path) -> TlsFiles:
 
 # gRPC's failed-handshake lines are INFO: shown whatever the runner's environment says.
 GRPC_INFO = {"GRPC_VERBOSITY": "INFO"}
-GRANT = '[[grant]]\nprincipals = ["*"]\nbuckets = ["b-any"]\nactions = ["read"]\n'
+GRANT = '[[grant]]\nprincipals = ["*"]\nbuckets = ["b-any"]\nprefixes = [""]\nactions = ["read"]\n'
 # A TLS server name with a newline and what looks like a gRPC line of its own.
 FORGED_SNI = "evil\nE1206 10:12:03.412345 9884 forged.cc:1] forged line"
 

@@ -145,17 +145,24 @@ async def test_the_request_id_is_in_the_trailing_metadata(
     assert trailing["x-request-id"] == line["request_id"]
     assert (line["method"], line["key"], line["status"]) == ("List", "", "OK")
 
-    # A caller's own short, safe id is kept; anything else is replaced.
-    proposals = [("req-42.A_b", True), ("bad id!", False), ("a;b", False), ("x" * 65, False)]
-    for proposed, kept in proposals:
+    # The id is always the server's own; a caller's proposal is logged beside
+    # it, cut to a short token of safe characters.
+    proposals = [
+        ("req-42.A_b", "req-42.A_b"),
+        ("bad id!", "badid"),
+        ("a;b <x>", "abx"),
+        ("x" * 65, "x" * 64),
+    ]
+    for proposed, logged_as in proposals:
         logged.clear()
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Stat(
                 storage_pb2.StatRequest(key="nope"), metadata=[("x-request-id", proposed)]
             )
         returned = dict(caught.value.trailing_metadata())["x-request-id"]
-        assert (await only_line(logged))["request_id"] == returned
-        assert (returned == proposed) is kept
+        line = await only_line(logged)
+        assert line["request_id"] == returned != proposed and len(returned) == 16
+        assert line["caller_request_id"] == logged_as
 
 
 async def test_internal_error_quotes_the_calls_request_id(

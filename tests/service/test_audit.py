@@ -140,7 +140,7 @@ async def test_one_line_per_mutating_call_none_for_reads(
     assert [r.code for r in batch.results] == [0, 0, Code.FAILED_PRECONDITION.value[0]]
 
     lines = await audit_lines(logged, 9)
-    assert [x["request_id"] for x in lines] == [
+    assert [x["caller_request_id"] for x in lines] == [
         "up",
         "start",
         "resume",
@@ -158,7 +158,7 @@ async def test_one_line_per_mutating_call_none_for_reads(
         assert line["peer"].startswith("ipv4:127.0.0.1:")
         assert line["bucket"] == bucket
         assert line["message"] == f"{line['action']} {line['method']} OK"
-    by_id = {line["request_id"]: line for line in lines}
+    by_id = {line["caller_request_id"]: line for line in lines}
     view = {name: (x["method"], x["action"], x["key"], x["bytes"]) for name, x in by_id.items()}
     assert view == {
         "up": ("Upload", "write", "a/one.bin", len(blob)),
@@ -177,9 +177,13 @@ async def test_one_line_per_mutating_call_none_for_reads(
     assert by_id["presign"]["http_method"] == "GET"
     assert by_id["presign"]["expires_at"].endswith("+00:00")
 
-    # The same request ids as the access lines, which every call has.
-    access = {line["request_id"] for line in lines_of(logged, ACCESS)}
-    assert access == set(by_id) | {"stat", "list", "down", "query"}
+    # The same request ids as the access lines, which every call has: the
+    # server's own, one per call; the caller's proposals beside them.
+    access = {line["request_id"]: line for line in lines_of(logged, ACCESS)}
+    assert {x["request_id"] for x in lines} < set(access)
+    assert len(access) == 13 and all(len(request_id) == 16 for request_id in access)
+    proposed = {x["caller_request_id"] for x in access.values()}
+    assert proposed == set(by_id) | {"stat", "list", "down", "query"}
 
     # Nothing secret in any line of blobgate's, in either format.
     signature = parse_qs(urlsplit(presigned.url).query)["X-Amz-Signature"][0]
@@ -233,7 +237,7 @@ async def test_refused_calls_are_audited_with_their_status(
     await call.done_writing()
     await refused(Code.OUT_OF_RANGE, call)
 
-    lines = {line["request_id"]: line for line in await audit_lines(logged, 6)}
+    lines = {line["caller_request_id"]: line for line in await audit_lines(logged, 6)}
     assert {
         name: (x["method"], x["bucket"], x["key"], x["bytes"], x["outcome"])
         for name, x in lines.items()
@@ -343,9 +347,10 @@ async def test_an_unauthenticated_call_is_audited_without_principal_or_token(
                 metadata=[*rid("good"), ("authorization", f"Bearer {good}")],
             )
         lines = await audit_lines(logged, 3)
-    assert [(x["request_id"], x["principal"], x["key"], x["outcome"]) for x in lines] == [
-        ("none", "", "k", "UNAUTHENTICATED"),
-        ("expired", "", "k", "UNAUTHENTICATED"),
+    # Refused before their request was read: no object to name.
+    assert [(x["caller_request_id"], x["principal"], x["key"], x["outcome"]) for x in lines] == [
+        ("none", "", "", "UNAUTHENTICATED"),
+        ("expired", "", "", "UNAUTHENTICATED"),
         ("good", "svc-a", "k", "OK"),
     ]
     for text in every_formatted_line(logged):

@@ -66,6 +66,13 @@ OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 MODES = ["mtls", "jwt"]
 
 
+@pytest.fixture(autouse=True)
+def settle_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files written here are read at once: the settle time before a
+    changed file is read has its own tests (tests/availability)."""
+    monkeypatch.setattr(authorization, "SETTLE_SECONDS", 0.0)
+
+
 @dataclass
 class Caller:
     """One principal's stub, with its token's metadata in JWT mode."""
@@ -214,6 +221,7 @@ actions = ["read", "presign"]
 [[grant]]
 principals = ["{realm.name("mallory")}"]
 buckets = ["{bucket}", "{other(bucket)}"]
+prefixes = [""]
 actions = ["write"]
 """
 
@@ -577,7 +585,7 @@ async def test_an_unusable_policy_stops_start_up(
 ) -> None:
     realm = Realm("mtls", tmp_path)
     path = tmp_path / "policy.toml"
-    path.write_text('[[grant]]\nprincipals = ["a"]\nbuckets = ["b"]\nactions = ["fly"]\n')
+    path.write_text(grant_toml(principals=["cn:a"], actions=["fly"]))
     values = {**realm.settings(), "auth_policy_file": path}
     settings_ = gateway_settings(moto_endpoint, bucket, **values)
     # One line, as main() prints it; serve() and start_gateway() alike.
@@ -594,7 +602,7 @@ async def test_an_unusable_policy_stops_start_up(
 
 # --- parsing hostile files ---------------------------------------------------
 
-GOOD = {"principals": ["a"], "buckets": ["b"], "actions": ["read"]}
+GOOD = {"principals": ["a"], "buckets": ["b"], "prefixes": [""], "actions": ["read"]}
 
 
 def grant_toml(**fields: Any) -> str:
@@ -621,6 +629,7 @@ def grant_toml(**fields: Any) -> str:
         (grant_toml(principals=["a\u0007"]), "grant[0].principals: 'a\\x07' is not printable"),
         (grant_toml(principals=["a" * 1025]), "longer than 1024"),
         (grant_toml(prefixes=[]), "grant[0].prefixes: must be a non-empty list"),
+        (grant_toml(prefixes=None), "grant[0].prefixes: missing: list the key prefixes"),
         (grant_toml(prefixes=["reports/../x/"]), "grant[0].prefixes: 'reports/../x/' has"),
         (grant_toml(prefixes=["./x"]), "'.' or '..' segment"),
         (grant_toml(prefixes=["/x"]), "leading '/'"),

@@ -58,7 +58,7 @@ def test_the_docstring_gives_the_order_the_chain_is_built_in() -> None:
         traced=True,
     )
     assert [type(x).__name__ for x in full] == documented_order()
-    assert len(full) == 7
+    assert len(full) == 8
     # The optional ones drop out; the rest keep their order.
     bare = chain.interceptor_chain(settings, registry=None, authentication=None, traced=False)
     assert [type(x).__name__ for x in bare] == [
@@ -162,14 +162,16 @@ async def test_the_reasons_for_the_order_hold(
             await raw(b"\x0a\x05ab", metadata=[("x-request-id", "garbled"), bearer])
         assert garbled.value.code() == Code.INVALID_ARGUMENT
 
-    access = {x["request_id"]: x for x in await lines(caplog, "blobgate.access", 3)}
+    access = {x["caller_request_id"]: x for x in await lines(caplog, "blobgate.access", 3)}
     audit = await lines(caplog, "blobgate.audit", 1)
     traced = server_spans(spans)
 
     # Refused by authentication: still counted (metrics outermost), logged and
     # audited (both logs outside authentication), but no span (tracing inside it).
     assert access["refused"]["status"] == "UNAUTHENTICATED"
-    assert [(x["request_id"], x["outcome"]) for x in audit] == [("refused", "UNAUTHENTICATED")]
+    assert [(x["caller_request_id"], x["outcome"]) for x in audit] == [
+        ("refused", "UNAUTHENTICATED")
+    ]
     assert handled(gw, "Delete", Code.UNAUTHENTICATED) == 1
     assert "Delete" not in traced
 
@@ -182,7 +184,7 @@ async def test_the_reasons_for_the_order_hold(
     assert access["missing"]["trace_id"] == format_trace_id(stat.context.trace_id)
     assert stat.attributes is not None
     assert stat.attributes["rpc.grpc.status_code"] == Code.NOT_FOUND.value[0]
-    assert stat.attributes["blobgate.request_id"] == "missing"
+    assert stat.attributes["blobgate.request_id"] == access["missing"]["request_id"]
     assert handled(gw, "Stat", Code.NOT_FOUND) == 1
 
     # Undecodable: the error interceptor maps it; everything outside sees that.

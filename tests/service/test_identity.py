@@ -1,5 +1,5 @@
 """Who is calling: the principal from a client certificate (mTLS: URI SAN,
-DNS SAN, CN) or a bearer JWT (RS256, ES256, HS256 keys of a JWKS file,
+dns: DNS SAN, cn: CN) or a bearer JWT (RS256, ES256, HS256 keys of a JWKS file,
 reloaded when it changes), UNAUTHENTICATED without one, in the access log's
 principal field; health reachable without identity; the client's token."""
 
@@ -25,6 +25,7 @@ from blobgate.client import BlobgateError, Client
 from blobgate.client.cli import main as cli
 from blobgate.server.app import Gateway, StartupError, start_gateway
 from blobgate.server.core import identity
+from blobgate.server.core.errors import Unauthenticated
 from blobgate.server.core.identity import certificate_principal
 from blobgate.server.logs import JsonFormatter
 from blobgate.server.settings_loading import SettingsError, load_settings
@@ -182,15 +183,28 @@ async def test_mtls_principal_from_uri_dns_san_or_cn(
         for client in clients:
             assert await stat(gateway.port, ca, client=client) == Code.NOT_FOUND
         principals = await access_principals(logged, 3)
-    assert principals == [f"{spiffe}|NOT_FOUND", "b.example|NOT_FOUND", "cn-only|NOT_FOUND"]
+    # Each kind of name its own spelling: a URI SAN as it is, dns:, cn:.
+    assert principals == [
+        f"{spiffe}|NOT_FOUND",
+        "dns:b.example|NOT_FOUND",
+        "cn:cn-only|NOT_FOUND",
+    ]
 
 
-def test_certificate_principal_needs_a_usable_name() -> None:
+def test_certificate_principal_reads_the_verified_certificate(ca: CA) -> None:
+    def pem(issued: Issued) -> dict[str, list[bytes]]:
+        return {"x509_pem_cert": [issued.cert]}
+
+    # Nothing to read, or a certificate without names: none.
     assert certificate_principal({}) is None
-    assert certificate_principal({"x509_common_name": [b"bad\x01name"]}) is None
-    assert certificate_principal({"x509_common_name": [b"\xff\xfe"]}) is None
-    context = {"peer_dns": [b"d.example"], "x509_common_name": [b"cn"]}
-    assert certificate_principal(context) == "d.example"
+    assert certificate_principal({"x509_common_name": [b"cn"]}) is None  # gRPC's summary: unused
+    assert certificate_principal(pem(ca.client("D.Example"))) == "cn:D.Example"
+    assert certificate_principal(pem(ca.client("cn", dns_names=("D.Example",)))) == "dns:d.example"
+    # An unusable name is refused, never read as the next kind.
+    with pytest.raises(Unauthenticated, match="names cannot be read"):
+        certificate_principal({"x509_pem_cert": [b"not a certificate"]})
+    with pytest.raises(Unauthenticated, match=r"subject CN '\\x01' is not usable"):
+        certificate_principal(pem(ca.client("\x01")))
 
 
 # JWT

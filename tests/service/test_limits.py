@@ -23,24 +23,26 @@ MiB = 1024 * 1024
 
 
 async def test_budget_waits_for_room_and_wakes_on_release() -> None:
-    budget = ByteBudget(10)
-    await budget.acquire(6)
-    waiting = asyncio.create_task(budget.acquire(6))
+    budget = ByteBudget(10, step=1)
+    first = budget.claim(6, None)
+    await first.cover(6)
+    second = budget.claim(6, None)
+    waiting = asyncio.create_task(second.cover(6))
     await asyncio.sleep(0.01)
     assert not waiting.done() and budget.used == 6
-    await budget.release(6)
+    first.release()
     await asyncio.wait_for(waiting, 1)
     assert budget.used == 6 and budget.peak == 6
 
 
-async def test_budget_lets_an_oversized_request_through_alone() -> None:
-    budget = ByteBudget(4)
-    await asyncio.wait_for(budget.acquire(9), 1)  # empty budget: no deadlock
-    blocked = asyncio.create_task(budget.acquire(1))
-    await asyncio.sleep(0.01)
-    assert not blocked.done()
-    await budget.release(9)
-    await asyncio.wait_for(blocked, 1)
+async def test_budget_refuses_a_part_larger_than_a_share() -> None:
+    """Every part fits a share (settings check part_size <= the share <=
+    memory_budget), so no claim waits for more than there can ever be."""
+    budget = ByteBudget(8, 4)
+    with pytest.raises(ValueError, match="larger than a share"):
+        budget.claim(5, "p")
+    with pytest.raises(ValueError, match="between 1 and 8"):
+        ByteBudget(8, 9)
 
 
 async def test_uploads_share_the_budget_without_exceeding_it(

@@ -1,7 +1,7 @@
 """The contract from a client nobody here wrote: tests/node/client.mjs, a Node.js
 program on @grpc/grpc-js and @grpc/proto-loader that loads storage.proto at run
 time, drives a live gateway (Upload, Download, Stat, List, Presign, error
-statuses, a resumable session cut and resumed, Copy and BatchDelete), and this
+statuses, a resumable session cut and resumed, Copy, BatchDelete and SetTags), and this
 test checks that what it uploaded and copied reached S3 byte-exact; the same
 over mTLS, with a client certificate (and refused without one).
 
@@ -190,6 +190,10 @@ async def check_round_trip(
         assert await body.read() == small
     assert got["Metadata"]["copied"] == "yes"
     assert got["Metadata"]["sha256"] == hashlib.sha256(small).hexdigest()
+    tags = result["tags"]
+    assert tags["key"] == copies["replaced"] and tags["refused"]["code"] == 3
+    tagging = await s3.get_object_tagging(Bucket=bucket, Key=copies["replaced"])
+    assert {t["Key"]: t["Value"] for t in tagging["TagSet"]} == {"team": "node", "note": "a b"}
     listing = await s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
     assert sorted(o["Key"] for o in listing["Contents"]) == sorted(
         [*result["list"]["keys"], session["key"], copies["replaced"]]

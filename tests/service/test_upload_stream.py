@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from blobgate.server.core.errors import InvalidArgument, OutOfRange, ResourceExhausted, ServiceError
 from blobgate.server.rpc.codecs import parse_upload_request
 from blobgate.server.rpc.upload_stream import UploadMessage, UploadStream, expected_checksums
-from blobgate.server.storage.limits import ByteBudget
+from blobgate.server.storage.byte_budget import ByteBudget, Claim
 from blobgate.server.storage.protocols import ContentChecksums
 from blobgate.server.storage.s3.parts import cut_parts
 from blobgate.v1 import storage_pb2 as pb
@@ -242,9 +242,9 @@ class _Counted:
             await asyncio.Event().wait()
 
 
-async def _cut(budget: ByteBudget, stream: UploadStream, held: list[tuple[int, int]]) -> None:
+async def _cut(budget: ByteBudget, stream: UploadStream, held: list[tuple[int, Claim]]) -> None:
     """Consume the parts as put() does, each part's budget kept until the end."""
-    async for part, reserved in cut_parts(stream.chunks(), 5 * MiB, budget):
+    async for part, reserved in cut_parts(stream.chunks(), 5 * MiB, budget, None):
         held.append((part.tell(), reserved))
 
 
@@ -271,57 +271,47 @@ async def test_a_stream_that_sends_nothing_holds_no_budget() -> None:
 
 async def test_an_upload_waiting_for_budget_holds_one_message() -> None:
     budget = ByteBudget(5 * MiB)
-    await budget.acquire(5 * MiB)  # another upload holds the whole budget
+    other = budget.claim(5 * MiB, None)
+    await other.cover(5 * MiB)  # another upload holds the whole budget
     messages = _Counted(3)
     stream = UploadStream(messages.__aiter__(), 1 << 30)
     await stream.read_first()
-    held: list[tuple[int, int]] = []
+    held: list[tuple[int, Claim]] = []
     cutting = asyncio.create_task(_cut(budget, stream, held))
     await asyncio.sleep(0.05)
     assert messages.pulled == 1 and held == []  # the first message waits for budget
-    await budget.release(5 * MiB)
+    other.release()
     await asyncio.wait_for(cutting, 5)
-    assert held == [(3 * MiB, 5 * MiB)]
+    assert [(size, claim.taken, claim.sealed) for size, claim in held] == [(3 * MiB, 3 * MiB, True)]
 
 
-async def test_the_next_part_takes_budget_when_its_first_bytes_arrive() -> None:
+async def test_a_part_takes_budget_as_its_bytes_arrive() -> None:
     budget = ByteBudget(5 * MiB)
     messages = _Counted(10)  # two whole parts
     stream = UploadStream(messages.__aiter__(), 1 << 30)
     await stream.read_first()
-    held: list[tuple[int, int]] = []
+    held: list[tuple[int, Claim]] = []
     cutting = asyncio.create_task(_cut(budget, stream, held))
     await asyncio.sleep(0.05)
-    assert held == [(5 * MiB, 5 * MiB)] and messages.pulled == 6  # the sixth waits for budget
-    await budget.release(5 * MiB)
+    assert [(size, claim.taken) for size, claim in held] == [(5 * MiB, 5 * MiB)]
+    assert messages.pulled == 6  # the sixth waits for budget
+    held[0][1].release()
     await asyncio.wait_for(cutting, 5)  # ended on a part boundary: the empty last part
     assert messages.pulled == 10  # comes at once, with no budget
-    assert held[1:] == [(5 * MiB, 5 * MiB), (0, 0)]
-    await budget.release(5 * MiB)
+    assert [(size, claim.taken) for size, claim in held[1:]] == [(5 * MiB, 5 * MiB), (0, 0)]
+    held[1][1].release()
     assert budget.used == 0
 
 
-async def test_the_budget_serves_waiters_in_order() -> None:
-    budget = ByteBudget(10)
-    await budget.acquire(10)
-    order: list[str] = []
-
-    async def wait(name: str, size: int) -> None:
-        await budget.acquire(size)
-        order.append(name)
-
-    first = asyncio.create_task(wait("first", 8))
-    await asyncio.sleep(0)
-    gone = asyncio.create_task(wait("cancelled", 2))
-    await asyncio.sleep(0)
-    small = asyncio.create_task(wait("small", 2))
-    await asyncio.sleep(0)
-    gone.cancel()
-    await budget.release(3)  # 2 would fit "small", but "first" came earlier
-    await asyncio.sleep(0.01)
-    assert order == []
-    await budget.release(7)
-    await asyncio.wait_for(asyncio.gather(first, small), 5)
-    assert order == ["first", "small"] and budget.used == 10
+async def test_a_trickling_part_holds_only_what_it_sent() -> None:
+    """One message of a part covers a step (1 MiB), not the whole part."""
+    budget = ByteBudget(5 * MiB)
+    stream = UploadStream(_Counted(1, stall=True).__aiter__(), 1 << 30)
+    await stream.read_first()
+    cutting = asyncio.create_task(_cut(budget, stream, []))
+    await asyncio.sleep(0.05)
+    assert budget.used == MiB
+    cutting.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await gone
+        await cutting
+    assert budget.used == 0

@@ -315,8 +315,10 @@ async def test_removing_a_version_needs_purge_which_delete_does_not_imply(
     await store.put(ObjectRef("b", "k"), _once(b"x"), PutOptions("text/plain", {}))
     path = tmp_path / "policy.toml"
     path.write_text(
-        '[[grant]]\nprincipals = ["deleter"]\nbuckets = ["b"]\nactions = ["read", "delete"]\n'
-        '[[grant]]\nprincipals = ["purger"]\nbuckets = ["b"]\nactions = ["purge"]\n'
+        '[[grant]]\nprincipals = ["deleter"]\nbuckets = ["b"]\nprefixes = [""]\n'
+        'actions = ["read", "delete"]\n'
+        '[[grant]]\nprincipals = ["purger"]\nbuckets = ["b"]\nprefixes = [""]\n'
+        'actions = ["purge"]\n'
     )
     authorized = AuthorizedStore(store, AccessPolicy(path))
     version = ObjectRef("b", "k", NULL_VERSION)

@@ -44,9 +44,9 @@ async def test_records_are_listed_in_order_and_hidden_from_callers(stores: Store
         await records.put(bucket, PREFIX + name, b"")
     await records.put(bucket, f"{RESERVED_PREFIX}elsewhere", b"")
     listed = await records.list(bucket, PREFIX, 2)
-    assert [key for key, _ in listed] == [PREFIX + "a", PREFIX + "b"]
+    assert [entry.key for entry in listed] == [PREFIX + "a", PREFIX + "b"]
     now = datetime.now(UTC)
-    assert all(abs(written - now) < timedelta(minutes=5) for _, written in listed)
+    assert all(abs(entry.written - now) < timedelta(minutes=5) for entry in listed)
     assert len(await records.list(bucket, PREFIX, 10)) == 3
     # Callers' listings never show them, whatever the prefix asked.
     assert await keys(stores) == []

@@ -22,7 +22,7 @@ import pytest
 
 from blobgate.client.wire import UPLOAD_ACCEPTED, UPLOAD_ACCEPTED_KEY
 from blobgate.server.app import Gateway
-from blobgate.server.storage.limits import ByteBudget
+from blobgate.server.storage.byte_budget import ByteBudget, Claim
 from blobgate.server.storage.s3.parts import PartBody, cut_parts
 from blobgate.v1 import storage_pb2
 from tests.fakes.s3_fault_proxy import FaultProxy, upload_part
@@ -314,12 +314,13 @@ async def test_parts_hold_views_and_copy_only_a_chunk_that_spans_two() -> None:
     part = 4 * MiB
     blob, body = await _messages(MiB, MiB, MiB, MiB, MiB + 5, 3 * MiB)
     budget = ByteBudget(3 * part)
-    parts: list[tuple[PartBody, int]] = []
-    async for piece, reserved in cut_parts(body, part, budget):
+    parts: list[tuple[PartBody, Claim]] = []
+    async for piece, reserved in cut_parts(body, part, budget, None):
         parts.append((piece, reserved))
     assert [len(p) for p, _ in parts] == [part, part, 5]
-    assert [r for _, r in parts] == [part, part, part]
-    assert budget.used == 3 * part
+    # Each part covers its bytes a step (1 MiB) at a time: the last, 5 bytes, one step.
+    assert [r.taken for _, r in parts] == [part, part, MiB]
+    assert budget.used == 2 * part + MiB
     first, second, last = (p for p, _ in parts)
     # Whole messages are views of the received bytes...
     assert [len(v) for v in first.views] == [MiB] * 4

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from blobgate.server.core.errors import ResourceExhausted
 from blobgate.server.core.identity import acting_as
+from blobgate.server.core.lifecycle import PrefixRule
 from blobgate.server.core.settings import Settings
 from blobgate.server.storage.factory import Storage, build_storage, memory_config
 from blobgate.server.storage.memory.backend import MemoryBackend
@@ -30,10 +32,10 @@ from tests.support.gateways import gateway_settings
 
 STORAGE = Path(__file__).resolve().parents[2] / "server" / "blobgate" / "server" / "storage"
 
-OBJECT_STACK = ["MeteredStore", "AuthorizedStore", "StreamLimitedStore", "StreamLimitedStore"]
+OBJECT_STACK = ["AuthorizedStore", "MeteredStore", "StreamLimitedStore", "StreamLimitedStore"]
 SESSION_STACK = [
-    "MeteredSessions",
     "AuthorizedSessions",
+    "MeteredSessions",
     "StreamLimitedSessions",
     "SessionQuota",
     "StreamLimitedSessions",
@@ -85,6 +87,11 @@ class ForeignBackend:
     async def ensure_buckets(self, buckets: list[str]) -> None:
         await self._memory.ensure_buckets(buckets)
 
+    async def reconcile_lifecycle(
+        self, buckets: list[str], expiry_days: Sequence[int], rules: Sequence[PrefixRule]
+    ) -> None:
+        await self._memory.reconcile_lifecycle(buckets, expiry_days, rules)
+
     async def check(self) -> None:
         await self._memory.check()
 
@@ -119,7 +126,7 @@ async def test_a_backend_the_factory_does_not_know_gets_the_whole_stack(
         with pytest.raises(ResourceExhausted, match="resumable upload sessions open"):
             await storage.sessions.start_session(spec)
     markers = await backend.records.list(bucket, SESSION_MARKERS, 10)
-    assert [key.startswith(principal_prefix("alice")) for key, _ in markers] == [True]
+    assert [entry.key.startswith(principal_prefix("alice")) for entry in markers] == [True]
 
     # The sweep metrics read the backend's tally.
     backend.sweep_tally[EXPIRED_SESSION] += 2

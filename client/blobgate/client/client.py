@@ -144,6 +144,9 @@ class Client(UnaryCalls):
         size: int | None = None,
         progress: Progress | None = None,
         resumable: bool | None = None,
+        tags: Mapping[str, str] | None = None,
+        storage_class: str = "",
+        expire_days: int = 0,
     ) -> ObjectInfo:
         """Store ``source`` as ``key`` and return the committed object.
 
@@ -162,6 +165,11 @@ class Client(UnaryCalls):
         ``stream_timeout``. None (the default) means resumable for bytes and
         paths of at least RESUMABLE_THRESHOLD bytes; True requires bytes or a
         path.
+
+        ``tags`` (at most 10), ``storage_class`` (an S3 class such as
+        STANDARD_IA; empty: STANDARD) and ``expire_days`` (a lifetime the
+        server allows, after which S3 deletes the object; 0: none) go with
+        the object.
         """
         with self._explained():
             prepared = await prepare_source(source, self.options.chunk_size)
@@ -174,6 +182,9 @@ class Client(UnaryCalls):
                 if_none_match=if_none_match,
                 if_match=if_match,
                 size=size,
+                tags=tags,
+                storage_class=storage_class,
+                expire_days=expire_days,
             )
             if resumable is None:
                 resumable = prepared.reread is not None and spec.size >= RESUMABLE_THRESHOLD

@@ -30,6 +30,9 @@ class ObjectInfo:
     version_id: str = ""
     is_latest: bool = False
     is_delete_marker: bool = False
+    storage_class: str = ""  # STANDARD unless written in another class
+    tags: dict[str, str] = field(default_factory=dict)  # only from stat(include_tags=True)
+    expires_at: datetime | None = None  # when S3 expires it, where S3 says
 
     @classmethod
     def from_proto(cls, obj: storage_pb2.Object) -> ObjectInfo:
@@ -48,6 +51,9 @@ class ObjectInfo:
             version_id=obj.version_id,
             is_latest=obj.is_latest,
             is_delete_marker=obj.is_delete_marker,
+            storage_class=obj.storage_class,
+            tags=dict(obj.tags),
+            expires_at=_datetime(obj.expires_at) if obj.HasField("expires_at") else None,
         )
 
 

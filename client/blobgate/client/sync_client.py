@@ -163,6 +163,9 @@ class SyncClient:
         size: int | None = None,
         progress: Progress | None = None,
         resumable: bool | None = None,
+        tags: Mapping[str, str] | None = None,
+        storage_class: str = "",
+        expire_days: int = 0,
     ) -> ObjectInfo:
         """Store ``source`` as ``key`` (see ``Client.upload``); a plain
         iterable of chunks is sent like an async one."""
@@ -182,6 +185,9 @@ class SyncClient:
                 size=size,
                 progress=progress,
                 resumable=resumable,
+                tags=tags,
+                storage_class=storage_class,
+                expire_days=expire_days,
             )
         )
 
@@ -240,6 +246,7 @@ class SyncClient:
     open_download = _stream_opener(Client.open_download)
     download_to = _blocking(Client.download_to)
     stat = _blocking(Client.stat)
+    set_tags = _blocking(Client.set_tags)
     list_page = _blocking(Client.list_page)
     presign = _blocking(Client.presign)
     delete = _blocking(Client.delete)

@@ -15,7 +15,7 @@ import errno
 import functools
 import hashlib
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -175,9 +175,13 @@ async def upload_tree(
     jobs: int = 4,
     progress: Progress | None = None,
     skip_unchanged: bool = True,
+    tags: Mapping[str, str] | None = None,
+    storage_class: str = "",
+    expire_days: int = 0,
 ) -> TreeResult:
     """Upload every file under ``directory`` as ``prefix`` + its relative
-    path, ``jobs`` at a time. With ``skip_unchanged``, a file whose size and
+    path, ``jobs`` at a time, each with ``tags``, ``storage_class`` and
+    ``expire_days`` (see ``Client.upload``). With ``skip_unchanged``, a file whose size and
     sha256 match the stored object is not sent again. A file that fails is
     in ``failures``; the others go on."""
     prefix = folder_prefix(prefix)
@@ -199,7 +203,15 @@ async def upload_tree(
                 result.skipped_bytes += size
                 totals.advance(relative, size)
                 return
-            await client.upload(key, path, bucket=bucket, progress=totals.file(relative))
+            await client.upload(
+                key,
+                path,
+                bucket=bucket,
+                progress=totals.file(relative),
+                tags=tags,
+                storage_class=storage_class,
+                expire_days=expire_days,
+            )
         except (BlobgateError, OSError) as exc:
             result.failures.append(_failure(str(path), exc))
             totals.drop(relative, size)

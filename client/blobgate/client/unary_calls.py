@@ -28,12 +28,30 @@ class UnaryCalls:
     async def _unary(self, method: str, request: Any) -> Any:
         raise NotImplementedError
 
-    async def stat(self, key: str, *, bucket: str = "", version_id: str = "") -> ObjectInfo:
-        """Describe ``key`` (``version_id``: that version), with its metadata and checksums."""
+    async def stat(
+        self, key: str, *, bucket: str = "", include_tags: bool = False, version_id: str = ""
+    ) -> ObjectInfo:
+        """Describe ``key`` (``version_id``: that version), with its metadata
+        and checksums (and its tags with ``include_tags``, one more request
+        to S3)."""
         request = storage_pb2.StatRequest(
-            bucket=bucket or self.options.bucket, key=key, version_id=version_id
+            bucket=bucket or self.options.bucket,
+            key=key,
+            include_tags=include_tags,
+            version_id=version_id,
         )
         response: storage_pb2.StatResponse = await self._unary("Stat", request)
+        return ObjectInfo.from_proto(response.object)
+
+    async def set_tags(
+        self, key: str, tags: Mapping[str, str], *, bucket: str = "", if_match: str = ""
+    ) -> ObjectInfo:
+        """Replace the tags of ``key`` (empty: remove them; its lifetime
+        stays) and return the object with its tags."""
+        request = storage_pb2.SetTagsRequest(
+            bucket=bucket or self.options.bucket, key=key, tags=dict(tags), if_match=if_match
+        )
+        response: storage_pb2.SetTagsResponse = await self._unary("SetTags", request)
         return ObjectInfo.from_proto(response.object)
 
     async def list_page(
@@ -148,6 +166,10 @@ class UnaryCalls:
         replace_metadata: bool = False,
         content_type: str = "",
         metadata: Mapping[str, str] | None = None,
+        storage_class: str = "",
+        replace_tags: bool = False,
+        tags: Mapping[str, str] | None = None,
+        expire_days: int = 0,
         source_version_id: str = "",
     ) -> ObjectInfo:
         """Copy ``source_key`` (``source_version_id``: that version of it; in
@@ -159,7 +181,10 @@ class UnaryCalls:
         ``metadata``. ``source_if_match`` pins the source's version;
         ``if_none_match`` and ``if_match`` guard the destination. A retry
         after a lost reply can report FAILED_PRECONDITION for a copy that
-        ``if_none_match`` let through the first time."""
+        ``if_none_match`` let through the first time. The copy keeps the
+        source's tags unless ``replace_tags`` (then ``tags``) and its lifetime
+        unless ``expire_days``; its storage class is ``storage_class``
+        (empty: STANDARD)."""
         if not replace_metadata and (content_type or metadata):
             raise ValueError("content_type and metadata need replace_metadata=True")
         source_bucket = bucket or self.options.bucket
@@ -174,6 +199,10 @@ class UnaryCalls:
             replace_metadata=replace_metadata,
             content_type=content_type,
             metadata=dict(metadata or {}),
+            storage_class=storage_class,
+            replace_tags=replace_tags,
+            tags=dict(tags or {}),
+            expire_days=expire_days,
             source_version_id=source_version_id,
         )
         response: storage_pb2.CopyResponse = await self._unary("Copy", request)

@@ -78,6 +78,9 @@ def upload_spec(
     if_none_match: bool,
     if_match: str,
     size: int | None,
+    tags: Mapping[str, str] | None = None,
+    storage_class: str = "",
+    expire_days: int = 0,
 ) -> storage_pb2.UploadSpec:
     """The spec of an upload of ``prepared`` as ``key``: the content type
     guessed from the key's extension unless given, the size declared (else
@@ -89,6 +92,9 @@ def upload_spec(
         metadata=metadata or {},
         if_none_match=if_none_match,
         if_match=if_match,
+        tags=tags or {},
+        storage_class=storage_class,
+        expire_days=expire_days,
     )
     declared = size if size is not None else prepared.size
     if declared is not None:

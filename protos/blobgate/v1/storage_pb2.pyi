@@ -29,8 +29,15 @@ class Checksums(_message.Message):
     def __init__(self, sha256: _Optional[bytes] = ..., crc32c: _Optional[int] = ...) -> None: ...
 
 class Object(_message.Message):
-    __slots__ = ("bucket", "key", "size", "etag", "content_type", "last_modified", "metadata", "checksums", "version_id", "is_latest", "is_delete_marker")
+    __slots__ = ("bucket", "key", "size", "etag", "content_type", "last_modified", "metadata", "checksums", "version_id", "is_latest", "is_delete_marker", "storage_class", "tags", "expires_at")
     class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +55,9 @@ class Object(_message.Message):
     VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     IS_LATEST_FIELD_NUMBER: _ClassVar[int]
     IS_DELETE_MARKER_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     key: str
     size: int
@@ -59,11 +69,21 @@ class Object(_message.Message):
     version_id: str
     is_latest: bool
     is_delete_marker: bool
-    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., size: _Optional[int] = ..., etag: _Optional[str] = ..., content_type: _Optional[str] = ..., last_modified: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., checksums: _Optional[_Union[Checksums, _Mapping]] = ..., version_id: _Optional[str] = ..., is_latest: _Optional[bool] = ..., is_delete_marker: _Optional[bool] = ...) -> None: ...
+    storage_class: str
+    tags: _containers.ScalarMap[str, str]
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., size: _Optional[int] = ..., etag: _Optional[str] = ..., content_type: _Optional[str] = ..., last_modified: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., checksums: _Optional[_Union[Checksums, _Mapping]] = ..., version_id: _Optional[str] = ..., is_latest: _Optional[bool] = ..., is_delete_marker: _Optional[bool] = ..., storage_class: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class UploadSpec(_message.Message):
-    __slots__ = ("bucket", "key", "content_type", "metadata", "size", "expected", "if_none_match", "if_match")
+    __slots__ = ("bucket", "key", "content_type", "metadata", "size", "expected", "if_none_match", "if_match", "tags", "storage_class", "expire_days")
     class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +98,9 @@ class UploadSpec(_message.Message):
     EXPECTED_FIELD_NUMBER: _ClassVar[int]
     IF_NONE_MATCH_FIELD_NUMBER: _ClassVar[int]
     IF_MATCH_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_DAYS_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     key: str
     content_type: str
@@ -86,7 +109,10 @@ class UploadSpec(_message.Message):
     expected: Checksums
     if_none_match: bool
     if_match: str
-    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., content_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., size: _Optional[int] = ..., expected: _Optional[_Union[Checksums, _Mapping]] = ..., if_none_match: _Optional[bool] = ..., if_match: _Optional[str] = ...) -> None: ...
+    tags: _containers.ScalarMap[str, str]
+    storage_class: str
+    expire_days: int
+    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., content_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., size: _Optional[int] = ..., expected: _Optional[_Union[Checksums, _Mapping]] = ..., if_none_match: _Optional[bool] = ..., if_match: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., storage_class: _Optional[str] = ..., expire_days: _Optional[int] = ...) -> None: ...
 
 class UploadRequest(_message.Message):
     __slots__ = ("spec", "data", "resume")
@@ -175,14 +201,16 @@ class DownloadResponse(_message.Message):
     def __init__(self, object: _Optional[_Union[Object, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class StatRequest(_message.Message):
-    __slots__ = ("bucket", "key", "version_id")
+    __slots__ = ("bucket", "key", "version_id", "include_tags")
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_TAGS_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     key: str
     version_id: str
-    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., version_id: _Optional[str] = ...) -> None: ...
+    include_tags: bool
+    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., version_id: _Optional[str] = ..., include_tags: _Optional[bool] = ...) -> None: ...
 
 class StatResponse(_message.Message):
     __slots__ = ("object",)
@@ -272,8 +300,15 @@ class DeleteResponse(_message.Message):
     def __init__(self, version_id: _Optional[str] = ..., delete_marker: _Optional[bool] = ...) -> None: ...
 
 class CopyRequest(_message.Message):
-    __slots__ = ("source_bucket", "source_key", "source_if_match", "destination_bucket", "destination_key", "if_none_match", "if_match", "replace_metadata", "content_type", "metadata", "source_version_id")
+    __slots__ = ("source_bucket", "source_key", "source_if_match", "destination_bucket", "destination_key", "if_none_match", "if_match", "replace_metadata", "content_type", "metadata", "source_version_id", "storage_class", "replace_tags", "tags", "expire_days")
     class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -291,6 +326,10 @@ class CopyRequest(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     SOURCE_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_TAGS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_DAYS_FIELD_NUMBER: _ClassVar[int]
     source_bucket: str
     source_key: str
     source_if_match: str
@@ -302,7 +341,11 @@ class CopyRequest(_message.Message):
     content_type: str
     metadata: _containers.ScalarMap[str, str]
     source_version_id: str
-    def __init__(self, source_bucket: _Optional[str] = ..., source_key: _Optional[str] = ..., source_if_match: _Optional[str] = ..., destination_bucket: _Optional[str] = ..., destination_key: _Optional[str] = ..., if_none_match: _Optional[bool] = ..., if_match: _Optional[str] = ..., replace_metadata: _Optional[bool] = ..., content_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source_version_id: _Optional[str] = ...) -> None: ...
+    storage_class: str
+    replace_tags: bool
+    tags: _containers.ScalarMap[str, str]
+    expire_days: int
+    def __init__(self, source_bucket: _Optional[str] = ..., source_key: _Optional[str] = ..., source_if_match: _Optional[str] = ..., destination_bucket: _Optional[str] = ..., destination_key: _Optional[str] = ..., if_none_match: _Optional[bool] = ..., if_match: _Optional[str] = ..., replace_metadata: _Optional[bool] = ..., content_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source_version_id: _Optional[str] = ..., storage_class: _Optional[str] = ..., replace_tags: _Optional[bool] = ..., tags: _Optional[_Mapping[str, str]] = ..., expire_days: _Optional[int] = ...) -> None: ...
 
 class CopyResponse(_message.Message):
     __slots__ = ("object",)
@@ -343,3 +386,28 @@ class BatchDeleteResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[BatchDeleteResult]
     def __init__(self, results: _Optional[_Iterable[_Union[BatchDeleteResult, _Mapping]]] = ...) -> None: ...
+
+class SetTagsRequest(_message.Message):
+    __slots__ = ("bucket", "key", "tags", "if_match")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    IF_MATCH_FIELD_NUMBER: _ClassVar[int]
+    bucket: str
+    key: str
+    tags: _containers.ScalarMap[str, str]
+    if_match: str
+    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., if_match: _Optional[str] = ...) -> None: ...
+
+class SetTagsResponse(_message.Message):
+    __slots__ = ("object",)
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    object: Object
+    def __init__(self, object: _Optional[_Union[Object, _Mapping]] = ...) -> None: ...

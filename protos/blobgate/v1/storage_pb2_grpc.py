@@ -93,6 +93,11 @@ class StorageServiceStub:
                 request_serializer=blobgate_dot_v1_dot_storage__pb2.BatchDeleteRequest.SerializeToString,
                 response_deserializer=blobgate_dot_v1_dot_storage__pb2.BatchDeleteResponse.FromString,
                 _registered_method=True)
+        self.SetTags = channel.unary_unary(
+                '/blobgate.v1.StorageService/SetTags',
+                request_serializer=blobgate_dot_v1_dot_storage__pb2.SetTagsRequest.SerializeToString,
+                response_deserializer=blobgate_dot_v1_dot_storage__pb2.SetTagsResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -202,6 +207,15 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTags(self, request, context):
+        """SetTags replaces the caller's tags of one object (S3 object tagging; the
+        object's bytes, metadata and ETag stay). The gateway's own expiry tag is
+        kept. Needs the write right. A missing key is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -259,6 +273,11 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.BatchDelete,
                     request_deserializer=blobgate_dot_v1_dot_storage__pb2.BatchDeleteRequest.FromString,
                     response_serializer=blobgate_dot_v1_dot_storage__pb2.BatchDeleteResponse.SerializeToString,
+            ),
+            'SetTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTags,
+                    request_deserializer=blobgate_dot_v1_dot_storage__pb2.SetTagsRequest.FromString,
+                    response_serializer=blobgate_dot_v1_dot_storage__pb2.SetTagsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -562,6 +581,33 @@ class StorageService:
             '/blobgate.v1.StorageService/BatchDelete',
             blobgate_dot_v1_dot_storage__pb2.BatchDeleteRequest.SerializeToString,
             blobgate_dot_v1_dot_storage__pb2.BatchDeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blobgate.v1.StorageService/SetTags',
+            blobgate_dot_v1_dot_storage__pb2.SetTagsRequest.SerializeToString,
+            blobgate_dot_v1_dot_storage__pb2.SetTagsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1._async import HealthServicer
 
 from blobgate.server.advertise import Advertised, AdvertiseError, choose_address
+from blobgate.server.bucket_lifecycle import LifecycleOnce
 from blobgate.server.consul_registration import ConsulRegistration
 from blobgate.server.core.access_policy import PolicyError
 from blobgate.server.core.errors import ServiceError
@@ -140,9 +141,12 @@ async def start_gateway(
     try:
         buckets = sorted(settings.buckets)
 
+        lifecycle = LifecycleOnce(storage.backend, settings, buckets)
+
         async def probe() -> None:
             if settings.create_buckets:
                 await storage.backend.ensure_buckets(buckets)
+            await lifecycle.reconcile()
             await storage.backend.check()
 
         interceptors = interceptor_chain(
@@ -207,7 +211,7 @@ def _listen(settings: Settings, servers: Servers, tls: ServerTLS | None) -> None
     except RuntimeError as exc:
         raise StartupError(f"cannot listen on {settings.listen}: {exc}") from None
     if settings.health_listen:
-        servers.health_server = health_only_server(servers.health)
+        servers.health_server = health_only_server(settings, servers.health)
         try:
             servers.health_port = servers.health_server.add_insecure_port(settings.health_listen)
         except RuntimeError as exc:

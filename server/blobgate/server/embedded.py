@@ -44,9 +44,9 @@ class EmbeddedS3:
 
 def dev_settings(settings: Settings, endpoint: str) -> Settings:
     """The settings for --dev: the embedded S3, its buckets created and
-    versioned (unless bucket_versioning was set),
-    127.0.0.1:50051 unless a listen address was given, and reflection on
-    unless it was turned off."""
+    versioned (unless bucket_versioning was set), 127.0.0.1:50051 unless a
+    listen address was given, and reflection and the gateway's lifecycle
+    rules on unless turned off."""
     if settings.s3_endpoint:
         raise EmbeddedS3Error("--dev starts its own S3: drop --s3-endpoint / BLOBGATE_S3_ENDPOINT")
     update: dict[str, Any] = {
@@ -60,6 +60,8 @@ def dev_settings(settings: Settings, endpoint: str) -> Settings:
         update["listen"] = DEV_LISTEN
     if "reflection" not in settings.model_fields_set:
         update["reflection"] = True  # grpcurl and friends work with no .proto at hand
+    if "manage_lifecycle" not in settings.model_fields_set:
+        update["manage_lifecycle"] = True  # the expiry rules, as on a real deployment
     if "drain_delay" not in settings.model_fields_set:
         update["drain_delay"] = 0.0  # nobody to drain from on a laptop
     return settings.model_copy(update=update)

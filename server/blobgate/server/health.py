@@ -1,5 +1,7 @@
 """Health that follows S3: a periodic cheap probe sets the standard health
-service's overall status and the StorageService's status together."""
+service's overall status and the StorageService's status together; and
+the health service each listener serves, whose Watch streams are bounded
+(``BoundedHealth``)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from grpc_health.v1 import health_pb2
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from blobgate.server.core.errors import ServiceError
@@ -20,6 +24,49 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class BoundedHealth(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
+    """The standard health service of one listener, answering from the
+    shared ``health`` (which the probe sets), with its Watch streams
+    bounded: health needs no identity, and without a bound anyone could
+    keep Watch streams open until they fill the server's calls. At most
+    ``max_watches`` are open at once; each ends with OK after ``lifetime``
+    seconds, and gRPC's client-side health checking, like any Watch client,
+    opens a new one (kubelet, Consul and blobgate-probe use Check, which is
+    never refused here). A Watch past the limit is refused with
+    UNIMPLEMENTED: gRPC's client-side health checking (gRFC A17) then stops
+    watching on that connection and treats the server as healthy, where
+    any other status would mark the server unhealthy in that client."""
+
+    def __init__(self, health: HealthServicer, max_watches: int, lifetime: float) -> None:
+        self._health = health
+        self._max_watches = max_watches
+        self._lifetime = lifetime
+        self.watches = 0
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthCheckResponse:
+        return await self._health.Check(request, context)
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        if self.watches >= self._max_watches:
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "this server has as many health Watch streams open as it allows: use Check",
+            )
+        self.watches += 1
+        try:
+            # A client's cancellation still ends it with CancelledError (a
+            # handler that swallows one leaks); only the lifetime is quiet.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._lifetime):
+                    await self._health.Watch(request, context)
+        finally:
+            self.watches -= 1
 
 
 class S3HealthProbe:

@@ -1,6 +1,7 @@
 """The gRPC servers: the main server with its services and interceptors,
-its options (connection limits, keepalive, message sizes, the stream
-window), and the small health-only server behind ``health_listen``."""
+its options (connection limits, keepalive, the handshake timeout, message
+sizes, the stream window), and the small health-only server behind
+``health_listen``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from blobgate.server.core.settings import Settings
-from blobgate.server.health import SERVICE_NAME
+from blobgate.server.health import SERVICE_NAME, BoundedHealth
+from blobgate.server.rpc.admission import AdmissionInterceptor, grpc_call_limit
 from blobgate.server.rpc.codecs import add_to_server
 from blobgate.v1 import storage_pb2_grpc
 
@@ -34,12 +36,25 @@ _CONNECTION_OPTIONS = [
 ]
 
 
+def handshake_options(settings: Settings) -> list[tuple[str, int]]:
+    """How long a new connection may take before it is a connection: gRPC
+    closes one that has not finished its TLS handshake and sent its HTTP/2
+    settings (the client preface) within ``handshake_timeout``. gRPC's
+    default, 120 s, let sockets that never start a handshake hold
+    ``max_connections`` for two minutes each. Once a connection is set up,
+    keepalive and max_connection_idle_ms (15 minutes, for every connection:
+    a shorter one would close well-behaved idle clients too) bound it."""
+    return [("grpc.server_handshake_timeout_ms", round(settings.handshake_timeout * 1000))]
+
+
 def server_options(settings: Settings) -> list[tuple[str, int]]:
     """The main server's gRPC options: connection limits and keepalive,
-    streams per connection, message sizes and the stream window."""
+    the handshake timeout, streams per connection, message sizes and the
+    stream window."""
     size = int(settings.max_message_size)
     return [
         *_CONNECTION_OPTIONS,
+        *handshake_options(settings),
         # Calls a connection may have open at once (HTTP/2 streams), and
         # connections at once: with max_calls (the server's maximum
         # concurrent RPCs), what bounds the calls whose messages gRPC buffers
@@ -71,7 +86,8 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
 
 
 # The health-only listener answers a few probes: small messages, few
-# connections and calls; a second instance on its port must fail too.
+# connections and calls; a second instance on its port must fail too. Its
+# Watch streams take at most half its calls, so Check always has room.
 _HEALTH_OPTIONS = [
     *_CONNECTION_OPTIONS,
     ("grpc.so_reuseport", 0),
@@ -82,13 +98,25 @@ _HEALTH_OPTIONS = [
 _HEALTH_MAX_CALLS = 64
 
 
-def health_only_server(health: HealthServicer) -> grpc.aio.Server:
+def health_only_server(settings: Settings, health: HealthServicer) -> grpc.aio.Server:
     """A server with nothing but ``health``, the gateway's own health
     service, for the plaintext ``health_listen`` port: probes that cannot
     present a client certificate (the Docker health check, kubelet) reach it
     there. Not bound to a port yet."""
-    server = grpc.aio.server(options=_HEALTH_OPTIONS, maximum_concurrent_rpcs=_HEALTH_MAX_CALLS)
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    # Every call here is anonymous: admission only holds each to delivering
+    # its request within anonymous_request_timeout.
+    admission = AdmissionInterceptor(
+        1, _HEALTH_MAX_CALLS, lambda _details: False, settings.anonymous_request_timeout
+    )
+    server = grpc.aio.server(
+        interceptors=[admission],
+        options=[*_HEALTH_OPTIONS, *handshake_options(settings)],
+        maximum_concurrent_rpcs=_HEALTH_MAX_CALLS,
+    )
+    watches = min(settings.max_health_watches, _HEALTH_MAX_CALLS // 2)
+    health_pb2_grpc.add_HealthServicer_to_server(
+        BoundedHealth(health, watches, settings.health_watch_lifetime), server
+    )
     return server
 
 
@@ -111,15 +139,19 @@ def build_servers(
     interceptors: list[grpc.aio.ServerInterceptor],
 ) -> Servers:
     """The gRPC server with the interceptor chain, the StorageService,
-    health and, if asked, reflection; not listening yet."""
+    health and, if asked, reflection; not listening yet. gRPC's own limit
+    on open calls leaves room for both of admission's shares
+    (``rpc.admission``)."""
     server = grpc.aio.server(
         interceptors=interceptors,
         options=server_options(settings),
-        maximum_concurrent_rpcs=settings.max_calls,
+        maximum_concurrent_rpcs=grpc_call_limit(settings.max_calls, settings.max_anonymous_calls),
     )
     add_to_server(servicer, server)
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health_pb2_grpc.add_HealthServicer_to_server(
+        BoundedHealth(health, settings.max_health_watches, settings.health_watch_lifetime), server
+    )
     if settings.reflection:
         reflection.enable_server_reflection(
             [

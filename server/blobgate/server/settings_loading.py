@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from blobgate.server.core.settings import Settings
+from blobgate.server.core.settings import FILE_ONLY, Settings
 
 
 class SettingsError(Exception):
@@ -38,6 +38,8 @@ def build_parser(prog: str = "blobgate-server") -> argparse.ArgumentParser:
         "(no AWS needed; data is lost on exit)",
     )
     for name, field in Settings.model_fields.items():
+        if name in FILE_ONLY:
+            continue
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
         if field.annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction

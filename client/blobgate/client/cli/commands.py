@@ -53,6 +53,9 @@ async def put(client: Client, args: argparse.Namespace) -> None:
             if_none_match=args.if_none_match,
             if_match=args.if_match,
             progress=progress,
+            tags=dict(args.tag),
+            storage_class=args.storage_class,
+            expire_days=args.expire_days,
         )
     if args.json:
         print_json(object_json(info))
@@ -130,7 +133,7 @@ async def ls(client: Client, args: argparse.Namespace) -> None:
 
 async def stat(client: Client, args: argparse.Namespace) -> None:
     """Describe an object."""
-    info = await client.stat(args.key, version_id=args.version_id)
+    info = await client.stat(args.key, include_tags=args.tags, version_id=args.version_id)
     if args.json:
         print_json(object_json(info))
         return
@@ -144,8 +147,11 @@ async def stat(client: Client, args: argparse.Namespace) -> None:
         ("sha256", info.sha256.hex() if info.sha256 is not None else "-"),
         ("crc32c", f"{info.crc32c:08x}" if info.crc32c is not None else "-"),
         ("version-id", info.version_id or "-"),
+        ("storage-class", info.storage_class or "-"),
+        ("expires", info.expires_at.isoformat() if info.expires_at else "-"),
     ]
     rows += [(f"metadata {name}", value) for name, value in sorted(info.metadata.items())]
+    rows += [(f"tag {name}", value) for name, value in sorted(info.tags.items())]
     width = max(len(name) for name, _ in rows) + 1
     for name, value in rows:
         print(f"{name + ':':<{width}} {value}")
@@ -204,11 +210,25 @@ async def cp(client: Client, args: argparse.Namespace) -> None:
         replace_metadata=replace,
         content_type=args.content_type,
         metadata=dict(args.metadata),
+        storage_class=args.storage_class,
+        replace_tags=args.replace_tags or bool(args.tag),
+        tags=dict(args.tag),
+        expire_days=args.expire_days,
     )
     if args.json:
         print_json(object_json(info))
     else:
         print(_copy_line("cp", args.source, info))
+
+
+async def tag(client: Client, args: argparse.Namespace) -> None:
+    """Replace an object's tags (none given: remove them; its lifetime stays)."""
+    info = await client.set_tags(args.key, dict(args.tags), if_match=args.if_match)
+    if args.json:
+        print_json(object_json(info))
+        return
+    shown = ", ".join(f"{name}={value}" for name, value in sorted(info.tags.items()))
+    print(f"tag {info.key}: {shown or '(no tags)'}")
 
 
 async def mv(client: Client, args: argparse.Namespace) -> None:

@@ -45,6 +45,10 @@ EXAMPLES = """\
   blobgate cp reports/q1.csv archive/ --to-bucket cold   # inside S3
   blobgate ls --versions reports/q1.csv     # every version (a versioned bucket)
   blobgate restore reports/q1.csv --version-id ID         # undo an overwrite
+  blobgate put x.csv tmp/x.csv --tag team=data --storage-class STANDARD_IA
+  blobgate put x.csv tmp/x.csv --expire-days 30   # S3 deletes it after 30 days
+  blobgate tag tmp/x.csv team=ml owner=ana        # replaces the tags
+  blobgate stat --tags tmp/x.csv
   blobgate put -r ./site site/ -j 8         # a tree; a re-run skips unchanged files
   blobgate get -r site/ ./copy
   blobgate du site/ --delimiter /
@@ -92,6 +96,34 @@ def _metadata_item(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     return name, value
+
+
+def _add_write_options(parser: argparse.ArgumentParser, *, copy: bool = False) -> None:
+    """--tag, --storage-class and --expire-days of put and cp."""
+    what = "the copy's tags, replacing the source's" if copy else "an object tag"
+    parser.add_argument(
+        "--tag",
+        type=_metadata_item,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"{what}; repeat for more (S3 allows 10)",
+    )
+    parser.add_argument(
+        "--storage-class",
+        default="",
+        metavar="CLASS",
+        help="S3 storage class, e.g. STANDARD_IA, GLACIER_IR (default: STANDARD)",
+    )
+    keeps = " (default: the source's)" if copy else ""
+    parser.add_argument(
+        "--expire-days",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"S3 deletes the object N days after it is written; N must be one the "
+        f"server allows{keeps}",
+    )
 
 
 def _positive(text: str) -> float:
@@ -226,6 +258,7 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
     )
     put.add_argument("--if-none-match", action="store_true", help="fail if KEY exists")
     put.add_argument("--if-match", default="", metavar="ETAG", help="replace only this version")
+    _add_write_options(put)
     put.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
 
     get = command(
@@ -266,6 +299,12 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
     stat = command("stat", cli_commands.stat, "describe an object")
     stat.add_argument("key", metavar="KEY")
     _add_version_option(stat, "describe this version of KEY")
+    stat.add_argument("--tags", action="store_true", help="also show the object's tags")
+
+    tag = command("tag", cli_commands.tag, "replace an object's tags (none given: remove them)")
+    tag.add_argument("key", metavar="KEY")
+    tag.add_argument("tags", type=_metadata_item, nargs="*", metavar="NAME=VALUE")
+    tag.add_argument("--if-match", default="", metavar="ETAG", help="only this version")
 
     presign = command("presign", cli_commands.presign, "print a URL for a plain HTTP client")
     presign.add_argument("key", metavar="KEY")
@@ -318,6 +357,10 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
                 default=[],
                 metavar="NAME=VALUE",
                 help="replace the metadata (repeat for more; the checksums stay)",
+            )
+            _add_write_options(move, copy=True)
+            move.add_argument(
+                "--replace-tags", action="store_true", help="the copy gets --tag's tags only"
             )
 
     undo = command(

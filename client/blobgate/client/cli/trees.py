@@ -73,7 +73,16 @@ async def put_tree(client: Client, args: argparse.Namespace) -> None:
     prefix = folder_prefix(args.key)
     what = f"put -r {directory} -> {prefix or '(bucket root)'}"
     with progress_bar(args, f"put -r {directory}", finishing="committing") as progress:
-        result = await upload_tree(client, directory, prefix, jobs=args.jobs, progress=progress)
+        result = await upload_tree(
+            client,
+            directory,
+            prefix,
+            jobs=args.jobs,
+            progress=progress,
+            tags=dict(args.tag),
+            storage_class=args.storage_class,
+            expire_days=args.expire_days,
+        )
     _report(args, what, result, "sent")
 
 

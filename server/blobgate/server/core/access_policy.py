@@ -5,7 +5,7 @@ The file is TOML, a list of ``[[grant]]`` tables::
     [[grant]]
     principals = ["spiffe://example.org/ns/reports/sa/uploader"]  # or "*": any caller
     buckets = ["reports"]
-    prefixes = ["daily/"]          # optional; absent: the whole bucket
+    prefixes = ["daily/"]          # [""]: the whole bucket
     actions = ["read", "list", "write", "presign"]
     max_presign_expiry = 3600      # optional, seconds
 
@@ -14,13 +14,20 @@ principal, bucket and action and, for a key, one of the grant's prefixes is
 a plain string prefix of the key (as S3 IAM matches ``reports/*``); a List
 when its prefix starts with one. Nothing else is allowed once a policy is
 set. Without a policy file every caller may do everything on the allowed
-buckets.
+buckets. A grant names its principals as the server's identity source
+spells them (``core.principal_names``): in mTLS mode a name no certificate
+can have (a bare DNS name or CN) is refused, saying how to write it.
 
 The file is read at start-up (an unusable one stops it), again when it
 changes (a ``stat`` at most once a second, by a call and by ``watch``, which
 the gateway runs, so a broken replacement is reported when it is written),
 and on ``reload()`` (SIGHUP). A replacement that does not load is logged and
 the old rights are kept.
+
+The file is read whole or not at all (``core.whole_files``: once left alone
+for SETTLE_SECONDS, unchanged across the read); every grant names its
+``prefixes``, so a grant cut short by a slower writer does not load rather
+than covering the whole bucket.
 """
 
 from __future__ import annotations
@@ -36,8 +43,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from blobgate.server.core.principal_names import IdentitySource, grant_principal, identity_source
 from blobgate.server.core.reserved_keys import RESERVED_PREFIX
 from blobgate.server.core.settings import Settings
+from blobgate.server.core.whole_files import Settling, Stamp, Unsettled, read_whole, stamp_of
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +58,10 @@ ANY_PRINCIPAL = "*"
 RELOAD_CHECK_INTERVAL = 1.0
 # How often (seconds) the watcher looks, calls or not.
 WATCH_INTERVAL = 1.0
-
-_Stamp = tuple[int, int, int, int]
+# How long (seconds) a changed file must be left alone before it is read.
+SETTLE_SECONDS = 1.0
+# How long start-up waits for a file that keeps changing.
+START_UP_WAIT = 10.0
 
 
 class Action(enum.StrEnum):
@@ -72,9 +83,13 @@ class PolicyError(Exception):
     """The policy file is unusable; the message names the file, the grant and the field."""
 
 
+class PolicyChanging(PolicyError):
+    """The policy file changed while it was read: read it again later."""
+
+
 @dataclass(frozen=True)
 class Grant:
-    """One ``[[grant]]``: ``prefixes`` None means the whole bucket."""
+    """One ``[[grant]]``: ``prefixes`` None (or ``("",)``) means the whole bucket."""
 
     principals: frozenset[str]
     buckets: frozenset[str]
@@ -124,12 +139,14 @@ def _label() -> str:
     return "auth_policy_file (--auth-policy-file / BLOBGATE_AUTH_POLICY_FILE)"
 
 
-def _strings(grant: Mapping[str, object], field: str, where: str) -> list[str]:
+def _strings(
+    grant: Mapping[str, object], field: str, where: str, *, empty: bool = False
+) -> list[str]:
     value = grant[field]
     if not isinstance(value, list) or not value:
         raise PolicyError(f"{where}.{field}: must be a non-empty list of strings")
     for item in value:
-        if not isinstance(item, str) or not item:
+        if not isinstance(item, str) or not (item or empty):
             raise PolicyError(f"{where}.{field}: {item!r} is not a non-empty string")
         if len(item) > MAX_NAME or not item.isprintable():
             raise PolicyError(
@@ -151,7 +168,22 @@ def _prefix(prefix: str, where: str) -> str:
     return prefix
 
 
-def _grant(raw: object, index: int) -> Grant:
+def _principals(
+    raw: Mapping[str, object], where: str, source: IdentitySource | None
+) -> frozenset[str]:
+    names = set()
+    for name in _strings(raw, "principals", where):
+        if name == ANY_PRINCIPAL:
+            names.add(name)
+            continue
+        try:
+            names.add(grant_principal(name, source))
+        except ValueError as exc:
+            raise PolicyError(f"{where}.principals: {exc}") from None
+    return frozenset(names)
+
+
+def _grant(raw: object, index: int, source: IdentitySource | None) -> Grant:
     where = f"grant[{index}]"
     if not isinstance(raw, dict):
         raise PolicyError(f"{where}: must be a table ([[grant]])")
@@ -164,6 +196,11 @@ def _grant(raw: object, index: int) -> Grant:
     for field in ("principals", "buckets", "actions"):
         if field not in raw:
             raise PolicyError(f"{where}.{field}: missing")
+    if "prefixes" not in raw:
+        raise PolicyError(
+            f"{where}.prefixes: missing: list the key prefixes the grant covers, or write "
+            'prefixes = [""] for the whole bucket'
+        )
     actions = set()
     for name in _strings(raw, "actions", where):
         try:
@@ -172,9 +209,7 @@ def _grant(raw: object, index: int) -> Grant:
             raise PolicyError(
                 f"{where}.actions: unknown action {name!r}: use {_KNOWN_ACTIONS}"
             ) from None
-    prefixes = None
-    if "prefixes" in raw:
-        prefixes = tuple(_prefix(p, where) for p in _strings(raw, "prefixes", where))
+    prefixes = tuple(_prefix(p, where) for p in _strings(raw, "prefixes", where, empty=True))
     expiry = raw.get("max_presign_expiry")
     if expiry is not None and (
         not isinstance(expiry, int)
@@ -185,7 +220,7 @@ def _grant(raw: object, index: int) -> Grant:
             f"{where}.max_presign_expiry: must be whole seconds from 1 to {MAX_PRESIGN_EXPIRY}"
         )
     return Grant(
-        principals=frozenset(_strings(raw, "principals", where)),
+        principals=_principals(raw, where, source),
         buckets=frozenset(_strings(raw, "buckets", where)),
         actions=frozenset(actions),
         prefixes=prefixes,
@@ -193,8 +228,10 @@ def _grant(raw: object, index: int) -> Grant:
     )
 
 
-def parse_policy(text: str) -> Rules:
-    """The rules of a policy document; PolicyError naming the grant and field."""
+def parse_policy(text: str, source: IdentitySource | None = None) -> Rules:
+    """The rules of a policy document for a server whose principals come
+    from ``source`` (None: any spelling); PolicyError naming the grant and
+    field."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -205,29 +242,32 @@ def parse_policy(text: str) -> Rules:
     grants = document.get("grant", [])
     if not isinstance(grants, list):
         raise PolicyError("grant: must be a list of tables ([[grant]], two brackets)")
-    return Rules(tuple(_grant(raw, index) for index, raw in enumerate(grants)))
+    return Rules(tuple(_grant(raw, index, source) for index, raw in enumerate(grants)))
 
 
-def _stamp(path: Path) -> _Stamp:
+def _stamp(path: Path) -> Stamp:
     try:
         info = path.stat()
     except OSError as exc:
         raise PolicyError(f"cannot read {path}: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
         raise PolicyError(f"{path} is not a regular file")
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    return stamp_of(info)
 
 
-def load_policy(path: Path) -> tuple[Rules, _Stamp]:
-    """The rules of the policy file and the stamp of what was read;
-    PolicyError naming the setting, the file, the grant and the field."""
+def load_policy(path: Path, source: IdentitySource | None = None) -> tuple[Rules, Stamp]:
+    """The rules of the policy file and the stamp of what was read, for a
+    server whose principals come from ``source``; PolicyError naming the
+    setting, the file, the grant and the field (PolicyChanging when the file
+    changed during the read)."""
     try:
         stamp = _stamp(path)
         try:
-            with path.open("rb") as file:
-                data = file.read(MAX_POLICY_BYTES + 1)
+            data = read_whole(path, stamp, MAX_POLICY_BYTES)
         except OSError as exc:
             raise PolicyError(f"cannot read {path}: {exc.strerror}") from None
+        except Unsettled as exc:
+            raise PolicyChanging(str(exc)) from None
         if len(data) > MAX_POLICY_BYTES:
             raise PolicyError(f"{path} is larger than 1MiB")
         try:
@@ -235,9 +275,11 @@ def load_policy(path: Path) -> tuple[Rules, _Stamp]:
         except UnicodeDecodeError:
             raise PolicyError(f"{path} is not UTF-8") from None
         try:
-            return parse_policy(text), stamp
+            return parse_policy(text, source), stamp
         except PolicyError as exc:
             raise PolicyError(f"{path}: {exc}") from None
+    except PolicyChanging as exc:
+        raise PolicyChanging(f"bad setting {_label()}: {exc}") from None
     except PolicyError as exc:
         raise PolicyError(f"bad setting {_label()}: {exc}") from None
 
@@ -245,31 +287,52 @@ def load_policy(path: Path) -> tuple[Rules, _Stamp]:
 class AccessPolicy:
     """The rights in force. Without a file every caller may do everything;
     with one, ``allows`` answers from the current rules, picking up a
-    changed file (a ``stat`` at most every RELOAD_CHECK_INTERVAL seconds)."""
+    changed file (a ``stat`` at most every RELOAD_CHECK_INTERVAL seconds)
+    once it has settled."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, source: IdentitySource | None = None) -> None:
         self.path = path
+        self.source = source
         self._lock = threading.Lock()
         self._rules: Rules | None = None
-        self._stamp: _Stamp | None = None
-        self._failed: _Stamp | None = None
+        self._stamp: Stamp | None = None
+        self._failed: Stamp | None = None
+        self._settling = Settling()
         self._checked = time.monotonic()
         self.reloads = 0
         if path is not None:
-            self._rules, self._stamp = load_policy(path)
+            self._rules, self._stamp = self._load_at_start(path)
             log.info("rights: %d grants from %s", len(self._rules.grants), path)
+
+    def _load_at_start(self, path: Path) -> tuple[Rules, Stamp]:
+        """The first rules, read once the file has settled (waiting for it
+        up to START_UP_WAIT seconds)."""
+        deadline = time.monotonic() + START_UP_WAIT
+        while True:
+            if self._settling.settled(_stamp(path), SETTLE_SECONDS):
+                try:
+                    return load_policy(path, self.source)
+                except PolicyChanging:
+                    pass
+            if time.monotonic() >= deadline:
+                raise PolicyError(
+                    f"bad setting {_label()}: {path} kept changing for {START_UP_WAIT:g}s: "
+                    "write it whole (a new file renamed over it)"
+                )
+            time.sleep(min(0.05, SETTLE_SECONDS))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AccessPolicy:
-        """The policy of ``auth_policy_file``; warns once when callers are
-        identified but no policy limits them."""
-        has_identity = settings.tls_client_ca_file is not None or settings.jwt_jwks_file is not None
-        if settings.auth_policy_file is None and has_identity:
+        """The policy of ``auth_policy_file``, for the server's identity
+        source; warns once when callers are identified but no policy limits
+        them."""
+        source = identity_source(settings)
+        if settings.auth_policy_file is None and source is not None:
             log.warning(
                 "no auth_policy_file: every authenticated caller has all rights on the "
                 "allowed buckets"
             )
-        return cls(settings.auth_policy_file)
+        return cls(settings.auth_policy_file, source)
 
     @property
     def enforced(self) -> bool:
@@ -308,7 +371,8 @@ class AccessPolicy:
 
     def reload(self) -> bool:
         """Read the file again whatever its stamp (SIGHUP); whether the
-        new rules are in force (else the old ones stay, with a warning)."""
+        new rules are in force (else the old ones stay, with a warning; a
+        file changed less than SETTLE_SECONDS ago is read by a later look)."""
         if self.path is None:
             log.info("reload asked, but no auth_policy_file is set")
             return False
@@ -325,8 +389,18 @@ class AccessPolicy:
                 return False  # mid-rename, or gone: keep the rules we have
             if not force and stamp in (self._stamp, self._failed):
                 return False
+            if not self._settling.settled(stamp, SETTLE_SECONDS):
+                if force:
+                    log.info(
+                        "policy file changed less than %gs ago: it is read once it has been "
+                        "left alone that long",
+                        SETTLE_SECONDS,
+                    )
+                return False  # being written, perhaps: a later look reads it
             try:
-                rules, stamp = load_policy(self.path)
+                rules, stamp = load_policy(self.path, self.source)
+            except PolicyChanging:
+                return False  # written to during the read: a later look reads it
             except PolicyError as exc:
                 self._failed = stamp
                 log.warning("policy file does not load; keeping the old rights: %s", exc)

@@ -36,6 +36,20 @@ class FailedPrecondition(ServiceError):
     """An if_match or if_none_match condition did not hold."""
 
 
+def if_match_failed(field: str = "if_match") -> FailedPrecondition:
+    """A failed ``if_match`` (or ``source_if_match``), worded the same whether
+    the object is missing or has another ETag, and naming neither that ETag
+    nor the object's size: a caller that may write or delete a key but not
+    read it must not learn its content by guessing ETags (a single-part
+    object's ETag is the MD5 of its bytes)."""
+    return FailedPrecondition(f"the object does not match {field}")
+
+
+def if_none_match_failed() -> FailedPrecondition:
+    """A failed ``if_none_match``: what S3 itself tells a writer (412)."""
+    return FailedPrecondition("the object already exists (if_none_match)")
+
+
 class OutOfRange(ServiceError):
     """The declared size differs from the bytes sent, or an offset is past the end."""
 

@@ -1,9 +1,11 @@
 """Who is calling: the principal of a call, from the verified client
 certificate (mTLS) or from a bearer JWT (TLS with ``jwt_jwks_file``).
 
-A certificate's principal is its first URI SAN (a SPIFFE ID such as
-``spiffe://example.org/ns/x/sa/y``), else its first DNS SAN, else its
-subject CN, as gRPC's TLS handshake verified them. A JWT's principal is its
+A certificate's principal is its URI SAN (a SPIFFE ID such as
+``spiffe://example.org/ns/x/sa/y``), else ``dns:`` and its first DNS SAN,
+else ``cn:`` and its subject CN, of the certificate gRPC's TLS handshake
+verified (``core.principal_names``: each kind its own spelling, no fallback
+past an unusable name). A JWT's principal is its
 ``sub``, once its signature (a key of the JWKS file, with that key's own
 algorithm: RS256, ES256 or HS256; ``alg: none`` never), issuer, audience and
 expiry check out. The JWKS file is read at start-up (an unusable one stops
@@ -20,7 +22,7 @@ import logging
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from typing import Any
 import jwt
 
 from blobgate.server.core.errors import Unauthenticated
+from blobgate.server.core.principal_names import certificate_principal
 from blobgate.server.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,21 +89,6 @@ def usable_principal(value: object) -> str | None:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_PRINCIPAL:
         return None
     return value if value.isprintable() else None
-
-
-def certificate_principal(auth_context: Mapping[str, Iterable[bytes]]) -> str | None:
-    """The principal of a verified client certificate, from gRPC's auth
-    context: the first URI SAN, else the first DNS SAN, else the subject CN;
-    None when it names none that is usable."""
-    for key in ("peer_uri", "peer_dns", "x509_common_name"):
-        for raw in auth_context.get(key, ()):
-            try:
-                principal = usable_principal(raw.decode("utf-8"))
-            except (UnicodeDecodeError, AttributeError):
-                principal = None
-            if principal is not None:
-                return principal
-    return None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from blobgate.server.core.lifecycle import PrefixRule, check_expiry_days
 from blobgate.shared.consul_config import ConsulConfig
 
 MiB = 1024 * 1024
@@ -44,6 +45,10 @@ EventLoop = Literal["auto", "asyncio", "uvloop"]
 ChecksumMode = Literal["when_required", "when_supported"]
 AddressingStyle = Literal["auto", "path", "virtual"]
 ConditionalDelete = Literal["auto", "native", "emulate"]
+
+
+# Settings given only in the config file (tables have no flag form).
+FILE_ONLY = frozenset({"lifecycle_rules"})
 
 
 def _split_commas(value: object) -> object:
@@ -78,6 +83,12 @@ class Settings(BaseSettings):
     s3_max_connections: int = Field(
         64, ge=1, description="S3 connections for the bytes of uploads and downloads"
     )
+    s3_connections_per_principal: int | None = Field(
+        None,
+        ge=1,
+        description="of s3_max_connections, the S3 data requests (part uploads, GETs) one caller "
+        "may have at once; more wait; unset: a quarter of s3_max_connections, at least 1",
+    )
     s3_control_connections: int = Field(
         16,
         ge=1,
@@ -109,6 +120,22 @@ class Settings(BaseSettings):
         description="with create_buckets: turn S3 versioning on in every allowed bucket "
         "at start-up (false leaves each bucket's versioning as it is)",
     )
+    expiry_days_allowed: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [1, 7, 30, 90, 365],
+        description="comma-separated lifetimes in days an object may be given (expire_days); "
+        "empty: none",
+    )
+    manage_lifecycle: bool = Field(
+        False,
+        description="at start-up, write the gateway's lifecycle rules (the expiry rules and "
+        "lifecycle_rules) into each served bucket, keeping every rule it does not own",
+    )
+    lifecycle_rules: list[PrefixRule] = Field(
+        default_factory=list,
+        description="config file only: [[lifecycle_rules]] tables, each a prefix (and "
+        "optional bucket) with expire_days, noncurrent_expire_days, transition_days and "
+        "transition_class, or abort_multipart_days",
+    )
     part_size: ByteSize = Field(ByteSize(8 * MiB), description="multipart part size (>= 5MiB)")
     parts_in_flight: int = Field(4, ge=1, le=64, description="parts uploaded at once per upload")
     copy_threshold: ByteSize = Field(
@@ -125,6 +152,11 @@ class Settings(BaseSettings):
         ByteSize(1024 * MiB),
         description="bytes buffered across all uploads; past it uploads wait (>= part_size)",
     )
+    memory_budget_per_principal: ByteSize | None = Field(
+        None,
+        description="bytes of memory_budget one caller may hold (part_size to memory_budget); "
+        "unset: a quarter of memory_budget, at least part_size",
+    )
     max_streams: int = Field(
         256, ge=1, description="concurrent Upload/Download streams; more get RESOURCE_EXHAUSTED"
     )
@@ -132,7 +164,7 @@ class Settings(BaseSettings):
         None,
         ge=1,
         description="concurrent Upload/Download streams of one identified caller (mTLS or JWT); "
-        "unset: half of max_streams; callers without an identity are not counted",
+        "unset: a quarter of max_streams; callers without an identity are not counted",
     )
     max_sessions_per_principal: int = Field(
         100,
@@ -146,6 +178,37 @@ class Settings(BaseSettings):
         ge=1,
         description="calls open at once, of every kind, counted from their first bytes; "
         "more get RESOURCE_EXHAUSTED",
+    )
+    max_anonymous_calls: int = Field(
+        16,
+        ge=2,
+        description="calls open at once that carry no identity (health, reflection; with "
+        "jwt_jwks_file, StorageService calls without a valid token), apart from max_calls",
+    )
+    max_health_watches: int = Field(
+        4,
+        ge=1,
+        description="health Watch streams open at once on each listener (more get "
+        "UNIMPLEMENTED); fewer than max_anonymous_calls, so health Check always has room",
+    )
+    health_watch_lifetime: float = Field(
+        600.0,
+        gt=0,
+        description="seconds a health Watch stays open; then it ends with OK and standard "
+        "clients open a new one",
+    )
+    anonymous_request_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="seconds a call without an identity (health) has to deliver its request "
+        "message; later, it ends with DEADLINE_EXCEEDED",
+    )
+    handshake_timeout: float = Field(
+        5.0,
+        gt=0,
+        le=120,
+        description="seconds a new connection has to finish its TLS handshake and send its "
+        "HTTP/2 settings; slower ones are closed",
     )
     max_streams_per_connection: int = Field(
         128, ge=1, description="calls one client connection may have open at once"
@@ -288,11 +351,23 @@ class Settings(BaseSettings):
         "jwt_audience",
         "auth_policy_file",
         "max_streams_per_principal",
+        "memory_budget_per_principal",
+        "s3_connections_per_principal",
         mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("expiry_days_allowed", mode="before")
+    @classmethod
+    def _days_from_text(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("expiry_days_allowed")
+    @classmethod
+    def _days_in_range(cls, value: list[int]) -> list[int]:
+        return check_expiry_days(value)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -355,8 +430,15 @@ class Settings(BaseSettings):
             raise ValueError("copy_threshold must be between 5MiB and 5GiB (CopyObject's limit)")
         if self.memory_budget < self.part_size:
             raise ValueError("memory_budget must be at least part_size")
+        self._check_shares()
         if self.max_message_size < MIN_MESSAGE_SIZE:
             raise ValueError("max_message_size must be at least 4MiB + 64KiB")
+        if self.max_health_watches >= self.max_anonymous_calls:
+            raise ValueError(
+                f"max_health_watches {self.max_health_watches} must be less than "
+                f"max_anonymous_calls {self.max_anonymous_calls}, so that health Check keeps "
+                "room beside open Watch streams"
+            )
         if (
             self.max_streams_per_principal is not None
             and self.max_streams_per_principal > self.max_streams
@@ -366,6 +448,21 @@ class Settings(BaseSettings):
                 f"max_streams {self.max_streams}: lower it or raise max_streams"
             )
         return self
+
+    def _check_shares(self) -> None:
+        share = self.memory_budget_per_principal
+        if share is not None and not self.part_size <= share <= self.memory_budget:
+            raise ValueError(
+                f"memory_budget_per_principal {share.human_readable()} must be between part_size "
+                f"{self.part_size.human_readable()} (what one upload needs to make progress) and "
+                f"memory_budget {self.memory_budget.human_readable()}"
+            )
+        connections = self.s3_connections_per_principal
+        if connections is not None and connections > self.s3_max_connections:
+            raise ValueError(
+                f"s3_connections_per_principal {connections} is more than s3_max_connections "
+                f"{self.s3_max_connections}: lower it or raise s3_max_connections"
+            )
 
     def _check_jwt(self) -> None:
         if self.jwt_jwks_file is None:
@@ -389,10 +486,31 @@ class Settings(BaseSettings):
     @property
     def streams_per_principal(self) -> int:
         """Upload/Download streams one identified caller may hold: the setting,
-        else half of max_streams (at least 1)."""
+        else a quarter of max_streams (at least 1)."""
         if self.max_streams_per_principal is not None:
             return self.max_streams_per_principal
-        return max(1, self.max_streams // 2)
+        return max(1, self.max_streams // 4)
+
+    @property
+    def budget_per_principal(self) -> int:
+        """Bytes of memory_budget one caller may hold: the setting, else a
+        quarter of memory_budget (at least part_size)."""
+        if self.memory_budget_per_principal is not None:
+            return int(self.memory_budget_per_principal)
+        return max(int(self.part_size), int(self.memory_budget) // 4)
+
+    @property
+    def connections_per_principal(self) -> int:
+        """S3 data requests one caller may have at once: the setting, else a
+        quarter of s3_max_connections (at least 1)."""
+        if self.s3_connections_per_principal is not None:
+            return self.s3_connections_per_principal
+        return max(1, self.s3_max_connections // 4)
+
+    @property
+    def identity_source(self) -> bool:
+        """Whether callers are named (mTLS or bearer JWTs)."""
+        return self.tls_client_ca_file is not None or self.jwt_jwks_file is not None
 
     @property
     def object_size_limit(self) -> int:

@@ -6,10 +6,12 @@ bucket, key, bytes in and out, duration and final status.
 call's record (a contextvar, so the call's task and the tasks it starts
 share it); ``call_record()`` is the one way to reach it, and what fills it
 in gets it from there or as an argument (see ``CallRecord``). Its place in
-the chain is given in ``rpc.chain``. The request id is a short token the
-caller proposed in ``x-request-id`` metadata, else a new one; the caller
-gets it back in the call's trailing metadata, and ``status_codes`` quotes it
-in an INTERNAL status.
+the chain is given in ``rpc.chain``. The request id is the server's own,
+new for every call, so that no caller can make its lines share an id with
+another's; the caller gets it back in the call's trailing metadata, and
+``status_codes`` quotes it in an INTERNAL status. An id the caller proposed
+in ``x-request-id`` metadata is logged beside it as ``caller_request_id``,
+cut to a short token of safe characters.
 
 Nothing else from a request is logged: not an upload id, not a status
 message (either may carry one). The audit log (``rpc.audit``) writes its
@@ -36,9 +38,10 @@ from blobgate.shared.wire import REQUEST_ID_KEY
 
 log = logging.getLogger("blobgate.access")
 
-# A request id a caller may propose: a short token that is safe in a log line,
-# a header and a file name (a UUID fits).
-_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# What is kept of a request id a caller proposes: at most this many of the
+# characters that are safe in a log line, a header and a file name (a UUID fits).
+MAX_CALLER_ID = 64
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # Longer keys are refused anyway (api.md, Keys); the log line stays bounded.
 _MAX_LOGGED = 1024
 
@@ -65,6 +68,7 @@ class CallRecord:
     bytes_out: int = 0  # object bytes sent (Download)
     trace_id: str = ""  # set when the call is traced (rpc.tracing)
     version_id: str = ""  # the version the request names (Copy: its source's)
+    caller_request_id: str = ""  # the id the caller proposed, sanitized; "" if none
 
 
 _current: ContextVar[CallRecord | None] = ContextVar("blobgate_call", default=None)
@@ -78,12 +82,19 @@ def call_record() -> CallRecord:
     return CallRecord() if record is None else record
 
 
-def request_id_for(metadata: Any) -> str:
-    """The caller's ``x-request-id`` if it is a short safe token, else a new id."""
-    for key, value in metadata or ():
-        if key == REQUEST_ID_KEY and isinstance(value, str) and _SAFE_ID.fullmatch(value):
-            return value
+def new_request_id() -> str:
+    """A call's own id: 16 hex digits, never chosen by a caller."""
     return uuid.uuid4().hex[:16]
+
+
+def caller_request_id(metadata: Any) -> str:
+    """The caller's ``x-request-id``, if it proposed one, as it may be
+    logged: letters, digits, ``.``, ``_`` and ``-`` only (the rest dropped),
+    at most MAX_CALLER_ID of them; "" for none."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str):
+            return _UNSAFE.sub("", value[: MAX_CALLER_ID * 4])[:MAX_CALLER_ID]
+    return ""
 
 
 def final_status(
@@ -113,6 +124,7 @@ _TARGETS: dict[str, Callable[[Any], tuple[str, str]]] = {
     "Stat": _object("bucket", "key"),
     "Presign": _object("bucket", "key"),
     "Delete": _object("bucket", "key"),
+    "SetTags": _object("bucket", "key"),
     "List": _object("bucket"),
     "BatchDelete": _object("bucket"),
     "Copy": _object("destination_bucket", "destination_key"),
@@ -150,9 +162,8 @@ class AccessLogInterceptor(MethodInterceptor):
 
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
-            record = CallRecord(
-                request_id_for(context.invocation_metadata()), method, context.peer()
-            )
+            record = CallRecord(new_request_id(), method, context.peer())
+            record.caller_request_id = caller_request_id(context.invocation_metadata())
             if target is not None and isinstance(request, Message):
                 record.bucket, record.key = target(request)
                 if version_field is not None:
@@ -191,6 +202,8 @@ class AccessLogInterceptor(MethodInterceptor):
         }
         if record.version_id:  # only where a request names one
             fields["version_id"] = capped(record.version_id)
+        if record.caller_request_id:
+            fields["caller_request_id"] = record.caller_request_id
         if record.trace_id:
             fields["trace_id"] = record.trace_id
         log.info("%s %s", record.method, status.name, extra=fields)

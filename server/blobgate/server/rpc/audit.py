@@ -2,7 +2,8 @@
 access (logger ``blobgate.audit``, INFO), whatever it ended with, refusals
 included: who (principal, peer), what (action, method, bucket, key, bytes),
 how it ended (outcome, the status name) and the request id that ties it to
-the access line.
+the access line (the server's own; an id the caller proposed is beside it as
+``caller_request_id``).
 
 ``AuditInterceptor`` writes its line from the access log's ``CallRecord``
 (request id; the principal once authentication has set it; Upload's object
@@ -39,7 +40,7 @@ _errors = logging.getLogger(__name__)
 pb = storage_pb2
 
 # The audited methods and their action, in the rights' vocabulary (write
-# covers Upload and the resumable RPCs); Copy is a read and a write at once.
+# covers Upload, the resumable RPCs and SetTags); Copy is a read and a write at once.
 ACTIONS: dict[str, str] = {
     "Upload": "write",
     "StartResumableUpload": "write",
@@ -48,6 +49,7 @@ ACTIONS: dict[str, str] = {
     "BatchDelete": "delete",
     "Copy": "copy",
     "Presign": "presign",
+    "SetTags": "write",
 }
 
 Details = Callable[[Any, Any, dict[str, Any]], None]
@@ -192,6 +194,8 @@ class AuditInterceptor(MethodInterceptor):
             if name in fields:
                 fields[name] = capped(fields[name])
         fields["outcome"] = status.name
+        if record.caller_request_id:
+            fields["caller_request_id"] = record.caller_request_id
         if record.trace_id:
             fields["trace_id"] = record.trace_id
         log.info("%s %s %s", fields["action"], fields["method"], status.name, extra=fields)

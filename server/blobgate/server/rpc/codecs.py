@@ -45,6 +45,12 @@ def object_message(info: StoredObject) -> storage_pb2.Object:
         message.checksums.sha256 = info.checksums.sha256
     if info.checksums.crc32c is not None:
         message.checksums.crc32c = info.checksums.crc32c
+    if info.storage_class:
+        message.storage_class = info.storage_class
+    if info.tags is not None:
+        message.tags.update(info.tags)
+    if info.expires_at is not None:
+        message.expires_at.FromDatetime(info.expires_at)
     return message
 
 
@@ -152,6 +158,9 @@ def add_to_server(
             servicer.BatchDelete,
             _parser(pb.BatchDeleteRequest),
             pb.BatchDeleteResponse.SerializeToString,
+        ),
+        "SetTags": grpc.unary_unary_rpc_method_handler(
+            servicer.SetTags, _parser(pb.SetTagsRequest), pb.SetTagsResponse.SerializeToString
         ),
     }
     name = pb.DESCRIPTOR.services_by_name["StorageService"].full_name

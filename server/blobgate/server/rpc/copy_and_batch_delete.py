@@ -43,10 +43,11 @@ def copy_spec(request: storage_pb2.CopyRequest, buckets: BucketPolicy) -> CopySp
                 "content_type and metadata apply only with replace_metadata: set it to "
                 "replace them, or leave them empty to keep the source's"
             )
-        if source == destination:
+        changes = request.replace_tags or request.storage_class or request.expire_days
+        if source == destination and not changes:
             raise InvalidArgument(
-                "copying an object onto itself changes nothing: set replace_metadata, "
-                "or name another destination"
+                "copying an object onto itself changes nothing: set replace_metadata "
+                "(or replace_tags, storage_class, expire_days), or name another destination"
             )
         content_type, metadata = "", {}
     options = PutOptions(

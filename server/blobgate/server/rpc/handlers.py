@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -26,6 +27,7 @@ from blobgate.server.rpc.copy_and_batch_delete import (
     copy_spec,
 )
 from blobgate.server.rpc.page_token_key import PageTokenKey
+from blobgate.server.rpc.tags import check_copy_tags, set_tags, with_tagging
 from blobgate.server.rpc.upload_stream import (
     UploadMessage,
     UploadStream,
@@ -77,9 +79,14 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self._sessions = sessions
         self._page_token_key = page_token_key
         self._session_expiry = timedelta(seconds=settings.session_expiry)
-        self._buckets = BucketPolicy(settings.default_bucket, settings.buckets)
+        self._buckets = BucketPolicy(
+            settings.default_bucket,
+            settings.buckets,
+            deferred=settings.auth_policy_file is not None,  # storage.authorization refuses
+        )
         self._max_size = settings.object_size_limit
         self._idle_timeout = settings.stream_idle_timeout
+        self._expiry_days = settings.expiry_days_allowed
 
     def _session_spec(self, spec: storage_pb2.UploadSpec) -> SessionSpec:
         """Where and how to store what an UploadSpec describes."""
@@ -92,6 +99,9 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             if_none_match=spec.if_none_match,
             if_match=validate_etag(spec.if_match),
             known=expected_checksums(spec.expected),
+        )
+        options = with_tagging(
+            options, spec.tags, spec.storage_class, spec.expire_days, self._expiry_days
         )
         return SessionSpec(ref, options, spec.size if spec.HasField("size") else None)
 
@@ -194,6 +204,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     ) -> storage_pb2.StatResponse:
         ref = versioned(self._buckets.ref(request.bucket, request.key), request.version_id)
         info = await self._store.head(ref)
+        if request.include_tags:
+            info = replace(info, tags=await self._store.get_tags(ref))
         return pb.StatResponse(object=object_message(info))
 
     async def List(
@@ -283,7 +295,17 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     async def Copy(
         self, request: storage_pb2.CopyRequest, context: Context
     ) -> storage_pb2.CopyResponse:
-        info = await self._store.copy(copy_spec(request, self._buckets))
+        check_copy_tags(request)
+        spec = copy_spec(request, self._buckets)
+        options = with_tagging(
+            spec.options,
+            request.tags,
+            request.storage_class,
+            request.expire_days,
+            self._expiry_days,
+        )
+        spec = replace(spec, options=options, replace_tags=request.replace_tags)
+        info = await self._store.copy(spec)
         return pb.CopyResponse(object=object_message(info))
 
     async def BatchDelete(
@@ -293,3 +315,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         entries = batch_delete_entries(request.entries)
         results = await self._store.batch_delete(bucket, entries)
         return pb.BatchDeleteResponse(results=batch_delete_results(entries, results))
+
+    async def SetTags(
+        self, request: storage_pb2.SetTagsRequest, context: Context
+    ) -> storage_pb2.SetTagsResponse:
+        return await set_tags(self._store, self._buckets, request)

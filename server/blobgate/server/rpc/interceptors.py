@@ -20,6 +20,7 @@ from blobgate.v1 import storage_pb2
 
 SERVICE = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+_KEPT = 4  # wrapped handlers kept per method
 
 # Every StorageService handler is a grpc.aio coroutine (Download writes its
 # stream with context.write); grpc's stubs type RpcMethodHandler's behaviours
@@ -57,7 +58,9 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):
     once and reused while the handler beneath it stays the same."""
 
     def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        # Per method, the handlers met beneath and their wrapped ones: the
+        # method's own, and a refusal or two (rpc.authentication).
+        self._wrapped: dict[str, list[tuple[Handler, Handler]]] = {}
 
     def applies(self, handler: Handler) -> bool:
         """Whether this interceptor wraps ``handler`` (by default, all)."""
@@ -77,11 +80,13 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or not method.startswith(f"/{SERVICE}/") or not self.applies(handler):
             return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
+        cached = self._wrapped.setdefault(method, [])
+        for beneath, wrapped in cached:
+            if beneath is handler:
+                return wrapped
         wrapped = self.wrap(handler, method.rpartition("/")[2])
-        self._wrapped[method] = (handler, wrapped)
+        cached.append((handler, wrapped))
+        del cached[:-_KEPT]
         return wrapped
 
 

@@ -125,7 +125,10 @@ class MetricsInterceptor(MethodInterceptor):
 
     def wrap(self, handler: Handler, method: str) -> Handler:
         m = self._metrics
-        kind = _method_type(handler.request_streaming, handler.response_streaming)
+        # From the method, not the handler: a call refused before its request
+        # was read runs a request-streaming handler (rpc.admission).
+        described = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].methods_by_name
+        kind = _method_type(described[method].client_streaming, described[method].server_streaming)
         labels = (kind, SERVICE, method)
         started = m.started.labels(*labels)
         seconds = m.seconds.labels(*labels)

@@ -46,15 +46,20 @@ def validate_key(key: str) -> str:
 
 
 class BucketPolicy:
-    """Resolves the request's bucket: empty is the default; the rest must be allowed."""
+    """Resolves the request's bucket: empty is the default; the rest must be
+    allowed. ``deferred`` (under a policy file): a bucket outside the allowed
+    set is passed on, for the authorization layer to refuse in the words of
+    a missing grant (``storage.authorization``), so that a caller cannot tell
+    an unserved bucket from one where it has no rights."""
 
-    def __init__(self, default: str, allowed: frozenset[str]) -> None:
+    def __init__(self, default: str, allowed: frozenset[str], *, deferred: bool = False) -> None:
         self.default = default
         self.allowed = allowed
+        self.deferred = deferred
 
     def resolve(self, bucket: str) -> str:
         name = bucket or self.default
-        if name not in self.allowed:
+        if name not in self.allowed and not self.deferred:
             # Say what was refused, not what exists: no list of buckets.
             raise PermissionDenied(f"bucket {name!r} is not served by this gateway")
         return name

@@ -6,10 +6,18 @@ Denials are PermissionDenied saying what was refused ("caller X may not
 write this key"), never which buckets or grants exist. A session of another
 principal is NotFound with the message of a session that does not exist.
 
+Under a policy file, a bucket the gateway does not serve reaches this layer
+(``rpc.validation.BucketPolicy`` lets it through) and is refused here as a
+bucket where the caller has no grant: the same status and words, per key in
+a BatchDelete, NotFound for a session in it, so that a caller cannot tell
+served buckets from the others. Nothing under this layer (metrics, limits,
+the store) ever sees such a bucket.
+
 Which right each call needs:
 
     put, the session calls      write            on the key
-    open, head                  read             on the key
+    open, head, get_tags        read             on the key
+    set_tags                    write            on the key
     list_page, list_versions    list             on the prefix
     delete, batch_delete        delete           on each key (a BatchDelete
                                                  answers per key: refused keys
@@ -24,7 +32,7 @@ Which right each call needs:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import replace
 
 from blobgate.server.core.access_policy import AccessPolicy, Action
@@ -61,7 +69,26 @@ def _refusal(principal: str | None, action: Action, what: str) -> PermissionDeni
     return PermissionDenied(f"{_caller(principal)} may not {action.value} {what}")
 
 
-def _check(policy: AccessPolicy, action: Action, bucket: str, key: str, what: str) -> None:
+class _Rights:
+    """The policy, narrowed to the buckets the gateway serves."""
+
+    def __init__(self, policy: AccessPolicy, served: frozenset[str] | None) -> None:
+        self.policy = policy
+        self.served = served
+
+    def serves(self, bucket: str) -> bool:
+        return self.served is None or bucket in self.served
+
+    def allows(self, principal: str | None, action: Action, bucket: str, key: str) -> bool:
+        return self.serves(bucket) and self.policy.allows(principal, action, bucket, key)
+
+    def presign_limit(self, principal: str | None, bucket: str, key: str) -> int | None:
+        if not self.serves(bucket):
+            return None
+        return self.policy.presign_limit(principal, bucket, key)
+
+
+def _check(policy: _Rights, action: Action, bucket: str, key: str, what: str) -> None:
     """PermissionDenied unless the current principal may do ``action``."""
     principal = current_principal()
     if not policy.allows(principal, action, bucket, key):
@@ -69,11 +96,14 @@ def _check(policy: AccessPolicy, action: Action, bucket: str, key: str, what: st
 
 
 class AuthorizedStore(ObjectStoreDecorator):
-    """An ObjectStore that refuses what the policy does not grant."""
+    """An ObjectStore that refuses what the policy does not grant, and any
+    bucket outside ``served`` (None: the caller checks buckets itself)."""
 
-    def __init__(self, inner: ObjectStore, policy: AccessPolicy) -> None:
+    def __init__(
+        self, inner: ObjectStore, policy: AccessPolicy, served: frozenset[str] | None = None
+    ) -> None:
         super().__init__(inner)
-        self._policy = policy
+        self._policy = _Rights(policy, served)
 
     def _key(self, action: Action, ref: ObjectRef) -> None:
         _check(self._policy, action, ref.bucket, ref.key, "this key")
@@ -91,6 +121,16 @@ class AuthorizedStore(ObjectStoreDecorator):
     async def head(self, ref: ObjectRef) -> StoredObject:
         self._key(Action.READ, ref)
         return await self._inner.head(ref)
+
+    async def get_tags(self, ref: ObjectRef) -> dict[str, str]:
+        self._key(Action.READ, ref)
+        return await self._inner.get_tags(ref)
+
+    async def set_tags(
+        self, ref: ObjectRef, tags: Mapping[str, str], if_match: str
+    ) -> StoredObject:
+        self._key(Action.WRITE, ref)
+        return await self._inner.set_tags(ref, tags, if_match)
 
     async def list_page(
         self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
@@ -158,11 +198,14 @@ class AuthorizedStore(ObjectStoreDecorator):
 class AuthorizedSessions(SessionStoreDecorator):
     """A SessionStore whose sessions belong to the principal that started
     them: to any other caller they do not exist. Every session call needs
-    the write right on the session's key."""
+    the write right on the session's key. A session in a bucket outside
+    ``served`` does not exist either, and is not looked for."""
 
-    def __init__(self, inner: SessionStore, policy: AccessPolicy) -> None:
+    def __init__(
+        self, inner: SessionStore, policy: AccessPolicy, served: frozenset[str] | None = None
+    ) -> None:
         super().__init__(inner)
-        self._policy = policy
+        self._policy = _Rights(policy, served)
 
     def _owned(self, session: Session) -> Session:
         """``session`` if the current principal started it and may still write it."""
@@ -177,6 +220,8 @@ class AuthorizedSessions(SessionStoreDecorator):
         return await self._inner.start_session(replace(spec, owner=current_principal()))
 
     async def open_session(self, bucket: str, session_id: str) -> Session:
+        if not self._policy.serves(bucket):
+            raise NotFound(SESSION_GONE)
         try:
             session = await self._inner.open_session(bucket, session_id)
         except DamagedSession as exc:

@@ -5,7 +5,7 @@ added to a protocol is forwarded by every decorator at once."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 
 from blobgate.server.core.errors import ServiceError
 from blobgate.server.storage.protocols import (
@@ -84,6 +84,14 @@ class ObjectStoreDecorator:
         self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str
     ) -> PresignedRequest:
         return await self._inner.presign(ref, method, expires_in, content_type)
+
+    async def get_tags(self, ref: ObjectRef) -> dict[str, str]:
+        return await self._inner.get_tags(ref)
+
+    async def set_tags(
+        self, ref: ObjectRef, tags: Mapping[str, str], if_match: str
+    ) -> StoredObject:
+        return await self._inner.set_tags(ref, tags, if_match)
 
     async def check(self) -> None:
         await self._inner.check()

@@ -6,10 +6,17 @@ decorators for cross-cutting concerns, outermost first as calls meet them.
     AuthorizedSessions -> StreamLimitedSessions(per principal) -> SessionQuota
         -> StreamLimitedSessions(server-wide) -> backend.sessions (SessionStore)
 
-Authorization (storage.authorization) checks rights before any other
-decorator takes a slot or budget; only the metrics see a refused call.
+The memory budget (storage.byte_budget, with a share per principal) is
+taken by the S3 store as parts fill; each principal's S3 data requests are
+counted on the backend's connection (``s3.connection_shares``). Callers
+without an identity count as one principal for both only when an identity
+source is configured.
+
+Authorization (storage.authorization) checks rights, and under a policy
+file the served buckets, before any other decorator takes a slot or budget
+or counts a bucket: nothing below it sees a refused call.
 SessionQuota keeps its markers in ``backend.records``. With metrics on,
-MeteredStore and MeteredSessions (storage.metrics) go outermost, counting the
+MeteredStore and MeteredSessions (storage.metrics) go just inside it, counting the
 sweeps from ``backend.sweep_tally``; with metrics or traces on, every request
 the backend sends is measured and traced (``backend.instrument``).
 
@@ -60,6 +67,7 @@ def s3_config(settings: Settings) -> S3Config:
         read_timeout=settings.s3_read_timeout,
         max_attempts=settings.s3_max_attempts,
         max_connections=settings.s3_max_connections,
+        connections_per_principal=settings.connections_per_principal,
         control_connections=settings.s3_control_connections,
         checksum_mode=settings.checksum_mode,
         full_object_checksums=settings.s3_full_object_checksums,
@@ -70,6 +78,7 @@ def s3_config(settings: Settings) -> S3Config:
         copy_threshold=int(settings.copy_threshold),
         session_expiry=settings.session_expiry,
         bucket_versioning=settings.bucket_versioning,
+        count_anonymous=settings.identity_source,
     )
 
 
@@ -107,7 +116,13 @@ def build_storage(
     ``registry``, its metrics go there. PolicyError when the
     ``auth_policy_file`` is unusable."""
     policy = AccessPolicy.from_settings(settings)  # first: nothing to undo if it fails
-    budget = ByteBudget(int(settings.memory_budget))
+    # Callers without an identity are one principal held to a share only when
+    # callers are named at all; otherwise the share would only shrink the budget.
+    budget = ByteBudget(
+        int(settings.memory_budget),
+        settings.budget_per_principal,
+        count_anonymous=settings.identity_source,
+    )
     if backend is None:
         backend = S3Backend(s3_config(settings), budget, credentials)
     streams = StreamLimit(settings.max_streams)
@@ -129,13 +144,16 @@ def build_storage(
         # Every request to the store is measured, and a span when traces are
         # on; with metrics off the measurements go to a registry nobody scrapes.
         backend.instrument(registry or CollectorRegistry())
-    objects = AuthorizedStore(objects, policy)
-    sessions = AuthorizedSessions(sessions, policy)
     if registry is not None:
         metrics = StorageMetrics(registry, sorted(settings.buckets))
         watch_limits(registry, budget, streams)
         objects = MeteredStore(objects, metrics)
         sessions = MeteredSessions(sessions, metrics, backend.sweep_tally)
+    # Under a policy, unserved buckets reach this far (rpc.validation) and
+    # are refused as ungranted ones.
+    served = frozenset(settings.buckets)
+    objects = AuthorizedStore(objects, policy, served)
+    sessions = AuthorizedSessions(sessions, policy, served)
     return Storage(
         objects=objects,
         sessions=sessions,

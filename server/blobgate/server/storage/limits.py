@@ -1,24 +1,24 @@
-"""Server-wide limits: a budget of bytes buffered across all uploads, and a
-cap on concurrent transfer streams, the latter as store decorators.
+"""Server-wide limits: a budget of bytes buffered across all uploads
+(``ByteBudget``, in ``storage.byte_budget``, with a share per principal), and
+a cap on concurrent transfer streams, the latter as store decorators.
 
-Past the byte budget an upload waits before taking more data, so gRPC flow
-control slows its client (backpressure); past the stream cap a new Upload or
-Download is refused with RESOURCE_EXHAUSTED, so the server never dies of
-memory under load. The budget is taken where bytes are buffered (the S3
-store cuts parts under it); the stream cap needs only the call, so it wraps
-any store. The same decorators hold the per-principal quota's slots
+Past the byte budget (or its principal's share of it) an upload waits before
+taking more data, so gRPC flow control slows its client (backpressure); past
+the stream cap a new Upload or Download is refused with RESOURCE_EXHAUSTED,
+so the server never dies of memory under load. The budget is taken where
+bytes are buffered (the S3 store cuts parts under it); the stream cap needs
+only the call, so it wraps any store. The same decorators hold the per-principal quota's slots
 (``storage.quotas``), given those ``Slots`` instead.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Protocol
 
 from blobgate.server.core.errors import ResourceExhausted
+from blobgate.server.storage.byte_budget import ByteBudget as ByteBudget
 from blobgate.server.storage.decorators import (
     ObjectReaderDecorator,
     ObjectStoreDecorator,
@@ -35,65 +35,6 @@ from blobgate.server.storage.protocols import (
     SessionStore,
     StoredObject,
 )
-
-
-class ByteBudget:
-    """Bytes that may be held in upload buffers at once, across all streams.
-    Waiters are served first come, first served, so a stream that asked
-    earlier is never overtaken by later ones."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self.peak = 0
-        self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-
-    def _fits(self, size: int) -> bool:
-        # A request larger than the whole budget waits for an empty budget
-        # instead of forever.
-        return self.used + size <= self.limit or self.used == 0
-
-    def _take(self, size: int) -> None:
-        self.used += size
-        self.peak = max(self.peak, self.used)
-
-    def _grant_waiting(self) -> None:
-        while self._waiting:
-            size, granted = self._waiting[0]
-            if granted.done():  # its waiter was cancelled
-                self._waiting.popleft()
-                continue
-            if not self._fits(size):
-                return
-            self._waiting.popleft()
-            self._take(size)
-            granted.set_result(None)
-
-    async def acquire(self, size: int) -> None:
-        """Wait until ``size`` more bytes fit, behind everyone already waiting."""
-        if not self._waiting and self._fits(size):
-            self._take(size)
-            return
-        granted = asyncio.get_running_loop().create_future()
-        self._waiting.append((size, granted))
-        try:
-            await granted
-        except BaseException:
-            if granted.done() and not granted.cancelled():
-                self._give_back(size)  # granted as the waiter was cancelled
-            else:
-                granted.cancel()
-                self._grant_waiting()
-            raise
-
-    def _give_back(self, size: int) -> None:
-        self.used -= size
-        self._grant_waiting()
-
-    async def release(self, size: int) -> None:
-        if size > 0:
-            self._give_back(size)
-
 
 Release = Callable[[], None]
 """Gives a taken slot back; calling it again does nothing."""

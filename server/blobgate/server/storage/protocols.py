@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from blobgate.server.core.errors import DataLoss, ServiceError
+from blobgate.server.core.lifecycle import PrefixRule
 from blobgate.server.core.reserved_keys import RESERVED_PREFIX as RESERVED_PREFIX
 
 if TYPE_CHECKING:
@@ -83,6 +84,9 @@ class StoredObject:
     last_modified: datetime | None
     metadata: Mapping[str, str] = field(default_factory=dict)
     checksums: ContentChecksums = field(default_factory=ContentChecksums)
+    storage_class: str = ""  # "" where unknown; S3 reports none for STANDARD
+    tags: Mapping[str, str] | None = None  # None: not read (Stat without include_tags)
+    expires_at: datetime | None = None  # when a lifecycle rule expires it, if known
     # S3's version id of this object ("" where the bucket is not versioned);
     # the other two only in a versions listing.
     version_id: str = ""
@@ -115,6 +119,11 @@ class PutOptions:
     if_none_match: bool = False
     if_match: str = ""
     known: ContentChecksums = field(default_factory=ContentChecksums)
+    # The caller's tags (checked: ``core.tags``); the store adds the expiry
+    # tag for ``expire_days`` > 0.
+    tags: Mapping[str, str] = field(default_factory=dict)
+    storage_class: str = ""  # "": the store's default (STANDARD)
+    expire_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -165,13 +174,16 @@ class CopySpec:
     """A copy from ``source`` to ``destination``. ``options`` holds the
     destination's preconditions and, when ``replace_metadata``, its content
     type and metadata; otherwise the source's are kept. The source's
-    checksums are kept either way."""
+    checksums are kept either way. Tags likewise: the source's unless
+    ``replace_tags`` (then ``options.tags``); ``options.expire_days`` > 0
+    replaces the source's lifetime, 0 keeps it."""
 
     source: ObjectRef
     destination: ObjectRef
     options: PutOptions
     source_if_match: str = ""
     replace_metadata: bool = False
+    replace_tags: bool = False
 
 
 @dataclass(frozen=True)
@@ -243,6 +255,18 @@ class ObjectStore(Protocol):
         self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str
     ) -> PresignedRequest:
         """A URL for a plain HTTP client, valid for ``expires_in`` seconds."""
+        ...
+
+    async def get_tags(self, ref: ObjectRef) -> dict[str, str]:
+        """The object's tags, the expiry tag included; NotFound if missing."""
+        ...
+
+    async def set_tags(
+        self, ref: ObjectRef, tags: Mapping[str, str], if_match: str
+    ) -> StoredObject:
+        """Replace the object's tags by ``tags`` (checked), keeping its expiry
+        tag, and describe it with its tags; FailedPrecondition unless it has
+        the ETag ``if_match`` (when given)."""
         ...
 
     async def check(self) -> None:
@@ -337,28 +361,43 @@ def record_ref(bucket: str, key: str) -> ObjectRef:
     return ObjectRef(bucket, key)
 
 
+@dataclass(frozen=True)
+class RecordEntry:
+    """One of the gateway's records as a listing shows it."""
+
+    key: str
+    written: datetime
+    etag: str
+
+
 class Records(Protocol):
     """The gateway's own small records under ``RESERVED_PREFIX`` (quota
     markers, the page-token key), kept in the backend's store beneath every
     decorator: keeping them is not a caller's act, and callers can neither
     reach nor list them. Keys are whole keys, each under the prefix."""
 
-    async def put(self, bucket: str, key: str, data: bytes, *, if_none_match: bool = False) -> None:
-        """Write one record; with ``if_none_match``, FailedPrecondition when
-        it exists already (so instances racing to create it agree)."""
+    async def put(
+        self, bucket: str, key: str, data: bytes, *, if_none_match: bool = False, if_match: str = ""
+    ) -> str:
+        """Write one record and return its ETag. With ``if_none_match``,
+        FailedPrecondition when it exists already (so instances racing to
+        create it agree, and exactly one of them wins); with ``if_match``,
+        FailedPrecondition unless it exists with that ETag."""
         ...
 
     async def get(self, bucket: str, key: str) -> bytes:
         """One record's bytes; NotFound when there is none."""
         ...
 
-    async def delete(self, bucket: str, key: str) -> None:
-        """Remove one record; a missing one is not an error."""
+    async def delete(self, bucket: str, key: str, *, if_match: str = "") -> None:
+        """Remove one record; a missing one is not an error, unless
+        ``if_match`` is given: then FailedPrecondition unless it exists with
+        that ETag."""
         ...
 
-    async def list(self, bucket: str, prefix: str, limit: int) -> list[tuple[str, datetime]]:
+    async def list(self, bucket: str, prefix: str, limit: int) -> list[RecordEntry]:
         """Up to ``limit`` records under ``prefix`` in key order, each with
-        when it was written."""
+        when it was written and its ETag."""
         ...
 
 
@@ -398,6 +437,14 @@ class Backend(Protocol):
 
     async def ensure_buckets(self, buckets: list[str]) -> None:
         """Create the buckets that do not exist (the create-buckets setting)."""
+        ...
+
+    async def reconcile_lifecycle(
+        self, buckets: list[str], expiry_days: Sequence[int], rules: Sequence[PrefixRule]
+    ) -> None:
+        """Make the gateway's lifecycle rules in each bucket the ones for
+        ``expiry_days`` and ``rules``, keeping every rule it does not own
+        (the manage-lifecycle setting); nothing where the store has none."""
         ...
 
     async def check(self) -> None:

@@ -5,9 +5,11 @@ process)."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
+from blobgate.server.core.lifecycle import PrefixRule
 from blobgate.server.storage.memory.config import MemoryConfig
 from blobgate.server.storage.memory.records import MemoryRecords
 from blobgate.server.storage.memory.sessions import MemorySessions
@@ -44,6 +46,11 @@ class MemoryBackend:
     async def ensure_buckets(self, buckets: list[str]) -> None:
         for bucket in buckets:
             self.objects.create_bucket(bucket)
+
+    async def reconcile_lifecycle(
+        self, buckets: list[str], expiry_days: Sequence[int], rules: Sequence[PrefixRule]
+    ) -> None:
+        """Nothing: objects in memory keep their expiry tag but never expire."""
 
     async def check(self) -> None:
         self.objects.bucket(self._default_bucket)

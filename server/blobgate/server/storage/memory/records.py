@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import AsyncIterator
-from datetime import datetime
 
 from blobgate.server.storage.memory.store import MemoryStore
-from blobgate.server.storage.protocols import ByteRange, Chunk, PutOptions, record_ref
+from blobgate.server.storage.protocols import (
+    ByteRange,
+    Chunk,
+    PutOptions,
+    RecordEntry,
+    record_ref,
+)
 
 
 class MemoryRecords:
@@ -18,9 +23,14 @@ class MemoryRecords:
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
 
-    async def put(self, bucket: str, key: str, data: bytes, *, if_none_match: bool = False) -> None:
-        options = PutOptions("application/octet-stream", {}, if_none_match=if_none_match)
-        await self._store.put(record_ref(bucket, key), _one(data), options)
+    async def put(
+        self, bucket: str, key: str, data: bytes, *, if_none_match: bool = False, if_match: str = ""
+    ) -> str:
+        options = PutOptions(
+            "application/octet-stream", {}, if_none_match=if_none_match, if_match=if_match
+        )
+        stored = await self._store.put(record_ref(bucket, key), _one(data), options)
+        return stored.etag
 
     async def get(self, bucket: str, key: str) -> bytes:
         reader = await self._store.open(record_ref(bucket, key), ByteRange(), "")
@@ -31,19 +41,19 @@ class MemoryRecords:
         finally:
             await reader.close()
 
-    async def delete(self, bucket: str, key: str) -> None:
-        await self._store.delete(record_ref(bucket, key), "")
+    async def delete(self, bucket: str, key: str, *, if_match: str = "") -> None:
+        await self._store.delete(record_ref(bucket, key), if_match)
 
-    async def list(self, bucket: str, prefix: str, limit: int) -> list[tuple[str, datetime]]:
+    async def list(self, bucket: str, prefix: str, limit: int) -> list[RecordEntry]:
         record_ref(bucket, prefix)
         state = self._store.bucket(bucket)
-        found: list[tuple[str, datetime]] = []
+        found: list[RecordEntry] = []
         for key in state.keys[bisect.bisect_left(state.keys, prefix) :]:  # sorted
             if not key.startswith(prefix) or len(found) == limit:
                 break
-            last_modified = state.objects[key].info.last_modified
-            assert last_modified is not None
-            found.append((key, last_modified))
+            info = state.objects[key].info
+            assert info.last_modified is not None
+            found.append(RecordEntry(key, info.last_modified, info.etag))
         return found
 
 

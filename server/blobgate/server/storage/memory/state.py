@@ -16,6 +16,7 @@ class StoredBytes:
 
     data: bytearray
     info: StoredObject
+    tags: dict[str, str] = field(default_factory=dict)  # the expiry tag included
 
 
 @dataclass

@@ -15,7 +15,7 @@ import binascii
 import bisect
 import hashlib
 import itertools
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -26,7 +26,11 @@ from blobgate.server.core.errors import (
     NotFound,
     OutOfRange,
     ServiceError,
+    if_match_failed,
+    if_none_match_failed,
 )
+from blobgate.server.core.storage_classes import ARCHIVED, STANDARD, archived
+from blobgate.server.core.tags import expiry_of, stored_tags, with_expiry
 from blobgate.server.storage.checksums import Hasher, verify
 from blobgate.server.storage.memory.state import MemoryBucket, StoredBytes
 from blobgate.server.storage.protocols import (
@@ -132,17 +136,12 @@ class MemoryStore:
         current = self.bucket(ref.bucket).objects.get(ref.key)
         if current is None:
             if options.if_match:
-                raise FailedPrecondition(
-                    f"if_match {options.if_match!r}: there is no object {ref.key!r}"
-                )
+                raise if_match_failed()
             return
         if options.if_none_match:
-            raise FailedPrecondition(f"if_none_match: object {ref.key!r} already exists")
+            raise if_none_match_failed()
         if options.if_match and current.info.etag != _plain_etag(options.if_match):
-            raise FailedPrecondition(
-                f"if_match {options.if_match!r} does not match {ref.key!r} "
-                f"(etag {current.info.etag!r})"
-            )
+            raise if_match_failed()
 
     async def put(
         self, ref: ObjectRef, body: AsyncIterable[Chunk], options: PutOptions
@@ -178,10 +177,12 @@ class MemoryStore:
             last_modified=now,
             metadata={k.lower(): v for k, v in options.metadata.items()},
             checksums=sums,
+            storage_class=options.storage_class or STANDARD,
         )
+        tags = stored_tags(options.tags, options.expire_days)
         if ref.key not in bucket.objects:
             bisect.insort(bucket.keys, ref.key)
-        bucket.objects[ref.key] = StoredBytes(data, info)
+        bucket.objects[ref.key] = StoredBytes(data, info, tags)
         return info
 
     async def delete(self, ref: ObjectRef, if_match: str) -> DeleteResult:
@@ -207,15 +208,15 @@ class MemoryStore:
                 f"no source object {spec.source.key!r} in bucket {spec.source.bucket!r}"
             ) from None
         if spec.source_if_match and source.info.etag != _plain_etag(spec.source_if_match):
-            raise FailedPrecondition(
-                f"source_if_match {spec.source_if_match!r} does not match "
-                f"{spec.source.key!r} (etag {source.info.etag!r})"
-            )
+            raise if_match_failed("source_if_match")
         options = spec.options
         if not spec.replace_metadata:
             options = replace(
                 options, content_type=source.info.content_type, metadata=source.info.metadata
             )
+        if not spec.replace_tags:
+            days = options.expire_days or expiry_of(source.tags)
+            options = replace(options, tags=with_expiry(source.tags, 0), expire_days=days)
         return self.commit(spec.destination, source.data, options, source.info.checksums)
 
     async def batch_delete(
@@ -237,11 +238,27 @@ class MemoryStore:
     async def head(self, ref: ObjectRef) -> StoredObject:
         return self._object(ref).info
 
+    async def get_tags(self, ref: ObjectRef) -> dict[str, str]:
+        return dict(self._object(ref).tags)
+
+    async def set_tags(
+        self, ref: ObjectRef, tags: Mapping[str, str], if_match: str
+    ) -> StoredObject:
+        """Tags only: the bytes and the ETag stay (as with S3's object tagging)."""
+        stored = self._object(ref)
+        if if_match:
+            self.check_preconditions(ref, PutOptions("", {}, if_match=if_match))
+        final = stored_tags(tags, expiry_of(stored.tags))
+        stored.tags = final
+        return replace(stored.info, tags=dict(final))
+
     async def open(self, ref: ObjectRef, byte_range: ByteRange, if_match: str) -> MemoryReader:
         stored = self._object(ref)
         info = stored.info
         if if_match and info.etag != _plain_etag(if_match):
-            raise FailedPrecondition(f"if_match {if_match!r} does not match {ref.key!r}")
+            raise if_match_failed()
+        if info.storage_class in ARCHIVED:  # as S3 refuses it (InvalidObjectState)
+            raise FailedPrecondition(archived(f"{ref.key!r} in bucket {ref.bucket!r}"))
         offset, limit = byte_range.offset, byte_range.limit
         start = offset if offset >= 0 else max(0, info.size + offset)
         if start > info.size:
@@ -274,6 +291,7 @@ class MemoryStore:
                     etag=stored.etag,
                     content_type="",  # a listing does not carry these, as in S3
                     last_modified=stored.last_modified,
+                    storage_class=stored.storage_class,
                 )
             )
         next_token = _encode_token(*page[-1]) if more else ""

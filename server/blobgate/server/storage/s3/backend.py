@@ -4,14 +4,16 @@ the janitor and the gateway's own records."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry
 
+from blobgate.server.core.lifecycle import PrefixRule
 from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.s3.config import S3Config
 from blobgate.server.storage.s3.connection import S3Connection
 from blobgate.server.storage.s3.instrumentation import S3Instrumentation
+from blobgate.server.storage.s3.lifecycle import owned_rules, reconcile
 from blobgate.server.storage.s3.records import S3Records
 from blobgate.server.storage.s3.sessions import S3Sessions
 from blobgate.server.storage.s3.store import S3Store
@@ -47,6 +49,13 @@ class S3Backend:
 
     async def ensure_buckets(self, buckets: list[str]) -> None:
         await self.connection.ensure_buckets(buckets)
+
+    async def reconcile_lifecycle(
+        self, buckets: list[str], expiry_days: Sequence[int], rules: Sequence[PrefixRule]
+    ) -> None:
+        for bucket in buckets:
+            wanted = owned_rules(bucket, expiry_days, rules)
+            await reconcile(self.connection.client, bucket, wanted)
 
     async def check(self) -> None:
         await self.connection.check()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from blobgate.server.core.errors import BucketNotFound, FailedPrecondition, NotFound, ServiceError
+from blobgate.server.core.errors import BucketNotFound, NotFound, ServiceError, if_match_failed
 from blobgate.server.storage.protocols import DeleteEntry, ObjectRef, PutOptions
 from blobgate.server.storage.s3.errors import s3_errors, translate
 from blobgate.server.storage.s3.metadata import quoted_etag
@@ -107,8 +107,8 @@ def _entry_error(bucket: str, entry: DeleteEntry, error: Any) -> ServiceError | 
     if code in {"NoSuchKey", "404", "NotFound"}:
         if not entry.if_match:
             return None
-        return FailedPrecondition(f"if_match: there is no object {entry.key!r}")
+        return if_match_failed()
     if code in {"PreconditionFailed", "412"}:
-        return FailedPrecondition(f"if_match {entry.if_match!r} does not match {entry.key!r}")
+        return if_match_failed()
     failure = ClientError({"Error": {"Code": code, "Message": str(error.get("Message", ""))}}, "")
     return translate(failure, ObjectRef(bucket, entry.key), bucket)

@@ -13,7 +13,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from pydantic import TypeAdapter
 
@@ -54,6 +54,11 @@ class Checkpoint:
     owner: str | None = None  # the principal that started the session
     checksum_type: str = ""  # "FULL_OBJECT": created with S3's full-object CRC32C
     record_tag: str = ""  # the flag of the sha256 record written at commit ("": none)
+    # The spec's tags, storage class and lifetime (the multipart upload was
+    # created with them; a commit that copies the object keeps them).
+    tags: dict[str, str] = field(default_factory=dict)
+    storage_class: str = ""
+    expire_days: int = 0
 
     def to_json(self) -> bytes:
         return json.dumps({"version": 1, **asdict(self)}, separators=(",", ":")).encode()
@@ -85,6 +90,9 @@ class Checkpoint:
             if_none_match=self.if_none_match,
             if_match=self.if_match,
             known=known,
+            tags=self.tags,
+            storage_class=self.storage_class,
+            expire_days=self.expire_days,
         )
         return SessionSpec(ObjectRef(bucket, self.key), options, self.size, owner=self.owner)
 

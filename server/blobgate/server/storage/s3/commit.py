@@ -20,6 +20,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from blobgate.server.core.errors import ServiceError, Unavailable
+from blobgate.server.core.storage_classes import STANDARD
 from blobgate.server.storage.checksums import crc32c_from_s3, crc32c_to_s3
 from blobgate.server.storage.protocols import (
     NULL_VERSION,
@@ -39,6 +40,7 @@ from blobgate.server.storage.s3.metadata import (
 )
 from blobgate.server.storage.s3.preconditions import check_preconditions
 from blobgate.server.storage.s3.sha256_records import write_record
+from blobgate.server.storage.s3.tagging import write_args
 from blobgate.server.storage.s3.versions import remove_version, version_of
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ async def create_multipart(
             Key=ref.key,
             ContentType=options.content_type,
             Metadata=stored_metadata(options, options.known, record_tag),
+            **write_args(options),
             **kwargs,
         )
     return created["UploadId"]
@@ -198,6 +201,8 @@ async def _store_checksums(
     if size > MAX_COPY_SIZE:
         log.info("%s/%s: too large to copy; checksums not stored", ref.bucket, ref.key)
         return None
+    # A copy takes S3's default class unless told; its tags are copied.
+    kept: dict[str, Any] = {"StorageClass": options.storage_class} if options.storage_class else {}
     try:
         response = await client.copy_object(
             Bucket=ref.bucket,
@@ -207,6 +212,7 @@ async def _store_checksums(
             MetadataDirective="REPLACE",
             ContentType=options.content_type,
             Metadata=stored_metadata(options, sums),
+            **kept,
         )
     except S3_FAILURES:
         log.warning("%s/%s: could not store checksums", ref.bucket, ref.key, exc_info=True)
@@ -232,6 +238,7 @@ async def committed(
         last_modified=None,
         metadata=dict(options.metadata),
         checksums=sums,
+        storage_class=options.storage_class or STANDARD,
     )
     try:
         response = await client.head_object(
@@ -265,6 +272,7 @@ def described(
         metadata=dict(options.metadata),
         checksums=sums,
         version_id=version_of(response),
+        storage_class=options.storage_class or STANDARD,
     )
 
 

@@ -18,7 +18,13 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from blobgate.server.core.errors import BucketNotFound, FailedPrecondition, NotFound, Unimplemented
+from blobgate.server.core.errors import (
+    BucketNotFound,
+    FailedPrecondition,
+    NotFound,
+    Unimplemented,
+    if_match_failed,
+)
 from blobgate.server.core.settings import ConditionalDelete
 from blobgate.server.storage.protocols import ObjectRef, PutOptions
 from blobgate.server.storage.s3.errors import s3_errors
@@ -95,6 +101,6 @@ async def _delete(client: S3Client, ref: ObjectRef, etag: str) -> Mapping[str, A
     except NotFound as exc:
         if not etag:
             return {}  # deleting a missing key is OK (S3 semantics), however S3 says it
-        raise FailedPrecondition(f"if_match: there is no object {ref.key!r}") from exc
+        raise if_match_failed() from exc
     except FailedPrecondition as exc:
-        raise FailedPrecondition(f"if_match {etag!r} does not match {ref.key!r}") from exc
+        raise if_match_failed() from exc

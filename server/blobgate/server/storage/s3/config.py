@@ -22,6 +22,7 @@ class S3Config:
     read_timeout: float
     max_attempts: int
     max_connections: int  # the transfers pool
+    connections_per_principal: int  # of the transfers pool, one principal's data requests
     control_connections: int  # the pool for everything else
     checksum_mode: ChecksumMode
     full_object_checksums: bool
@@ -32,3 +33,4 @@ class S3Config:
     copy_threshold: int
     session_expiry: float  # seconds a session may sit idle
     bucket_versioning: bool = False  # with create_buckets: versioning turned on
+    count_anonymous: bool = True  # callers without an identity share one principal's places

@@ -25,6 +25,7 @@ from aiobotocore.config import AioConfig
 from blobgate.server.core.errors import NotFound
 from blobgate.server.storage.s3.conditional_delete import ConditionalDeletes
 from blobgate.server.storage.s3.config import S3Config
+from blobgate.server.storage.s3.connection_shares import ConnectionShares
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.instrumentation import S3Instrumentation
 
@@ -52,6 +53,10 @@ class S3Connection:
         self.record_sweep_from: dict[str, str] = {}
         # Deletes on an ETag, and the buckets learnt to lack S3's If-Match.
         self.conditional_deletes = ConditionalDeletes(config.conditional_delete)
+        # Each principal's places on the transfers pool (part uploads, GETs).
+        self.shares = ConnectionShares(
+            config.connections_per_principal, count_anonymous=config.count_anonymous
+        )
         # Set before start() to measure every S3 request (metrics, spans).
         self.instrumentation: S3Instrumentation | None = None
 

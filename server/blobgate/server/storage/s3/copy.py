@@ -8,7 +8,13 @@ A source whose checksums are not all in its own metadata (a sha256 in a
 record, see ``sha256_records``; a CRC32C only S3's own checksum holds, as
 for a multipart upload that declared its sha256) gives a copy that carries
 them in its metadata: the metadata is written anew with the checksums, and
-a record's flag is never copied (the copy's key has no record)."""
+a record's flag is never copied (the copy's key has no record).
+
+Tags are copied by S3 (TaggingDirective COPY) unless the copy replaces them
+or gives the copy a lifetime of its own; then, and for a multipart copy
+(whose upload S3 creates without the source's tags), the source's tags are
+read (GetObjectTagging) and written with the copy. The storage class is the
+request's, else S3's default."""
 
 from __future__ import annotations
 
@@ -18,7 +24,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from blobgate.server.core.errors import BucketNotFound, FailedPrecondition, NotFound
+from blobgate.server.core.errors import (
+    BucketNotFound,
+    FailedPrecondition,
+    NotFound,
+    if_match_failed,
+)
+from blobgate.server.core.tags import expiry_of, with_expiry
 from blobgate.server.storage.protocols import CopySpec, ObjectRef, PutOptions, StoredObject
 from blobgate.server.storage.s3.commit import abort_multipart, create_multipart, described
 from blobgate.server.storage.s3.connection import S3Connection
@@ -32,6 +44,7 @@ from blobgate.server.storage.s3.metadata import (
 )
 from blobgate.server.storage.s3.preconditions import check_preconditions
 from blobgate.server.storage.s3.sha256_records import describe_stored, flag_of
+from blobgate.server.storage.s3.tagging import get_tags, write_args
 from blobgate.server.storage.s3.versions import copy_source
 
 if TYPE_CHECKING:
@@ -52,6 +65,12 @@ async def copy_object(connection: S3Connection, spec: CopySpec) -> StoredObject:
     options = replace(spec.options, known=source.checksums)
     if not spec.replace_metadata:
         options = replace(options, content_type=source.content_type, metadata=source.metadata)
+    single = source.size <= connection.config.copy_threshold
+    copy_tags = not spec.replace_tags and not options.expire_days and single
+    if not spec.replace_tags and not copy_tags:
+        tags = await get_tags(client, spec.source)
+        days = options.expire_days or expiry_of(tags)
+        options = replace(options, tags=with_expiry(tags, 0), expire_days=days)
     # A version copied onto its own key (a restore): S3 takes that only as a
     # change of metadata (some stores refuse it otherwise), so it is written anew.
     onto_itself = (spec.source.bucket, spec.source.key) == (
@@ -60,8 +79,8 @@ async def copy_object(connection: S3Connection, spec: CopySpec) -> StoredObject:
     )
     copier = _Copier(connection, spec, source, options, rewrite_metadata=rewrite or onto_itself)
     try:
-        if source.size <= connection.config.copy_threshold:
-            return await copier.single()
+        if single:
+            return await copier.single(copy_tags=copy_tags)
         return await copier.multipart()
     except FailedPrecondition as exc:
         raise FailedPrecondition(
@@ -83,10 +102,7 @@ async def _read_source(client: S3Client, spec: CopySpec) -> tuple[StoredObject, 
         what = f"version {ref.version_id!r} of {ref.key!r}" if ref.version_id else repr(ref.key)
         raise NotFound(f"no source object {what} in bucket {ref.bucket!r}") from None
     if spec.source_if_match and source.etag != bare_etag(spec.source_if_match):
-        raise FailedPrecondition(
-            f"source_if_match {spec.source_if_match!r} does not match {ref.key!r} "
-            f"(etag {source.etag!r})"
-        )
+        raise if_match_failed("source_if_match")
     _, in_metadata = split_metadata(raw)
     return source, bool(flag_of(raw)) or in_metadata != source.checksums
 
@@ -108,7 +124,8 @@ class _Copier:
         # copy must carry: write it anew instead, with the content type and
         # user metadata (all the gateway ever sets on an object; headers
         # another writer set, such as Cache-Control, are not carried over).
-        self._rewrite = rewrite_metadata or spec.replace_metadata
+        # A copy onto itself too: AWS refuses one that changes only tags.
+        self._rewrite = rewrite_metadata or spec.replace_metadata or spec.source == spec.destination
         self._spec = spec
         self._source = source
         self._options = options
@@ -124,9 +141,16 @@ class _Copier:
         sums = self._source.checksums
         return described(self._destination, self._options, sums, self._source.size, etag, response)
 
-    async def single(self) -> StoredObject:
-        """One CopyObject."""
+    async def single(self, *, copy_tags: bool) -> StoredObject:
+        """One CopyObject; ``copy_tags``: S3 copies the source's tags."""
         kwargs: dict[str, Any] = dict(conditions(self._options))
+        if copy_tags:
+            if self._options.storage_class:
+                kwargs["StorageClass"] = self._options.storage_class
+        else:
+            kwargs["TaggingDirective"] = "REPLACE"
+            kwargs.update(write_args(self._options))
+            kwargs.setdefault("Tagging", "")  # REPLACE with none: no tags
         if self._rewrite:
             kwargs["MetadataDirective"] = "REPLACE"
             kwargs["ContentType"] = self._options.content_type

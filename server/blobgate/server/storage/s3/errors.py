@@ -24,6 +24,7 @@ from blobgate.server.core.errors import (
     Unimplemented,
     UploadGone,
 )
+from blobgate.server.core.storage_classes import archived
 from blobgate.server.storage.protocols import ObjectRef
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
@@ -70,6 +71,12 @@ def _client_error(exc: ClientError, where: str, bucket: str) -> ServiceError:
         return FailedPrecondition(f"precondition failed for {where}")
     if code in {"InvalidRange", "416"}:
         return OutOfRange(f"range not satisfiable for {where}")
+    if code == "InvalidObjectState":  # GET of an object in an archive class
+        return FailedPrecondition(archived(where))
+    if code == "InvalidTag":
+        return InvalidArgument(f"S3 refused the tags of {where} (InvalidTag)")
+    if code == "InvalidStorageClass":
+        return InvalidArgument(f"this S3 store does not offer the storage class asked for {where}")
     if code == "BadDigest":  # the bytes S3 received fail the checksum sent with them
         return Unavailable(f"S3 received {where} corrupted in transit (BadDigest); retry")
     if code in _UNAVAILABLE:

@@ -5,11 +5,14 @@ CRC32C, conditional headers, and S3 responses read back as StoredObjects."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
+from blobgate.server.core.storage_classes import STANDARD
 from blobgate.server.storage.checksums import crc32c_from_s3
 from blobgate.server.storage.protocols import (
     CRC32C_KEY,
@@ -104,4 +107,22 @@ def stored_object(ref: ObjectRef, response: Mapping[str, Any], size: int) -> Sto
         metadata=metadata,
         checksums=sums,
         version_id=str(response.get("VersionId") or ""),
+        storage_class=str(response.get("StorageClass") or STANDARD),
+        expires_at=expiration_time(response),
     )
+
+
+_EXPIRY_DATE = re.compile(r'expiry-date="([^"]+)"')
+
+
+def expiration_time(response: Mapping[str, Any]) -> datetime | None:
+    """When a lifecycle rule will expire the object, from the Expiration
+    of a HEAD or GET answer (``expiry-date="...", rule-id="..."``); None when
+    S3 sends none or one that does not parse."""
+    found = _EXPIRY_DATE.search(str(response.get("Expiration") or ""))
+    if found is None:
+        return None
+    try:
+        return parsedate_to_datetime(found.group(1)).astimezone(UTC)
+    except (TypeError, ValueError, IndexError):
+        return None

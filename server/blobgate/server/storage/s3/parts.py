@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 import aiohttp.payload
 from aiohttp.abc import AbstractStreamWriter
 
+from blobgate.server.storage.byte_budget import ByteBudget, Claim
 from blobgate.server.storage.checksums import crc32c_to_s3
-from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import Chunk, ObjectRef
+from blobgate.server.storage.s3.connection_shares import ConnectionShares
 from blobgate.server.storage.s3.errors import s3_errors
 
 if TYPE_CHECKING:
@@ -152,40 +153,43 @@ class _PartPayload(aiohttp.payload.Payload):
 
 
 async def cut_parts(
-    body: AsyncIterable[Chunk], part_size: int, budget: ByteBudget
-) -> AsyncIterator[tuple[PartBody, int]]:
+    body: AsyncIterable[Chunk], part_size: int, budget: ByteBudget, principal: str | None
+) -> AsyncIterator[tuple[PartBody, Claim]]:
     """Cut ``body`` into parts of ``part_size`` bytes, then one last part
     shorter than that (possibly empty) once ``body`` ends.
 
     A part is the received chunks themselves (views, no copy), except a
     chunk that spans two parts: each part keeps a copy of its own share of
     it, so that no part holds bytes another part's budget counts, or bytes
-    of a part already sent. A part takes a whole part's worth of ``budget``
-    when its first bytes arrive, and comes with it: the receiver hands both
-    to ``PartUploader.submit`` or releases the budget itself (a last part
-    with no bytes comes with none). Taking budget bit by bit would let two
-    half-filled parts wait on each other forever; this way a part being
-    filled waits only on its client.
+    of a part already sent. Each part comes with its claim on ``budget``,
+    charged to ``principal``: the claim covers the part's bytes as they
+    arrive (a step at a time, ``byte_budget``), before they are kept, and
+    the receiver hands it to ``PartUploader.submit`` or releases it itself
+    (a last part's claim comes sealed; an empty last part's holds nothing).
+    The budget's invariants let a part already begun always be covered to
+    its end, so a part being filled waits only on its client and on parts
+    that will finish.
 
     Budget is taken when data needs it, so a stream that sends nothing holds
-    none, however long it stays open. While a stream waits for budget it
-    holds the one message in hand (and what gRPC's flow-control window lets
-    its client send ahead); the budget serves waiters in order. A chunk is
-    referenced by the part that holds its bytes until that part is sent
-    (``PartUploader``) or dropped, and by nothing else."""
+    none, however long it stays open, and one that trickles holds about what
+    it sent. While a stream waits for budget it holds the one message in
+    hand (and what gRPC's flow-control window lets its client send ahead);
+    the budget serves waiters in turn by principal. A chunk is referenced by
+    the part that holds its bytes until that part is sent (``PartUploader``)
+    or dropped, and by nothing else."""
     views: list[memoryview] = []
     filled = 0
-    reserved = 0  # budget held for the part being filled
+    claim: Claim | None = None  # the budget of the part being filled
     try:
         async for chunk in body:
             rest: memoryview | None = memoryview(chunk) if len(chunk) else None
             del chunk
             spans = False  # the chunk spans a part boundary
             while rest is not None:
-                if not reserved:
-                    await budget.acquire(part_size)
-                    reserved = part_size
+                if claim is None:
+                    claim = budget.claim(part_size, principal)
                 room = part_size - filled
+                await claim.cover(filled + min(room, len(rest)))
                 if not spans and len(rest) <= room:
                     piece, rest = rest, None
                 else:
@@ -196,15 +200,17 @@ async def cut_parts(
                 filled += len(piece)
                 del piece
                 if filled == part_size:
-                    handed, reserved = reserved, 0
+                    handed, claim = claim, None
                     part, views, filled = PartBody(views), [], 0
                     yield part, handed
                     del part
-        handed, reserved = reserved, 0
+        handed, claim = claim or budget.claim(part_size, principal), None
+        handed.seal()
         yield PartBody(views), handed
     finally:
         views = []
-        await budget.release(reserved)
+        if claim is not None:
+            claim.release()
 
 
 class PartUploader:
@@ -218,15 +224,15 @@ class PartUploader:
         ref: ObjectRef,
         upload_id: str,
         in_flight: int,
-        budget: ByteBudget,
         *,
         first_part: int = 1,
         on_uploaded: Callable[[int], Awaitable[None]] | None = None,
+        shares: ConnectionShares | None = None,
     ) -> None:
         self._client = client
+        self._shares = shares or ConnectionShares(in_flight)
         self._first_part = first_part
         self._on_uploaded = on_uploaded
-        self._budget = budget
         self._ref = ref
         self.upload_id = upload_id
         self._slots = asyncio.Semaphore(in_flight)
@@ -239,21 +245,21 @@ class PartUploader:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
 
-    async def submit(self, part: PartBody, reserved: int, crc32c: int | None = None) -> None:
-        """Upload ``part`` once a slot is free; ``reserved`` bytes of budget
-        go back when S3 has it, or at once if it is never sent. With its
+    async def submit(self, part: PartBody, reserved: Claim, crc32c: int | None = None) -> None:
+        """Upload ``part`` once a slot is free; its ``reserved`` budget goes
+        back when S3 has it, or at once if it is never sent. With its
         ``crc32c`` (``Hasher.update_part``), S3 verifies the part's bytes."""
         try:
             self._raise_if_failed()
             await self._slots.acquire()
         except BaseException:
-            await self._budget.release(reserved)
+            reserved.release()
             raise
         try:
             self._raise_if_failed()
         except BaseException:
             self._slots.release()
-            await self._budget.release(reserved)
+            reserved.release()
             raise
         self.submitted += 1
         self.size += part.tell()
@@ -262,26 +268,27 @@ class PartUploader:
         self._tasks.append(asyncio.create_task(self._upload(number, part, reserved, crc32c)))
 
     async def _upload(
-        self, number: int, part: PartBody, reserved: int, crc32c: int | None
+        self, number: int, part: PartBody, reserved: Claim, crc32c: int | None
     ) -> dict[str, Any]:
         checksum = {} if crc32c is None else {"ChecksumCRC32C": crc32c_to_s3(crc32c)}
         try:
             with s3_errors(self._ref):
-                response = await self._client.upload_part(
-                    Bucket=self._ref.bucket,
-                    Key=self._ref.key,
-                    UploadId=self.upload_id,
-                    PartNumber=number,
-                    Body=part,  # type: ignore[arg-type]  # file-like: read, seek, tell
-                    **checksum,  # type: ignore[arg-type]
-                )
+                async with self._shares.holding():
+                    response = await self._client.upload_part(
+                        Bucket=self._ref.bucket,
+                        Key=self._ref.key,
+                        UploadId=self.upload_id,
+                        PartNumber=number,
+                        Body=part,  # type: ignore[arg-type]  # file-like: read, seek, tell
+                        **checksum,  # type: ignore[arg-type]
+                    )
             if self._on_uploaded is not None:
                 await self._on_uploaded(number)
             # CompleteMultipartUpload names each part's checksum too.
             return {"PartNumber": number, "ETag": response["ETag"], **checksum}
         finally:
             part.close()  # the bytes go before their budget does
-            await self._budget.release(reserved)
+            reserved.release()
             self._slots.release()
 
     async def finish(self) -> list[dict[str, Any]]:

@@ -2,13 +2,19 @@
 through the conditional headers of the write that commits (PutObject,
 CompleteMultipartUpload); they are also checked up front with a HEAD, before
 an Upload is accepted or a session started, so that a refused upload is
-refused before the client sends data."""
+refused before the client sends data. A failed condition says only that it
+failed (``core.errors.if_match_failed``): never the current ETag or size."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from blobgate.server.core.errors import FailedPrecondition, NotFound
+from blobgate.server.core.errors import (
+    FailedPrecondition,
+    NotFound,
+    if_match_failed,
+    if_none_match_failed,
+)
 from blobgate.server.storage.protocols import ObjectRef, PutOptions, StoredObject
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.metadata import bare_etag, stored_object
@@ -28,11 +34,7 @@ async def head(client: S3Client, ref: ObjectRef) -> StoredObject:
 def precondition_failed(ref: ObjectRef, options: PutOptions) -> FailedPrecondition:
     """The error for a write S3 refused under its conditional headers (412,
     409, or 404 for If-Match on a missing key)."""
-    if options.if_none_match:
-        return FailedPrecondition(f"if_none_match: object {ref.key!r} already exists")
-    return FailedPrecondition(
-        f"if_match {options.if_match!r} does not match {ref.key!r} (or there is no such object)"
-    )
+    return if_none_match_failed() if options.if_none_match else if_match_failed()
 
 
 async def check_preconditions(client: S3Client, ref: ObjectRef, options: PutOptions) -> None:
@@ -41,13 +43,9 @@ async def check_preconditions(client: S3Client, ref: ObjectRef, options: PutOpti
         current = await head(client, ref)
     except NotFound:
         if options.if_match:
-            raise FailedPrecondition(
-                f"if_match {options.if_match!r}: there is no object {ref.key!r}"
-            ) from None
+            raise if_match_failed() from None
         return
     if options.if_none_match:
-        raise FailedPrecondition(f"if_none_match: object {ref.key!r} already exists")
+        raise if_none_match_failed()
     if options.if_match and current.etag != bare_etag(options.if_match):
-        raise FailedPrecondition(
-            f"if_match {options.if_match!r} does not match {ref.key!r} (etag {current.etag!r})"
-        )
+        raise if_match_failed()

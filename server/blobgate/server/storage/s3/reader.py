@@ -10,7 +10,7 @@ call gets UNAVAILABLE, as before)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, cast
 
 from aiohttp import ClientPayloadError
@@ -139,8 +139,10 @@ class S3Reader:
         ref: ObjectRef,
         *,
         read_timeout: float | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.info = info
+        self._on_close = on_close  # gives the GET's place on the pool back
         self._raw_body = body
         self._read_timeout = read_timeout
         self._body: _Body | None = None
@@ -181,11 +183,15 @@ class S3Reader:
         if self._closed:
             return
         self._closed = True
-        if self._body is not None:
-            self._body.close()
-        else:
-            self._raw_body.close()
-        self._raw_body = None
+        try:
+            if self._body is not None:
+                self._body.close()
+            else:
+                self._raw_body.close()
+            self._raw_body = None
+        finally:
+            if self._on_close is not None:
+                self._on_close()
 
 
 class EmptyReader:

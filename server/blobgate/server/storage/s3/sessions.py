@@ -31,8 +31,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from blobgate.server.core.errors import FailedPrecondition, InvalidArgument, NotFound, UploadGone
+from blobgate.server.core.identity import current_principal
+from blobgate.server.storage.byte_budget import ByteBudget
 from blobgate.server.storage.checksums import Hasher, crc32c_to_s3, verify
-from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import (
     SESSION_GONE,
     Chunk,
@@ -185,6 +186,9 @@ class S3Sessions:
             owner=spec.owner,
             checksum_type=FULL_OBJECT if full_object else "",
             record_tag=record_tag,
+            tags=dict(options.tags),
+            storage_class=options.storage_class,
+            expire_days=options.expire_days,
         )
         try:
             revision = await self._put_checkpoint(
@@ -244,16 +248,17 @@ class S3Sessions:
             session.spec.ref,
             start.upload_id,
             self._in_flight,
-            self._budget,
             first_part=start.parts + 1,
             on_uploaded=progress.stored,
+            shares=self._connection.shares,
         )
         hasher = Hasher(start.sha256_state, start.crc32c, resumable=True)
         full_object = start.checksum_type == FULL_OBJECT  # as the upload was created
+        cut = cut_parts(body, start.part_size, self._budget, current_principal())
         try:
-            async for part, reserved in cut_parts(body, start.part_size, self._budget):
+            async for part, reserved in cut:
                 if not part.tell():
-                    await self._budget.release(reserved)
+                    reserved.release()
                     continue
                 crc = hasher.update_part(part.views)
                 if part.tell() == start.part_size:

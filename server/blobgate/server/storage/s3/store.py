@@ -9,7 +9,7 @@ anything is committed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from blobgate.server.core.errors import (
@@ -18,11 +18,12 @@ from blobgate.server.core.errors import (
     NotFound,
     OutOfRange,
     ServiceError,
+    if_match_failed,
 )
+from blobgate.server.core.identity import current_principal
+from blobgate.server.storage.byte_budget import ByteBudget, Claim
 from blobgate.server.storage.checksums import Hasher, crc32c_to_s3, verify
-from blobgate.server.storage.limits import ByteBudget
 from blobgate.server.storage.protocols import (
-    RESERVED_PREFIX,
     ByteRange,
     Chunk,
     ContentChecksums,
@@ -46,6 +47,7 @@ from blobgate.server.storage.s3.commit import (
 from blobgate.server.storage.s3.connection import S3Connection
 from blobgate.server.storage.s3.copy import copy_object
 from blobgate.server.storage.s3.errors import s3_errors
+from blobgate.server.storage.s3.listing import Lister
 from blobgate.server.storage.s3.metadata import (
     bare_etag,
     conditions,
@@ -63,6 +65,7 @@ from blobgate.server.storage.s3.sha256_records import (
     with_record,
     with_stored_crc32c,
 )
+from blobgate.server.storage.s3.tagging import get_tags, set_tags, write_args
 from blobgate.server.storage.s3.versions import deleted, list_versions, version_args
 
 if TYPE_CHECKING:
@@ -103,12 +106,13 @@ class S3Store:
             await check_preconditions(self._client, ref, options)
         hasher = Hasher()
         uploader: PartUploader | None = None
-        final: tuple[PartBody, int] | None = None
+        final: tuple[PartBody, Claim] | None = None
         full_object = self._connection.full_object_checksums
         record_tag = ""
         crc = 0
+        cut = cut_parts(body, self._part_size, self.budget, current_principal())
         try:
-            async for part, reserved in cut_parts(body, self._part_size, self.budget):
+            async for part, reserved in cut:
                 crc = hasher.update_part(part.views)
                 if part.tell() < self._part_size:
                     final = (part, reserved)  # the last part: the stream ended
@@ -148,12 +152,12 @@ class S3Store:
             raise
         finally:
             if final is not None:
-                await self.budget.release(final[1])
+                final[1].release()
             if uploader is not None:
                 self._connection.writing.discard(uploader.upload_id)
 
     async def _start_multipart(
-        self, ref: ObjectRef, options: PutOptions, reserved: int, record_tag: str
+        self, ref: ObjectRef, options: PutOptions, reserved: Claim, record_tag: str
     ) -> PartUploader:
         try:
             upload_id = await create_multipart(
@@ -164,10 +168,12 @@ class S3Store:
                 record_tag=record_tag,
             )
         except BaseException:
-            await self.budget.release(reserved)
+            reserved.release()
             raise
         self._connection.writing.add(upload_id)
-        return PartUploader(self._transfers, ref, upload_id, self._in_flight, self.budget)
+        return PartUploader(
+            self._transfers, ref, upload_id, self._in_flight, shares=self._connection.shares
+        )
 
     async def _put_single(
         self, ref: ObjectRef, part: PartBody, options: PutOptions, sums: ContentChecksums
@@ -181,15 +187,17 @@ class S3Store:
             checksum["ChecksumCRC32C"] = crc32c_to_s3(sums.crc32c)  # S3 verifies the bytes
         try:
             with s3_errors(ref):
-                response = await self._transfers.put_object(
-                    Bucket=ref.bucket,
-                    Key=ref.key,
-                    Body=part,  # type: ignore[arg-type]  # file-like: read, seek, tell
-                    ContentType=options.content_type,
-                    Metadata=stored_metadata(options, sums),
-                    **conditions(options),  # type: ignore[arg-type]
-                    **checksum,
-                )
+                async with self._connection.shares.holding():
+                    response = await self._transfers.put_object(
+                        Bucket=ref.bucket,
+                        Key=ref.key,
+                        Body=part,  # type: ignore[arg-type]  # file-like: read, seek, tell
+                        ContentType=options.content_type,
+                        Metadata=stored_metadata(options, sums),
+                        **conditions(options),  # type: ignore[arg-type]
+                        **write_args(options),
+                        **checksum,
+                    )
         except BucketNotFound:
             raise
         except (FailedPrecondition, NotFound) as exc:  # If-Match on a missing key: 404
@@ -250,20 +258,28 @@ class S3Store:
             kwargs["Range"] = header
         if if_match:
             kwargs["IfMatch"] = quoted_etag(if_match)
+        # The GET holds one of its principal's places on the transfers pool
+        # until the reader is closed, as it holds the connection.
+        release = await self._connection.shares.take()
         try:
-            with s3_errors(ref):
-                response = await self._transfers.get_object(**kwargs)
-        except OutOfRange:
-            return await self._empty_or_out_of_range(ref, byte_range, if_match)
-        info = stored_object(ref, response, total_size(response))
-        tag = flag_of(response.get("Metadata", {}))
-        try:
-            if tag:  # an undeclared sha256, in a record beside the object
-                info = await with_record(self._client, info, tag)
-            if header and info.checksums.crc32c is None:
-                info = await with_stored_crc32c(self._client, info)
+            try:
+                with s3_errors(ref):
+                    response = await self._transfers.get_object(**kwargs)
+            except OutOfRange:
+                release()
+                return await self._empty_or_out_of_range(ref, byte_range, if_match)
+            info = stored_object(ref, response, total_size(response))
+            tag = flag_of(response.get("Metadata", {}))
+            try:
+                if tag:  # an undeclared sha256, in a record beside the object
+                    info = await with_record(self._client, info, tag)
+                if header and info.checksums.crc32c is None:
+                    info = await with_stored_crc32c(self._client, info)
+            except BaseException:
+                response["Body"].close()
+                raise
         except BaseException:
-            response["Body"].close()
+            release()
             raise
         limit = byte_range.limit if byte_range.offset < 0 and byte_range.limit else -1
         return S3Reader(
@@ -272,6 +288,7 @@ class S3Store:
             limit,
             ref,
             read_timeout=self._connection.config.read_timeout,
+            on_close=release,
         )
 
     async def _empty_or_out_of_range(
@@ -281,7 +298,7 @@ class S3Store:
         (or anything of an empty object) is still a valid, empty read."""
         info = await self.head(ref)
         if if_match and info.etag != bare_etag(if_match):
-            raise FailedPrecondition(f"if_match {if_match!r} does not match {ref.key!r}")
+            raise if_match_failed()
         start = (
             byte_range.offset if byte_range.offset >= 0 else max(0, info.size + byte_range.offset)
         )
@@ -294,35 +311,17 @@ class S3Store:
     async def list_page(
         self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
     ) -> ListPage:
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
-        if delimiter:
-            kwargs["Delimiter"] = delimiter
-        if token:
-            kwargs["ContinuationToken"] = token
-        with s3_errors(bucket=bucket):
-            response = await self._client.list_objects_v2(**kwargs)
-        # The gateway's own records are not the caller's objects.
-        objects = [
-            StoredObject(
-                bucket=bucket,
-                key=item["Key"],
-                size=int(item.get("Size", 0)),
-                etag=bare_etag(item.get("ETag", "")),
-                content_type="",
-                last_modified=item.get("LastModified"),
-            )
-            for item in response.get("Contents", [])
-            if not item["Key"].startswith(RESERVED_PREFIX)
-        ]
-        prefixes = [
-            p["Prefix"]
-            for p in response.get("CommonPrefixes", [])
-            if "Prefix" in p and not p["Prefix"].startswith(RESERVED_PREFIX)
-        ]
-        next_token = (
-            response.get("NextContinuationToken", "") if response.get("IsTruncated") else ""
-        )
-        return ListPage(objects=objects, common_prefixes=prefixes, next_token=next_token)
+        # The gateway's own records are not the caller's objects, nor do
+        # they shape its pages (storage.s3.listing).
+        return await Lister(self._client, bucket, prefix, delimiter).page(page_size, token)
+
+    async def get_tags(self, ref: ObjectRef) -> dict[str, str]:
+        return await get_tags(self._client, ref)
+
+    async def set_tags(
+        self, ref: ObjectRef, tags: Mapping[str, str], if_match: str
+    ) -> StoredObject:
+        return await set_tags(self._client, ref, tags, if_match)
 
     async def presign(
         self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str

@@ -1,0 +1,271 @@
+"""Fair shares per principal on a real gateway (mTLS callers, moto's S3): one
+caller inside its own stream quota cannot hold the memory budget another
+caller needs, budget goes back on every failure path, and the share settings
+are checked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from blobgate.server.app import Gateway, start_gateway
+from blobgate.server.settings_loading import SettingsError, load_settings
+from blobgate.v1 import storage_pb2 as pb
+from blobgate.v1 import storage_pb2_grpc
+from tests.fakes.pki import CA, Issued
+from tests.support.gateways import gateway_settings, stop_gateway
+from tests.support.helpers import eventually
+
+MiB = 1024 * 1024
+Code = grpc.StatusCode
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+# A small gateway: 5 MiB parts, a 20 MiB budget. Before shares, 4 uploads of
+# one caller held it all as soon as each had sent a byte.
+SMALL = {"memory_budget": 20 * MiB, "max_streams": 16}
+
+
+@pytest.fixture
+def ca() -> CA:
+    return CA()
+
+
+@asynccontextmanager
+async def mtls_gateway(
+    tmp_path: Path, ca: CA, moto_endpoint: str, bucket: str, **overrides: Any
+) -> AsyncIterator[Gateway]:
+    cert_file, key_file = ca.server().write(tmp_path, "server")
+    settings = gateway_settings(
+        moto_endpoint,
+        bucket,
+        tls_cert_file=cert_file,
+        tls_key_file=key_file,
+        tls_client_ca_file=ca.write(tmp_path),
+        **overrides,
+    )
+    gateway = await start_gateway(settings)
+    try:
+        yield gateway
+    finally:
+        await stop_gateway(gateway)
+
+
+@asynccontextmanager
+async def caller(gateway: Gateway, ca: CA, client: Issued) -> AsyncIterator[Any]:
+    """A stub on a connection of its own, as ``client``."""
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca.pem, private_key=client.key, certificate_chain=client.cert
+    )
+    address = f"127.0.0.1:{gateway.port}"
+    async with grpc.aio.secure_channel(address, credentials, options=OWN_CONNECTION) as channel:
+        yield storage_pb2_grpc.StorageServiceStub(channel)
+
+
+class Trickle:
+    """An Upload that sends its spec and one byte, then the rest of its
+    ``size`` bytes only once released (a client trickling its data)."""
+
+    def __init__(self, stub: Any, key: str, size: int = 1, timeout: float = 60) -> None:
+        self.release = asyncio.Event()
+        self.size = size
+        self.call = stub.Upload(self._requests(key), timeout=timeout)
+
+    async def _requests(self, key: str) -> AsyncIterator[pb.UploadRequest]:
+        yield pb.UploadRequest(spec=pb.UploadSpec(key=key))
+        yield pb.UploadRequest(data=b"x")
+        await self.release.wait()
+        left = self.size - 1
+        while left:
+            piece = min(left, MiB)
+            yield pb.UploadRequest(data=b"y" * piece)
+            left -= piece
+
+    async def finish(self) -> pb.Object:
+        self.release.set()
+        return (await self.call).object
+
+
+async def _upload_code(stub: Any, key: str, data: bytes, deadline: float) -> Code:
+    requests = [pb.UploadRequest(spec=pb.UploadSpec(key=key))]
+    requests += [pb.UploadRequest(data=data[at : at + MiB]) for at in range(0, len(data), MiB)]
+    try:
+        await stub.Upload(iter(requests), timeout=deadline)
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return Code.OK
+
+
+async def _budget_empty(gateway: Gateway) -> None:
+    async def check() -> None:
+        assert gateway.budget.used == 0
+
+    await eventually(check, within=10)
+
+
+async def test_a_trickling_principal_cannot_hold_the_budget_another_needs(
+    tmp_path: Path, ca: CA, moto_endpoint: str, bucket: str
+) -> None:
+    """Four uploads of one caller that each sent a byte and trickle: another
+    caller's small upload completes at once, and the trickling uploads all
+    finish once they send the rest (parts that span a part boundary)."""
+    mallory, bob = ca.client("mallory"), ca.client("bob")
+    async with (
+        mtls_gateway(tmp_path, ca, moto_endpoint, bucket, **SMALL) as gw,
+        caller(gw, ca, mallory) as greedy,
+        caller(gw, ca, bob) as victim,
+    ):
+        trickles = [Trickle(greedy, f"trickle-{i}", size=5 * MiB + 100) for i in range(4)]
+        for trickle in trickles:
+            await asyncio.wait_for(trickle.call.initial_metadata(), 10)
+
+        async def holding() -> None:
+            assert gw.budget.used > 0
+
+        await eventually(holding, within=10)
+        started = asyncio.get_running_loop().time()
+        # Before shares this waited until its deadline, every time.
+        assert await _upload_code(victim, "victim", b"v" * 100, deadline=10) == Code.OK
+        assert asyncio.get_running_loop().time() - started < 5
+        assert gw.budget.used <= gw.settings.budget_per_principal
+        done = await asyncio.wait_for(asyncio.gather(*(t.finish() for t in trickles)), 60)
+        assert [obj.size for obj in done] == [5 * MiB + 100] * 4
+        await _budget_empty(gw)
+
+
+async def test_principals_are_served_side_by_side_within_their_shares(
+    tmp_path: Path, ca: CA, moto_endpoint: str, bucket: str
+) -> None:
+    """Two callers with three uploads each on a budget of two parts: each
+    holds at most its share at any time, and both hold budget at the same
+    time: neither waits for the other's uploads to end."""
+    settings = {**SMALL, "memory_budget": 10 * MiB, "memory_budget_per_principal": 5 * MiB}
+    async with (
+        mtls_gateway(tmp_path, ca, moto_endpoint, bucket, **settings) as gw,
+        caller(gw, ca, ca.client("alice")) as alice,
+        caller(gw, ca, ca.client("bob")) as bob,
+    ):
+        most: dict[str, int] = {}
+        together = 0  # samples in which both held budget
+
+        async def watch() -> None:
+            while True:
+                nonlocal together
+                for name, held in gw.budget.used_by.items():
+                    most[name] = max(most.get(name, 0), held)
+                together += {"cn:alice", "cn:bob"} <= gw.budget.used_by.keys()
+                await asyncio.sleep(0.005)
+
+        async def send(stub: Any, name: str, index: int) -> None:
+            data = bytes([index]) * (6 * MiB)
+            assert await _upload_code(stub, f"{name}-{index}", data, deadline=60) == Code.OK
+
+        watching = asyncio.create_task(watch())
+        try:
+            await asyncio.gather(
+                *(send(alice, "alice", i) for i in range(3)),
+                *(send(bob, "bob", i) for i in range(3)),
+            )
+        finally:
+            watching.cancel()
+        assert most.keys() == {"cn:alice", "cn:bob"} and max(most.values()) <= 5 * MiB
+        assert together > 0
+        await _budget_empty(gw)
+
+
+async def test_a_principal_at_its_share_waits_until_its_deadline(
+    tmp_path: Path, ca: CA, moto_endpoint: str, bucket: str
+) -> None:
+    """Past its share a caller's upload waits (backpressure) and ends
+    DEADLINE_EXCEEDED at its deadline; the budget it held goes back, on
+    cancel too, and others go on meanwhile."""
+    mallory, bob = ca.client("mallory"), ca.client("bob")
+    async with (
+        mtls_gateway(tmp_path, ca, moto_endpoint, bucket, **SMALL) as gw,
+        caller(gw, ca, mallory) as greedy,
+        caller(gw, ca, bob) as other,
+    ):
+        first = Trickle(greedy, "first")
+
+        async def holding() -> None:
+            assert gw.budget.used > 0
+
+        await eventually(holding, within=10)
+        # One open part of 5 MiB fills mallory's 5 MiB share: the next waits.
+        waiting = Trickle(greedy, "second", size=2 * MiB, timeout=1.5)
+        waiting.release.set()
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await waiting.call
+        assert raised.value.code() == Code.DEADLINE_EXCEEDED
+        assert await _upload_code(other, "other", b"o" * 3 * MiB, deadline=10) == Code.OK
+        first.call.cancel()  # a cancelled stream gives its part's budget back
+        await _budget_empty(gw)
+        assert gw.budget.used_by == {}
+
+
+async def test_an_s3_error_gives_the_budget_back(
+    tmp_path: Path, ca: CA, s3_endpoint: str, bucket: str, s3: Any
+) -> None:
+    missing = f"{bucket}-gone"  # allowed, then deleted behind the gateway's back
+    async with (
+        mtls_gateway(tmp_path, ca, s3_endpoint, bucket, allowed_buckets=[missing], **SMALL) as gw,
+        caller(gw, ca, ca.client("alice")) as stub,
+    ):
+        await s3.delete_bucket(Bucket=missing)  # S3 answers NoSuchBucket from now on
+        requests = [pb.UploadRequest(spec=pb.UploadSpec(bucket=missing, key="k"))]
+        requests += [pb.UploadRequest(data=b"z" * MiB) for _ in range(6)]
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.Upload(iter(requests), timeout=20)
+        assert raised.value.code() in (Code.NOT_FOUND, Code.FAILED_PRECONDITION)
+        await _budget_empty(gw)
+
+
+def test_the_share_settings_are_checked() -> None:
+    defaults = load_settings([])[0]
+    assert defaults.budget_per_principal == int(defaults.memory_budget) // 4
+    assert defaults.streams_per_principal == defaults.max_streams // 4
+    assert defaults.connections_per_principal == defaults.s3_max_connections // 4
+    small = load_settings(["--memory-budget", "8MiB"])[0]
+    assert small.budget_per_principal == 8 * MiB  # at least part_size
+    given = ["--memory-budget", "64MiB", "--memory-budget-per-principal", "16MiB"]
+    assert load_settings(given)[0].budget_per_principal == 16 * MiB
+    for bad in ("4MiB", "65MiB"):
+        with pytest.raises(SettingsError, match="memory_budget_per_principal"):
+            load_settings(["--memory-budget", "64MiB", "--memory-budget-per-principal", bad])
+    with pytest.raises(SettingsError, match="s3_connections_per_principal"):
+        load_settings(["--s3-max-connections", "4", "--s3-connections-per-principal", "5"])
+
+
+async def test_a_principal_at_its_share_of_s3_connections_waits_while_others_go_on(
+    tmp_path: Path, ca: CA, moto_endpoint: str, bucket: str
+) -> None:
+    """With one S3 data request per caller, a download whose client stops
+    reading holds its caller's place (its GET): that caller's upload waits,
+    another caller's goes on, and the place comes back with the download."""
+    mallory, bob = ca.client("mallory"), ca.client("bob")
+    async with (
+        mtls_gateway(
+            tmp_path, ca, moto_endpoint, bucket, s3_connections_per_principal=1, **SMALL
+        ) as gw,
+        caller(gw, ca, mallory) as greedy,
+        caller(gw, ca, bob) as other,
+    ):
+        assert await _upload_code(other, "big", b"b" * 12 * MiB, deadline=20) == Code.OK
+        download = greedy.Download(pb.DownloadRequest(key="big"), timeout=30)
+        await asyncio.wait_for(download.read(), 10)  # the GET is open; no more is read
+        shares = gw.storage.backend.connection.shares  # type: ignore[attr-defined]
+        assert shares.active == {"cn:mallory": 1}
+        assert await _upload_code(greedy, "waits", b"m", deadline=1.5) == Code.DEADLINE_EXCEEDED
+        assert await _upload_code(other, "goes", b"o", deadline=10) == Code.OK
+        download.cancel()
+
+        async def free() -> None:
+            assert shares.active == {}
+
+        await eventually(free, within=10)
+        assert await _upload_code(greedy, "now", b"m", deadline=10) == Code.OK
+        await _budget_empty(gw)
