@@ -226,7 +226,7 @@ async def test_versions_listing_pages_in_s3_order(env: Env, s3: Any, page_size: 
     # The gateway writes its page-token key (a record) at the first listing
     # of many pages: before S3's own listing below, which then sees the same
     # bucket (moto's pages of versions depend on every key in the bucket).
-    await env.stub.List(pb.ListRequest(page_size=1), timeout=30)
+    await env.stub.List(pb.ListRequest(versions=True, page_size=1), timeout=30)
 
     listing = await all_versions(env, page_size)
     paged = await s3_versions(s3, env.bucket, page_size=page_size)
