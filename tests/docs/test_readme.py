@@ -237,3 +237,35 @@ async def test_the_security_client_examples_run(
             assert listed.text == "daily/2026-12-01.csv\n"
         finally:
             await gateway.stop(grace=0.5)
+
+
+@pytest.mark.slow
+async def test_the_readme_undo_example_runs(
+    moto_endpoint: str, bucket: str, tmp_path: Path
+) -> None:
+    """README.md's "Undo a mistake", run as written against a gateway set
+    up as --dev sets it up (a versioned bucket): the restore brings the
+    first draft back."""
+    [example] = [b for b in _blocks(README, "sh") if "blobgate restore" in b]
+    gateway = await start_gateway(gateway_settings(moto_endpoint, bucket, bucket_versioning=True))
+    try:
+        scripts = str(Path(sys.executable).parent)
+        ran = await run_cli(
+            "-ec",
+            example,
+            program=("bash",),
+            cwd=tmp_path,
+            env={
+                "BLOBGATE_SERVER": f"127.0.0.1:{gateway.port}",
+                "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}",
+            },
+        )
+    finally:
+        await gateway.stop(grace=0.5)
+    assert (ran.returncode, ran.stderr) == (0, ""), ran.stderr
+    out = ran.text
+    assert out.count("first draft\n") == 2, out  # cat of the old version, then of the restored
+    assert "rm notes.txt: deleted (delete marker" in out
+    last_listing = out.rstrip().splitlines()[-4:]  # three versions and the marker
+    current = [line for line in last_listing if line.startswith("* ")]
+    assert len(current) == 1 and current[0].endswith("(delete marker)"), last_listing

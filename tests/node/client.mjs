@@ -16,7 +16,7 @@
 // bounds the wait for the first connection (default: 30 s).
 //
 // It uploads a ~3 MiB random object and a small one, downloads them (whole and
-// a range), Stats and Lists them, Copies the small one and BatchDeletes the
+// a range), Stats (by version id) and Lists them (their versions too), Copies the small one and BatchDeletes the
 // copies, and checks error statuses. It writes the
 // bytes it uploaded to SCRATCH_DIR/<name>.bin so the caller can compare them
 // with what reached S3, prints one JSON line of results, and exits 0; on any
@@ -286,6 +286,7 @@ async function main() {
       crc32c: response.object.checksums.crc32c,
       metadata: response.object.metadata,
       initial_metadata: seen.metadata,
+      version_id: response.object.version_id,
     };
     if (o.name === 'big') {
       results.shapes.upload_response_object_keys = Object.keys(response.object).sort();
@@ -311,12 +312,18 @@ async function main() {
   results.downloads.range = { messages: rangeGot.messages, bytes: rangeGot.bytes, object_size: rangeGot.object.size };
 
   for (const o of objects) {
-    const stat = await unary(client, 'Stat', { key: o.key });
+    // version_id: the version the Upload answered ('' where the bucket is not
+    // versioned, which names the current one).
+    const versionId = results.uploads[o.name].version_id;
+    const stat = await unary(client, 'Stat', { key: o.key, version_id: versionId });
     checkObject(stat.object, o, `Stat(${o.name}).object`);
     checkMetadata(stat.object, o, `Stat(${o.name}).object`);
     checkEqual(stat.object.etag, results.uploads[o.name].etag, `Stat(${o.name}).object.etag`);
+    checkEqual(stat.object.version_id, versionId, `Stat(${o.name}).object.version_id`);
   }
   results.stat = 'ok';
+  const versions = await unary(client, 'List', { prefix, versions: true });
+  results.versions = versions.objects.map((obj) => [obj.key, obj.version_id, obj.is_latest, obj.is_delete_marker]);
 
   const listing = await unary(client, 'List', { prefix, page_size: 100 });
   const listed = listing.objects.map((obj) => obj.key).sort();

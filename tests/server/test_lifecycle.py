@@ -125,6 +125,7 @@ async def test_dev_mode_serves_an_embedded_s3(processes: list[ServerProcess]) ->
         uploaded = await stub.Upload(requests(), timeout=30)
         assert uploaded.object.bucket == "blobgate"
         assert uploaded.object.content_type == "text/plain"
+        assert uploaded.object.version_id  # --dev's bucket is versioned (bucket_versioning)
         chunks = [m async for m in stub.Download(pb.DownloadRequest(key="hello.txt"), timeout=30)]
         assert b"".join(m.data for m in chunks[1:]) == b"hello, blobgate"
     server.proc.send_signal(signal.SIGTERM)

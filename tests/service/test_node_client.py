@@ -137,6 +137,12 @@ async def check_round_trip(
     assert uploads["big"]["content_type"] == "application/x-node-test"
     assert uploads["big"]["metadata"] == {"owner": "Node", "build-id": "42"}
     assert uploads["small"]["content_type"] == "text/plain"  # guessed from ".txt"
+    # An unversioned bucket: no version ids on writes, one "null" version per key.
+    assert uploads["big"]["version_id"] == uploads["small"]["version_id"] == ""
+    assert sorted(result["versions"]) == [
+        [f"{prefix}big.bin", "null", True, False],
+        [f"{prefix}notes/small.txt", "null", True, False],
+    ]
 
     downloads = result["downloads"]
     assert downloads["big"] == {"messages": 1 + 4, "bytes": len(big)}  # Object, 4 chunks

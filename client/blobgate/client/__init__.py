@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from blobgate.client.client import Client
     from blobgate.client.download import DownloadStream
     from blobgate.client.errors import BlobgateError
-    from blobgate.client.models import DeleteResult, ListPage, ObjectInfo, PresignedURL
+    from blobgate.client.models import Deleted, DeleteResult, ListPage, ObjectInfo, PresignedURL
     from blobgate.client.options import ClientOptions
     from blobgate.client.progress import Progress
     from blobgate.client.sources import UploadSource
@@ -40,6 +40,7 @@ _MODULES = {
     "BlobgateError": "blobgate.client.errors",
     "Client": "blobgate.client.client",
     "ClientOptions": "blobgate.client.options",
+    "Deleted": "blobgate.client.models",
     "DeleteResult": "blobgate.client.models",
     "DownloadStream": "blobgate.client.download",
     "Endpoint": "blobgate.client.transport",
@@ -60,6 +61,7 @@ __all__ = [
     "Client",
     "ClientOptions",
     "DeleteResult",
+    "Deleted",
     "DownloadStream",
     "Endpoint",
     "ListPage",

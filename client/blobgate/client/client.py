@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Literal, Self, Unpack
+from typing import Any, BinaryIO, Self, Unpack
 
 from blobgate.client.atomic_file import write_atomically, write_chunks
 from blobgate.client.connect_problems import hinted
 from blobgate.client.direct import DirectFetcher
 from blobgate.client.download import DownloadOpener, DownloadStream, range_size
-from blobgate.client.models import DeleteResult, ListPage, ObjectInfo, PresignedURL
+from blobgate.client.models import ObjectInfo
 from blobgate.client.options import ClientOptions, OptionKeywords
 from blobgate.client.progress import Progress
 from blobgate.client.resumable import RESUMABLE_THRESHOLD, ResumableUpload
@@ -37,17 +37,13 @@ from blobgate.client.retry import CallBudget, retry_unary
 from blobgate.client.sources import UploadSource, close_chunks, prepare_source
 from blobgate.client.targets import open_transport
 from blobgate.client.transport import Transport
+from blobgate.client.unary_calls import UnaryCalls
 from blobgate.client.upload import upload_once, upload_spec
-from blobgate.client.wire import proto_duration
 from blobgate.shared.tls import TLSConfig
 from blobgate.v1 import storage_pb2
 
-BATCH_DELETE_LIMIT = 1000  # keys per BatchDelete call
-DeleteResults = list[DeleteResult]  # spelt here: Client.list hides the builtin in the class
-_HTTP_METHODS_BY_NAME = {"GET": storage_pb2.HTTP_METHOD_GET, "PUT": storage_pb2.HTTP_METHOD_PUT}
 
-
-class Client:
+class Client(UnaryCalls):
     """A connection to blobgate: ``Client("127.0.0.1:50051")`` for one
     server, ``Client("consul://blobgate")`` (or ``consul://NAME?tag=TAG``)
     for the passing instances of a Consul service, or ``Client(transport)``
@@ -218,10 +214,12 @@ class Client:
         limit: int = 0,
         if_match: str = "",
         progress: Progress | None = None,
+        version_id: str = "",
     ) -> DownloadStream:
         """Start downloading ``key`` (or ``limit`` bytes from ``offset``; a
-        negative offset counts from the end) and wait for the object's
-        description, so a missing key or failed ``if_match`` raises here.
+        negative offset counts from the end; ``version_id``: that version)
+        and wait for the object's description, so a missing key or failed
+        ``if_match`` raises here.
         ``progress`` is called with (bytes received, bytes of the range) once
         the object is described and after each chunk."""
         request = storage_pb2.DownloadRequest(
@@ -231,6 +229,7 @@ class Client:
             limit=limit,
             if_match=if_match,
             direct=self.options.direct_downloads,
+            version_id=version_id,
         )
         budget = CallBudget.start(self.options.stream_timeout, self.options.max_attempts)
         direct = self._direct if self.options.direct_downloads else None
@@ -261,11 +260,18 @@ class Client:
         limit: int = 0,
         if_match: str = "",
         progress: Progress | None = None,
+        version_id: str = "",
     ) -> AsyncIterator[bytes]:
-        """Yield the bytes of ``key`` (see ``open_download`` for the range
-        and ``progress``), in chunks of at most 1 MiB."""
+        """Yield the bytes of ``key`` (see ``open_download`` for the range,
+        ``progress`` and ``version_id``), in chunks of at most 1 MiB."""
         stream = await self.open_download(
-            key, bucket=bucket, offset=offset, limit=limit, if_match=if_match, progress=progress
+            key,
+            bucket=bucket,
+            offset=offset,
+            limit=limit,
+            if_match=if_match,
+            progress=progress,
+            version_id=version_id,
         )
         async with stream:
             async for chunk in stream:
@@ -281,190 +287,29 @@ class Client:
         limit: int = 0,
         if_match: str = "",
         progress: Progress | None = None,
+        version_id: str = "",
     ) -> ObjectInfo:
-        """Download ``key`` into the file ``path``, atomically: the bytes go to
-        a temporary file beside it that is renamed over ``path`` only once the
-        download succeeded (and, for a whole object, its checksum matched).
+        """Download ``key`` (``version_id``: that version) into the file
+        ``path``, atomically: the bytes go to a temporary file beside it that
+        is renamed over ``path`` only once the download succeeded (and, for a
+        whole object, its checksum matched).
         ``path`` may also be a binary file object, which is written as the
         bytes arrive (no rename is possible: on failure it holds a prefix).
         ``progress`` as in ``open_download``."""
         async with await self.open_download(
-            key, bucket=bucket, offset=offset, limit=limit, if_match=if_match, progress=progress
+            key,
+            bucket=bucket,
+            offset=offset,
+            limit=limit,
+            if_match=if_match,
+            progress=progress,
+            version_id=version_id,
         ) as stream:
             if isinstance(path, str | os.PathLike):  # views: no copy of the received bytes
                 await write_atomically(Path(path), stream.views())
             else:
                 await write_chunks(path, stream.views())
         return stream.info
-
-    async def stat(self, key: str, *, bucket: str = "", include_tags: bool = False) -> ObjectInfo:
-        """Describe ``key``, with its metadata and checksums (and its tags
-        with ``include_tags``, one more request to S3)."""
-        request = storage_pb2.StatRequest(
-            bucket=bucket or self.options.bucket, key=key, include_tags=include_tags
-        )
-        response: storage_pb2.StatResponse = await self._unary("Stat", request)
-        return ObjectInfo.from_proto(response.object)
-
-    async def set_tags(
-        self, key: str, tags: Mapping[str, str], *, bucket: str = "", if_match: str = ""
-    ) -> ObjectInfo:
-        """Replace the tags of ``key`` (empty: remove them; its lifetime
-        stays) and return the object with its tags."""
-        request = storage_pb2.SetTagsRequest(
-            bucket=bucket or self.options.bucket, key=key, tags=dict(tags), if_match=if_match
-        )
-        response: storage_pb2.SetTagsResponse = await self._unary("SetTags", request)
-        return ObjectInfo.from_proto(response.object)
-
-    async def list_page(
-        self,
-        prefix: str = "",
-        *,
-        bucket: str = "",
-        delimiter: str = "",
-        page_size: int = 0,
-        page_token: str = "",
-    ) -> ListPage:
-        """One page of the listing under ``prefix`` (``page_size`` 0: the
-        server's 1000). Pass ``next_page_token`` back to get the next."""
-        request = storage_pb2.ListRequest(
-            bucket=bucket or self.options.bucket,
-            prefix=prefix,
-            delimiter=delimiter,
-            page_size=page_size,
-            page_token=page_token,
-        )
-        response: storage_pb2.ListResponse = await self._unary("List", request)
-        return ListPage.from_proto(response)
-
-    async def list(
-        self, prefix: str = "", *, bucket: str = "", delimiter: str = "", page_size: int = 0
-    ) -> AsyncIterator[ObjectInfo]:
-        """Every object under ``prefix``, page after page. With a
-        ``delimiter``, the common prefixes are only in ``list_page``."""
-        token = ""
-        while True:
-            page = await self.list_page(
-                prefix, bucket=bucket, delimiter=delimiter, page_size=page_size, page_token=token
-            )
-            for obj in page.objects:
-                yield obj
-            token = page.next_page_token
-            if not token:
-                return
-
-    async def presign(
-        self,
-        key: str,
-        *,
-        method: Literal["GET", "PUT"] = "GET",
-        expires_in: float | None = None,
-        content_type: str = "",
-        bucket: str = "",
-    ) -> PresignedURL:
-        """A URL to GET or PUT ``key`` over plain HTTP, valid for
-        ``expires_in`` seconds (None: the server's 15 minutes). For PUT,
-        ``content_type`` is signed and must be sent as given."""
-        http_method = _HTTP_METHODS_BY_NAME.get(method.upper())
-        if http_method is None:
-            raise ValueError(f"method must be GET or PUT, not {method!r}")
-        request = storage_pb2.PresignRequest(
-            bucket=bucket or self.options.bucket,
-            key=key,
-            method=http_method,
-            content_type=content_type,
-        )
-        if expires_in is not None:
-            request.expires_in.CopyFrom(proto_duration(expires_in))
-        response: storage_pb2.PresignResponse = await self._unary("Presign", request)
-        return PresignedURL.from_proto(response)
-
-    async def delete(self, key: str, *, bucket: str = "", if_match: str = "") -> None:
-        """Remove ``key``; a missing key is not an error unless ``if_match`` is given."""
-        request = storage_pb2.DeleteRequest(
-            bucket=bucket or self.options.bucket, key=key, if_match=if_match
-        )
-        await self._unary("Delete", request)
-
-    async def copy(
-        self,
-        source_key: str,
-        destination_key: str,
-        *,
-        bucket: str = "",
-        to_bucket: str = "",
-        source_if_match: str = "",
-        if_none_match: bool = False,
-        if_match: str = "",
-        replace_metadata: bool = False,
-        content_type: str = "",
-        metadata: Mapping[str, str] | None = None,
-        storage_class: str = "",
-        replace_tags: bool = False,
-        tags: Mapping[str, str] | None = None,
-        expire_days: int = 0,
-    ) -> ObjectInfo:
-        """Copy ``source_key`` (in ``bucket``) to ``destination_key`` (in
-        ``to_bucket``, default: the source's bucket) inside S3, and return the
-        new object. The copy keeps the source's content type, metadata and
-        checksums; ``replace_metadata`` replaces the first two with
-        ``content_type`` (empty: guessed from the destination key) and
-        ``metadata``. ``source_if_match`` pins the source's version;
-        ``if_none_match`` and ``if_match`` guard the destination. A retry
-        after a lost reply can report FAILED_PRECONDITION for a copy that
-        ``if_none_match`` let through the first time. The copy keeps the
-        source's tags unless ``replace_tags`` (then ``tags``) and its lifetime
-        unless ``expire_days``; its storage class is ``storage_class``
-        (empty: STANDARD)."""
-        if not replace_metadata and (content_type or metadata):
-            raise ValueError("content_type and metadata need replace_metadata=True")
-        source_bucket = bucket or self.options.bucket
-        request = storage_pb2.CopyRequest(
-            source_bucket=source_bucket,
-            source_key=source_key,
-            source_if_match=source_if_match,
-            destination_bucket=to_bucket or source_bucket,
-            destination_key=destination_key,
-            if_none_match=if_none_match,
-            if_match=if_match,
-            replace_metadata=replace_metadata,
-            content_type=content_type,
-            metadata=dict(metadata or {}),
-            storage_class=storage_class,
-            replace_tags=replace_tags,
-            tags=dict(tags or {}),
-            expire_days=expire_days,
-        )
-        response: storage_pb2.CopyResponse = await self._unary("Copy", request)
-        return ObjectInfo.from_proto(response.object)
-
-    async def batch_delete(
-        self,
-        keys: Iterable[str],
-        *,
-        bucket: str = "",
-        if_match: Mapping[str, str] | None = None,
-    ) -> DeleteResults:
-        """Delete ``keys`` of one bucket, in calls of up to 1000 keys, and
-        say what became of each distinct key (in order): deleted (or already missing), or
-        the status that refused it. ``if_match`` maps keys to the ETag each
-        must still have. A failure of a whole call raises ``BlobgateError``;
-        the calls before it took effect."""
-        conditions = dict(if_match or {})
-        names = list(dict.fromkeys(keys))
-        results: DeleteResults = []
-        for start in range(0, len(names), BATCH_DELETE_LIMIT):
-            entries = [
-                storage_pb2.BatchDeleteEntry(key=key, if_match=conditions.get(key, ""))
-                for key in names[start : start + BATCH_DELETE_LIMIT]
-            ]
-            request = storage_pb2.BatchDeleteRequest(
-                bucket=bucket or self.options.bucket, entries=entries
-            )
-            response: storage_pb2.BatchDeleteResponse = await self._unary("BatchDelete", request)
-            results += [DeleteResult.from_proto(result) for result in response.results]
-        return results
 
     async def _unary(self, method: str, request: Any) -> Any:
         budget = CallBudget.start(self.options.timeout, self.options.max_attempts)

@@ -14,7 +14,9 @@ from blobgate.v1 import storage_pb2
 @dataclass(frozen=True)
 class ObjectInfo:
     """One stored object. ``sha256`` and ``crc32c`` are None when unknown;
-    listings carry neither, nor metadata (``stat`` has them)."""
+    listings carry neither, nor metadata (``stat`` has them). ``version_id``
+    is S3's version id ("" where the bucket is not versioned); ``is_latest``
+    and ``is_delete_marker`` are set only in a versions listing."""
 
     bucket: str
     key: str
@@ -25,6 +27,9 @@ class ObjectInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     sha256: bytes | None = None
     crc32c: int | None = None
+    version_id: str = ""
+    is_latest: bool = False
+    is_delete_marker: bool = False
     storage_class: str = ""  # STANDARD unless written in another class
     tags: dict[str, str] = field(default_factory=dict)  # only from stat(include_tags=True)
     expires_at: datetime | None = None  # when S3 expires it, where S3 says
@@ -43,10 +48,22 @@ class ObjectInfo:
             metadata=dict(obj.metadata),
             sha256=checksums.sha256 or None,
             crc32c=checksums.crc32c if checksums.HasField("crc32c") else None,
+            version_id=obj.version_id,
+            is_latest=obj.is_latest,
+            is_delete_marker=obj.is_delete_marker,
             storage_class=obj.storage_class,
             tags=dict(obj.tags),
             expires_at=_datetime(obj.expires_at) if obj.HasField("expires_at") else None,
         )
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What a delete did: the id of the delete marker it left (a versioned
+    bucket) or of the version it removed, "" on an unversioned bucket."""
+
+    version_id: str
+    delete_marker: bool
 
 
 @dataclass(frozen=True)

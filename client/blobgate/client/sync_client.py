@@ -200,23 +200,41 @@ class SyncClient:
         limit: int = 0,
         if_match: str = "",
         progress: Progress | None = None,
+        version_id: str = "",
     ) -> Iterator[bytes]:
         """Yield the bytes of ``key`` in chunks of at most 1 MiB (see
         ``Client.download``); the call starts at the first ``next``."""
         with self.open_download(
-            key, bucket=bucket, offset=offset, limit=limit, if_match=if_match, progress=progress
+            key,
+            bucket=bucket,
+            offset=offset,
+            limit=limit,
+            if_match=if_match,
+            progress=progress,
+            version_id=version_id,
         ) as stream:
             yield from stream
 
     def list(
-        self, prefix: str = "", *, bucket: str = "", delimiter: str = "", page_size: int = 0
+        self,
+        prefix: str = "",
+        *,
+        bucket: str = "",
+        delimiter: str = "",
+        page_size: int = 0,
+        versions: bool = False,
     ) -> Iterator[ObjectInfo]:
-        """Every object under ``prefix``, page after page (fetched as the
-        iteration reaches them)."""
+        """Every object (``versions``: every version) under ``prefix``, page
+        after page (fetched as the iteration reaches them)."""
         token = ""
         while True:
             page = self.list_page(
-                prefix, bucket=bucket, delimiter=delimiter, page_size=page_size, page_token=token
+                prefix,
+                bucket=bucket,
+                delimiter=delimiter,
+                page_size=page_size,
+                page_token=token,
+                versions=versions,
             )
             yield from page.objects
             token = page.next_page_token
@@ -233,6 +251,7 @@ class SyncClient:
     presign = _blocking(Client.presign)
     delete = _blocking(Client.delete)
     copy = _blocking(Client.copy)
+    restore = _blocking(Client.restore)
     batch_delete = _blocking(Client.batch_delete)
 
 

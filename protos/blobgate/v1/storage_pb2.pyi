@@ -29,7 +29,7 @@ class Checksums(_message.Message):
     def __init__(self, sha256: _Optional[bytes] = ..., crc32c: _Optional[int] = ...) -> None: ...
 
 class Object(_message.Message):
-    __slots__ = ("bucket", "key", "size", "etag", "content_type", "last_modified", "metadata", "checksums", "storage_class", "tags", "expires_at")
+    __slots__ = ("bucket", "key", "size", "etag", "content_type", "last_modified", "metadata", "checksums", "version_id", "is_latest", "is_delete_marker", "storage_class", "tags", "expires_at")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,9 @@ class Object(_message.Message):
     LAST_MODIFIED_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CHECKSUMS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    IS_LATEST_FIELD_NUMBER: _ClassVar[int]
+    IS_DELETE_MARKER_FIELD_NUMBER: _ClassVar[int]
     STORAGE_CLASS_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
@@ -63,10 +66,13 @@ class Object(_message.Message):
     last_modified: _timestamp_pb2.Timestamp
     metadata: _containers.ScalarMap[str, str]
     checksums: Checksums
+    version_id: str
+    is_latest: bool
+    is_delete_marker: bool
     storage_class: str
     tags: _containers.ScalarMap[str, str]
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., size: _Optional[int] = ..., etag: _Optional[str] = ..., content_type: _Optional[str] = ..., last_modified: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., checksums: _Optional[_Union[Checksums, _Mapping]] = ..., storage_class: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., size: _Optional[int] = ..., etag: _Optional[str] = ..., content_type: _Optional[str] = ..., last_modified: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., checksums: _Optional[_Union[Checksums, _Mapping]] = ..., version_id: _Optional[str] = ..., is_latest: _Optional[bool] = ..., is_delete_marker: _Optional[bool] = ..., storage_class: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class UploadSpec(_message.Message):
     __slots__ = ("bucket", "key", "content_type", "metadata", "size", "expected", "if_none_match", "if_match", "tags", "storage_class", "expire_days")
@@ -171,20 +177,22 @@ class UploadResponse(_message.Message):
     def __init__(self, object: _Optional[_Union[Object, _Mapping]] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
-    __slots__ = ("bucket", "key", "offset", "limit", "if_match", "direct")
+    __slots__ = ("bucket", "key", "offset", "limit", "if_match", "version_id", "direct")
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     IF_MATCH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     DIRECT_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     key: str
     offset: int
     limit: int
     if_match: str
+    version_id: str
     direct: bool
-    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., if_match: _Optional[str] = ..., direct: _Optional[bool] = ...) -> None: ...
+    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ..., if_match: _Optional[str] = ..., version_id: _Optional[str] = ..., direct: _Optional[bool] = ...) -> None: ...
 
 class DownloadResponse(_message.Message):
     __slots__ = ("object", "data", "direct")
@@ -214,14 +222,16 @@ class DirectDownload(_message.Message):
     def __init__(self, url: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class StatRequest(_message.Message):
-    __slots__ = ("bucket", "key", "include_tags")
+    __slots__ = ("bucket", "key", "version_id", "include_tags")
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_TAGS_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     key: str
+    version_id: str
     include_tags: bool
-    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., include_tags: _Optional[bool] = ...) -> None: ...
+    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., version_id: _Optional[str] = ..., include_tags: _Optional[bool] = ...) -> None: ...
 
 class StatResponse(_message.Message):
     __slots__ = ("object",)
@@ -230,18 +240,20 @@ class StatResponse(_message.Message):
     def __init__(self, object: _Optional[_Union[Object, _Mapping]] = ...) -> None: ...
 
 class ListRequest(_message.Message):
-    __slots__ = ("bucket", "prefix", "delimiter", "page_size", "page_token")
+    __slots__ = ("bucket", "prefix", "delimiter", "page_size", "page_token", "versions")
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     PREFIX_FIELD_NUMBER: _ClassVar[int]
     DELIMITER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     prefix: str
     delimiter: str
     page_size: int
     page_token: str
-    def __init__(self, bucket: _Optional[str] = ..., prefix: _Optional[str] = ..., delimiter: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    versions: bool
+    def __init__(self, bucket: _Optional[str] = ..., prefix: _Optional[str] = ..., delimiter: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., versions: _Optional[bool] = ...) -> None: ...
 
 class ListResponse(_message.Message):
     __slots__ = ("objects", "common_prefixes", "next_page_token")
@@ -254,18 +266,20 @@ class ListResponse(_message.Message):
     def __init__(self, objects: _Optional[_Iterable[_Union[Object, _Mapping]]] = ..., common_prefixes: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class PresignRequest(_message.Message):
-    __slots__ = ("bucket", "key", "method", "expires_in", "content_type")
+    __slots__ = ("bucket", "key", "method", "expires_in", "content_type", "version_id")
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     key: str
     method: HttpMethod
     expires_in: _duration_pb2.Duration
     content_type: str
-    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., method: _Optional[_Union[HttpMethod, str]] = ..., expires_in: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., content_type: _Optional[str] = ...) -> None: ...
+    version_id: str
+    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., method: _Optional[_Union[HttpMethod, str]] = ..., expires_in: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., content_type: _Optional[str] = ..., version_id: _Optional[str] = ...) -> None: ...
 
 class PresignResponse(_message.Message):
     __slots__ = ("url", "method", "expires_at", "headers")
@@ -287,21 +301,27 @@ class PresignResponse(_message.Message):
     def __init__(self, url: _Optional[str] = ..., method: _Optional[_Union[HttpMethod, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("bucket", "key", "if_match")
+    __slots__ = ("bucket", "key", "if_match", "version_id")
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     IF_MATCH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     bucket: str
     key: str
     if_match: str
-    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., if_match: _Optional[str] = ...) -> None: ...
+    version_id: str
+    def __init__(self, bucket: _Optional[str] = ..., key: _Optional[str] = ..., if_match: _Optional[str] = ..., version_id: _Optional[str] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("version_id", "delete_marker")
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DELETE_MARKER_FIELD_NUMBER: _ClassVar[int]
+    version_id: str
+    delete_marker: bool
+    def __init__(self, version_id: _Optional[str] = ..., delete_marker: _Optional[bool] = ...) -> None: ...
 
 class CopyRequest(_message.Message):
-    __slots__ = ("source_bucket", "source_key", "source_if_match", "destination_bucket", "destination_key", "if_none_match", "if_match", "replace_metadata", "content_type", "metadata", "storage_class", "replace_tags", "tags", "expire_days")
+    __slots__ = ("source_bucket", "source_key", "source_if_match", "destination_bucket", "destination_key", "if_none_match", "if_match", "replace_metadata", "content_type", "metadata", "source_version_id", "storage_class", "replace_tags", "tags", "expire_days")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -326,6 +346,7 @@ class CopyRequest(_message.Message):
     REPLACE_METADATA_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     STORAGE_CLASS_FIELD_NUMBER: _ClassVar[int]
     REPLACE_TAGS_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
@@ -340,11 +361,12 @@ class CopyRequest(_message.Message):
     replace_metadata: bool
     content_type: str
     metadata: _containers.ScalarMap[str, str]
+    source_version_id: str
     storage_class: str
     replace_tags: bool
     tags: _containers.ScalarMap[str, str]
     expire_days: int
-    def __init__(self, source_bucket: _Optional[str] = ..., source_key: _Optional[str] = ..., source_if_match: _Optional[str] = ..., destination_bucket: _Optional[str] = ..., destination_key: _Optional[str] = ..., if_none_match: _Optional[bool] = ..., if_match: _Optional[str] = ..., replace_metadata: _Optional[bool] = ..., content_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., storage_class: _Optional[str] = ..., replace_tags: _Optional[bool] = ..., tags: _Optional[_Mapping[str, str]] = ..., expire_days: _Optional[int] = ...) -> None: ...
+    def __init__(self, source_bucket: _Optional[str] = ..., source_key: _Optional[str] = ..., source_if_match: _Optional[str] = ..., destination_bucket: _Optional[str] = ..., destination_key: _Optional[str] = ..., if_none_match: _Optional[bool] = ..., if_match: _Optional[str] = ..., replace_metadata: _Optional[bool] = ..., content_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source_version_id: _Optional[str] = ..., storage_class: _Optional[str] = ..., replace_tags: _Optional[bool] = ..., tags: _Optional[_Mapping[str, str]] = ..., expire_days: _Optional[int] = ...) -> None: ...
 
 class CopyResponse(_message.Message):
     __slots__ = ("object",)
@@ -353,12 +375,14 @@ class CopyResponse(_message.Message):
     def __init__(self, object: _Optional[_Union[Object, _Mapping]] = ...) -> None: ...
 
 class BatchDeleteEntry(_message.Message):
-    __slots__ = ("key", "if_match")
+    __slots__ = ("key", "if_match", "version_id")
     KEY_FIELD_NUMBER: _ClassVar[int]
     IF_MATCH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     key: str
     if_match: str
-    def __init__(self, key: _Optional[str] = ..., if_match: _Optional[str] = ...) -> None: ...
+    version_id: str
+    def __init__(self, key: _Optional[str] = ..., if_match: _Optional[str] = ..., version_id: _Optional[str] = ...) -> None: ...
 
 class BatchDeleteRequest(_message.Message):
     __slots__ = ("bucket", "entries")

@@ -137,7 +137,8 @@ class StorageServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """List returns one page of the objects under a prefix.
+        """List returns one page of the objects under a prefix (with versions set,
+        of every version and delete marker).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,7 +152,9 @@ class StorageServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
-        """Delete removes one object. Deleting a missing key is OK.
+        """Delete removes one object. Deleting a missing key is OK. On a versioned
+        bucket it leaves a delete marker; with a version_id it removes that
+        version for good.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

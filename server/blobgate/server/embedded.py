@@ -43,9 +43,10 @@ class EmbeddedS3:
 
 
 def dev_settings(settings: Settings, endpoint: str) -> Settings:
-    """The settings for --dev: the embedded S3, its buckets created,
-    127.0.0.1:50051 unless a listen address was given, and reflection and
-    the gateway's lifecycle rules on unless turned off."""
+    """The settings for --dev: the embedded S3, its buckets created and
+    versioned (unless bucket_versioning was set), 127.0.0.1:50051 unless a
+    listen address was given, and reflection and the gateway's lifecycle
+    rules on unless turned off."""
     if settings.s3_endpoint:
         raise EmbeddedS3Error("--dev starts its own S3: drop --s3-endpoint / BLOBGATE_S3_ENDPOINT")
     update: dict[str, Any] = {
@@ -53,6 +54,8 @@ def dev_settings(settings: Settings, endpoint: str) -> Settings:
         "s3_region": "us-east-1",
         "create_buckets": True,
     }
+    if "bucket_versioning" not in settings.model_fields_set:
+        update["bucket_versioning"] = True  # every overwrite and delete can be undone
     if "listen" not in settings.model_fields_set:
         update["listen"] = DEV_LISTEN
     if "reflection" not in settings.model_fields_set:

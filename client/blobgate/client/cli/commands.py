@@ -69,6 +69,7 @@ async def get(client: Client, args: argparse.Namespace) -> None:
         "offset": args.offset,
         "limit": args.limit,
         "if_match": args.if_match,
+        "version_id": args.version_id,
     }
     if args.local == "-":
         out = sys.stdout.buffer
@@ -98,7 +99,8 @@ async def cat(client: Client, args: argparse.Namespace) -> None:
 
 
 async def ls(client: Client, args: argparse.Namespace) -> None:
-    """List the objects and common prefixes under a prefix."""
+    """List the objects (or every version, ``--versions``) and common
+    prefixes under a prefix."""
     token = ""
     while True:
         page = await client.list_page(
@@ -106,6 +108,7 @@ async def ls(client: Client, args: argparse.Namespace) -> None:
             delimiter=args.delimiter,
             page_size=args.page_size,
             page_token=token,
+            versions=args.versions,
         )
         for prefix in page.common_prefixes:
             if args.json:
@@ -116,7 +119,9 @@ async def ls(client: Client, args: argparse.Namespace) -> None:
                 print(prefix)
         for info in page.objects:
             if args.json:
-                print_json(object_json(info))
+                print_json(object_json(info, versions=args.versions))
+            elif args.versions:
+                print(version_line(info, long=args.long))
             elif args.long:
                 print(f"{human_size(info.size):>10}  {modified(info):19}  {info.key}")
             else:
@@ -128,7 +133,7 @@ async def ls(client: Client, args: argparse.Namespace) -> None:
 
 async def stat(client: Client, args: argparse.Namespace) -> None:
     """Describe an object."""
-    info = await client.stat(args.key, include_tags=args.tags)
+    info = await client.stat(args.key, include_tags=args.tags, version_id=args.version_id)
     if args.json:
         print_json(object_json(info))
         return
@@ -141,6 +146,7 @@ async def stat(client: Client, args: argparse.Namespace) -> None:
         ("last-modified", modified(info)),
         ("sha256", info.sha256.hex() if info.sha256 is not None else "-"),
         ("crc32c", f"{info.crc32c:08x}" if info.crc32c is not None else "-"),
+        ("version-id", info.version_id or "-"),
         ("storage-class", info.storage_class or "-"),
         ("expires", info.expires_at.isoformat() if info.expires_at else "-"),
     ]
@@ -167,9 +173,16 @@ async def presign(client: Client, args: argparse.Namespace) -> None:
 
 async def rm(client: Client, args: argparse.Namespace) -> None:
     """Delete an object (a missing one is not an error: it is gone either way)."""
-    await client.delete(args.key, if_match=args.if_match)
+    done = await client.delete(args.key, if_match=args.if_match, version_id=args.version_id)
     if args.json:
-        print_json({"key": args.key, "deleted": True})
+        doc: dict[str, Any] = {"key": args.key, "deleted": True}
+        if done.version_id:  # a versioned bucket: the marker left, or the version removed
+            doc.update(version_id=done.version_id, delete_marker=done.delete_marker)
+        print_json(doc)
+    elif args.version_id:
+        print(f"rm {args.key}: version {args.version_id} removed for good")
+    elif done.delete_marker:
+        print(f"rm {args.key}: deleted (delete marker {done.version_id}; see ls --versions)")
     else:
         print(f"rm {args.key}: deleted")
 
@@ -191,6 +204,7 @@ async def cp(client: Client, args: argparse.Namespace) -> None:
         _destination(args.source, args.destination),
         to_bucket=args.to_bucket,
         source_if_match=args.source_if_match,
+        source_version_id=args.version_id,
         if_none_match=args.if_none_match,
         if_match=args.if_match,
         replace_metadata=replace,
@@ -243,3 +257,28 @@ async def mv(client: Client, args: argparse.Namespace) -> None:
         print_json(object_json(info))
     else:
         print(_copy_line("mv", args.source, info))
+
+
+async def restore(client: Client, args: argparse.Namespace) -> None:
+    """Make an earlier version of a key its current one (a copy of that
+    version onto the key, itself a new version)."""
+    info = await client.restore(args.key, args.version_id)
+    if args.json:
+        print_json(object_json(info))
+    else:
+        print(
+            f"restore {args.key}: version {args.version_id} is current again "
+            f"as version {info.version_id or '-'}, {human_size(info.size)}"
+        )
+
+
+def version_line(info: ObjectInfo, *, long: bool) -> str:
+    """One line of ``ls --versions``: the version id, whether it is the
+    latest, a delete marker; with ``long``, size and time."""
+    mark = "*" if info.is_latest else " "
+    what = "(delete marker)" if info.is_delete_marker else ""
+    line = f"{mark} {info.version_id}  {info.key} {what}".rstrip()
+    if long:
+        size = "-" if info.is_delete_marker else human_size(info.size)
+        return f"{size:>10}  {modified(info):19}  {line}"
+    return line

@@ -32,9 +32,11 @@ def count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
-def object_json(info: ObjectInfo) -> dict[str, Any]:
-    """``info`` as JSON-ready values: times in ISO 8601, checksums in hex."""
-    return {
+def object_json(info: ObjectInfo, *, versions: bool = False) -> dict[str, Any]:
+    """``info`` as JSON-ready values: times in ISO 8601, checksums in hex;
+    ``version_id`` ("" where the bucket is not versioned), and in a versions
+    listing ``is_latest`` and ``is_delete_marker``."""
+    doc: dict[str, Any] = {
         "bucket": info.bucket,
         "key": info.key,
         "size": info.size,
@@ -44,10 +46,15 @@ def object_json(info: ObjectInfo) -> dict[str, Any]:
         "metadata": info.metadata,
         "sha256": info.sha256.hex() if info.sha256 is not None else None,
         "crc32c": f"{info.crc32c:08x}" if info.crc32c is not None else None,
+        "version_id": info.version_id,
         "storage_class": info.storage_class or None,
         "tags": info.tags,
         "expires_at": info.expires_at.isoformat() if info.expires_at else None,
     }
+    if versions:
+        doc["is_latest"] = info.is_latest
+        doc["is_delete_marker"] = info.is_delete_marker
+    return doc
 
 
 def presigned_json(presigned: PresignedURL) -> dict[str, Any]:

@@ -43,6 +43,8 @@ EXAMPLES = """\
   blobgate ls -l reports/ --delimiter /
   blobgate --json stat reports/q1.csv
   blobgate cp reports/q1.csv archive/ --to-bucket cold   # inside S3
+  blobgate ls --versions reports/q1.csv     # every version (a versioned bucket)
+  blobgate restore reports/q1.csv --version-id ID         # undo an overwrite
   blobgate put x.csv tmp/x.csv --tag team=data --storage-class STANDARD_IA
   blobgate put x.csv tmp/x.csv --expire-days 30   # S3 deletes it after 30 days
   blobgate tag tmp/x.csv team=ml owner=ana        # replaces the tags
@@ -152,6 +154,10 @@ def _add_tree_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "-j", "--jobs", type=_jobs, default=4, metavar="N", help="with -r: files at once (4)"
     )
+
+
+def _add_version_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--version-id", default="", metavar="ID", help=what)
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, subcommand: bool) -> None:
@@ -268,6 +274,7 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
     get.add_argument("--offset", type=int, default=0, help="first byte; negative: from the end")
     get.add_argument("--limit", type=int, default=0, help="most bytes (default: to the end)")
     get.add_argument("--if-match", default="", metavar="ETAG", help="only this version")
+    _add_version_option(get, "download this version of KEY (see ls --versions)")
     get.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
 
     cat = command("cat", cli_commands.cat, "write an object to stdout")
@@ -275,15 +282,23 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
     cat.add_argument("--offset", type=int, default=0, help="first byte; negative: from the end")
     cat.add_argument("--limit", type=int, default=0, help="most bytes (default: to the end)")
     cat.add_argument("--if-match", default="", metavar="ETAG", help="only this version")
+    _add_version_option(cat, "write this version of KEY (see ls --versions)")
 
     ls = command("ls", cli_commands.ls, "list objects under a prefix")
     ls.add_argument("prefix", metavar="PREFIX", nargs="?", default="")
     ls.add_argument("--delimiter", default="", help='group keys by this, e.g. "/"')
     ls.add_argument("-l", "--long", action="store_true", help="show size and time")
+    ls.add_argument(
+        "--versions",
+        action="store_true",
+        help="every version and delete marker of each key, newest first (* marks the "
+        "latest); a bucket that is not versioned shows one version, null, per key",
+    )
     ls.add_argument("--page-size", type=int, default=0, help=argparse.SUPPRESS)
 
     stat = command("stat", cli_commands.stat, "describe an object")
     stat.add_argument("key", metavar="KEY")
+    _add_version_option(stat, "describe this version of KEY")
     stat.add_argument("--tags", action="store_true", help="also show the object's tags")
 
     tag = command("tag", cli_commands.tag, "replace an object's tags (none given: remove them)")
@@ -306,6 +321,11 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
     )
     rm.add_argument("key", metavar="KEY", help="with -r: PREFIX")
     rm.add_argument("--if-match", default="", metavar="ETAG", help="delete only this version")
+    _add_version_option(
+        rm,
+        "remove this version of KEY for good (needs the purge right); without it a "
+        "versioned bucket keeps a delete marker and every version (restorable)",
+    )
     rm.add_argument(
         "-r", "--recursive", action="store_true", help="delete every object under PREFIX"
     )
@@ -326,6 +346,7 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
             move.add_argument(
                 "--source-if-match", default="", metavar="ETAG", help="copy only this version"
             )
+            _add_version_option(move, "copy this version of SRC (see ls --versions)")
             move.add_argument(
                 "--content-type", default="", help="replace the content type and metadata"
             )
@@ -341,6 +362,16 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
             move.add_argument(
                 "--replace-tags", action="store_true", help="the copy gets --tag's tags only"
             )
+
+    undo = command(
+        "restore",
+        cli_commands.restore,
+        "make an earlier version of a key current again (a copy of it onto the key)",
+    )
+    undo.add_argument("key", metavar="KEY")
+    undo.add_argument(
+        "--version-id", required=True, metavar="ID", help="the version to restore (ls --versions)"
+    )
 
     du = command("du", cli_trees.du, "count the objects and bytes under a prefix")
     du.add_argument("prefix", metavar="PREFIX", nargs="?", default="")

@@ -72,6 +72,7 @@ class Action(enum.StrEnum):
     WRITE = "write"  # Upload, the resumable RPCs, a Copy's destination, a presigned PUT
     DELETE = "delete"  # Delete, BatchDelete
     PRESIGN = "presign"  # Presign (with read for GET, write for PUT)
+    PURGE = "purge"  # Delete or BatchDelete of a version id: removed for good
 
 
 _KNOWN_ACTIONS = ", ".join(action.value for action in Action)

@@ -127,6 +127,11 @@ class Settings(BaseSettings):
         description="seconds a direct download's URL stays valid (1 to 3600); S3 checks it "
         "when the GET starts, so a short lifetime suits any object size",
     )
+    bucket_versioning: bool = Field(
+        False,
+        description="with create_buckets: turn S3 versioning on in every allowed bucket "
+        "at start-up (false leaves each bucket's versioning as it is)",
+    )
     expiry_days_allowed: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: [1, 7, 30, 90, 365],
         description="comma-separated lifetimes in days an object may be given (expire_days); "

@@ -73,6 +73,7 @@ class CallRecord:
     direct: bool = False
     direct_bytes: int = 0
     direct_expires_at: str = ""
+    version_id: str = ""  # the version the request names (Copy: its source's)
     caller_request_id: str = ""  # the id the caller proposed, sanitized; "" if none
 
 
@@ -135,6 +136,14 @@ _TARGETS: dict[str, Callable[[Any], tuple[str, str]]] = {
     "Copy": _object("destination_bucket", "destination_key"),
     "StartResumableUpload": lambda request: (request.spec.bucket, request.spec.key),
 }
+# Where a request names a version of its object (Copy: of its source).
+_VERSIONS = {
+    "Download": "version_id",
+    "Stat": "version_id",
+    "Presign": "version_id",
+    "Delete": "version_id",
+    "Copy": "source_version_id",
+}
 
 
 def capped(text: str) -> str:
@@ -155,6 +164,7 @@ class AccessLogInterceptor(MethodInterceptor):
 
     def _logged(self, behaviour: Behaviour, method: str) -> Behaviour:
         target = _TARGETS.get(method)
+        version_field = _VERSIONS.get(method)
 
         async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
@@ -162,6 +172,8 @@ class AccessLogInterceptor(MethodInterceptor):
             record.caller_request_id = caller_request_id(context.invocation_metadata())
             if target is not None and isinstance(request, Message):
                 record.bucket, record.key = target(request)
+                if version_field is not None:
+                    record.version_id = getattr(request, version_field)
             context.set_trailing_metadata(((REQUEST_ID_KEY, record.request_id),))
             token = _current.set(record)
             error: BaseException | None = None
@@ -197,6 +209,8 @@ class AccessLogInterceptor(MethodInterceptor):
         if record.direct:
             fields["direct"] = True
             fields["direct_bytes"] = record.direct_bytes
+        if record.version_id:  # only where a request names one
+            fields["version_id"] = capped(record.version_id)
         if record.caller_request_id:
             fields["caller_request_id"] = record.caller_request_id
         if record.trace_id:

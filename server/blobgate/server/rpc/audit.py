@@ -73,8 +73,23 @@ def _cancel(request: Any, response: Any, fields: dict[str, Any]) -> None:
         fields["bucket"] = None  # not a session's: no bucket
 
 
+def _upload(request: Any, response: Any, fields: dict[str, Any]) -> None:
+    if isinstance(response, pb.UploadResponse) and response.object.version_id:
+        fields["version_id"] = response.object.version_id
+
+
+def _delete(request: Any, response: Any, fields: dict[str, Any]) -> None:
+    if request.version_id:  # removed for good: the purge right's act
+        fields["action"] = "purge"
+        fields["version_id"] = request.version_id
+    if isinstance(response, pb.DeleteResponse) and response.version_id:
+        fields["version_id"] = response.version_id
+        fields["delete_marker"] = response.delete_marker
+
+
 def _batch_delete(request: Any, response: Any, fields: dict[str, Any]) -> None:
     fields["keys"] = len(request.entries)
+    fields["versions"] = sum(1 for entry in request.entries if entry.version_id)
     if isinstance(response, pb.BatchDeleteResponse):
         fields["failed"] = sum(1 for result in response.results if result.code != 0)
 
@@ -82,8 +97,12 @@ def _batch_delete(request: Any, response: Any, fields: dict[str, Any]) -> None:
 def _copy(request: Any, response: Any, fields: dict[str, Any]) -> None:
     fields["source_bucket"] = request.source_bucket
     fields["source_key"] = request.source_key
+    if request.source_version_id:
+        fields["source_version_id"] = request.source_version_id
     if isinstance(response, pb.CopyResponse):
         fields["bytes"] = response.object.size
+        if response.object.version_id:
+            fields["version_id"] = response.object.version_id
 
 
 def _presign(request: Any, response: Any, fields: dict[str, Any]) -> None:
@@ -106,6 +125,8 @@ def _download(request: Any, response: Any, fields: dict[str, Any]) -> None:
 
 _DETAILS: dict[str, Details] = {
     "Download": _download,
+    "Upload": _upload,
+    "Delete": _delete,
     "CancelResumableUpload": _cancel,
     "BatchDelete": _batch_delete,
     "Copy": _copy,
@@ -173,7 +194,8 @@ class AuditInterceptor(MethodInterceptor):
             "key": record.key,
             "bytes": record.bytes_in,
         }
-        if details is not None and isinstance(request, Message):
+        # Upload's request is its stream: its details come from the response.
+        if details is not None and (isinstance(request, Message) or method == "Upload"):
             details(request, response, fields)
         status = final_status(context, error)
         # A bucket None: the call named none; "": the default bucket.
@@ -181,7 +203,14 @@ class AuditInterceptor(MethodInterceptor):
             if name in fields:
                 bucket = fields[name]
                 fields[name] = "" if bucket is None else bucket or self._default_bucket
-        for name in ("bucket", "key", "source_bucket", "source_key"):
+        for name in (
+            "bucket",
+            "key",
+            "source_bucket",
+            "source_key",
+            "version_id",
+            "source_version_id",
+        ):
             if name in fields:
                 fields[name] = capped(fields[name])
         fields["outcome"] = status.name

@@ -33,7 +33,12 @@ def object_message(info: StoredObject) -> storage_pb2.Object:
         etag=info.etag,
         content_type=info.content_type or guess_content_type(info.key),
         metadata=dict(info.metadata),
+        version_id=info.version_id,
+        is_latest=info.is_latest,
+        is_delete_marker=info.is_delete_marker,
     )
+    if info.is_delete_marker:
+        message.content_type = ""  # a marker has no content
     if info.last_modified is not None:
         message.last_modified.FromDatetime(info.last_modified)
     if info.checksums.sha256 is not None:

@@ -17,6 +17,7 @@ from blobgate.server.rpc.validation import (
     validate_key,
     validate_metadata,
 )
+from blobgate.server.rpc.versions import validate_version_id, versioned
 from blobgate.server.storage.protocols import CopySpec, DeleteEntry, PutOptions
 from blobgate.v1 import storage_pb2
 
@@ -29,6 +30,7 @@ def copy_spec(request: storage_pb2.CopyRequest, buckets: BucketPolicy) -> CopySp
     """The copy a CopyRequest asks for; InvalidArgument or PermissionDenied
     for a request that breaks the rules."""
     source = buckets.ref(request.source_bucket, request.source_key)
+    source = versioned(source, request.source_version_id, "source_version_id")
     destination = buckets.ref(request.destination_bucket, request.destination_key)
     if request.if_none_match and request.if_match:
         raise InvalidArgument("set if_none_match or if_match, not both")
@@ -66,7 +68,8 @@ def copy_spec(request: storage_pb2.CopyRequest, buckets: BucketPolicy) -> CopySp
 def batch_delete_entries(
     entries: Sequence[storage_pb2.BatchDeleteEntry],
 ) -> list[DeleteEntry]:
-    """The entries of a BatchDeleteRequest, checked: 1 to 1000 distinct keys."""
+    """The entries of a BatchDeleteRequest, checked: 1 to 1000 distinct keys
+    (or versions of keys)."""
     if not entries:
         raise InvalidArgument("entries is empty: name 1 to 1000 keys to delete")
     if len(entries) > MAX_BATCH_DELETE:
@@ -75,17 +78,19 @@ def batch_delete_entries(
             "split the keys over several calls"
         )
     checked: list[DeleteEntry] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for index, entry in enumerate(entries):
         try:
             key = validate_key(entry.key)
             if_match = validate_etag(entry.if_match)
+            version_id = validate_version_id(entry.version_id)
         except InvalidArgument as exc:
             raise InvalidArgument(f"entries[{index}]: {exc.message}") from None
-        if key in seen:
-            raise InvalidArgument(f"entries[{index}]: key {key!r} is given twice")
-        seen.add(key)
-        checked.append(DeleteEntry(key, if_match))
+        if (key, version_id) in seen:
+            what = f"version {version_id!r} of key {key!r}" if version_id else f"key {key!r}"
+            raise InvalidArgument(f"entries[{index}]: {what} is given twice")
+        seen.add((key, version_id))
+        checked.append(DeleteEntry(key, if_match, version_id))
     return checked
 
 

@@ -43,6 +43,7 @@ from blobgate.server.rpc.validation import (
     validate_listing,
     validate_metadata,
 )
+from blobgate.server.rpc.versions import versioned
 from blobgate.server.storage.protocols import (
     ByteRange,
     ObjectStore,
@@ -131,6 +132,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             return await self._resume(stream, first, record)
         target = self._session_spec(first)
         info = await self._store.put(target.ref, stream.chunks(), target.options)
+        record.version_id = info.version_id
         return pb.UploadResponse(object=object_message(info))
 
     async def _resume(
@@ -145,6 +147,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
             )
         stream.resume_at(session.persisted_size, session.spec.size)
         info = await self._sessions.resume_session(session, stream.chunks())
+        record.version_id = info.version_id
         return pb.UploadResponse(object=object_message(info))
 
     async def StartResumableUpload(
@@ -175,7 +178,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         # Written with context.write rather than yielded, so that a client
         # that stops reading can be timed out and its S3 connection freed.
         record = call_record()
-        ref = self._buckets.ref(request.bucket, request.key)
+        ref = versioned(self._buckets.ref(request.bucket, request.key), request.version_id)
         if request.limit < 0:
             raise InvalidArgument(f"limit {request.limit} is negative: use 0 to read to the end")
         byte_range = ByteRange(offset=request.offset, limit=request.limit)
@@ -209,7 +212,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     async def Stat(
         self, request: storage_pb2.StatRequest, context: Context
     ) -> storage_pb2.StatResponse:
-        ref = self._buckets.ref(request.bucket, request.key)
+        ref = versioned(self._buckets.ref(request.bucket, request.key), request.version_id)
         info = await self._store.head(ref)
         if request.include_tags:
             info = replace(info, tags=await self._store.get_tags(ref))
@@ -234,8 +237,10 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                 bucket,
                 request.prefix,
                 request.delimiter,
+                versions=request.versions,
             )
-        page = await self._store.list_page(
+        lister = self._store.list_versions if request.versions else self._store.list_page
+        page = await lister(
             bucket, request.prefix, request.delimiter, request.page_size or MAX_PAGE_SIZE, s3_token
         )
         next_page_token = ""
@@ -246,6 +251,7 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
                 request.prefix,
                 request.delimiter,
                 page.next_token,
+                versions=request.versions,
             )
         return pb.ListResponse(
             objects=[object_message(info) for info in page.objects],
@@ -277,6 +283,11 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         content_type = ""
         if method is PresignMethod.PUT:
             content_type = validate_content_type(request.content_type, ref.key)
+            if request.version_id:
+                raise InvalidArgument(
+                    "version_id applies to a GET only: a PUT writes a new version"
+                )
+        ref = versioned(ref, request.version_id)
         seconds = int(expires_in.total_seconds())
         issued = datetime.now(UTC)
         signed = await self._store.presign(ref, method, seconds, content_type)
@@ -287,9 +298,9 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     async def Delete(
         self, request: storage_pb2.DeleteRequest, context: Context
     ) -> storage_pb2.DeleteResponse:
-        ref = self._buckets.ref(request.bucket, request.key)
-        await self._store.delete(ref, validate_etag(request.if_match))
-        return pb.DeleteResponse()
+        ref = versioned(self._buckets.ref(request.bucket, request.key), request.version_id)
+        done = await self._store.delete(ref, validate_etag(request.if_match))
+        return pb.DeleteResponse(version_id=done.version_id, delete_marker=done.delete_marker)
 
     async def Copy(
         self, request: storage_pb2.CopyRequest, context: Context

@@ -4,7 +4,8 @@ or changed in any way, is refused with INVALID_ARGUMENT before anything
 reaches S3.
 
 A token is base64url of an HMAC-SHA256 over a JSON payload (version,
-bucket, prefix, delimiter, S3's continuation token), then that payload. The
+bucket, prefix, delimiter, whether it lists versions, S3's continuation
+token or a versions listing's key and version-id markers), then that payload. The
 key is shared by every instance through the store (``page_token_key``), so
 a token issued by one instance continues on any other. Without the
 signature a forged continuation token went to S3 as it was: S3 refuses it
@@ -38,16 +39,25 @@ def _mac(key: bytes, payload: bytes) -> bytes:
     return hmac.new(key, payload, hashlib.sha256).digest()
 
 
-def encode(key: bytes, bucket: str, prefix: str, delimiter: str, s3_token: str) -> str:
-    """The page token continuing a listing at ``s3_token`` ("" on the last page)."""
+def encode(
+    key: bytes, bucket: str, prefix: str, delimiter: str, s3_token: str, *, versions: bool = False
+) -> str:
+    """The page token continuing a listing at ``s3_token`` ("" on the last
+    page); ``versions``: a versions listing (its token holds S3's key and
+    version-id markers), which a token binds as it binds the prefix."""
     if not s3_token:
         return ""
-    body = {"v": _VERSION, "b": bucket, "p": prefix, "d": delimiter, "t": s3_token}
+    body: dict[str, object] = {"v": _VERSION, "b": bucket, "p": prefix, "d": delimiter}
+    if versions:
+        body["versions"] = True
+    body["t"] = s3_token
     payload = json.dumps(body, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(_mac(key, payload) + payload).decode().rstrip("=")
 
 
-def decode(key: bytes, token: str, bucket: str, prefix: str, delimiter: str) -> str:
+def decode(
+    key: bytes, token: str, bucket: str, prefix: str, delimiter: str, *, versions: bool = False
+) -> str:
     """The S3 continuation token inside ``token`` ("" for the first page);
     InvalidArgument unless this service issued it, signed with ``key``, for
     this very listing."""
@@ -70,14 +80,14 @@ def decode(key: bytes, token: str, bucket: str, prefix: str, delimiter: str) -> 
         if not isinstance(body, dict) or body.get("v") != _VERSION:
             raise ValueError("unknown token version")
         s3_token = body["t"]
-        bound = (body["b"], body["p"], body["d"])
+        bound = (body["b"], body["p"], body["d"], body.get("versions", False))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise InvalidArgument(_NOT_ISSUED) from None
     if not isinstance(s3_token, str) or not s3_token:
         raise InvalidArgument("page_token is malformed: pass next_page_token unchanged")
-    if bound != (bucket, prefix, delimiter):
+    if bound != (bucket, prefix, delimiter, versions):
         raise InvalidArgument(
-            "page_token belongs to another listing: keep bucket, prefix and delimiter "
-            "the same across pages"
+            "page_token belongs to another listing: keep bucket, prefix, delimiter and "
+            "versions the same across pages"
         )
     return s3_token

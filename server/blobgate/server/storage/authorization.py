@@ -19,11 +19,12 @@ Which right each call needs:
     open, head, get_tags,       read             on the key (a direct read
     direct_read                                  is a read: no presign right)
     set_tags                    write            on the key
-    list_page                   list             on the prefix
+    list_page, list_versions    list             on the prefix
     delete, batch_delete        delete           on each key (a BatchDelete
                                                  answers per key: refused keys
                                                  get PERMISSION_DENIED, the
-                                                 rest are deleted)
+                                                 rest are deleted); purge, not
+                                                 delete, for a version id
     copy                        read on the source, write on the destination
     presign                     presign, and read (GET) or write (PUT), with
                                 expires_in at most the grant's maximum
@@ -46,6 +47,7 @@ from blobgate.server.storage.protocols import (
     CopySpec,
     DamagedSession,
     DeleteEntry,
+    DeleteResult,
     DirectRead,
     ListPage,
     ObjectReader,
@@ -144,9 +146,16 @@ class AuthorizedStore(ObjectStoreDecorator):
         _check(self._policy, Action.LIST, bucket, prefix, "under this prefix")
         return await self._inner.list_page(bucket, prefix, delimiter, page_size, token)
 
-    async def delete(self, ref: ObjectRef, if_match: str) -> None:
-        self._key(Action.DELETE, ref)
-        await self._inner.delete(ref, if_match)
+    async def list_versions(
+        self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
+    ) -> ListPage:
+        _check(self._policy, Action.LIST, bucket, prefix, "under this prefix")
+        return await self._inner.list_versions(bucket, prefix, delimiter, page_size, token)
+
+    async def delete(self, ref: ObjectRef, if_match: str) -> DeleteResult:
+        # Removing a version is for good: its own right, never implied by delete.
+        self._key(Action.PURGE if ref.version_id else Action.DELETE, ref)
+        return await self._inner.delete(ref, if_match)
 
     async def copy(self, spec: CopySpec) -> StoredObject:
         principal = current_principal()
@@ -167,11 +176,12 @@ class AuthorizedStore(ObjectStoreDecorator):
         results: list[ServiceError | None] = []
         allowed: list[DeleteEntry] = []
         for entry in entries:
-            if self._policy.allows(principal, Action.DELETE, bucket, entry.key):
+            action = Action.PURGE if entry.version_id else Action.DELETE
+            if self._policy.allows(principal, action, bucket, entry.key):
                 allowed.append(entry)
                 results.append(None)  # replaced by the store's result below
             else:
-                results.append(_refusal(principal, Action.DELETE, "this key"))
+                results.append(_refusal(principal, action, "this key"))
         if not allowed:
             return results
         done = iter(await self._inner.batch_delete(bucket, allowed))

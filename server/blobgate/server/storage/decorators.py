@@ -13,6 +13,7 @@ from blobgate.server.storage.protocols import (
     Chunk,
     CopySpec,
     DeleteEntry,
+    DeleteResult,
     DirectRead,
     ListPage,
     ObjectReader,
@@ -64,8 +65,13 @@ class ObjectStoreDecorator:
     ) -> ListPage:
         return await self._inner.list_page(bucket, prefix, delimiter, page_size, token)
 
-    async def delete(self, ref: ObjectRef, if_match: str) -> None:
-        await self._inner.delete(ref, if_match)
+    async def list_versions(
+        self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
+    ) -> ListPage:
+        return await self._inner.list_versions(bucket, prefix, delimiter, page_size, token)
+
+    async def delete(self, ref: ObjectRef, if_match: str) -> DeleteResult:
+        return await self._inner.delete(ref, if_match)
 
     async def copy(self, spec: CopySpec) -> StoredObject:
         return await self._inner.copy(spec)

@@ -77,6 +77,7 @@ def s3_config(settings: Settings) -> S3Config:
         parts_in_flight=settings.parts_in_flight,
         copy_threshold=int(settings.copy_threshold),
         session_expiry=settings.session_expiry,
+        bucket_versioning=settings.bucket_versioning,
         count_anonymous=settings.identity_source,
     )
 

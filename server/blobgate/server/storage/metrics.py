@@ -9,10 +9,11 @@ a key or an upload id.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from blobgate.server.core.errors import ServiceError
 from blobgate.server.storage.decorators import (
     ObjectReaderDecorator,
     ObjectStoreDecorator,
@@ -24,6 +25,8 @@ from blobgate.server.storage.protocols import (
     ORPHANED_UPLOAD,
     ByteRange,
     Chunk,
+    DeleteEntry,
+    DeleteResult,
     DirectRead,
     ObjectReader,
     ObjectRef,
@@ -103,6 +106,19 @@ class StorageMetrics:
             "Multipart uploads the janitor aborted: of expired sessions and orphaned ones.",
             registry=registry,
         )
+        self.delete_markers = Counter(
+            "blobgate_delete_markers_total",
+            "Deletes that left a delete marker (a versioned bucket: the versions stay), by bucket.",
+            ["bucket"],
+            registry=registry,
+        )
+        self.versions_removed = Counter(
+            "blobgate_versions_removed_total",
+            "Versions removed for good (Delete and BatchDelete entries naming a version id: "
+            "the purge right), by bucket.",
+            ["bucket"],
+            registry=registry,
+        )
         for bucket in buckets:
             families = (
                 self.received,
@@ -111,7 +127,7 @@ class StorageMetrics:
                 self.direct_bytes,
                 self.object_size,
             )
-            for family in families:
+            for family in (*families, self.delete_markers, self.versions_removed):
                 family.labels(bucket)
         for reason in SESSION_ENDS:
             self.sessions_ended.labels(reason)
@@ -211,6 +227,27 @@ class MeteredStore(ObjectStoreDecorator):
             self._m.direct_reads.labels(ref.bucket).inc()
             self._m.direct_bytes.labels(ref.bucket).inc(read.length)
         return read
+
+    async def delete(self, ref: ObjectRef, if_match: str) -> DeleteResult:
+        result = await self._inner.delete(ref, if_match)
+        if ref.version_id:
+            self._m.versions_removed.labels(ref.bucket).inc()
+        elif result.delete_marker:
+            self._m.delete_markers.labels(ref.bucket).inc()
+        return result
+
+    async def batch_delete(
+        self, bucket: str, entries: Sequence[DeleteEntry]
+    ) -> list[ServiceError | None]:
+        results = await self._inner.batch_delete(bucket, entries)
+        removed = sum(
+            1
+            for entry, error in zip(entries, results, strict=True)
+            if entry.version_id and not error
+        )
+        if removed:
+            self._m.versions_removed.labels(bucket).inc(removed)
+        return results
 
 
 class MeteredSessions(SessionStoreDecorator):

@@ -55,10 +55,13 @@ arrive as views of the received bytes (see ``rpc.codecs``)."""
 
 @dataclass(frozen=True)
 class ObjectRef:
-    """Where an object lives."""
+    """Where an object lives; ``version_id`` names one version of it (S3's
+    version id) where a call reads or removes a version, "" for the current
+    one. A write's destination never has one."""
 
     bucket: str
     key: str
+    version_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,26 @@ class StoredObject:
     storage_class: str = ""  # "" where unknown; S3 reports none for STANDARD
     tags: Mapping[str, str] | None = None  # None: not read (Stat without include_tags)
     expires_at: datetime | None = None  # when a lifecycle rule expires it, if known
+    # S3's version id of this object ("" where the bucket is not versioned);
+    # the other two only in a versions listing.
+    version_id: str = ""
+    is_latest: bool = False
+    is_delete_marker: bool = False
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """What a delete did: the id of the delete marker it made, or of the
+    version it removed ("" where the bucket is not versioned), and whether
+    that is a delete marker."""
+
+    version_id: str = ""
+    delete_marker: bool = False
+
+
+# The version id S3 gives the version written while a bucket was not
+# versioned (a versions listing of an unversioned bucket names every object so).
+NULL_VERSION = "null"
 
 
 @dataclass(frozen=True)
@@ -179,10 +202,12 @@ class CopySpec:
 
 @dataclass(frozen=True)
 class DeleteEntry:
-    """One key of a batch delete, with its optional ETag condition."""
+    """One key of a batch delete, with its optional ETag condition; with
+    ``version_id``, that version is removed for good."""
 
     key: str
     if_match: str = ""
+    version_id: str = ""
 
 
 class ObjectStore(Protocol):
@@ -198,11 +223,12 @@ class ObjectStore(Protocol):
         ...
 
     async def open(self, ref: ObjectRef, byte_range: ByteRange, if_match: str) -> ObjectReader:
-        """Open a ranged read of one object."""
+        """Open a ranged read of one object (``ref.version_id``: of that
+        version; NotFound for a missing version or a delete marker)."""
         ...
 
     async def head(self, ref: ObjectRef) -> StoredObject:
-        """Describe one object."""
+        """Describe one object (or one version of it, as ``open``)."""
         ...
 
     async def list_page(
@@ -211,8 +237,18 @@ class ObjectStore(Protocol):
         """One page of keys under ``prefix``; ``token`` continues a listing."""
         ...
 
-    async def delete(self, ref: ObjectRef, if_match: str) -> None:
-        """Remove one object; a missing key is not an error without if_match."""
+    async def list_versions(
+        self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
+    ) -> ListPage:
+        """One page of every version and delete marker under ``prefix``, in
+        S3's order (key, then newest first), each with ``version_id``,
+        ``is_latest`` and ``is_delete_marker``; ``token`` continues it."""
+        ...
+
+    async def delete(self, ref: ObjectRef, if_match: str) -> DeleteResult:
+        """Remove one object; a missing key is not an error without if_match.
+        On a versioned bucket that leaves a delete marker; with
+        ``ref.version_id`` it removes that version (or marker) for good."""
         ...
 
     async def copy(self, spec: CopySpec) -> StoredObject:

@@ -34,12 +34,14 @@ from blobgate.server.core.tags import expiry_of, stored_tags, with_expiry
 from blobgate.server.storage.checksums import Hasher, verify
 from blobgate.server.storage.memory.state import MemoryBucket, StoredBytes
 from blobgate.server.storage.protocols import (
+    NULL_VERSION,
     RESERVED_PREFIX,
     ByteRange,
     Chunk,
     ContentChecksums,
     CopySpec,
     DeleteEntry,
+    DeleteResult,
     DirectRead,
     ListPage,
     ObjectRef,
@@ -118,9 +120,14 @@ class MemoryStore:
             raise BucketNotFound(f"bucket {name!r} does not exist") from None
 
     def _object(self, ref: ObjectRef) -> StoredBytes:
+        """The object at ``ref``. The store is an unversioned bucket: each
+        object has one version, NULL_VERSION, and no other version exists."""
         found = self.bucket(ref.bucket).objects.get(ref.key)
+        if ref.version_id and ref.version_id != NULL_VERSION:
+            found = None
         if found is None:
-            raise NotFound(f"no object {ref.key!r} in bucket {ref.bucket!r}")
+            what = f"version {ref.version_id!r} of {ref.key!r}" if ref.version_id else repr(ref.key)
+            raise NotFound(f"no object {what} in bucket {ref.bucket!r}")
         return found
 
     # --- writes ------------------------------------------------------------
@@ -179,12 +186,17 @@ class MemoryStore:
         bucket.objects[ref.key] = StoredBytes(data, info, tags)
         return info
 
-    async def delete(self, ref: ObjectRef, if_match: str) -> None:
+    async def delete(self, ref: ObjectRef, if_match: str) -> DeleteResult:
+        """Remove the object: an unversioned bucket keeps no delete marker.
+        A version id other than NULL_VERSION names no version: nothing to remove."""
         bucket = self.bucket(ref.bucket)
         if if_match:
             self.check_preconditions(ref, PutOptions("", {}, if_match=if_match))
+        if ref.version_id and ref.version_id != NULL_VERSION:
+            return DeleteResult()
         if bucket.objects.pop(ref.key, None) is not None:
             del bucket.keys[bisect.bisect_left(bucket.keys, ref.key)]
+        return DeleteResult(version_id=ref.version_id)
 
     async def copy(self, spec: CopySpec) -> StoredObject:
         """Share the source's bytes (never changed once committed) with the copy."""
@@ -215,7 +227,7 @@ class MemoryStore:
         results: list[ServiceError | None] = []
         for entry in entries:
             try:
-                await self.delete(ObjectRef(bucket, entry.key), entry.if_match)
+                await self.delete(ObjectRef(bucket, entry.key, entry.version_id), entry.if_match)
             except FailedPrecondition as exc:
                 results.append(exc)
             else:
@@ -285,6 +297,15 @@ class MemoryStore:
             )
         next_token = _encode_token(*page[-1]) if more else ""
         return ListPage(objects=objects, common_prefixes=prefixes, next_token=next_token)
+
+    async def list_versions(
+        self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
+    ) -> ListPage:
+        """As S3 lists the versions of an unversioned bucket: each object is
+        its key's one version, NULL_VERSION, the latest; no delete markers."""
+        page = await self.list_page(bucket, prefix, delimiter, page_size, token)
+        objects = [replace(o, version_id=NULL_VERSION, is_latest=True) for o in page.objects]
+        return replace(page, objects=objects)
 
     @staticmethod
     def _entries(

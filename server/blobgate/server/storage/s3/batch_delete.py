@@ -41,7 +41,11 @@ async def batch_delete(
     for index in todo:
         entry = entries[index]
         item: dict[str, Any] = {"Key": entry.key}
-        if entry.if_match:
+        if entry.version_id:
+            item["VersionId"] = entry.version_id
+        if (
+            entry.if_match and not entry.version_id
+        ):  # a version's ETag was checked: it never changes
             item["ETag"] = quoted_etag(entry.if_match)
         objects.append(item)
     with s3_errors(bucket=bucket):
@@ -49,9 +53,13 @@ async def batch_delete(
             Bucket=bucket,
             Delete={"Objects": objects, "Quiet": True},  # type: ignore[typeddict-item]
         )
-    errors = {str(error.get("Key", "")): error for error in response.get("Errors", [])}
+    errors = {
+        (str(error.get("Key", "")), str(error.get("VersionId") or "")): error
+        for error in response.get("Errors", [])
+    }
     for index in todo:
-        error = errors.get(entries[index].key)
+        entry = entries[index]
+        error = errors.get((entry.key, entry.version_id)) or errors.get((entry.key, ""))
         if error is not None:
             results[index] = _entry_error(bucket, entries[index], error)
     return results
@@ -72,7 +80,7 @@ async def _check_conditions(
             try:
                 await check_preconditions(
                     client,
-                    ObjectRef(bucket, entry.key),
+                    ObjectRef(bucket, entry.key, entry.version_id),
                     PutOptions("", {}, if_match=entry.if_match),
                 )
             except ServiceError as exc:

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 from blobgate.server.core.errors import ServiceError, Unavailable
 from blobgate.server.core.storage_classes import STANDARD
 from blobgate.server.storage.checksums import crc32c_from_s3, crc32c_to_s3
-from blobgate.server.storage.protocols import ContentChecksums, ObjectRef, PutOptions, StoredObject
+from blobgate.server.storage.protocols import (
+    NULL_VERSION,
+    ContentChecksums,
+    ObjectRef,
+    PutOptions,
+    StoredObject,
+)
 from blobgate.server.storage.s3.conditional_delete import ConditionalDeletes
 from blobgate.server.storage.s3.errors import S3_FAILURES, s3_errors
 from blobgate.server.storage.s3.metadata import FULL_OBJECT as FULL_OBJECT  # sessions use it
@@ -35,6 +41,7 @@ from blobgate.server.storage.s3.metadata import (
 from blobgate.server.storage.s3.preconditions import check_preconditions
 from blobgate.server.storage.s3.sha256_records import write_record
 from blobgate.server.storage.s3.tagging import write_args
+from blobgate.server.storage.s3.versions import remove_version, version_of
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -111,16 +118,25 @@ async def complete_multipart(
             **checksum,
         )
     etag = response["ETag"]
+    version = version_of(response)
+    answer: Mapping[str, Any] = response
     if checksum:
         await _check_stored_crc32c(
             client, ref, response, sums, etag, deletes or ConditionalDeletes()
         )
     if options.known.sha256 is None and not record_tag:
-        etag = await _store_checksums(client, ref, options, sums, etag, size)
+        copied = await _store_checksums(client, ref, options, sums, etag, size)
+        if copied is not None:
+            etag = copied["CopyObjectResult"].get("ETag", etag)
+            if version and version_of(copied) not in {"", version}:
+                # A versioned bucket keeps the object as it was before the
+                # copy: one upload, one version.
+                await remove_version(client, ref, version)
+            answer = copied
     if record_tag:  # the HEAD also tells that the object is still this upload's
         info = await committed(client, ref, options, sums, size, etag)
     else:
-        info = described(ref, options, sums, size, etag, response)
+        info = described(ref, options, sums, size, etag, answer)
     if record_tag and info.last_modified is not None:
         # Only while the object is still this upload's (the HEAD above was
         # conditional on its ETag): a writer that replaced it meanwhile
@@ -154,7 +170,12 @@ async def _check_stored_crc32c(
         sums.crc32c or 0,
     )
     try:
-        await deletes.delete(client, ref, etag)
+        version = version_of(response)
+        if version and version != NULL_VERSION:  # that very version, and no delete marker
+            with s3_errors(ref):
+                await client.delete_object(Bucket=ref.bucket, Key=ref.key, VersionId=version)
+        else:
+            await deletes.delete(client, ref, etag)
     except ServiceError:
         log.warning(
             "%s/%s: could not remove the damaged object", ref.bucket, ref.key, exc_info=True
@@ -172,13 +193,14 @@ async def _store_checksums(
     sums: ContentChecksums,
     etag: str,
     size: int,
-) -> str:
+) -> Mapping[str, Any] | None:
     """Attach checksums learnt only at the end of a multipart upload by
-    copying the object onto itself with new metadata (guarded by its etag).
-    Clients that send expected.sha256 up front skip this copy."""
+    copying the object onto itself with new metadata (guarded by its etag);
+    S3's answer to the copy, None where there was none. Clients that send
+    expected.sha256 up front skip this copy."""
     if size > MAX_COPY_SIZE:
         log.info("%s/%s: too large to copy; checksums not stored", ref.bucket, ref.key)
-        return etag
+        return None
     # A copy takes S3's default class unless told; its tags are copied.
     kept: dict[str, Any] = {"StorageClass": options.storage_class} if options.storage_class else {}
     try:
@@ -194,8 +216,8 @@ async def _store_checksums(
         )
     except S3_FAILURES:
         log.warning("%s/%s: could not store checksums", ref.bucket, ref.key, exc_info=True)
-        return etag
-    return response["CopyObjectResult"].get("ETag", etag)
+        return None
+    return response
 
 
 async def committed(
@@ -224,7 +246,9 @@ async def committed(
         )
     except S3_FAILURES:
         return info  # replaced meanwhile, or S3 hiccup: what we wrote is still true
-    return replace(info, last_modified=response.get("LastModified"))
+    return replace(
+        info, last_modified=response.get("LastModified"), version_id=version_of(response)
+    )
 
 
 def described(
@@ -247,6 +271,7 @@ def described(
         last_modified=write_time(response),
         metadata=dict(options.metadata),
         checksums=sums,
+        version_id=version_of(response),
         storage_class=options.storage_class or STANDARD,
     )
 

@@ -15,7 +15,8 @@ HEAD in that bucket for the life of the connection (a warning, once)."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from blobgate.server.core.errors import (
     BucketNotFound,
@@ -50,14 +51,14 @@ class ConditionalDeletes:
 
     async def delete(
         self, client: S3Client, ref: ObjectRef, etag: str, *, checked: bool = False
-    ) -> None:
+    ) -> Mapping[str, Any]:
         """Delete ``ref`` only if its ETag is ``etag``; FailedPrecondition if
         it is another, or there is no object. ``checked``: the caller has
-        just compared the ETag with a HEAD, which the emulation then uses."""
-        if self.native(ref.bucket):
+        just compared the ETag with a HEAD, which the emulation then uses.
+        S3's answer to the DeleteObject (its VersionId and DeleteMarker)."""
+        if self.native(ref.bucket) and not ref.version_id:
             try:
-                await _delete(client, ref, etag)
-                return
+                return await _delete(client, ref, etag)
             except Unimplemented as exc:
                 if self.mode == "native":
                     raise Unimplemented(
@@ -69,7 +70,7 @@ class ConditionalDeletes:
                 self._learn(ref.bucket)
         if not checked:
             await check_preconditions(client, ref, PutOptions("", {}, if_match=etag))
-        await _delete(client, ref, "")
+        return await _delete(client, ref, "")
 
     def _learn(self, bucket: str) -> None:
         if bucket in self._emulated:
@@ -83,21 +84,23 @@ class ConditionalDeletes:
         )
 
 
-async def _delete(client: S3Client, ref: ObjectRef, etag: str) -> None:
-    """One DeleteObject, If-Match ``etag`` when one is given."""
+async def _delete(client: S3Client, ref: ObjectRef, etag: str) -> Mapping[str, Any]:
+    """One DeleteObject, If-Match ``etag`` when one is given (of the version
+    ``ref`` names, if it names one); S3's answer."""
+    version: dict[str, Any] = {"VersionId": ref.version_id} if ref.version_id else {}
     try:
         with s3_errors(ref):
-            if etag:
-                await client.delete_object(
+            if etag and not version:
+                return await client.delete_object(
                     Bucket=ref.bucket, Key=ref.key, IfMatch=quoted_etag(etag)
                 )
-            else:
-                await client.delete_object(Bucket=ref.bucket, Key=ref.key)
+            # A version never changes: the HEAD that compared its ETag holds.
+            return await client.delete_object(Bucket=ref.bucket, Key=ref.key, **version)
     except BucketNotFound:
         raise
     except NotFound as exc:
         if not etag:
-            return  # deleting a missing key is OK (S3 semantics), however S3 says it
+            return {}  # deleting a missing key is OK (S3 semantics), however S3 says it
         raise if_match_failed() from exc
     except FailedPrecondition as exc:
         raise if_match_failed() from exc

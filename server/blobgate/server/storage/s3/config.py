@@ -32,4 +32,5 @@ class S3Config:
     parts_in_flight: int
     copy_threshold: int
     session_expiry: float  # seconds a session may sit idle
+    bucket_versioning: bool = False  # with create_buckets: versioning turned on
     count_anonymous: bool = True  # callers without an identity share one principal's places

@@ -149,21 +149,30 @@ class S3Connection:
         return self._signer
 
     async def ensure_buckets(self, buckets: list[str]) -> None:
-        """Create each missing bucket (the create-buckets setting)."""
-        region = self.config.region or self.client.meta.region_name
+        """Create each missing bucket (the create-buckets setting), and turn
+        versioning on in each (the bucket-versioning setting)."""
         for bucket in buckets:
-            try:
+            await self._ensure_bucket(bucket)
+            if self.config.bucket_versioning:
                 with s3_errors(bucket=bucket):
-                    await self.client.head_bucket(Bucket=bucket)
-                continue
-            except NotFound:
-                pass
-            kwargs: dict[str, Any] = {"Bucket": bucket}
-            if region and region != "us-east-1":
-                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+                    await self.client.put_bucket_versioning(
+                        Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+                    )
+
+    async def _ensure_bucket(self, bucket: str) -> None:
+        region = self.config.region or self.client.meta.region_name
+        try:
             with s3_errors(bucket=bucket):
-                await self.client.create_bucket(**kwargs)
-            log.info("created bucket %s", bucket)
+                await self.client.head_bucket(Bucket=bucket)
+            return
+        except NotFound:
+            pass
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        if region and region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        with s3_errors(bucket=bucket):
+            await self.client.create_bucket(**kwargs)
+        log.info("created bucket %s", bucket)
 
     async def check(self) -> None:
         """HeadBucket on the default bucket: the health probe."""

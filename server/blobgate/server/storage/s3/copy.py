@@ -45,6 +45,7 @@ from blobgate.server.storage.s3.metadata import (
 from blobgate.server.storage.s3.preconditions import check_preconditions
 from blobgate.server.storage.s3.sha256_records import describe_stored, flag_of
 from blobgate.server.storage.s3.tagging import get_tags, write_args
+from blobgate.server.storage.s3.versions import copy_source
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -70,7 +71,13 @@ async def copy_object(connection: S3Connection, spec: CopySpec) -> StoredObject:
         tags = await get_tags(client, spec.source)
         days = options.expire_days or expiry_of(tags)
         options = replace(options, tags=with_expiry(tags, 0), expire_days=days)
-    copier = _Copier(connection, spec, source, options, rewrite_metadata=rewrite)
+    # A version copied onto its own key (a restore): S3 takes that only as a
+    # change of metadata (some stores refuse it otherwise), so it is written anew.
+    onto_itself = (spec.source.bucket, spec.source.key) == (
+        spec.destination.bucket,
+        spec.destination.key,
+    )
+    copier = _Copier(connection, spec, source, options, rewrite_metadata=rewrite or onto_itself)
     try:
         if single:
             return await copier.single(copy_tags=copy_tags)
@@ -92,7 +99,8 @@ async def _read_source(client: S3Client, spec: CopySpec) -> tuple[StoredObject, 
     except BucketNotFound:
         raise
     except NotFound:
-        raise NotFound(f"no source object {ref.key!r} in bucket {ref.bucket!r}") from None
+        what = f"version {ref.version_id!r} of {ref.key!r}" if ref.version_id else repr(ref.key)
+        raise NotFound(f"no source object {what} in bucket {ref.bucket!r}") from None
     if spec.source_if_match and source.etag != bare_etag(spec.source_if_match):
         raise if_match_failed("source_if_match")
     _, in_metadata = split_metadata(raw)
@@ -121,7 +129,7 @@ class _Copier:
         self._spec = spec
         self._source = source
         self._options = options
-        self._copy_source = {"Bucket": spec.source.bucket, "Key": spec.source.key}
+        self._copy_source = copy_source(spec.source)
         self._source_etag = quoted_etag(source.etag)
 
     @property

@@ -15,6 +15,7 @@ from blobgate.server.storage.protocols import DamagedSession, ObjectRef
 from blobgate.server.storage.s3.checkpoint import damaged
 from blobgate.server.storage.s3.commit import abort_multipart
 from blobgate.server.storage.s3.errors import s3_errors
+from blobgate.server.storage.s3.versions import delete_record
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -50,5 +51,4 @@ async def end_damaged(
             key = await upload_key(client, record.bucket, upload_id)
         if key is not None:
             await abort_multipart(client, ObjectRef(record.bucket, key), upload_id)
-    with s3_errors(record):
-        await client.delete_object(Bucket=record.bucket, Key=record.key)
+    await delete_record(client, record.bucket, record.key)

@@ -7,7 +7,8 @@ for the public endpoint (``S3Connection.signer``) with two signed headers
 the caller must send as given: ``If-Match`` with the ETag just described,
 so S3 refuses (412) an object replaced between the answer and the GET,
 and, for a part of the object, ``Range`` with absolute positions worked
-out from the size described (a suffix range becomes the exact bytes)."""
+out from the size described (a suffix range becomes the exact bytes). A
+request naming a version signs a GET of that version (``versionId``)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from blobgate.server.storage.protocols import ByteRange, DirectRead, ObjectRef, 
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.metadata import bare_etag, quoted_etag
 from blobgate.server.storage.s3.sha256_records import describe
+from blobgate.server.storage.s3.versions import version_args
 
 if TYPE_CHECKING:
     from blobgate.server.storage.s3.connection import S3Connection
@@ -59,6 +61,7 @@ async def direct_read(
         "Bucket": ref.bucket,
         "Key": ref.key,
         "IfMatch": quoted_etag(info.etag),
+        **version_args(ref),  # a named version: that one, as described
     }
     headers = {"If-Match": params["IfMatch"]}
     if length != info.size:

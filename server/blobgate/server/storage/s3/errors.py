@@ -41,7 +41,8 @@ _UNAVAILABLE = {
     "ThrottlingException",
 }
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
-_BAD_REQUEST = {"InvalidArgument", "InvalidRequest", "KeyTooLongError", "InvalidBucketName"}
+# "400": a HEAD's answer has no body to name the error (a malformed version id).
+_BAD_REQUEST = {"InvalidArgument", "InvalidRequest", "KeyTooLongError", "InvalidBucketName", "400"}
 _NOT_IMPLEMENTED = {"NotImplemented", "501"}
 
 # What a failed S3 call can raise; aiobotocore leaves aiohttp's error for a
@@ -57,8 +58,10 @@ def _client_error(exc: ClientError, where: str, bucket: str) -> ServiceError:
         return BucketNotFound(f"bucket {bucket!r} does not exist in S3")
     if code == "NoSuchUpload":
         return UploadGone(f"S3 lost the multipart upload for {where}; try again")
-    if code in _NOT_FOUND:
+    if code in _NOT_FOUND or code == "NoSuchVersion":
         return NotFound(f"no object {where}")
+    if code in {"MethodNotAllowed", "405"}:  # S3's answer to a read of a delete marker
+        return NotFound(f"no object {where}: that version is a delete marker")
     if code == "InvalidPart":  # a part was replaced by a concurrent writer
         return FailedPrecondition(
             f"the stored parts of {where} changed while it was being written; "
@@ -98,6 +101,8 @@ def _client_error(exc: ClientError, where: str, bucket: str) -> ServiceError:
 def translate(exc: Exception, ref: ObjectRef | None, bucket: str) -> ServiceError:
     """The service error for one S3 failure."""
     where = f"{ref.key!r} in bucket {ref.bucket!r}" if ref else f"bucket {bucket!r}"
+    if ref and ref.version_id:
+        where = f"version {ref.version_id!r} of {where}"
     if isinstance(exc, ClientError):
         return _client_error(exc, where, bucket)
     if isinstance(exc, BotoCoreError | asyncio.TimeoutError | OSError | ClientPayloadError):

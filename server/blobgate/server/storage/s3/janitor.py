@@ -20,6 +20,7 @@ from blobgate.server.storage.s3.connection import S3Connection, get_whole
 from blobgate.server.storage.s3.damaged_sessions import damaged_session
 from blobgate.server.storage.s3.errors import S3_FAILURES
 from blobgate.server.storage.s3.sha256_records import sweep_records
+from blobgate.server.storage.s3.versions import delete_record
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ async def _sweep_bucket(
             log.warning("janitor: ending an idle session whose record does not parse in %s", bucket)
         if key is not None:
             await abort_multipart(client, ObjectRef(bucket, key), upload_id)
-        await client.delete_object(Bucket=bucket, Key=record.key)
+        await delete_record(client, bucket, record.key)
         ended.add(upload_id)
         aborted += 1
         tally[EXPIRED_SESSION] += 1

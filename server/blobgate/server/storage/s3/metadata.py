@@ -106,6 +106,7 @@ def stored_object(ref: ObjectRef, response: Mapping[str, Any], size: int) -> Sto
         last_modified=last_modified if isinstance(last_modified, datetime) else None,
         metadata=metadata,
         checksums=sums,
+        version_id=str(response.get("VersionId") or ""),
         storage_class=str(response.get("StorageClass") or STANDARD),
         expires_at=expiration_time(response),
     )

@@ -18,6 +18,7 @@ from blobgate.server.core.errors import (
 from blobgate.server.storage.protocols import ObjectRef, PutOptions, StoredObject
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.metadata import bare_etag, stored_object
+from blobgate.server.storage.s3.versions import version_args
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 async def head(client: S3Client, ref: ObjectRef) -> StoredObject:
     """HeadObject, as a StoredObject."""
     with s3_errors(ref):
-        response = await client.head_object(Bucket=ref.bucket, Key=ref.key)
+        response = await client.head_object(Bucket=ref.bucket, Key=ref.key, **version_args(ref))
     return stored_object(ref, response, int(response.get("ContentLength", 0)))
 
 

@@ -11,6 +11,7 @@ from blobgate.server.storage.protocols import RecordEntry, record_ref
 from blobgate.server.storage.s3.connection import S3Connection, get_whole
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.metadata import bare_etag, quoted_etag
+from blobgate.server.storage.s3.versions import delete_record, record_deleted, record_written
 
 
 class S3Records:
@@ -32,6 +33,7 @@ class S3Records:
             response = await self._connection.client.put_object(
                 Bucket=bucket, Key=key, Body=data, **conditions
             )
+        await record_written(self._connection.client, bucket, key, response)
         return bare_etag(response.get("ETag", ""))
 
     async def get(self, bucket: str, key: str) -> bytes:
@@ -44,10 +46,10 @@ class S3Records:
         ref = record_ref(bucket, key)
         client = self._connection.client
         if if_match:
-            await self._connection.conditional_deletes.delete(client, ref, if_match)
+            answer = await self._connection.conditional_deletes.delete(client, ref, if_match)
+            await record_deleted(client, bucket, key, answer)
             return
-        with s3_errors(ref):
-            await client.delete_object(Bucket=bucket, Key=key)
+        await delete_record(client, bucket, key)
 
     async def list(self, bucket: str, prefix: str, limit: int) -> list[RecordEntry]:
         record_ref(bucket, prefix)

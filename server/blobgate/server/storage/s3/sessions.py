@@ -65,6 +65,7 @@ from blobgate.server.storage.s3.parts import PartUploader, cut_parts
 from blobgate.server.storage.s3.preconditions import check_preconditions
 from blobgate.server.storage.s3.session_progress import SessionProgress
 from blobgate.server.storage.s3.sha256_records import new_tag
+from blobgate.server.storage.s3.versions import delete_record, record_written
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -135,6 +136,7 @@ class S3Sessions:
                 Metadata=checkpoint.metadata_fields(),
                 **condition,  # type: ignore[arg-type]
             )
+        await record_written(self._client, bucket, key, response)
         return str(response["ETag"])
 
     async def write_checkpoint(
@@ -152,9 +154,7 @@ class S3Sessions:
             ) from None
 
     async def _delete_checkpoint(self, bucket: str, session_id: str) -> None:
-        key = checkpoint_key(session_id)
-        with s3_errors(ObjectRef(bucket, key)):
-            await self._client.delete_object(Bucket=bucket, Key=key)
+        await delete_record(self._client, bucket, checkpoint_key(session_id))
 
     # --- SessionStore --------------------------------------------------------
 

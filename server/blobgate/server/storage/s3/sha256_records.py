@@ -43,6 +43,7 @@ from blobgate.server.storage.s3.conditional_delete import ConditionalDeletes
 from blobgate.server.storage.s3.connection import get_whole
 from blobgate.server.storage.s3.errors import S3_FAILURES, s3_errors
 from blobgate.server.storage.s3.metadata import bare_etag, quoted_etag, s3_crc32c, stored_object
+from blobgate.server.storage.s3.versions import record_deleted, record_written, version_args
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -111,7 +112,7 @@ async def write_record(
         return False
     record = Sha256Record(ref.key, tag, bare_etag(etag), size, sums.crc32c, sums.sha256.hex())
     try:
-        await client.put_object(
+        response = await client.put_object(
             Bucket=ref.bucket,
             Key=record_key(ref.key),
             Body=record.to_json(),
@@ -125,6 +126,7 @@ async def write_record(
             exc_info=True,
         )
         return False
+    await record_written(client, ref.bucket, record_key(ref.key), response)
     return True
 
 
@@ -176,7 +178,9 @@ async def describe_stored(
     has none; and the user metadata as S3 stores it."""
     with s3_errors(ref):
         # ChecksumMode: S3's own CRC32C of the object, for what the metadata lacks.
-        response = await client.head_object(Bucket=ref.bucket, Key=ref.key, ChecksumMode="ENABLED")
+        response = await client.head_object(
+            Bucket=ref.bucket, Key=ref.key, ChecksumMode="ENABLED", **version_args(ref)
+        )
     info = stored_object(ref, response, int(response.get("ContentLength", 0)))
     raw = response.get("Metadata", {})
     return await with_record(client, info, flag_of(raw)), raw
@@ -187,7 +191,7 @@ async def with_stored_crc32c(client: S3Client, info: StoredObject) -> StoredObje
     S3's own CRC32C of the whole object from a HEAD of that very version (If-Match
     its ETag); ``info`` unchanged where S3 keeps none, the object changed
     meanwhile, or the HEAD failed (logged: the bytes are still right)."""
-    ref = ObjectRef(info.bucket, info.key)
+    ref = ObjectRef(info.bucket, info.key, info.version_id)
     try:
         with s3_errors(ref):
             response = await client.head_object(
@@ -195,6 +199,7 @@ async def with_stored_crc32c(client: S3Client, info: StoredObject) -> StoredObje
                 Key=ref.key,
                 IfMatch=quoted_etag(info.etag),
                 ChecksumMode="ENABLED",
+                **version_args(ref),
             )
     except (FailedPrecondition, NotFound):
         return info
@@ -257,7 +262,8 @@ async def sweep_records(
             if not _is_missing(exc):
                 continue  # S3 hiccup: try again next sweep
         try:
-            await deletes.delete(client, ObjectRef(bucket, item["Key"]), revision)
+            answer = await deletes.delete(client, ObjectRef(bucket, item["Key"]), revision)
+            await record_deleted(client, bucket, item["Key"], answer)
             deleted += 1
         except ServiceError as exc:
             log.info("janitor: could not delete a stale sha256 record in %s: %s", bucket, exc)

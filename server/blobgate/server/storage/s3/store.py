@@ -29,6 +29,7 @@ from blobgate.server.storage.protocols import (
     ContentChecksums,
     CopySpec,
     DeleteEntry,
+    DeleteResult,
     DirectRead,
     ListPage,
     ObjectRef,
@@ -67,6 +68,7 @@ from blobgate.server.storage.s3.sha256_records import (
     with_stored_crc32c,
 )
 from blobgate.server.storage.s3.tagging import get_tags, set_tags, write_args
+from blobgate.server.storage.s3.versions import deleted, list_versions, version_args
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -206,21 +208,24 @@ class S3Store:
             raise precondition_failed(ref, options) from exc
         return described(ref, options, sums, size, response["ETag"], response)
 
-    async def delete(self, ref: ObjectRef, if_match: str) -> None:
+    async def delete(self, ref: ObjectRef, if_match: str) -> DeleteResult:
         if if_match:
             # The HEAD also where S3 takes If-Match: a store that ignored it
             # would delete any version.
             await check_preconditions(self._client, ref, PutOptions("", {}, if_match=if_match))
             deletes = self._connection.conditional_deletes
-            await deletes.delete(self._client, ref, if_match, checked=True)
-            return
+            response = await deletes.delete(self._client, ref, if_match, checked=True)
+            return deleted(ref, response)
         try:
             with s3_errors(ref):
-                await self._client.delete_object(Bucket=ref.bucket, Key=ref.key)
+                response = await self._client.delete_object(
+                    Bucket=ref.bucket, Key=ref.key, **version_args(ref)
+                )
         except BucketNotFound:
             raise
         except NotFound:
-            pass  # deleting a missing key is OK (S3 semantics), however S3 says it
+            return DeleteResult()  # deleting a missing key is OK (S3 semantics)
+        return deleted(ref, response)
 
     async def copy(self, spec: CopySpec) -> StoredObject:
         return await copy_object(self._connection, spec)
@@ -235,11 +240,21 @@ class S3Store:
     async def head(self, ref: ObjectRef) -> StoredObject:
         return await describe(self._client, ref)
 
+    async def list_versions(
+        self, bucket: str, prefix: str, delimiter: str, page_size: int, token: str
+    ) -> ListPage:
+        return await list_versions(self._client, bucket, prefix, delimiter, page_size, token)
+
     async def open(
         self, ref: ObjectRef, byte_range: ByteRange, if_match: str
     ) -> S3Reader | EmptyReader:
         # ChecksumMode: S3's own CRC32C of the object, for what the metadata lacks.
-        kwargs: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key, "ChecksumMode": "ENABLED"}
+        kwargs: dict[str, Any] = {
+            "Bucket": ref.bucket,
+            "Key": ref.key,
+            "ChecksumMode": "ENABLED",
+            **version_args(ref),
+        }
         header = range_header(byte_range)
         if header:
             kwargs["Range"] = header
@@ -318,7 +333,7 @@ class S3Store:
     async def presign(
         self, ref: ObjectRef, method: PresignMethod, expires_in: int, content_type: str
     ) -> PresignedRequest:
-        params: dict[str, str] = {"Bucket": ref.bucket, "Key": ref.key}
+        params: dict[str, str] = {"Bucket": ref.bucket, "Key": ref.key, **version_args(ref)}
         headers: dict[str, str] = {}
         if method is PresignMethod.PUT:
             params["ContentType"] = content_type

@@ -32,9 +32,11 @@ def write_args(options: PutOptions) -> dict[str, Any]:
 
 
 async def get_tags(client: S3Client, ref: ObjectRef) -> dict[str, str]:
-    """GetObjectTagging: the object's whole tag set."""
+    """GetObjectTagging: the object's whole tag set (of the version ``ref``
+    names, if it names one)."""
     with s3_errors(ref):
-        response = await client.get_object_tagging(Bucket=ref.bucket, Key=ref.key)
+        version: dict[str, Any] = {"VersionId": ref.version_id} if ref.version_id else {}
+        response = await client.get_object_tagging(Bucket=ref.bucket, Key=ref.key, **version)
     return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", [])}
 
 
