@@ -291,3 +291,25 @@ async def test_a_direct_answer_takes_a_stream_slot_while_it_is_made(
         for _ in range(3):  # and each answer gives its own back
             messages = await direct_answer(stub, "d/big.bin")
             assert messages[1].WhichOneof("message") == "direct"
+
+
+@pytest.mark.both_s3s
+async def test_a_direct_read_of_a_version_serves_that_version(
+    s3_endpoint: str, bucket: str
+) -> None:
+    """With a version id, the description and the URL are of that version,
+    not of the key's current one."""
+    settings = gateway_settings(s3_endpoint, bucket, direct_transfers=True, bucket_versioning=True)
+    async with running_gateway(settings) as (gw, stub, _):
+        old, new = payload(70_000, seed=21), payload(50_000, seed=22)
+        first = await upload(gw, "d/versioned.bin", old)
+        await upload(gw, "d/versioned.bin", new)
+        assert first.version_id
+        messages = await direct_answer(stub, "d/versioned.bin", version_id=first.version_id)
+        assert messages[0].object.version_id == first.version_id
+        assert messages[0].object.size == len(old)
+        assert await fetch(messages[1].direct) == (200, old)
+        ranged = await direct_answer(
+            stub, "d/versioned.bin", version_id=first.version_id, offset=-10
+        )
+        assert await fetch(ranged[1].direct) == (206, old[-10:])
