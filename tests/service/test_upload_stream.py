@@ -250,7 +250,7 @@ async def _cut(budget: ByteBudget, stream: UploadStream, held: list[tuple[int, C
 
 async def test_a_stream_that_sends_nothing_holds_no_budget() -> None:
     """An Upload that sends its spec and then nothing is accepted, but takes
-    no budget from the uploads that do send (issue: idle uploads starved
+    no budget from the uploads that do send (idle uploads must not starve
     active ones of memory_budget)."""
     budget = ByteBudget(5 * MiB)
     accepted = asyncio.Event()

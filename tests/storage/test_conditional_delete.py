@@ -1,6 +1,6 @@
 """Conditional delete (DeleteObject with If-Match) on a store that has it
 (moto, AWS since 2025-09) and on one that answers 501 NotImplemented
-(LocalStack's S3), issue 19, defect 3.
+(LocalStack's S3).
 
 Every path that deletes on a condition must work on both: Delete with
 ``if_match``, the CLI's ``mv`` (which deletes its source on the ETag it

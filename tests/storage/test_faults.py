@@ -286,7 +286,7 @@ async def test_slow_down_always_is_unavailable(
             Code.UNAVAILABLE, upload(gw[0], "throttled.bin", payload(size, seed=5))
         )
         assert "SlowDown" in (error.details() or "")
-        # S3's own words stay in the gateway's log (issue 11: leaks).
+        # S3's own words stay in the gateway's log, never in the caller's message.
         assert "reduce your request rate" not in (error.details() or "")
         await wait_nothing_left(s3, bucket, "throttled.bin")
         # Every attempt was refused, and botocore made all of its attempts.

@@ -1,4 +1,4 @@
-"""Checksums on S3 without a second write or a second hash (issue 13):
+"""Checksums on S3 without a second write or a second hash:
 multipart uploads carry S3's full-object CRC32C (per part, and the whole
 object's at completion); an undeclared sha256 goes to a record beside the
 object, never to a copy of it; the record never describes an object that

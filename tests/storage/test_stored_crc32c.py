@@ -1,5 +1,5 @@
-"""Every read of an object reports the CRC32C S3 stored for it (issue 19,
-defect 2), on moto and on LocalStack's stricter S3.
+"""Every read of an object reports the CRC32C S3 stored for it, on moto
+and on LocalStack's stricter S3.
 
 A multipart upload that declared its sha256 (every CLI or Python-client
 upload of a file above the part size) has the sha256 in its user metadata,
