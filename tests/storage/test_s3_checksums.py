@@ -271,12 +271,15 @@ async def test_racing_uploads_of_one_key_never_borrow_each_others_sha256(
 async def test_the_python_client_reads_the_recorded_sha256(
     gateway: Any, s3: Any, bucket: str
 ) -> None:
-    """Whole-object downloads are checked against the record's sha256: the
-    exact bytes pass, bytes changed behind the gateway's back (same size,
-    same flag, same ETag kept by no path) are DATA_LOSS."""
+    """Whole-object downloads asked to check the sha256 (verify_sha256) are
+    checked against the record's: the exact bytes pass, a record that says
+    another sha256 for them is DATA_LOSS. By default the client checks the
+    object's CRC32C instead, which the record does not hold, so the same
+    download passes."""
     blob = payload(PART + 100, seed=6)
     await upload(gateway, "read.bin", blob)
-    async with Client(f"127.0.0.1:{gateway.port}") as client:
+    address = f"127.0.0.1:{gateway.port}"
+    async with Client(address, verify_sha256=True) as client:
         assert b"".join([c async for c in client.download("read.bin")]) == blob
         # A record that says another sha256 for this very object.
         key = record_key("read.bin")
@@ -285,6 +288,8 @@ async def test_the_python_client_reads_the_recorded_sha256(
         with pytest.raises(BlobgateError) as caught:
             b"".join([c async for c in client.download("read.bin")])
         assert caught.value.code == grpc.StatusCode.DATA_LOSS
+    async with Client(address) as client:
+        assert b"".join([c async for c in client.download("read.bin")]) == blob
 
 
 # --- copies ------------------------------------------------------------------
