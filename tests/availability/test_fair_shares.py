@@ -7,24 +7,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from blobgate.server.app import Gateway, start_gateway
+from blobgate.server.app import Gateway
 from blobgate.server.settings_loading import SettingsError, load_settings
 from blobgate.v1 import storage_pb2 as pb
-from blobgate.v1 import storage_pb2_grpc
-from tests.fakes.pki import CA, Issued
-from tests.support.gateways import gateway_settings, stop_gateway
+from tests.fakes.pki import CA
 from tests.support.helpers import eventually
+from tests.support.mtls import caller, mtls_gateway
 
 MiB = 1024 * 1024
 Code = grpc.StatusCode
-OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 # A small gateway: 5 MiB parts, a 20 MiB budget. Before shares, 4 uploads of
 # one caller held it all as soon as each had sent a byte.
 SMALL = {"memory_budget": 20 * MiB, "max_streams": 16}
@@ -33,37 +30,6 @@ SMALL = {"memory_budget": 20 * MiB, "max_streams": 16}
 @pytest.fixture
 def ca() -> CA:
     return CA()
-
-
-@asynccontextmanager
-async def mtls_gateway(
-    tmp_path: Path, ca: CA, moto_endpoint: str, bucket: str, **overrides: Any
-) -> AsyncIterator[Gateway]:
-    cert_file, key_file = ca.server().write(tmp_path, "server")
-    settings = gateway_settings(
-        moto_endpoint,
-        bucket,
-        tls_cert_file=cert_file,
-        tls_key_file=key_file,
-        tls_client_ca_file=ca.write(tmp_path),
-        **overrides,
-    )
-    gateway = await start_gateway(settings)
-    try:
-        yield gateway
-    finally:
-        await stop_gateway(gateway)
-
-
-@asynccontextmanager
-async def caller(gateway: Gateway, ca: CA, client: Issued) -> AsyncIterator[Any]:
-    """A stub on a connection of its own, as ``client``."""
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=ca.pem, private_key=client.key, certificate_chain=client.cert
-    )
-    address = f"127.0.0.1:{gateway.port}"
-    async with grpc.aio.secure_channel(address, credentials, options=OWN_CONNECTION) as channel:
-        yield storage_pb2_grpc.StorageServiceStub(channel)
 
 
 class Trickle:

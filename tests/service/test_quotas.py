@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,49 +21,15 @@ from blobgate.v1 import storage_pb2_grpc
 from tests.fakes.pki import CA, Issued
 from tests.support.gateways import gateway_settings, stop_gateway
 from tests.support.helpers import eventually, resume_requests, upload
+from tests.support.mtls import OWN_CONNECTION, caller, mtls_gateway
+from tests.support.mtls import client_credentials as _credentials
 
 Code = grpc.StatusCode
-OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
 
 @pytest.fixture
 def ca() -> CA:
     return CA()
-
-
-def _credentials(ca: CA, client: Issued) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(
-        root_certificates=ca.pem, private_key=client.key, certificate_chain=client.cert
-    )
-
-
-@asynccontextmanager
-async def mtls_gateway(
-    tmp_path: Path, ca: CA, moto_endpoint: str, bucket: str, **overrides: Any
-) -> AsyncIterator[Gateway]:
-    cert_file, key_file = ca.server().write(tmp_path, "server")
-    settings = gateway_settings(
-        moto_endpoint,
-        bucket,
-        tls_cert_file=cert_file,
-        tls_key_file=key_file,
-        tls_client_ca_file=ca.write(tmp_path),
-        **overrides,
-    )
-    gateway = await start_gateway(settings)
-    try:
-        yield gateway
-    finally:
-        await stop_gateway(gateway)
-
-
-@asynccontextmanager
-async def caller(gateway: Gateway, ca: CA, client: Issued) -> AsyncIterator[Any]:
-    """A stub on a connection of its own, as ``client``."""
-    address = f"127.0.0.1:{gateway.port}"
-    credentials = _credentials(ca, client)
-    async with grpc.aio.secure_channel(address, credentials, options=OWN_CONNECTION) as channel:
-        yield storage_pb2_grpc.StorageServiceStub(channel)
 
 
 def _upload_blocking(

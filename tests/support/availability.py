@@ -27,11 +27,11 @@ from tests.fakes.pki import CA, Issued
 from tests.fakes.raw_h2 import grpc_frame
 from tests.support.gateways import gateway_settings, stop_gateway
 from tests.support.helpers import upload_aio
+from tests.support.mtls import OWN_CONNECTION
 
 Code = grpc.StatusCode
 SECRET = b"0123456789abcdef0123456789abcdef"
 ISSUER, AUDIENCE = "https://issuer.example", "blobgate"
-OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 STAT = "/blobgate.v1.StorageService/Stat"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 # Small limits keep the floods short.
