@@ -39,7 +39,8 @@ class SettingsChecks:
 
     if TYPE_CHECKING:
         # The fields the checks read, for the type checker only: Settings
-        # declares them (with their defaults and descriptions).
+        # declares them (with their defaults and descriptions), and mypy
+        # checks that its declarations agree with these.
         s3_max_connections: int
         s3_connections_per_principal: int | None
         default_bucket: str
