@@ -33,7 +33,7 @@ from cryptography.x509.oid import NameOID
 from blobgate.server.core.errors import Unauthenticated
 from blobgate.server.core.settings import Settings
 
-MAX_URI = 1024  # the URI SAN, as the policy's names (access_policy.MAX_NAME)
+MAX_URI = 1024  # the URI SAN, as the policy's names (policy_file.MAX_NAME)
 MAX_DNS = 253  # a DNS name (RFC 1035)
 MAX_CN = 64  # ub-common-name (RFC 5280)
 DNS_PREFIX = "dns:"
