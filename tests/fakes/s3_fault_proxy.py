@@ -83,6 +83,10 @@ def put_object(r: Request) -> bool:
     )
 
 
+def create_multipart_upload(r: Request) -> bool:
+    return r.method == "POST" and "uploads" in r.query
+
+
 def complete_multipart_upload(r: Request) -> bool:
     return r.method == "POST" and "uploadId" in r.query
 
@@ -110,11 +114,13 @@ class When(TypedDict, total=False):
 
 @dataclass
 class Fault:
-    kind: Literal["delay", "cut_request", "cut_response", "slow_down", "corrupt_request"]
+    kind: Literal[
+        "delay", "delay_response", "cut_request", "cut_response", "slow_down", "corrupt_request"
+    ]
     match: Predicate | None = None
     method: str | None = None
     times: int | None = None
-    seconds: float = 0.0  # delay
+    seconds: float = 0.0  # delay, delay_response
     after_bytes: int = 0  # cut_request, cut_response; corrupt_request: the byte flipped
     fired: int = 0  # requests it was applied to
     dropped: int = 0  # delay: requests whose client left during the wait
@@ -185,6 +191,12 @@ class FaultProxy:
 
     def delay(self, seconds: float, **when: Unpack[When]) -> Fault:
         return self.add(Fault("delay", seconds=seconds, **when))
+
+    def delay_response(self, seconds: float, **when: Unpack[When]) -> Fault:
+        """S3 does the request at once; its answer reaches the client
+        ``seconds`` later (a slow network on the way back): the request
+        takes effect even if the client gives up waiting."""
+        return self.add(Fault("delay_response", seconds=seconds, **when))
 
     def cut_request(self, after_bytes: int, **when: Unpack[When]) -> Fault:
         return self.add(Fault("cut_request", after_bytes=after_bytes, **when))
@@ -278,6 +290,8 @@ class FaultProxy:
                 status = int(start.split(" ", 2)[1])
                 if status >= 200:
                     break
+            if "delay_response" in faults:
+                await asyncio.sleep(faults["delay_response"].seconds)
             body = _framing(fields, method, status=status)
             writer.write(_head(start, headers, *(["Connection: close"] if body == "eof" else [])))
             cut = faults.get("cut_response")

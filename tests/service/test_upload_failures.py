@@ -13,6 +13,7 @@ import google_crc32c
 import pytest
 
 from blobgate.v1 import storage_pb2
+from tests.fakes.s3_fault_proxy import FaultProxy, create_multipart_upload
 from tests.support.gateways import gateway_settings
 from tests.support.helpers import (
     PART,
@@ -23,6 +24,7 @@ from tests.support.helpers import (
     chunks,
     data,
     download,
+    eventually,
     expect_status,
     payload,
     running_gateway,
@@ -65,6 +67,32 @@ async def test_client_cancel_mid_multipart_stream(stub: Any, s3: Any, bucket: st
     with pytest.raises(asyncio.CancelledError):
         await call
     await wait_nothing_left(s3, bucket, "cancelled-big.bin")
+
+
+async def test_cancel_while_s3_creates_the_multipart_upload(
+    moto_endpoint: str, s3: Any, bucket: str
+) -> None:
+    """The client cancels while S3 is creating the multipart upload and its
+    answer is still on the way: the upload S3 created is aborted once the
+    answer arrives, not left to the janitor."""
+    with FaultProxy(moto_endpoint) as proxy:
+        slow = proxy.delay_response(2.0, match=create_multipart_upload)
+        settings = gateway_settings(proxy.url, bucket)
+        async with running_gateway(settings) as (_gw, stub, _channel):
+            call = stub.Upload(timeout=60)
+            await call.write(spec("created-late.bin"))
+            for piece in chunks(payload(PART + MiB)):
+                await call.write(data(piece))
+
+            async def creating() -> None:
+                assert slow.fired == 1
+
+            await eventually(creating)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            await wait_multipart_started(s3, bucket, "created-late.bin")  # S3 made it
+            await wait_nothing_left(s3, bucket, "created-late.bin")
 
 
 @pytest.mark.parametrize("sent", [SMALL // 2, PART + MiB], ids=["small", "multipart"])
