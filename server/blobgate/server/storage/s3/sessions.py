@@ -27,6 +27,7 @@ import collections
 import logging
 import secrets
 from collections.abc import AsyncIterable
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -35,11 +36,15 @@ from blobgate.server.core.identity import current_principal
 from blobgate.server.storage.byte_budget import ByteBudget
 from blobgate.server.storage.checksums import Hasher, crc32c_to_s3, verify
 from blobgate.server.storage.protocols import (
+    NOT_DIRECT,
+    PROXIED_ONLY,
     SESSION_GONE,
     Chunk,
     ContentChecksums,
     DamagedSession,
+    DirectPart,
     ObjectRef,
+    PartSpec,
     Session,
     SessionSpec,
     StoredObject,
@@ -58,6 +63,14 @@ from blobgate.server.storage.s3.commit import (
 )
 from blobgate.server.storage.s3.connection import S3Connection, get_whole
 from blobgate.server.storage.s3.damaged_sessions import damaged_session, end_damaged
+from blobgate.server.storage.s3.direct_upload import (
+    PartsMissing,
+    check_part,
+    commit_direct,
+    list_all_parts,
+    persisted,
+    presign_part,
+)
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.janitor import sweep
 from blobgate.server.storage.s3.metadata import quoted_etag
@@ -84,6 +97,7 @@ def _session(bucket: str, session_id: str, checkpoint: Checkpoint, revision: str
         persisted_size=checkpoint.persisted_size,
         part_size=checkpoint.part_size,
         revision=revision,
+        direct=checkpoint.direct,
     )
 
 
@@ -163,6 +177,9 @@ class S3Sessions:
         if options.if_none_match or options.if_match:
             await check_preconditions(self._client, ref, options)
         full_object = self._connection.full_object_checksums
+        # A direct session needs S3's full-object CRC32C: S3 checks what it
+        # assembled from parts the gateway never saw.
+        direct = spec.direct and full_object
         record_tag = new_tag() if full_object and options.known.sha256 is None else ""
         upload_id = await create_multipart(
             self._client, ref, options, full_object=full_object, record_tag=record_tag
@@ -189,6 +206,7 @@ class S3Sessions:
             tags=dict(options.tags),
             storage_class=options.storage_class,
             expire_days=options.expire_days,
+            direct=direct,
         )
         try:
             revision = await self._put_checkpoint(
@@ -202,17 +220,23 @@ class S3Sessions:
     async def open_session(self, bucket: str, session_id: str) -> Session:
         checkpoint, revision = await self._read_checkpoint(bucket, session_id)
         ref = ObjectRef(bucket, checkpoint.key)
+        progress = 0
         try:
-            with s3_errors(ref):
-                await self._client.list_parts(
-                    Bucket=bucket, Key=checkpoint.key, UploadId=checkpoint.upload_id, MaxParts=1
-                )
+            if checkpoint.direct:  # its progress is the parts S3 holds
+                parts = await list_all_parts(self._client, ref, checkpoint.upload_id)
+                progress = persisted(parts, checkpoint.part_size)
+            else:
+                with s3_errors(ref):
+                    await self._client.list_parts(
+                        Bucket=bucket, Key=checkpoint.key, UploadId=checkpoint.upload_id, MaxParts=1
+                    )
         except UploadGone:
             # Aborted behind the gateway's back (a lifecycle rule) or completed
             # by a call whose reply was lost: either way the session is over.
             await self._delete_checkpoint(bucket, session_id)
             raise NotFound("no such upload session: S3 no longer holds its parts") from None
-        return _session(bucket, session_id, checkpoint, revision)
+        session = _session(bucket, session_id, checkpoint, revision)
+        return replace(session, persisted_size=progress) if checkpoint.direct else session
 
     async def cancel_session(self, bucket: str, session_id: str) -> None:
         try:
@@ -237,6 +261,8 @@ class S3Sessions:
 
     async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> StoredObject:
         start, _ = await self._read_checkpoint(session.bucket, session.session_id)
+        if start.direct:
+            raise FailedPrecondition(PROXIED_ONLY)
         if start.persisted_size != session.persisted_size:
             raise FailedPrecondition(
                 "another Upload continued this session meanwhile: "
@@ -360,6 +386,40 @@ class S3Sessions:
                 **checksum,
             )
         return {"PartNumber": 1, "ETag": response["ETag"], **checksum}
+
+    # --- direct sessions (storage.s3.direct_upload) -----------------------------
+
+    async def _direct(self, session: Session) -> Checkpoint:
+        checkpoint, _ = await self._read_checkpoint(session.bucket, session.session_id)
+        if not checkpoint.direct:
+            raise FailedPrecondition(NOT_DIRECT)
+        return checkpoint
+
+    async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
+        checkpoint = await self._direct(session)
+        check_part(checkpoint, part)
+        return await presign_part(
+            self._connection, session.spec.ref, checkpoint.upload_id, part, expires_in
+        )
+
+    async def complete_direct(
+        self, session: Session, size: int, sums: ContentChecksums
+    ) -> StoredObject:
+        checkpoint = await self._direct(session)
+        try:
+            stored = await commit_direct(self._connection, session.spec, checkpoint, size, sums)
+        except PartsMissing:
+            raise  # the session stays: the caller PUTs the rest
+        except (InvalidArgument, FailedPrecondition):
+            # The parts can never make up the object declared, or it can
+            # never be written: no object, and the session ends.
+            await self._end(session.bucket, session.session_id, checkpoint)
+            raise
+        try:
+            await self._delete_checkpoint(session.bucket, session.session_id)
+        except Exception:
+            log.warning("could not delete a finished session's record", exc_info=True)
+        return stored
 
     # --- the janitor -----------------------------------------------------------
 
