@@ -158,8 +158,13 @@ async def test_a_part_whose_bytes_differ_from_its_pinned_crc32c_is_refused_by_s3
 @pytest.mark.both_s3s
 @pytest.mark.parametrize("wrong", ["crc32c", "size"])
 async def test_a_wrong_commit_is_refused_and_leaves_no_object(
-    direct_gateway: Any, wrong: str
+    direct_gateway: Any, wrong: str, store_kind: str
 ) -> None:
+    if wrong == "crc32c" and store_kind == "moto":
+        pytest.skip(
+            "moto lists no part CRC32Cs and completes whatever full-object CRC32C it is "
+            "given: only a store that checks (LocalStack, AWS) refuses it"
+        )
     _, stub = direct_gateway
     blob = payload(PART + 500, seed=34)
     started = await start(stub, f"du/wrong-{wrong}.bin")
@@ -188,7 +193,9 @@ async def test_parts_missing_at_the_commit_keep_the_session(
         parts = parts_of(blob)
         assert (await put_part(stub, started.upload_id, 1, parts[0]))[0] == 200
         assert (await put_part(stub, started.upload_id, 3, parts[2]))[0] == 200
-        error = await expect_status(Code.FAILED_PRECONDITION, complete(stub, started.upload_id, blob))
+        error = await expect_status(
+            Code.FAILED_PRECONDITION, complete(stub, started.upload_id, blob)
+        )
         assert "first missing: part 2" in str(error.details())
         query = pb.QueryUploadStatusRequest(upload_id=started.upload_id)
         assert (await stub.QueryUploadStatus(query, timeout=20)).persisted_size == PART
@@ -200,7 +207,7 @@ async def test_parts_are_checked_against_the_layout_and_the_limit(
     moto_endpoint: str, bucket: str
 ) -> None:
     settings = gateway_settings(
-        moto_endpoint, bucket, direct_transfers=True, object_size_limit=3 * PART
+        moto_endpoint, bucket, direct_transfers=True, max_object_size=3 * PART
     )
     async with running_gateway(settings) as (_, stub, _channel):
         sized = await start(stub, "du/layout.bin", size=PART + 100)
