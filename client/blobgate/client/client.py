@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, Self, Unpack
 from blobgate.client.atomic_file import write_atomically, write_chunks
 from blobgate.client.connect_problems import hinted
 from blobgate.client.direct import DirectFetcher
+from blobgate.client.direct_upload import DirectUpload
 from blobgate.client.download import DownloadOpener, DownloadStream, range_size
 from blobgate.client.models import ObjectInfo
 from blobgate.client.options import ClientOptions, OptionKeywords
@@ -167,7 +168,10 @@ class Client(UnaryCalls):
         need be, within ``max_attempts`` failures without progress and
         ``stream_timeout``. None (the default) means resumable for bytes and
         paths of at least RESUMABLE_THRESHOLD bytes; True requires bytes or a
-        path.
+        path. With ``direct_uploads`` (the default) a resumable upload asks
+        for a direct session: where the server offers one, the parts go
+        straight to S3 (``direct_upload``), and through the gateway when S3
+        cannot be reached from here.
 
         ``tags`` (at most 10), ``storage_class`` (an S3 class such as
         STANDARD_IA; empty: STANDARD) and ``expire_days`` (a lifetime the
@@ -197,6 +201,11 @@ class Client(UnaryCalls):
                     raise ValueError(
                         "a resumable upload reads its source again: give bytes or a path"
                     )
+                if self.options.direct_uploads:  # straight to S3 where the server offers it
+                    direct = DirectUpload(
+                        self.transport, self.options, spec, prepared.reread, progress, self._direct
+                    )
+                    return await direct.run()
                 session = ResumableUpload(
                     self.transport, self.options, spec, prepared.reread, progress
                 )

@@ -1,6 +1,7 @@
-"""Direct downloads from the client's side: the GET of the presigned URL a
-server answers a direct Download with (``DirectDownload``), over aiohttp
-(already one of the client's dependencies, through Consul discovery).
+"""Direct transfers from the client's side: the GET of the presigned URL a
+server answers a direct Download with (``DirectDownload``), and the PUT of
+a direct upload's part (``put``; ``direct_upload``), over aiohttp (already
+one of the client's dependencies, through Consul discovery).
 
 ``DirectFetcher`` holds the client's HTTP session; ``get`` sends the
 signed headers exactly as given and sorts what S3 answers into three:
@@ -131,6 +132,21 @@ class DirectFetcher:
         if response.status in _CHANGED:
             raise ObjectChanged(f"S3 answered {response.status}")
         raise DirectUnavailable(f"S3 answered HTTP {response.status}")
+
+    async def put(self, url: str, headers: dict[str, str], body: bytes) -> None:
+        """PUT ``body`` to a presigned part URL with its signed headers;
+        DirectUnavailable unless S3 answers 200 (why, without the URL)."""
+        session = self._open_session()
+        try:
+            async with session.put(
+                yarl.URL(url, encoded=True), data=body, headers=headers, allow_redirects=False
+            ) as response:
+                await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise DirectUnavailable(f"S3 could not be reached: {type(exc).__name__}") from None
+        if status != 200:
+            raise DirectUnavailable(f"S3 answered HTTP {status} to a part")
 
     async def close(self) -> None:
         session, self._session = self._session, None

@@ -1,0 +1,151 @@
+"""Direct uploads from the client's side: a resumable upload whose parts go
+straight to S3 when the server offers it (StartResumableUploadRequest.direct).
+
+The client starts a direct session, reads its source once in order, cuts it
+into parts of the session's part_size, and for each part computes its
+CRC32C, asks the server for a URL pinning that CRC32C (PresignUploadPart)
+and PUTs the part to S3, ``PARTS_IN_FLIGHT`` parts at once. Then it commits
+with the whole object's size, CRC32C and sha256 (CompleteDirectUpload): the
+server checks the parts S3 holds against them, and S3 the assembled object.
+
+Fallback: a server that answers a proxied session gets the data through
+Upload, in that same session. When S3 cannot be used from here (a
+connection failure, a timeout, an HTTP error), the direct session is
+cancelled and the upload starts again through the gateway in a proxied
+session: a server does not let one session mix direct parts and proxied
+data. Part URLs are bearer credentials: never put in an error or a log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import crc32c
+
+from blobgate.client.direct import DirectFetcher, DirectUnavailable
+from blobgate.client.models import ObjectInfo
+from blobgate.client.options import ClientOptions
+from blobgate.client.progress import Progress
+from blobgate.client.resumable import ResumableUpload
+from blobgate.client.retry import CallBudget, retry_unary
+from blobgate.client.transport import Transport
+from blobgate.v1 import storage_pb2
+
+log = logging.getLogger(__name__)
+
+PARTS_IN_FLIGHT = 4  # parts read ahead and PUT at once (memory: this many parts)
+
+
+class DirectUpload:
+    """One upload of ``spec`` (whose size is known) through a direct session
+    when the server offers one; ``reread(offset)`` gives the source's bytes
+    from ``offset`` on."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        options: ClientOptions,
+        spec: storage_pb2.UploadSpec,
+        reread: Callable[[int], AsyncIterator[bytes]],
+        progress: Progress | None,
+        http: DirectFetcher,
+    ) -> None:
+        self._transport = transport
+        self._options = options
+        self._spec = spec
+        self._reread = reread
+        self._progress = progress
+        self._http = http
+        self._sent = 0
+
+    async def run(self) -> ObjectInfo:
+        request = storage_pb2.StartResumableUploadRequest(spec=self._spec, direct=True)
+        started = await self._unary("StartResumableUpload", request)
+        if not started.direct:  # the server sends the data through itself
+            return await self._proxied(upload_id=started.upload_id)
+        try:
+            return await self._direct(started.upload_id, int(started.part_size))
+        except DirectUnavailable as exc:
+            log.info("S3 cannot be used from here (%s): uploading through the gateway", exc)
+            await self._cancel(started.upload_id)
+            return await self._proxied()
+        except BaseException:
+            await self._cancel(started.upload_id)
+            raise
+
+    async def _proxied(self, upload_id: str = "") -> ObjectInfo:
+        session = ResumableUpload(
+            self._transport, self._options, self._spec, self._reread, self._progress
+        )
+        return await session.run(upload_id)
+
+    async def _direct(self, upload_id: str, part_size: int) -> ObjectInfo:
+        total = self._spec.size
+        whole = 0
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            number = 0
+            async for part in _parts(self._reread(0), part_size):
+                number += 1
+                whole = crc32c.crc32c(part, value=whole)
+                while len(in_flight) >= PARTS_IN_FLIGHT:
+                    done, in_flight = await asyncio.wait(
+                        in_flight, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    for task in done:
+                        task.result()  # the first failure ends the upload
+                in_flight.add(asyncio.create_task(self._put(upload_id, number, part, total)))
+            if number == 0:  # an empty object: one empty part
+                in_flight.add(asyncio.create_task(self._put(upload_id, 1, b"", total)))
+            await asyncio.gather(*in_flight)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        request = storage_pb2.CompleteDirectUploadRequest(
+            upload_id=upload_id, size=total, crc32c=whole, sha256=self._spec.expected.sha256
+        )
+        response = await self._unary("CompleteDirectUpload", request)
+        return ObjectInfo.from_proto(response.object)
+
+    async def _put(self, upload_id: str, number: int, part: bytes, total: int) -> None:
+        request = storage_pb2.PresignUploadPartRequest(
+            upload_id=upload_id, part_number=number, size=len(part), crc32c=crc32c.crc32c(part)
+        )
+        signed = await self._unary("PresignUploadPart", request)
+        await self._http.put(signed.url, dict(signed.headers), part)
+        self._sent += len(part)
+        if self._progress is not None:
+            self._progress(self._sent, total)
+
+    async def _cancel(self, upload_id: str) -> None:
+        await ResumableUpload(
+            self._transport, self._options, self._spec, self._reread, None
+        ).cancel(upload_id)
+
+    async def _unary(self, method: str, request: Any) -> Any:
+        budget = CallBudget.start(self._options.timeout, self._options.max_attempts)
+        return await retry_unary(self._transport, budget, method, request)
+
+
+async def _parts(chunks: AsyncIterator[bytes], part_size: int) -> AsyncIterator[bytes]:
+    """``chunks`` regrouped into parts of ``part_size`` bytes (the last may
+    be shorter; none for no bytes)."""
+    buffer = bytearray()
+    try:
+        async for chunk in chunks:
+            buffer += chunk
+            while len(buffer) >= part_size:
+                yield bytes(buffer[:part_size])
+                del buffer[:part_size]
+        if buffer:
+            yield bytes(buffer)
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+__all__ = ["PARTS_IN_FLIGHT", "DirectUpload"]
