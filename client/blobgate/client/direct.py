@@ -14,6 +14,7 @@ The URL is a bearer credential: it is never put in an error or a log."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from typing import Any
 
@@ -139,7 +140,10 @@ class DirectFetcher:
         session = self._open_session()
         try:
             async with session.put(
-                yarl.URL(url, encoded=True), data=body, headers=headers, allow_redirects=False
+                yarl.URL(url, encoded=True),
+                data=io.BytesIO(body),  # raw bytes this big warn of blocking the loop
+                headers=headers,
+                allow_redirects=False,
             ) as response:
                 await response.read()
                 status = response.status
