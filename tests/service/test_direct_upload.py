@@ -285,12 +285,15 @@ async def test_direct_off_answers_a_proxied_session(moto_endpoint: str, bucket: 
 
 async def test_rights_and_ownership(tmp_path: Path, moto_endpoint: str, bucket: str) -> None:
     """bob may not write reports/: PERMISSION_DENIED; mallory may write
-    anywhere, but alice's session does not exist for her: NOT_FOUND."""
+    anywhere, but alice's session does not exist for her: NOT_FOUND. The
+    commit frees alice's one session slot."""
     from tests.service.test_authorization import Realm, running
 
     realm = Realm("jwt", tmp_path)
     try:
-        async with running(realm, moto_endpoint, bucket, direct_transfers=True) as gw:
+        async with running(
+            realm, moto_endpoint, bucket, direct_transfers=True, max_sessions_per_principal=1
+        ) as gw:
             alice = realm.caller(gw.port, "alice")
             bob = realm.caller(gw.port, "bob")
             mallory = realm.caller(gw.port, "mallory")
@@ -326,6 +329,14 @@ async def test_rights_and_ownership(tmp_path: Path, moto_endpoint: str, bucket: 
                 done, metadata=alice.metadata, timeout=20
             )
             assert answer.object.size == 3
+            again = await alice.stub.StartResumableUpload(
+                request, metadata=alice.metadata, timeout=20
+            )  # the slot was freed
+            await expect_status(
+                Code.RESOURCE_EXHAUSTED,
+                alice.stub.StartResumableUpload(request, metadata=alice.metadata, timeout=20),
+            )
+            assert again.direct
     finally:
         await realm.close()
 
@@ -356,3 +367,21 @@ async def test_audit_and_access_lines_never_hold_the_url(
     signature = signed.url.rpartition("X-Amz-Signature=")[2]
     lines = every_formatted_line(caplog)
     assert not any(signature in line or started.upload_id in line for line in lines)
+
+
+async def test_metrics_count_direct_uploads(moto_endpoint: str, bucket: str) -> None:
+    from tests.server.test_metrics import delta, scrape
+
+    settings = gateway_settings(
+        moto_endpoint, bucket, direct_transfers=True, metrics_listen="127.0.0.1:0"
+    )
+    async with running_gateway(settings) as (gw, stub, _channel):
+        before, _ = await scrape(gw.metrics_port)
+        started = await start(stub, "du/metered.bin", size=4)
+        assert (await put_part(stub, started.upload_id, 1, b"abcd"))[0] == 200
+        await complete(stub, started.upload_id, b"abcd")
+        after, _ = await scrape(gw.metrics_port)
+    assert delta(before, after, "blobgate_direct_uploads_total", bucket=bucket) == 1
+    assert delta(before, after, "blobgate_direct_upload_bytes_total", bucket=bucket) == 4
+    assert delta(before, after, "blobgate_received_bytes_total", bucket=bucket) == 0
+    assert delta(before, after, "blobgate_sessions_ended_total", reason="completed") == 1

@@ -23,8 +23,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import crc32c
+import grpc
 
 from blobgate.client.direct import DirectFetcher, DirectUnavailable
+from blobgate.client.errors import BlobgateError
 from blobgate.client.models import ObjectInfo
 from blobgate.client.options import ClientOptions
 from blobgate.client.progress import Progress
@@ -107,8 +109,32 @@ class DirectUpload:
         request = storage_pb2.CompleteDirectUploadRequest(
             upload_id=upload_id, size=total, crc32c=whole, sha256=self._spec.expected.sha256
         )
-        response = await self._unary("CompleteDirectUpload", request)
+        try:
+            response = await self._unary("CompleteDirectUpload", request)
+        except BlobgateError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+            return await self._committed(exc, whole)
         return ObjectInfo.from_proto(response.object)
+
+    async def _committed(self, failure: BlobgateError, crc: int) -> ObjectInfo:
+        """The object a retried commit found already committed (its first
+        reply was lost): the key holds exactly these bytes, else ``failure``."""
+        spec = self._spec
+        try:
+            response = await self._unary(
+                "Stat", storage_pb2.StatRequest(bucket=spec.bucket, key=spec.key)
+            )
+        except BlobgateError:
+            raise failure from None
+        info = ObjectInfo.from_proto(response.object)
+        if (
+            info.size == spec.size
+            and info.crc32c == crc
+            and (info.sha256 or b"") == spec.expected.sha256
+        ):
+            return info
+        raise failure
 
     async def _put(self, upload_id: str, number: int, part: bytes, total: int) -> None:
         request = storage_pb2.PresignUploadPartRequest(
