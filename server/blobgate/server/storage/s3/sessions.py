@@ -36,15 +36,12 @@ from blobgate.server.core.identity import current_principal
 from blobgate.server.storage.byte_budget import ByteBudget
 from blobgate.server.storage.checksums import Hasher, crc32c_to_s3, verify
 from blobgate.server.storage.protocols import (
-    NOT_DIRECT,
     PROXIED_ONLY,
     SESSION_GONE,
     Chunk,
     ContentChecksums,
     DamagedSession,
-    DirectPart,
     ObjectRef,
-    PartSpec,
     Session,
     SessionSpec,
     StoredObject,
@@ -63,14 +60,8 @@ from blobgate.server.storage.s3.commit import (
 )
 from blobgate.server.storage.s3.connection import S3Connection, get_whole
 from blobgate.server.storage.s3.damaged_sessions import damaged_session, end_damaged
-from blobgate.server.storage.s3.direct_upload import (
-    PartsMissing,
-    check_part,
-    commit_direct,
-    list_all_parts,
-    persisted,
-    presign_part,
-)
+from blobgate.server.storage.s3.direct_sessions import DirectSessionCalls
+from blobgate.server.storage.s3.direct_upload import list_all_parts, persisted
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.janitor import sweep
 from blobgate.server.storage.s3.metadata import quoted_etag
@@ -101,7 +92,7 @@ def _session(bucket: str, session_id: str, checkpoint: Checkpoint, revision: str
     )
 
 
-class S3Sessions:
+class S3Sessions(DirectSessionCalls):
     """SessionStore on an S3Connection; upload buffers share ``budget``."""
 
     def __init__(self, connection: S3Connection, budget: ByteBudget) -> None:
@@ -386,40 +377,6 @@ class S3Sessions:
                 **checksum,
             )
         return {"PartNumber": 1, "ETag": response["ETag"], **checksum}
-
-    # --- direct sessions (storage.s3.direct_upload) -----------------------------
-
-    async def _direct(self, session: Session) -> Checkpoint:
-        checkpoint, _ = await self._read_checkpoint(session.bucket, session.session_id)
-        if not checkpoint.direct:
-            raise FailedPrecondition(NOT_DIRECT)
-        return checkpoint
-
-    async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
-        checkpoint = await self._direct(session)
-        check_part(checkpoint, part)
-        return await presign_part(
-            self._connection, session.spec.ref, checkpoint.upload_id, part, expires_in
-        )
-
-    async def complete_direct(
-        self, session: Session, size: int, sums: ContentChecksums
-    ) -> StoredObject:
-        checkpoint = await self._direct(session)
-        try:
-            stored = await commit_direct(self._connection, session.spec, checkpoint, size, sums)
-        except PartsMissing:
-            raise  # the session stays: the caller PUTs the rest
-        except (InvalidArgument, FailedPrecondition):
-            # The parts can never make up the object declared, or it can
-            # never be written: no object, and the session ends.
-            await self._end(session.bucket, session.session_id, checkpoint)
-            raise
-        try:
-            await self._delete_checkpoint(session.bucket, session.session_id)
-        except Exception:
-            log.warning("could not delete a finished session's record", exc_info=True)
-        return stored
 
     # --- the janitor -----------------------------------------------------------
 
