@@ -385,3 +385,25 @@ async def test_metrics_count_direct_uploads(moto_endpoint: str, bucket: str) -> 
     assert delta(before, after, "blobgate_direct_upload_bytes_total", bucket=bucket) == 4
     assert delta(before, after, "blobgate_received_bytes_total", bucket=bucket) == 0
     assert delta(before, after, "blobgate_sessions_ended_total", reason="completed") == 1
+
+
+async def test_malformed_and_unknown_upload_ids(moto_endpoint: str, bucket: str) -> None:
+    settings = gateway_settings(moto_endpoint, bucket, direct_transfers=True)
+    async with running_gateway(settings) as (_, stub, _channel):
+        started = await start(stub, "du/ids.bin", size=3)
+        await stub.CancelResumableUpload(
+            pb.CancelResumableUploadRequest(upload_id=started.upload_id), timeout=20
+        )
+        for upload_id, code in (("", Code.INVALID_ARGUMENT), ("%%%", Code.INVALID_ARGUMENT),
+                                (started.upload_id, Code.NOT_FOUND)):  # fmt: skip
+            part = pb.PresignUploadPartRequest(upload_id=upload_id, part_number=1, size=3)
+            await expect_status(code, stub.PresignUploadPart(part, timeout=20))
+            done = pb.CompleteDirectUploadRequest(upload_id=upload_id, size=3)
+            await expect_status(code, stub.CompleteDirectUpload(done, timeout=20))
+        # A sha256 that is not 32 bytes, a negative size: INVALID_ARGUMENT, session kept.
+        live = await start(stub, "du/ids.bin", size=3)
+        for fields in ({"size": 3, "sha256": b"short"}, {"size": -1}):
+            done = pb.CompleteDirectUploadRequest(upload_id=live.upload_id, **fields)
+            await expect_status(Code.INVALID_ARGUMENT, stub.CompleteDirectUpload(done, timeout=20))
+        query = pb.QueryUploadStatusRequest(upload_id=live.upload_id)
+        assert (await stub.QueryUploadStatus(query, timeout=20)).persisted_size == 0
