@@ -197,7 +197,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self, request: storage_pb2.QueryUploadStatusRequest, context: Context
     ) -> storage_pb2.QueryUploadStatusResponse:
         session = await self._sessions.open_session(*self._session_handle(request.upload_id))
-        return pb.QueryUploadStatusResponse(persisted_size=session.persisted_size)
+        persisted = await self._sessions.progress(session)
+        return pb.QueryUploadStatusResponse(persisted_size=persisted)
 
     async def CancelResumableUpload(
         self, request: storage_pb2.CancelResumableUploadRequest, context: Context

@@ -246,6 +246,9 @@ class AuthorizedSessions(SessionStoreDecorator):
     async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> StoredObject:
         return await self._inner.resume_session(self._owned(session), body)
 
+    async def progress(self, session: Session) -> int:
+        return await self._inner.progress(self._owned(session))
+
     async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
         return await self._inner.presign_part(self._owned(session), part, expires_in)
 

@@ -124,6 +124,9 @@ class SessionStoreDecorator:
     async def cancel_session(self, bucket: str, session_id: str) -> None:
         await self._inner.cancel_session(bucket, session_id)
 
+    async def progress(self, session: Session) -> int:
+        return await self._inner.progress(session)
+
     async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
         return await self._inner.presign_part(session, part, expires_in)
 

@@ -400,6 +400,12 @@ class SessionStore(Protocol):
         """End a session and delete what it persisted, a damaged one too."""
         ...
 
+    async def progress(self, session: Session) -> int:
+        """The bytes of ``session`` persisted now (QueryUploadStatus): its
+        ``persisted_size``, read again from the store for a direct session
+        (the parts the store holds); NotFound once the session is over."""
+        ...
+
     async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
         """A URL for the caller to PUT ``part`` of a direct session straight
         to the store; FailedPrecondition for a proxied session, InvalidArgument

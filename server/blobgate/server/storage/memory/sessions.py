@@ -135,6 +135,9 @@ class MemorySessions:
         record.data += part
         return self._store.commit(ref, record.data, options, sums)
 
+    async def progress(self, session: Session) -> int:
+        return len(self._record(session.bucket, session.session_id).data)
+
     # The memory store offers no direct sessions (it has no URLs to sign).
     async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
         self._record(session.bucket, session.session_id)

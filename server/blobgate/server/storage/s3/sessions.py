@@ -27,7 +27,6 @@ import collections
 import logging
 import secrets
 from collections.abc import AsyncIterable
-from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +60,6 @@ from blobgate.server.storage.s3.commit import (
 from blobgate.server.storage.s3.connection import S3Connection, get_whole
 from blobgate.server.storage.s3.damaged_sessions import damaged_session, end_damaged
 from blobgate.server.storage.s3.direct_sessions import DirectSessionCalls
-from blobgate.server.storage.s3.direct_upload import list_all_parts, persisted
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.janitor import sweep
 from blobgate.server.storage.s3.metadata import quoted_etag
@@ -104,6 +102,9 @@ class S3Sessions(DirectSessionCalls):
         self.expiry = timedelta(seconds=config.session_expiry)
         # What the janitor aborted, by kind, since start-up (storage.metrics).
         self.swept: collections.Counter[str] = collections.Counter()
+        self._known_direct: collections.OrderedDict[tuple[str, str], tuple[Checkpoint, str]] = (
+            collections.OrderedDict()
+        )
 
     @property
     def _client(self) -> S3Client:
@@ -206,30 +207,32 @@ class S3Sessions(DirectSessionCalls):
         except BaseException:
             await asyncio.shield(abort_multipart(self._client, ref, upload_id))
             raise
+        if direct:
+            self._remember(ref.bucket, session_id, checkpoint, revision)
         return _session(ref.bucket, session_id, checkpoint, revision)
 
     async def open_session(self, bucket: str, session_id: str) -> Session:
+        known = self._recall(bucket, session_id)  # a direct session's record never changes
+        if known is not None:
+            return _session(bucket, session_id, *known)
         checkpoint, revision = await self._read_checkpoint(bucket, session_id)
         ref = ObjectRef(bucket, checkpoint.key)
-        progress = 0
         try:
-            if checkpoint.direct:  # its progress is the parts S3 holds
-                parts = await list_all_parts(self._client, ref, checkpoint.upload_id)
-                progress = persisted(parts, checkpoint.part_size)
-            else:
-                with s3_errors(ref):
-                    await self._client.list_parts(
-                        Bucket=bucket, Key=checkpoint.key, UploadId=checkpoint.upload_id, MaxParts=1
-                    )
+            with s3_errors(ref):
+                await self._client.list_parts(
+                    Bucket=bucket, Key=checkpoint.key, UploadId=checkpoint.upload_id, MaxParts=1
+                )
         except UploadGone:
             # Aborted behind the gateway's back (a lifecycle rule) or completed
             # by a call whose reply was lost: either way the session is over.
             await self._delete_checkpoint(bucket, session_id)
             raise NotFound("no such upload session: S3 no longer holds its parts") from None
-        session = _session(bucket, session_id, checkpoint, revision)
-        return replace(session, persisted_size=progress) if checkpoint.direct else session
+        if checkpoint.direct:
+            self._remember(bucket, session_id, checkpoint, revision)
+        return _session(bucket, session_id, checkpoint, revision)
 
     async def cancel_session(self, bucket: str, session_id: str) -> None:
+        self._forget(bucket, session_id)
         try:
             checkpoint, _ = await self._read_checkpoint(bucket, session_id)
         except DamagedSession as exc:
