@@ -407,3 +407,22 @@ async def test_malformed_and_unknown_upload_ids(moto_endpoint: str, bucket: str)
             await expect_status(Code.INVALID_ARGUMENT, stub.CompleteDirectUpload(done, timeout=20))
         query = pb.QueryUploadStatusRequest(upload_id=live.upload_id)
         assert (await stub.QueryUploadStatus(query, timeout=20)).persisted_size == 0
+
+
+async def test_a_session_ended_on_one_instance_is_over_on_the_other(
+    moto_endpoint: str, bucket: str
+) -> None:
+    """The instance that kept a direct session's record finds it gone in S3:
+    its QueryUploadStatus and CompleteDirectUpload answer NOT_FOUND."""
+    settings = gateway_settings(moto_endpoint, bucket, direct_transfers=True)
+    async with (
+        running_gateway(settings) as (_, first, _one),
+        running_gateway(settings) as (_, second, _two),
+    ):
+        started = await start(first, "du/two.bin", size=3)
+        assert (await put_part(second, started.upload_id, 1, b"abc"))[0] == 200  # second knows it
+        await complete(first, started.upload_id, b"abc")
+        query = pb.QueryUploadStatusRequest(upload_id=started.upload_id)
+        await expect_status(Code.NOT_FOUND, second.QueryUploadStatus(query, timeout=20))
+        await expect_status(Code.NOT_FOUND, complete(second, started.upload_id, b"abc"))
+        assert (await stat(second, "du/two.bin")).size == 3
