@@ -79,18 +79,25 @@ async def test_when_s3_cannot_be_reached_the_upload_goes_through_the_gateway(
     assert "CompleteDirectUpload" not in methods(logged)
 
 
-async def test_a_server_without_direct_transfers_takes_the_data_in_the_same_session(
+async def test_a_server_without_direct_transfers_gets_a_proxied_session_with_the_sha256(
     moto_endpoint: str, bucket: str, logged: pytest.LogCaptureFixture
 ) -> None:
+    """The first upload learns that the server offers no direct session: it
+    cancels the one it got (started before the sha256 was known) and sends
+    through a session that declares it; later uploads hash first and ask
+    for a proxied session straight away."""
     blob = payload(SIZE, seed=43)
     async with (
         running_gateway(gateway_settings(moto_endpoint, bucket)) as (gw, _, _),
         Client(f"127.0.0.1:{gw.port}") as client,
     ):
         assert (await client.upload("cu/proxied.bin", blob)).size == len(blob)
+        assert (await client.upload("cu/proxied2.bin", blob)).sha256 == hashlib.sha256(
+            blob
+        ).digest()
     seen = methods(logged)
-    assert seen.count("StartResumableUpload") == 1 and "CancelResumableUpload" not in seen
-    assert ("Upload", "OK", len(blob)) in calls(logged)
+    assert seen.count("StartResumableUpload") == 3 and seen.count("CancelResumableUpload") == 1
+    assert calls(logged).count(("Upload", "OK", len(blob))) == 2
 
 
 async def test_a_client_that_does_not_ask_and_the_sync_client(

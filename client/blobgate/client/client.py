@@ -35,7 +35,7 @@ from blobgate.client.options import ClientOptions, OptionKeywords
 from blobgate.client.progress import Progress
 from blobgate.client.resumable import RESUMABLE_THRESHOLD, ResumableUpload
 from blobgate.client.retry import CallBudget, retry_unary
-from blobgate.client.sources import UploadSource, close_chunks, prepare_source
+from blobgate.client.sources import UploadSource, close_chunks, known_size, prepare_source
 from blobgate.client.targets import open_transport
 from blobgate.client.transport import Transport
 from blobgate.client.unary_calls import UnaryCalls
@@ -81,6 +81,7 @@ class Client(UnaryCalls):
             self._explained = contextlib.nullcontext
         self.transport: Transport = target
         self._direct = DirectFetcher(self.options.connect_timeout)
+        self._direct_offered = True  # until a server answers a direct session proxied
 
     @property
     def target(self) -> str:
@@ -179,7 +180,14 @@ class Client(UnaryCalls):
         the object.
         """
         with self._explained():
-            prepared = await prepare_source(source, self.options.chunk_size)
+            # A direct upload hashes its source as it sends it, not before.
+            size_now = known_size(source) if resumable is not False else None
+            direct = (
+                self.options.direct_uploads
+                and self._direct_offered
+                and (resumable or (size_now is not None and size_now >= RESUMABLE_THRESHOLD))
+            )
+            prepared = await prepare_source(source, self.options.chunk_size, digest=not direct)
             spec = upload_spec(
                 key,
                 prepared,
@@ -201,11 +209,15 @@ class Client(UnaryCalls):
                     raise ValueError(
                         "a resumable upload reads its source again: give bytes or a path"
                     )
-                if self.options.direct_uploads:  # straight to S3 where the server offers it
-                    direct = DirectUpload(
+                if direct:  # straight to S3 where the server offers it
+                    uploader = DirectUpload(
                         self.transport, self.options, spec, prepared.reread, progress, self._direct
                     )
-                    return await direct.run()
+                    try:
+                        return await uploader.run()
+                    finally:
+                        # Servers that do not offer it: hash up front from now on.
+                        self._direct_offered = not uploader.declined
                 session = ResumableUpload(
                     self.transport, self.options, spec, prepared.reread, progress
                 )

@@ -4,20 +4,25 @@ straight to S3 when the server offers it (StartResumableUploadRequest.direct).
 The client starts a direct session, reads its source once in order, cuts it
 into parts of the session's part_size, and for each part computes its
 CRC32C, asks the server for a URL pinning that CRC32C (PresignUploadPart)
-and PUTs the part to S3, ``PARTS_IN_FLIGHT`` parts at once. Then it commits
-with the whole object's size, CRC32C and sha256 (CompleteDirectUpload): the
-server checks the parts S3 holds against them, and S3 the assembled object.
+and PUTs the part to S3, ``PARTS_IN_FLIGHT`` parts at once. It hashes the
+source (sha256) in a worker thread as it reads it, unless the spec already
+declares the sha256. Then it commits with the whole object's size, CRC32C
+and sha256 (CompleteDirectUpload): the server checks the parts S3 holds
+against the size and CRC32C, S3 the assembled object, and the sha256 is
+recorded.
 
-Fallback: a server that answers a proxied session gets the data through
-Upload, in that same session. When S3 cannot be used from here (a
-connection failure, a timeout, an HTTP error), the direct session is
-cancelled and the upload starts again through the gateway in a proxied
-session: a server does not let one session mix direct parts and proxied
-data. Part URLs are bearer credentials: never put in an error or a log."""
+Fallback: the data goes through the gateway, in a proxied session whose
+spec declares the sha256 (hashed first, if it was not yet), when the server
+answers a proxied session, or when S3 cannot be used from here (a
+connection failure, a timeout, an HTTP error): the direct session is then
+cancelled, since a server does not let one session mix direct parts and
+proxied data. Part URLs are bearer credentials: never put in an error or a
+log."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -61,37 +66,51 @@ class DirectUpload:
         self._progress = progress
         self._http = http
         self._sent = 0
+        self.declined = False  # the server answered a proxied session
 
     async def run(self) -> ObjectInfo:
         request = storage_pb2.StartResumableUploadRequest(spec=self._spec, direct=True)
         started = await self._unary("StartResumableUpload", request)
         if not started.direct:  # the server sends the data through itself
-            return await self._proxied(upload_id=started.upload_id)
+            self.declined = True
+            if self._spec.expected.sha256:
+                return await self._proxied(upload_id=started.upload_id)
+            await self._cancel(started.upload_id)  # for one that declares the sha256
+            return await self._proxied()
         try:
             return await self._direct(started.upload_id, int(started.part_size))
         except DirectUnavailable as exc:
             log.info("S3 cannot be used from here (%s): uploading through the gateway", exc)
             await self._cancel(started.upload_id)
+            self._sent = 0
             return await self._proxied()
         except BaseException:
             await self._cancel(started.upload_id)
             raise
 
     async def _proxied(self, upload_id: str = "") -> ObjectInfo:
+        spec = self._spec
+        if not spec.expected.sha256:  # the gateway checks the whole object against it
+            spec = storage_pb2.UploadSpec()
+            spec.CopyFrom(self._spec)
+            spec.expected.sha256 = await _sha256(self._reread(0))
         session = ResumableUpload(
-            self._transport, self._options, self._spec, self._reread, self._progress
+            self._transport, self._options, spec, self._reread, self._progress
         )
         return await session.run(upload_id)
 
     async def _direct(self, upload_id: str, part_size: int) -> ObjectInfo:
         total = self._spec.size
         whole = 0
+        digest = None if self._spec.expected.sha256 else hashlib.sha256()
         in_flight: set[asyncio.Task[None]] = set()
         try:
             number = 0
             async for part in _parts(self._reread(0), part_size):
                 number += 1
                 whole = crc32c.crc32c(part, value=whole)
+                if digest is not None:  # hashlib lets go of the GIL: the PUTs go on
+                    await asyncio.to_thread(digest.update, part)
                 while len(in_flight) >= PARTS_IN_FLIGHT:
                     done, in_flight = await asyncio.wait(
                         in_flight, return_when=asyncio.FIRST_COMPLETED
@@ -106,18 +125,19 @@ class DirectUpload:
             for task in in_flight:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
+        sha256 = self._spec.expected.sha256 if digest is None else digest.digest()
         request = storage_pb2.CompleteDirectUploadRequest(
-            upload_id=upload_id, size=total, crc32c=whole, sha256=self._spec.expected.sha256
+            upload_id=upload_id, size=total, crc32c=whole, sha256=sha256
         )
         try:
             response = await self._unary("CompleteDirectUpload", request)
         except BlobgateError as exc:
             if exc.code != grpc.StatusCode.NOT_FOUND:
                 raise
-            return await self._committed(exc, whole)
+            return await self._committed(exc, whole, sha256)
         return ObjectInfo.from_proto(response.object)
 
-    async def _committed(self, failure: BlobgateError, crc: int) -> ObjectInfo:
+    async def _committed(self, failure: BlobgateError, crc: int, sha256: bytes) -> ObjectInfo:
         """The object a retried commit found already committed (its first
         reply was lost): the key holds exactly these bytes, else ``failure``."""
         spec = self._spec
@@ -128,11 +148,7 @@ class DirectUpload:
         except BlobgateError:
             raise failure from None
         info = ObjectInfo.from_proto(response.object)
-        if (
-            info.size == spec.size
-            and info.crc32c == crc
-            and (info.sha256 or b"") == spec.expected.sha256
-        ):
+        if info.size == spec.size and info.crc32c == crc and info.sha256 == sha256:
             return info
         raise failure
 
@@ -154,6 +170,19 @@ class DirectUpload:
     async def _unary(self, method: str, request: Any) -> Any:
         budget = CallBudget.start(self._options.timeout, self._options.max_attempts)
         return await retry_unary(self._transport, budget, method, request)
+
+
+async def _sha256(chunks: AsyncIterator[bytes]) -> bytes:
+    """The sha256 of everything ``chunks`` yields, hashed in a worker thread."""
+    digest = hashlib.sha256()
+    try:
+        async for chunk in chunks:
+            await asyncio.to_thread(digest.update, chunk)
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+    return digest.digest()
 
 
 async def _parts(chunks: AsyncIterator[bytes], part_size: int) -> AsyncIterator[bytes]:
