@@ -111,16 +111,18 @@ def paths(rec: Recorder, args: argparse.Namespace) -> None:
     print("direct download: the gateway describes and presigns, the Client GETs from moto with")
     print("aiohttp and checks the CRC32C (the gateway's CPU is then its per-call cost only,")
     print(f"below the 10 ms resolution of one transfer: the targets take it from {ANSWERS}")
-    print("answers per rep, without their GETs).")
+    print("answers per rep, without their GETs). Upload 'Client, direct to S3': the Client's")
+    print("upload in a direct session: the gateway checks, presigns each part (pinning its")
+    print("CRC32C) and commits; the Client hashes its source and PUTs the parts with aiohttp.")
 
 
 def targets(rec: Recorder, args: argparse.Namespace) -> None:
     big, small = f"{args.size_mib} MiB", f"{args.small_mib} MiB"
     rows: list[tuple[str, str, str, Test]] = []  # label, series, target text, target test
     for label in rec.labels:
-        up, up_free, down, down_client, direct = (
+        up, up_free, up_direct, down, down_client, direct = (
             named(op, label)
-            for op in (UPLOADS[0], UPLOADS[1], DOWNLOADS[0], DOWNLOADS[1], DOWNLOADS[3])
+            for op in (UPLOADS[0], UPLOADS[1], UPLOADS[2], DOWNLOADS[0], DOWNLOADS[1], DOWNLOADS[3])
         )
         for path in (up, up_free):
             rows += [
@@ -132,6 +134,10 @@ def targets(rec: Recorder, args: argparse.Namespace) -> None:
                  lambda v: v <= UPLOAD_CPU),
             ]  # fmt: skip
         rows += [
+            (f"{up_direct}: ratio to direct", f"{up_direct} ratio", f">= {UPLOAD_RATIO}",
+             lambda v: v >= UPLOAD_RATIO),
+            (f"{up_direct}: gateway CPU-s/GiB", f"{up_direct} cpu/GiB gateway",
+             f"<= {DIRECT_CPU}", lambda v: v <= DIRECT_CPU),
             (f"{down}: ratio to direct", f"{down} ratio", f">= {DOWNLOAD_RATIO}",
              lambda v: v >= DOWNLOAD_RATIO),
             (f"{down_client}: ratio to direct", f"{down_client} ratio", f">= {CLIENT_RATIO}",

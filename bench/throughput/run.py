@@ -41,7 +41,7 @@ ANSWERS = 40
 
 # The timed paths: (name, whether it goes through a gateway); the gateway
 # ones are named "NAME" or, comparing loops, "NAME [LOOP]".
-UPLOADS = ("upload gateway", "upload gateway, no sha256")
+UPLOADS = ("upload gateway", "upload gateway, no sha256", "upload Client, direct to S3")
 DOWNLOADS = (
     "download gateway",
     "download gateway, Client",
@@ -190,6 +190,8 @@ async def measure(args: argparse.Namespace, plan: ServicePlan, notes: list[str])
                     (named(UPLOADS[1], gw.label), gw.pid,
                      partial(gw.xfer.gateway_upload, key + "-no-sha256", data, digest,
                              declare=False)),
+                    (named(UPLOADS[2], gw.label), gw.pid,
+                     partial(gw.xfer.client_upload_direct, key + "-direct-up", data)),
                     ]  # fmt: skip
                 same = named("gw", gws[0].label)  # every download reads the same object
                 downs += [
@@ -222,6 +224,7 @@ async def measure(args: argparse.Namespace, plan: ServicePlan, notes: list[str])
                 key = named("gw", gw.label)
                 await s3.delete_object(Bucket=BUCKET, Key=key)
                 await s3.delete_object(Bucket=BUCKET, Key=key + "-no-sha256")
+                await s3.delete_object(Bucket=BUCKET, Key=key + "-direct-up")
             await s3.delete_object(Bucket=BUCKET, Key="direct")
             print(", ".join(f"{op} {rec.values[op][-1]:.0f}" for op, _, _ in ups + downs), "MB/s")
             if args.small_ops:

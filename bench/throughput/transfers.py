@@ -3,7 +3,8 @@
 through the gateway (the client's raw Download deserializer, the project's
 Client with its whole-object check, or protobuf objects as a generated stub
 makes them), with the Client sent straight to S3 by the gateway (a direct
-download: a presigned GET), and directly; every received byte checked as it
+download: a presigned GET; a direct upload: presigned part PUTs), and
+directly; every received byte checked as it
 arrives."""
 
 from __future__ import annotations
@@ -94,6 +95,15 @@ class Transfers:
             async for chunk in stream.views():
                 offset = check(key, expect, offset, chunk)
         check_end(key, expect, offset)
+
+    async def client_upload_direct(self, key: str, data: bytes) -> None:
+        """Upload ``data`` with the Client, which takes a direct session for an
+        object this big (the gateway runs with --direct-transfers): the
+        gateway checks, presigns each part and commits; the Client PUTs the
+        parts to S3 with aiohttp."""
+        info = await self.direct_client.upload(key, data, resumable=True)
+        if info.size != len(data):
+            self.notes.append(f"Client direct upload {key}: reply size differs from what was sent")
 
     async def direct_answers(self, key: str, calls: int) -> None:
         """Ask ``calls`` times for a direct download of ``key`` and take the

@@ -28,7 +28,8 @@ def test_tiny_throughput_run_prints_every_table(capsys: pytest.CaptureFixture[st
     failures = [n for n in notes if "log has" not in n or re.search(r"ERROR|CRITICAL|Traceback", n)]
     assert not failures, failures
     for loop in ("asyncio", "uvloop"):
-        for path in ("upload gateway", "upload gateway, no sha256", "download gateway",
+        for path in ("upload gateway", "upload gateway, no sha256",
+                     "upload Client, direct to S3", "download gateway",
                      "download gateway, Client", "download gateway, parsed",
                      "download Client, direct from S3"):  # fmt: skip
             assert re.search(rf"^\| {re.escape(path)} \[{loop}\] \| \d+ \| [\d.]+ \|", out, re.M), (

@@ -28,13 +28,14 @@ from typing import Any, BinaryIO, Self, Unpack
 from blobgate.client.atomic_file import write_atomically, write_chunks
 from blobgate.client.connect_problems import hinted
 from blobgate.client.direct import DirectFetcher
+from blobgate.client.direct_upload import DirectUpload
 from blobgate.client.download import DownloadOpener, DownloadStream, range_size
 from blobgate.client.models import ObjectInfo
 from blobgate.client.options import ClientOptions, OptionKeywords
 from blobgate.client.progress import Progress
 from blobgate.client.resumable import RESUMABLE_THRESHOLD, ResumableUpload
 from blobgate.client.retry import CallBudget, retry_unary
-from blobgate.client.sources import UploadSource, close_chunks, prepare_source
+from blobgate.client.sources import UploadSource, close_chunks, known_size, prepare_source
 from blobgate.client.targets import open_transport
 from blobgate.client.transport import Transport
 from blobgate.client.unary_calls import UnaryCalls
@@ -80,6 +81,7 @@ class Client(UnaryCalls):
             self._explained = contextlib.nullcontext
         self.transport: Transport = target
         self._direct = DirectFetcher(self.options.connect_timeout)
+        self._direct_offered = True  # until a server answers a direct session proxied
 
     @property
     def target(self) -> str:
@@ -167,7 +169,10 @@ class Client(UnaryCalls):
         need be, within ``max_attempts`` failures without progress and
         ``stream_timeout``. None (the default) means resumable for bytes and
         paths of at least RESUMABLE_THRESHOLD bytes; True requires bytes or a
-        path.
+        path. With ``direct_uploads`` (the default) a resumable upload asks
+        for a direct session: where the server offers one, the parts go
+        straight to S3 (``direct_upload``), and through the gateway when S3
+        cannot be reached from here.
 
         ``tags`` (at most 10), ``storage_class`` (an S3 class such as
         STANDARD_IA; empty: STANDARD) and ``expire_days`` (a lifetime the
@@ -175,7 +180,14 @@ class Client(UnaryCalls):
         the object.
         """
         with self._explained():
-            prepared = await prepare_source(source, self.options.chunk_size)
+            # A direct upload hashes its source as it sends it, not before.
+            size_now = known_size(source) if resumable is not False else None
+            direct = (
+                self.options.direct_uploads
+                and self._direct_offered
+                and (resumable or (size_now is not None and size_now >= RESUMABLE_THRESHOLD))
+            )
+            prepared = await prepare_source(source, self.options.chunk_size, digest=not direct)
             spec = upload_spec(
                 key,
                 prepared,
@@ -197,6 +209,15 @@ class Client(UnaryCalls):
                     raise ValueError(
                         "a resumable upload reads its source again: give bytes or a path"
                     )
+                if direct:  # straight to S3 where the server offers it
+                    uploader = DirectUpload(
+                        self.transport, self.options, spec, prepared.reread, progress, self._direct
+                    )
+                    try:
+                        return await uploader.run()
+                    finally:
+                        # Servers that do not offer it: hash up front from now on.
+                        self._direct_offered = not uploader.declined
                 session = ResumableUpload(
                     self.transport, self.options, spec, prepared.reread, progress
                 )

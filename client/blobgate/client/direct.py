@@ -1,6 +1,7 @@
-"""Direct downloads from the client's side: the GET of the presigned URL a
-server answers a direct Download with (``DirectDownload``), over aiohttp
-(already one of the client's dependencies, through Consul discovery).
+"""Direct transfers from the client's side: the GET of the presigned URL a
+server answers a direct Download with (``DirectDownload``), and the PUT of
+a direct upload's part (``put``; ``direct_upload``), over aiohttp (already
+one of the client's dependencies, through Consul discovery).
 
 ``DirectFetcher`` holds the client's HTTP session; ``get`` sends the
 signed headers exactly as given and sorts what S3 answers into three:
@@ -13,6 +14,7 @@ The URL is a bearer credential: it is never put in an error or a log."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from typing import Any
 
@@ -131,6 +133,24 @@ class DirectFetcher:
         if response.status in _CHANGED:
             raise ObjectChanged(f"S3 answered {response.status}")
         raise DirectUnavailable(f"S3 answered HTTP {response.status}")
+
+    async def put(self, url: str, headers: dict[str, str], body: bytes) -> None:
+        """PUT ``body`` to a presigned part URL with its signed headers;
+        DirectUnavailable unless S3 answers 200 (why, without the URL)."""
+        session = self._open_session()
+        try:
+            async with session.put(
+                yarl.URL(url, encoded=True),
+                data=io.BytesIO(body),  # raw bytes this big warn of blocking the loop
+                headers=headers,
+                allow_redirects=False,
+            ) as response:
+                await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise DirectUnavailable(f"S3 could not be reached: {type(exc).__name__}") from None
+        if status != 200:
+            raise DirectUnavailable(f"S3 answered HTTP {status} to a part")
 
     async def close(self) -> None:
         session, self._session = self._session, None

@@ -30,7 +30,9 @@ class ClientOptions:
     call, for servers that identify callers by JWT; it needs ``tls`` and is
     never shown in a repr. ``direct_downloads`` asks servers that offer it
     to let downloads read the bytes straight from S3 (falling back to the
-    gateway when S3 cannot be reached); ``verify_sha256`` checks a whole
+    gateway when S3 cannot be reached); ``direct_uploads`` asks them to let
+    resumable uploads PUT their parts straight to S3 (falling back to a
+    session through the gateway when S3 cannot be reached); ``verify_sha256`` checks a whole
     downloaded object by its sha256 even when it has a CRC32C (the cheaper
     check used otherwise).
 
@@ -65,6 +67,7 @@ class ClientOptions:
     max_eject_time: float = 60.0
     preconnect: bool = False
     direct_downloads: bool = True
+    direct_uploads: bool = True
     verify_sha256: bool = False
 
     def __post_init__(self) -> None:
@@ -132,6 +135,7 @@ class OptionKeywords(TypedDict, total=False):
     max_eject_time: float
     preconnect: bool
     direct_downloads: bool
+    direct_uploads: bool
     verify_sha256: bool
     tls: bool | TLSConfig
     root_certificates: bytes | None

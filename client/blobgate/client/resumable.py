@@ -54,13 +54,15 @@ class ResumableUpload:
         self._offset = 0
         self._failure: BlobgateError | None = None  # that of the last stream
 
-    async def run(self) -> ObjectInfo:
-        """Upload through a session, resuming from its persisted size after
-        each retryable failure (``BlobgateError.retryable``); cancel the
-        session if the upload fails for good."""
-        request = storage_pb2.StartResumableUploadRequest(spec=self._spec)
-        started = await self._unary("StartResumableUpload", request)
-        self._upload_id = started.upload_id
+    async def run(self, upload_id: str = "") -> ObjectInfo:
+        """Upload through a session (``upload_id``: one already started, else
+        a new one), resuming from its persisted size after each retryable
+        failure (``BlobgateError.retryable``); cancel the session if the
+        upload fails for good."""
+        if not upload_id:
+            request = storage_pb2.StartResumableUploadRequest(spec=self._spec)
+            upload_id = (await self._unary("StartResumableUpload", request)).upload_id
+        self._upload_id = upload_id
         try:
             return await retry_call(self._budget, self._attempt, target=self._transport.target)
         except BlobgateError as exc:
@@ -122,8 +124,12 @@ class ResumableUpload:
         raise GiveUp(failure)
 
     async def _cancel_session(self) -> None:
-        """Best effort: the server's janitor aborts sessions left idle anyway."""
-        request = storage_pb2.CancelResumableUploadRequest(upload_id=self._upload_id)
+        await self.cancel(self._upload_id)
+
+    async def cancel(self, upload_id: str) -> None:
+        """Cancel session ``upload_id``; best effort: the server's janitor
+        aborts sessions left idle anyway."""
+        request = storage_pb2.CancelResumableUploadRequest(upload_id=upload_id)
         try:
             budget = CallBudget.start(CANCEL_TIMEOUT, attempts=2)
             await retry_unary(self._transport, budget, "CancelResumableUpload", request)

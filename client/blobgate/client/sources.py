@@ -42,13 +42,16 @@ class PreparedSource:
     reread: Callable[[int], AsyncIterator[bytes]] | None = None
 
 
-async def prepare_source(source: UploadSource, chunk_size: int = CHUNK_SIZE) -> PreparedSource:
+async def prepare_source(
+    source: UploadSource, chunk_size: int = CHUNK_SIZE, *, digest: bool = True
+) -> PreparedSource:
     """Chunks of ``chunk_size`` bytes and up-front facts for one upload
     source. A path is read twice: once to hash it, once to send it, never
-    held whole in memory."""
+    held whole in memory. Without ``digest`` the sha256 of bytes and paths
+    is left to the upload (a direct one hashes as it sends)."""
     if isinstance(source, bytes | bytearray | memoryview):
         view = memoryview(source).cast("B")
-        sha256 = await asyncio.to_thread(lambda: hashlib.sha256(view).digest())
+        sha256 = await asyncio.to_thread(lambda: hashlib.sha256(view).digest()) if digest else None
         return PreparedSource(
             _memory_chunks(view, chunk_size),
             len(view),
@@ -57,7 +60,10 @@ async def prepare_source(source: UploadSource, chunk_size: int = CHUNK_SIZE) -> 
         )
     if isinstance(source, str | os.PathLike):
         path = Path(source)
-        size, sha256 = await asyncio.to_thread(_hash_file, path)
+        if digest:
+            size, sha256 = await asyncio.to_thread(_hash_file, path)
+        else:
+            size, sha256 = (await asyncio.to_thread(path.stat)).st_size, None
         return PreparedSource(
             _file_chunks(path, chunk_size),
             size,
@@ -72,6 +78,19 @@ async def prepare_source(source: UploadSource, chunk_size: int = CHUNK_SIZE) -> 
         f"cannot upload {type(source).__name__}: give bytes, a path, a binary file "
         "object or an async iterable of bytes"
     )
+
+
+def known_size(source: UploadSource) -> int | None:
+    """The size of bytes and of a path's file, without reading it; None for
+    a stream (or a path that cannot be stat'ed: its upload says why)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return memoryview(source).nbytes
+    if isinstance(source, str | os.PathLike):
+        try:
+            return Path(source).stat().st_size
+        except OSError:
+            return None
+    return None
 
 
 def _hash_file(path: Path) -> tuple[int, bytes]:

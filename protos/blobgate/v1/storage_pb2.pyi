@@ -133,20 +133,24 @@ class UploadResume(_message.Message):
     def __init__(self, upload_id: _Optional[str] = ..., write_offset: _Optional[int] = ...) -> None: ...
 
 class StartResumableUploadRequest(_message.Message):
-    __slots__ = ("spec",)
+    __slots__ = ("spec", "direct")
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_FIELD_NUMBER: _ClassVar[int]
     spec: UploadSpec
-    def __init__(self, spec: _Optional[_Union[UploadSpec, _Mapping]] = ...) -> None: ...
+    direct: bool
+    def __init__(self, spec: _Optional[_Union[UploadSpec, _Mapping]] = ..., direct: _Optional[bool] = ...) -> None: ...
 
 class StartResumableUploadResponse(_message.Message):
-    __slots__ = ("upload_id", "part_size", "expires_after_idle")
+    __slots__ = ("upload_id", "part_size", "expires_after_idle", "direct")
     UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     PART_SIZE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AFTER_IDLE_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_FIELD_NUMBER: _ClassVar[int]
     upload_id: str
     part_size: int
     expires_after_idle: _duration_pb2.Duration
-    def __init__(self, upload_id: _Optional[str] = ..., part_size: _Optional[int] = ..., expires_after_idle: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    direct: bool
+    def __init__(self, upload_id: _Optional[str] = ..., part_size: _Optional[int] = ..., expires_after_idle: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., direct: _Optional[bool] = ...) -> None: ...
 
 class QueryUploadStatusRequest(_message.Message):
     __slots__ = ("upload_id",)
@@ -169,6 +173,53 @@ class CancelResumableUploadRequest(_message.Message):
 class CancelResumableUploadResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class PresignUploadPartRequest(_message.Message):
+    __slots__ = ("upload_id", "part_number", "size", "crc32c")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    PART_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    part_number: int
+    size: int
+    crc32c: int
+    def __init__(self, upload_id: _Optional[str] = ..., part_number: _Optional[int] = ..., size: _Optional[int] = ..., crc32c: _Optional[int] = ...) -> None: ...
+
+class PresignUploadPartResponse(_message.Message):
+    __slots__ = ("url", "expires_at", "headers")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    expires_at: _timestamp_pb2.Timestamp
+    headers: _containers.ScalarMap[str, str]
+    def __init__(self, url: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class CompleteDirectUploadRequest(_message.Message):
+    __slots__ = ("upload_id", "size", "crc32c", "sha256")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    size: int
+    crc32c: int
+    sha256: bytes
+    def __init__(self, upload_id: _Optional[str] = ..., size: _Optional[int] = ..., crc32c: _Optional[int] = ..., sha256: _Optional[bytes] = ...) -> None: ...
+
+class CompleteDirectUploadResponse(_message.Message):
+    __slots__ = ("object",)
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    object: Object
+    def __init__(self, object: _Optional[_Union[Object, _Mapping]] = ...) -> None: ...
 
 class UploadResponse(_message.Message):
     __slots__ = ("object",)

@@ -83,6 +83,16 @@ class StorageServiceStub:
                 request_serializer=blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadRequest.SerializeToString,
                 response_deserializer=blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadResponse.FromString,
                 _registered_method=True)
+        self.PresignUploadPart = channel.unary_unary(
+                '/blobgate.v1.StorageService/PresignUploadPart',
+                request_serializer=blobgate_dot_v1_dot_storage__pb2.PresignUploadPartRequest.SerializeToString,
+                response_deserializer=blobgate_dot_v1_dot_storage__pb2.PresignUploadPartResponse.FromString,
+                _registered_method=True)
+        self.CompleteDirectUpload = channel.unary_unary(
+                '/blobgate.v1.StorageService/CompleteDirectUpload',
+                request_serializer=blobgate_dot_v1_dot_storage__pb2.CompleteDirectUploadRequest.SerializeToString,
+                response_deserializer=blobgate_dot_v1_dot_storage__pb2.CompleteDirectUploadResponse.FromString,
+                _registered_method=True)
         self.Copy = channel.unary_unary(
                 '/blobgate.v1.StorageService/Copy',
                 request_serializer=blobgate_dot_v1_dot_storage__pb2.CopyRequest.SerializeToString,
@@ -189,6 +199,29 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PresignUploadPart(self, request, context):
+        """PresignUploadPart hands out a URL for a plain HTTP PUT of one part of a
+        direct session (StartResumableUploadRequest.direct) straight to S3. The
+        URL pins the part's size and CRC32C: S3 refuses bytes that differ.
+        Needs the write right, as the session; another principal's session is
+        NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteDirectUpload(self, request, context):
+        """CompleteDirectUpload commits a direct session from the parts S3 holds:
+        they must be contiguous from part 1, part_size each but the last, and
+        make up exactly the declared size and full-object CRC32C (S3 verifies
+        the assembled bytes too). A wrong size or CRC32C is INVALID_ARGUMENT and
+        ends the session with no object; a failed precondition is
+        FAILED_PRECONDITION, as an Upload's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Copy(self, request, context):
         """Copy makes a new object from an existing one inside S3 (CopyObject, or
         UploadPartCopy for large objects): the bytes never pass through the
@@ -263,6 +296,16 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.CancelResumableUpload,
                     request_deserializer=blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadRequest.FromString,
                     response_serializer=blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadResponse.SerializeToString,
+            ),
+            'PresignUploadPart': grpc.unary_unary_rpc_method_handler(
+                    servicer.PresignUploadPart,
+                    request_deserializer=blobgate_dot_v1_dot_storage__pb2.PresignUploadPartRequest.FromString,
+                    response_serializer=blobgate_dot_v1_dot_storage__pb2.PresignUploadPartResponse.SerializeToString,
+            ),
+            'CompleteDirectUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteDirectUpload,
+                    request_deserializer=blobgate_dot_v1_dot_storage__pb2.CompleteDirectUploadRequest.FromString,
+                    response_serializer=blobgate_dot_v1_dot_storage__pb2.CompleteDirectUploadResponse.SerializeToString,
             ),
             'Copy': grpc.unary_unary_rpc_method_handler(
                     servicer.Copy,
@@ -527,6 +570,60 @@ class StorageService:
             '/blobgate.v1.StorageService/CancelResumableUpload',
             blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadRequest.SerializeToString,
             blobgate_dot_v1_dot_storage__pb2.CancelResumableUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PresignUploadPart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blobgate.v1.StorageService/PresignUploadPart',
+            blobgate_dot_v1_dot_storage__pb2.PresignUploadPartRequest.SerializeToString,
+            blobgate_dot_v1_dot_storage__pb2.PresignUploadPartResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteDirectUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blobgate.v1.StorageService/CompleteDirectUpload',
+            blobgate_dot_v1_dot_storage__pb2.CompleteDirectUploadRequest.SerializeToString,
+            blobgate_dot_v1_dot_storage__pb2.CompleteDirectUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,

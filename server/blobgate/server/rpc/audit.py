@@ -47,6 +47,8 @@ ACTIONS: dict[str, str] = {
     "Upload": "write",
     "StartResumableUpload": "write",
     "CancelResumableUpload": "write",
+    "PresignUploadPart": "write",
+    "CompleteDirectUpload": "write",
     "Delete": "delete",
     "BatchDelete": "delete",
     "Copy": "copy",
@@ -123,7 +125,22 @@ def _download(request: Any, response: Any, fields: dict[str, Any]) -> None:
         fields["expires_at"] = record.direct_expires_at
 
 
+def _direct_upload(request: Any, response: Any, fields: dict[str, Any]) -> None:
+    # Bucket and key are the session's (its handler sets them); never the id or URL.
+    record = call_record()
+    fields["direct"] = True
+    fields["bytes"] = record.direct_bytes
+    if isinstance(request, pb.PresignUploadPartRequest):
+        fields["part_number"] = request.part_number
+        if record.direct_expires_at:
+            fields["expires_at"] = record.direct_expires_at
+    elif record.version_id:
+        fields["version_id"] = record.version_id
+
+
 _DETAILS: dict[str, Details] = {
+    "PresignUploadPart": _direct_upload,
+    "CompleteDirectUpload": _direct_upload,
     "Download": _download,
     "Upload": _upload,
     "Delete": _delete,

@@ -151,6 +151,16 @@ def add_to_server(
             _parser(pb.CancelResumableUploadRequest),
             pb.CancelResumableUploadResponse.SerializeToString,
         ),
+        "PresignUploadPart": grpc.unary_unary_rpc_method_handler(
+            servicer.PresignUploadPart,
+            _parser(pb.PresignUploadPartRequest),
+            pb.PresignUploadPartResponse.SerializeToString,
+        ),
+        "CompleteDirectUpload": grpc.unary_unary_rpc_method_handler(
+            servicer.CompleteDirectUpload,
+            _parser(pb.CompleteDirectUploadRequest),
+            pb.CompleteDirectUploadResponse.SerializeToString,
+        ),
         "Copy": grpc.unary_unary_rpc_method_handler(
             servicer.Copy, _parser(pb.CopyRequest), pb.CopyResponse.SerializeToString
         ),

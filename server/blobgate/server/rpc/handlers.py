@@ -16,7 +16,13 @@ from functools import partial
 import grpc
 from grpc.aio import ServicerContext
 
-from blobgate.server.core.errors import Cancelled, InvalidArgument, OutOfRange, StreamIdle
+from blobgate.server.core.errors import (
+    Cancelled,
+    FailedPrecondition,
+    InvalidArgument,
+    OutOfRange,
+    StreamIdle,
+)
 from blobgate.server.core.settings import Settings
 from blobgate.server.rpc import page_token
 from blobgate.server.rpc import upload_id as upload_id_codec
@@ -28,6 +34,7 @@ from blobgate.server.rpc.copy_and_batch_delete import (
     copy_spec,
 )
 from blobgate.server.rpc.direct import DirectDownloads
+from blobgate.server.rpc.direct_upload import DirectUploads
 from blobgate.server.rpc.page_token_key import PageTokenKey
 from blobgate.server.rpc.tags import check_copy_tags, set_tags, with_tagging
 from blobgate.server.rpc.upload_stream import (
@@ -45,6 +52,7 @@ from blobgate.server.rpc.validation import (
 )
 from blobgate.server.rpc.versions import versioned
 from blobgate.server.storage.protocols import (
+    PROXIED_ONLY,
     ByteRange,
     ObjectStore,
     PresignMethod,
@@ -91,6 +99,13 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self._direct: DirectDownloads | None = None
         if settings.direct_transfers:
             self._direct = DirectDownloads(store, settings.direct_url_lifetime)
+        self._direct_uploads = DirectUploads(
+            sessions,
+            self._buckets.resolve,
+            self._max_size,
+            settings.direct_url_lifetime,
+            enabled=settings.direct_transfers,
+        )
         self._expiry_days = settings.expiry_days_allowed
 
     def _session_spec(self, spec: storage_pb2.UploadSpec) -> SessionSpec:
@@ -140,6 +155,8 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     ) -> storage_pb2.UploadResponse:
         session = await self._sessions.open_session(*self._session_handle(resume.upload_id))
         record.bucket, record.key = session.spec.ref.bucket, session.spec.ref.key
+        if session.direct:
+            raise FailedPrecondition(PROXIED_ONLY)
         if resume.write_offset != session.persisted_size:
             raise OutOfRange(
                 f"write_offset {resume.write_offset} is not where the session resumes: "
@@ -154,19 +171,34 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
         self, request: storage_pb2.StartResumableUploadRequest, context: Context
     ) -> storage_pb2.StartResumableUploadResponse:
         check_spec(request.spec, self._max_size)
-        session = await self._sessions.start_session(self._session_spec(request.spec))
+        spec = self._session_spec(request.spec)
+        if request.direct and self._direct is not None:  # direct_transfers on
+            spec = replace(spec, direct=True)
+        session = await self._sessions.start_session(spec)
         response = pb.StartResumableUploadResponse(
             upload_id=upload_id_codec.encode(session.bucket, session.session_id),
             part_size=session.part_size,
+            direct=session.direct,
         )
         response.expires_after_idle.FromTimedelta(self._session_expiry)
         return response
+
+    async def PresignUploadPart(
+        self, request: storage_pb2.PresignUploadPartRequest, context: Context
+    ) -> storage_pb2.PresignUploadPartResponse:
+        return await self._direct_uploads.presign(request, call_record())
+
+    async def CompleteDirectUpload(
+        self, request: storage_pb2.CompleteDirectUploadRequest, context: Context
+    ) -> storage_pb2.CompleteDirectUploadResponse:
+        return await self._direct_uploads.complete(request, call_record())
 
     async def QueryUploadStatus(
         self, request: storage_pb2.QueryUploadStatusRequest, context: Context
     ) -> storage_pb2.QueryUploadStatusResponse:
         session = await self._sessions.open_session(*self._session_handle(request.upload_id))
-        return pb.QueryUploadStatusResponse(persisted_size=session.persisted_size)
+        persisted = await self._sessions.progress(session)
+        return pb.QueryUploadStatusResponse(persisted_size=persisted)
 
     async def CancelResumableUpload(
         self, request: storage_pb2.CancelResumableUploadRequest, context: Context

@@ -44,15 +44,18 @@ from blobgate.server.storage.protocols import (
     SESSION_GONE,
     ByteRange,
     Chunk,
+    ContentChecksums,
     CopySpec,
     DamagedSession,
     DeleteEntry,
     DeleteResult,
+    DirectPart,
     DirectRead,
     ListPage,
     ObjectReader,
     ObjectRef,
     ObjectStore,
+    PartSpec,
     PresignedRequest,
     PresignMethod,
     PutOptions,
@@ -242,6 +245,17 @@ class AuthorizedSessions(SessionStoreDecorator):
 
     async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> StoredObject:
         return await self._inner.resume_session(self._owned(session), body)
+
+    async def progress(self, session: Session) -> int:
+        return await self._inner.progress(self._owned(session))
+
+    async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
+        return await self._inner.presign_part(self._owned(session), part, expires_in)
+
+    async def complete_direct(
+        self, session: Session, size: int, sums: ContentChecksums
+    ) -> StoredObject:
+        return await self._inner.complete_direct(self._owned(session), size, sums)
 
     async def cancel_session(self, bucket: str, session_id: str) -> None:
         with contextlib.suppress(DamagedSession):  # its owner's: it may end it

@@ -11,14 +11,17 @@ from blobgate.server.core.errors import ServiceError
 from blobgate.server.storage.protocols import (
     ByteRange,
     Chunk,
+    ContentChecksums,
     CopySpec,
     DeleteEntry,
     DeleteResult,
+    DirectPart,
     DirectRead,
     ListPage,
     ObjectReader,
     ObjectRef,
     ObjectStore,
+    PartSpec,
     PresignedRequest,
     PresignMethod,
     PutOptions,
@@ -120,6 +123,17 @@ class SessionStoreDecorator:
 
     async def cancel_session(self, bucket: str, session_id: str) -> None:
         await self._inner.cancel_session(bucket, session_id)
+
+    async def progress(self, session: Session) -> int:
+        return await self._inner.progress(session)
+
+    async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
+        return await self._inner.presign_part(session, part, expires_in)
+
+    async def complete_direct(
+        self, session: Session, size: int, sums: ContentChecksums
+    ) -> StoredObject:
+        return await self._inner.complete_direct(session, size, sums)
 
     async def sweep(self, buckets: list[str]) -> int:
         return await self._inner.sweep(buckets)

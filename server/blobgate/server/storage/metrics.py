@@ -25,6 +25,7 @@ from blobgate.server.storage.protocols import (
     ORPHANED_UPLOAD,
     ByteRange,
     Chunk,
+    ContentChecksums,
     DeleteEntry,
     DeleteResult,
     DirectRead,
@@ -73,6 +74,20 @@ class StorageMetrics:
             "blobgate_direct_read_bytes_total",
             "Object bytes the direct downloads' URLs select (read from S3 by the callers, "
             "not through the gateway), by bucket.",
+            ["bucket"],
+            registry=registry,
+        )
+        self.direct_uploads = Counter(
+            "blobgate_direct_uploads_total",
+            "Direct upload sessions committed (direct_transfers): the caller PUT the parts "
+            "to S3, by bucket.",
+            ["bucket"],
+            registry=registry,
+        )
+        self.direct_upload_bytes = Counter(
+            "blobgate_direct_upload_bytes_total",
+            "Object bytes of the direct upload sessions committed (written to S3 by the "
+            "callers, not through the gateway), by bucket.",
             ["bucket"],
             registry=registry,
         )
@@ -125,6 +140,8 @@ class StorageMetrics:
                 self.sent,
                 self.direct_reads,
                 self.direct_bytes,
+                self.direct_uploads,
+                self.direct_upload_bytes,
                 self.object_size,
             )
             for family in (*families, self.delete_markers, self.versions_removed):
@@ -273,6 +290,16 @@ class MeteredSessions(SessionStoreDecorator):
         counted = _CountedBody(body, self._m.received.labels(session.bucket))
         info = await self._inner.resume_session(session, counted)
         self._m.sessions_ended.labels("completed").inc()
+        self._m.object_size.labels(session.bucket).observe(info.size)
+        return info
+
+    async def complete_direct(
+        self, session: Session, size: int, sums: ContentChecksums
+    ) -> StoredObject:
+        info = await self._inner.complete_direct(session, size, sums)
+        self._m.sessions_ended.labels("completed").inc()
+        self._m.direct_uploads.labels(session.bucket).inc()
+        self._m.direct_upload_bytes.labels(session.bucket).inc(info.size)
         self._m.object_size.labels(session.bucket).observe(info.size)
         return info
 

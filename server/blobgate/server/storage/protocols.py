@@ -53,6 +53,13 @@ RESERVED_METADATA = frozenset({SHA256_KEY, CRC32C_KEY, SHA256_RECORD_KEY})
 SESSION_GONE = (
     "no such upload session: it finished, was cancelled or expired (or the upload_id is wrong)"
 )
+# What a SessionStore says of a direct call on a proxied session, and of an
+# Upload continuing a direct one.
+NOT_DIRECT = "this is a proxied session: send its data with Upload (UploadResume)"
+PROXIED_ONLY = (
+    "this is a direct session: PUT its parts through PresignUploadPart's URLs and commit it "
+    "with CompleteDirectUpload (or cancel it and start a proxied one)"
+)
 # What a SessionStore says of a session whose record no longer parses.
 SESSION_DAMAGED = (
     "the upload session's record in S3 is damaged (it does not parse), so the session "
@@ -183,6 +190,9 @@ class SessionSpec:
     # The principal that started the session (None: no identity source);
     # only it may see, resume or cancel the session (storage.authorization).
     owner: str | None = None
+    # Asked for a direct session (parts PUT straight to the store through
+    # presigned URLs); a store that cannot offer one opens a proxied session.
+    direct: bool = False
 
 
 @dataclass(frozen=True)
@@ -196,6 +206,27 @@ class Session:
     persisted_size: int
     part_size: int
     revision: str  # the store's version of the session record
+    # A direct session: its data goes through presign_part and
+    # complete_direct, never through resume_session.
+    direct: bool = False
+
+
+@dataclass(frozen=True)
+class DirectPart:
+    """A presigned PUT of one part of a direct session, valid until
+    ``expires_at``, whose signed headers pin the part's size and CRC32C."""
+
+    request: PresignedRequest
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """One part a direct session's caller means to PUT (1-based number)."""
+
+    number: int
+    size: int
+    crc32c: int
 
 
 def owner_tag(owner: str | None) -> str:
@@ -242,6 +273,26 @@ class SessionStore(Protocol):
 
     async def cancel_session(self, bucket: str, session_id: str) -> None:
         """End a session and delete what it persisted, a damaged one too."""
+        ...
+
+    async def progress(self, session: Session) -> int:
+        """The bytes of ``session`` persisted now (QueryUploadStatus): its
+        ``persisted_size``, read again from the store for a direct session
+        (the parts the store holds); NotFound once the session is over."""
+        ...
+
+    async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
+        """A URL for the caller to PUT ``part`` of a direct session straight
+        to the store; FailedPrecondition for a proxied session, InvalidArgument
+        for a part the session's layout does not allow."""
+        ...
+
+    async def complete_direct(
+        self, session: Session, size: int, sums: ContentChecksums
+    ) -> StoredObject:
+        """Commit a direct session from the parts the store holds, checked
+        against ``size`` and ``sums.crc32c`` (``sums.sha256`` is recorded as
+        declared); a mismatch is InvalidArgument and ends the session."""
         ...
 
     async def sweep(self, buckets: list[str]) -> int:

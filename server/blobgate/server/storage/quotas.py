@@ -54,6 +54,7 @@ from blobgate.server.storage.limits import Release, once
 from blobgate.server.storage.protocols import (
     RESERVED_PREFIX,
     Chunk,
+    ContentChecksums,
     Records,
     Session,
     SessionSpec,
@@ -231,6 +232,22 @@ class SessionQuota(SessionStoreDecorator):
         held = await self._refresh(key)
         try:
             stored = await self._inner.resume_session(session, body)
+        except Exception:
+            await self._settle(key, held, session)
+            raise
+        await self._forget(key, held)
+        return stored
+
+    async def complete_direct(
+        self, session: Session, size: int, sums: ContentChecksums
+    ) -> StoredObject:
+        principal = current_principal()
+        if principal is None:
+            return await self._inner.complete_direct(session, size, sums)
+        key = holder_key(principal, session.bucket, session.session_id)
+        held = await self._held(key)
+        try:
+            stored = await self._inner.complete_direct(session, size, sums)
         except Exception:
             await self._settle(key, held, session)
             raise

@@ -21,8 +21,12 @@ from blobgate.server.storage.checksums import Hasher, verify
 from blobgate.server.storage.memory.state import MemoryBucket, SessionRecord
 from blobgate.server.storage.memory.store import MemoryStore
 from blobgate.server.storage.protocols import (
+    NOT_DIRECT,
     SESSION_GONE,
     Chunk,
+    ContentChecksums,
+    DirectPart,
+    PartSpec,
     Session,
     SessionSpec,
     StoredObject,
@@ -130,6 +134,20 @@ class MemorySessions:
         del self._bucket(session.bucket).sessions[session.session_id]
         record.data += part
         return self._store.commit(ref, record.data, options, sums)
+
+    async def progress(self, session: Session) -> int:
+        return len(self._record(session.bucket, session.session_id).data)
+
+    # The memory store offers no direct sessions (it has no URLs to sign).
+    async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
+        self._record(session.bucket, session.session_id)
+        raise FailedPrecondition(NOT_DIRECT)
+
+    async def complete_direct(
+        self, session: Session, size: int, sums: ContentChecksums
+    ) -> StoredObject:
+        self._record(session.bucket, session.session_id)
+        raise FailedPrecondition(NOT_DIRECT)
 
     async def sweep(self, buckets: list[str]) -> int:
         """Abort the sessions idle past the expiry. A plain put holds its data

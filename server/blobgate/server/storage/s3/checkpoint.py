@@ -59,6 +59,9 @@ class Checkpoint:
     tags: dict[str, str] = field(default_factory=dict)
     storage_class: str = ""
     expire_days: int = 0
+    # A direct session: the caller PUTs the parts (storage.s3.direct_upload),
+    # and the parts S3 lists are its progress (``parts`` stays 0).
+    direct: bool = False
 
     def to_json(self) -> bytes:
         return json.dumps({"version": 1, **asdict(self)}, separators=(",", ":")).encode()
@@ -94,7 +97,9 @@ class Checkpoint:
             storage_class=self.storage_class,
             expire_days=self.expire_days,
         )
-        return SessionSpec(ObjectRef(bucket, self.key), options, self.size, owner=self.owner)
+        return SessionSpec(
+            ObjectRef(bucket, self.key), options, self.size, owner=self.owner, direct=self.direct
+        )
 
 
 # Parses a record (the "version" field is ignored, as are unknown ones).

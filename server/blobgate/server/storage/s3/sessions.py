@@ -35,6 +35,7 @@ from blobgate.server.core.identity import current_principal
 from blobgate.server.storage.byte_budget import ByteBudget
 from blobgate.server.storage.checksums import Hasher, crc32c_to_s3, verify
 from blobgate.server.storage.protocols import (
+    PROXIED_ONLY,
     SESSION_GONE,
     Chunk,
     ContentChecksums,
@@ -58,6 +59,7 @@ from blobgate.server.storage.s3.commit import (
 )
 from blobgate.server.storage.s3.connection import S3Connection, get_whole
 from blobgate.server.storage.s3.damaged_sessions import damaged_session, end_damaged
+from blobgate.server.storage.s3.direct_sessions import DirectSessionCalls
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.janitor import sweep
 from blobgate.server.storage.s3.metadata import quoted_etag
@@ -84,10 +86,11 @@ def _session(bucket: str, session_id: str, checkpoint: Checkpoint, revision: str
         persisted_size=checkpoint.persisted_size,
         part_size=checkpoint.part_size,
         revision=revision,
+        direct=checkpoint.direct,
     )
 
 
-class S3Sessions:
+class S3Sessions(DirectSessionCalls):
     """SessionStore on an S3Connection; upload buffers share ``budget``."""
 
     def __init__(self, connection: S3Connection, budget: ByteBudget) -> None:
@@ -99,6 +102,9 @@ class S3Sessions:
         self.expiry = timedelta(seconds=config.session_expiry)
         # What the janitor aborted, by kind, since start-up (storage.metrics).
         self.swept: collections.Counter[str] = collections.Counter()
+        self._known_direct: collections.OrderedDict[tuple[str, str], tuple[Checkpoint, str]] = (
+            collections.OrderedDict()
+        )
 
     @property
     def _client(self) -> S3Client:
@@ -163,6 +169,9 @@ class S3Sessions:
         if options.if_none_match or options.if_match:
             await check_preconditions(self._client, ref, options)
         full_object = self._connection.full_object_checksums
+        # A direct session needs S3's full-object CRC32C: S3 checks what it
+        # assembled from parts the gateway never saw.
+        direct = spec.direct and full_object
         record_tag = new_tag() if full_object and options.known.sha256 is None else ""
         upload_id = await create_multipart(
             self._client, ref, options, full_object=full_object, record_tag=record_tag
@@ -189,6 +198,7 @@ class S3Sessions:
             tags=dict(options.tags),
             storage_class=options.storage_class,
             expire_days=options.expire_days,
+            direct=direct,
         )
         try:
             revision = await self._put_checkpoint(
@@ -197,9 +207,14 @@ class S3Sessions:
         except BaseException:
             await asyncio.shield(abort_multipart(self._client, ref, upload_id))
             raise
+        if direct:
+            self._remember(ref.bucket, session_id, checkpoint, revision)
         return _session(ref.bucket, session_id, checkpoint, revision)
 
     async def open_session(self, bucket: str, session_id: str) -> Session:
+        known = self._recall(bucket, session_id)  # a direct session's record never changes
+        if known is not None:
+            return _session(bucket, session_id, *known)
         checkpoint, revision = await self._read_checkpoint(bucket, session_id)
         ref = ObjectRef(bucket, checkpoint.key)
         try:
@@ -212,9 +227,12 @@ class S3Sessions:
             # by a call whose reply was lost: either way the session is over.
             await self._delete_checkpoint(bucket, session_id)
             raise NotFound("no such upload session: S3 no longer holds its parts") from None
+        if checkpoint.direct:
+            self._remember(bucket, session_id, checkpoint, revision)
         return _session(bucket, session_id, checkpoint, revision)
 
     async def cancel_session(self, bucket: str, session_id: str) -> None:
+        self._forget(bucket, session_id)
         try:
             checkpoint, _ = await self._read_checkpoint(bucket, session_id)
         except DamagedSession as exc:
@@ -237,6 +255,8 @@ class S3Sessions:
 
     async def resume_session(self, session: Session, body: AsyncIterable[Chunk]) -> StoredObject:
         start, _ = await self._read_checkpoint(session.bucket, session.session_id)
+        if start.direct:
+            raise FailedPrecondition(PROXIED_ONLY)
         if start.persisted_size != session.persisted_size:
             raise FailedPrecondition(
                 "another Upload continued this session meanwhile: "

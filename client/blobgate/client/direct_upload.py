@@ -1,0 +1,206 @@
+"""Direct uploads from the client's side: a resumable upload whose parts go
+straight to S3 when the server offers it (StartResumableUploadRequest.direct).
+
+The client starts a direct session, reads its source once in order, cuts it
+into parts of the session's part_size, and for each part computes its
+CRC32C, asks the server for a URL pinning that CRC32C (PresignUploadPart)
+and PUTs the part to S3, ``PARTS_IN_FLIGHT`` parts at once. It hashes the
+source (sha256) in a worker thread as it reads it, unless the spec already
+declares the sha256. Then it commits with the whole object's size, CRC32C
+and sha256 (CompleteDirectUpload): the server checks the parts S3 holds
+against the size and CRC32C, S3 the assembled object, and the sha256 is
+recorded.
+
+Fallback: the data goes through the gateway, in a proxied session whose
+spec declares the sha256 (hashed first, if it was not yet), when the server
+answers a proxied session, or when S3 cannot be used from here (a
+connection failure, a timeout, an HTTP error): the direct session is then
+cancelled, since a server does not let one session mix direct parts and
+proxied data. Part URLs are bearer credentials: never put in an error or a
+log."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import crc32c
+import grpc
+
+from blobgate.client.direct import DirectFetcher, DirectUnavailable
+from blobgate.client.errors import BlobgateError
+from blobgate.client.models import ObjectInfo
+from blobgate.client.options import ClientOptions
+from blobgate.client.progress import Progress
+from blobgate.client.resumable import ResumableUpload
+from blobgate.client.retry import CallBudget, retry_unary
+from blobgate.client.transport import Transport
+from blobgate.v1 import storage_pb2
+
+log = logging.getLogger(__name__)
+
+PARTS_IN_FLIGHT = 4  # parts read ahead and PUT at once (memory: this many parts)
+
+
+class DirectUpload:
+    """One upload of ``spec`` (whose size is known) through a direct session
+    when the server offers one; ``reread(offset)`` gives the source's bytes
+    from ``offset`` on."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        options: ClientOptions,
+        spec: storage_pb2.UploadSpec,
+        reread: Callable[[int], AsyncIterator[bytes]],
+        progress: Progress | None,
+        http: DirectFetcher,
+    ) -> None:
+        self._transport = transport
+        self._options = options
+        self._spec = spec
+        self._reread = reread
+        self._progress = progress
+        self._http = http
+        self._sent = 0
+        self.declined = False  # the server answered a proxied session
+
+    async def run(self) -> ObjectInfo:
+        request = storage_pb2.StartResumableUploadRequest(spec=self._spec, direct=True)
+        started = await self._unary("StartResumableUpload", request)
+        if not started.direct:  # the server sends the data through itself
+            self.declined = True
+            if self._spec.expected.sha256:
+                return await self._proxied(upload_id=started.upload_id)
+            await self._cancel(started.upload_id)  # for one that declares the sha256
+            return await self._proxied()
+        try:
+            return await self._direct(started.upload_id, int(started.part_size))
+        except DirectUnavailable as exc:
+            log.info("S3 cannot be used from here (%s): uploading through the gateway", exc)
+            await self._cancel(started.upload_id)
+            self._sent = 0
+            return await self._proxied()
+        except BaseException:
+            await self._cancel(started.upload_id)
+            raise
+
+    async def _proxied(self, upload_id: str = "") -> ObjectInfo:
+        spec = self._spec
+        if not spec.expected.sha256:  # the gateway checks the whole object against it
+            spec = storage_pb2.UploadSpec()
+            spec.CopyFrom(self._spec)
+            spec.expected.sha256 = await _sha256(self._reread(0))
+        session = ResumableUpload(
+            self._transport, self._options, spec, self._reread, self._progress
+        )
+        return await session.run(upload_id)
+
+    async def _direct(self, upload_id: str, part_size: int) -> ObjectInfo:
+        total = self._spec.size
+        whole = 0
+        digest = None if self._spec.expected.sha256 else hashlib.sha256()
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            number = 0
+            async for part in _parts(self._reread(0), part_size):
+                number += 1
+                whole = crc32c.crc32c(part, value=whole)
+                if digest is not None:  # hashlib lets go of the GIL: the PUTs go on
+                    await asyncio.to_thread(digest.update, part)
+                while len(in_flight) >= PARTS_IN_FLIGHT:
+                    done, in_flight = await asyncio.wait(
+                        in_flight, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    for task in done:
+                        task.result()  # the first failure ends the upload
+                in_flight.add(asyncio.create_task(self._put(upload_id, number, part, total)))
+            if number == 0:  # an empty object: one empty part
+                in_flight.add(asyncio.create_task(self._put(upload_id, 1, b"", total)))
+            await asyncio.gather(*in_flight)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        sha256 = self._spec.expected.sha256 if digest is None else digest.digest()
+        request = storage_pb2.CompleteDirectUploadRequest(
+            upload_id=upload_id, size=total, crc32c=whole, sha256=sha256
+        )
+        try:
+            response = await self._unary("CompleteDirectUpload", request)
+        except BlobgateError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+            return await self._committed(exc, whole, sha256)
+        return ObjectInfo.from_proto(response.object)
+
+    async def _committed(self, failure: BlobgateError, crc: int, sha256: bytes) -> ObjectInfo:
+        """The object a retried commit found already committed (its first
+        reply was lost): the key holds exactly these bytes, else ``failure``."""
+        spec = self._spec
+        try:
+            response = await self._unary(
+                "Stat", storage_pb2.StatRequest(bucket=spec.bucket, key=spec.key)
+            )
+        except BlobgateError:
+            raise failure from None
+        info = ObjectInfo.from_proto(response.object)
+        if info.size == spec.size and info.crc32c == crc and info.sha256 == sha256:
+            return info
+        raise failure
+
+    async def _put(self, upload_id: str, number: int, part: bytes, total: int) -> None:
+        request = storage_pb2.PresignUploadPartRequest(
+            upload_id=upload_id, part_number=number, size=len(part), crc32c=crc32c.crc32c(part)
+        )
+        signed = await self._unary("PresignUploadPart", request)
+        await self._http.put(signed.url, dict(signed.headers), part)
+        self._sent += len(part)
+        if self._progress is not None:
+            self._progress(self._sent, total)
+
+    async def _cancel(self, upload_id: str) -> None:
+        await ResumableUpload(
+            self._transport, self._options, self._spec, self._reread, None
+        ).cancel(upload_id)
+
+    async def _unary(self, method: str, request: Any) -> Any:
+        budget = CallBudget.start(self._options.timeout, self._options.max_attempts)
+        return await retry_unary(self._transport, budget, method, request)
+
+
+async def _sha256(chunks: AsyncIterator[bytes]) -> bytes:
+    """The sha256 of everything ``chunks`` yields, hashed in a worker thread."""
+    digest = hashlib.sha256()
+    try:
+        async for chunk in chunks:
+            await asyncio.to_thread(digest.update, chunk)
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+    return digest.digest()
+
+
+async def _parts(chunks: AsyncIterator[bytes], part_size: int) -> AsyncIterator[bytes]:
+    """``chunks`` regrouped into parts of ``part_size`` bytes (the last may
+    be shorter; none for no bytes)."""
+    buffer = bytearray()
+    try:
+        async for chunk in chunks:
+            buffer += chunk
+            while len(buffer) >= part_size:
+                yield bytes(buffer[:part_size])
+                del buffer[:part_size]
+        if buffer:
+            yield bytes(buffer)
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+__all__ = ["PARTS_IN_FLIGHT", "DirectUpload"]
