@@ -390,6 +390,7 @@ async function main() {
   results.session = await resumableSession(client, prefix, scratch);
   results.copy = await copyAndBatchDelete(client, prefix, objects[1]);
   results.tags = await tagsAndClass(client, results.copy.replaced);
+  results.direct_upload = await directUploadCalls(client, prefix);
 
   client.close();
   results.ok = true;
@@ -507,6 +508,30 @@ async function tagsAndClass(client, key) {
     'SetTags(aws: key)',
   );
   return { key, tags: stat.object.tags, storage_class: stat.object.storage_class, refused };
+}
+
+// Direct uploads by name, on a server without direct transfers: a session
+// asked to be direct is a proxied one (direct false), the two direct calls on
+// it are refused with FAILED_PRECONDITION, and it is cancelled.
+async function directUploadCalls(client, prefix) {
+  const started = await unary(client, 'StartResumableUpload', {
+    spec: { key: `${prefix}direct.bin`, size: 6 * MiB },
+    direct: true,
+  });
+  checkEqual(started.direct, false, 'StartResumableUpload(direct).direct');
+  const uploadId = started.upload_id;
+  const presign = await expectError(
+    unary(client, 'PresignUploadPart', { upload_id: uploadId, part_number: 1, size: MiB, crc32c: 1 }),
+    grpc.status.FAILED_PRECONDITION,
+    'PresignUploadPart(proxied session)',
+  );
+  const complete = await expectError(
+    unary(client, 'CompleteDirectUpload', { upload_id: uploadId, size: 6 * MiB, crc32c: 1 }),
+    grpc.status.FAILED_PRECONDITION,
+    'CompleteDirectUpload(proxied session)',
+  );
+  await unary(client, 'CancelResumableUpload', { upload_id: uploadId });
+  return { direct: started.direct, presign, complete };
 }
 
 main().then(

@@ -194,6 +194,9 @@ async def check_round_trip(
     assert tags["key"] == copies["replaced"] and tags["refused"]["code"] == 3
     tagging = await s3.get_object_tagging(Bucket=bucket, Key=copies["replaced"])
     assert {t["Key"]: t["Value"] for t in tagging["TagSet"]} == {"team": "node", "note": "a b"}
+    direct = result["direct_upload"]  # direct transfers are off on this gateway
+    assert direct["direct"] is False
+    assert direct["presign"]["name"] == direct["complete"]["name"] == "FAILED_PRECONDITION"
     listing = await s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
     assert sorted(o["Key"] for o in listing["Contents"]) == sorted(
         [*result["list"]["keys"], session["key"], copies["replaced"]]
