@@ -12,11 +12,13 @@ itself, as before."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from blobgate.server.core.errors import ServiceError, Unavailable
@@ -61,20 +63,47 @@ async def create_multipart(
 ) -> str:
     """Start a multipart upload; its S3 upload id. ``full_object``: with
     S3's full-object CRC32C; ``record_tag``: the object's sha256 will be in
-    a record (the flag's value, see ``sha256_records``)."""
+    a record (the flag's value, see ``sha256_records``).
+
+    The request is shielded: a caller cancelled while S3 creates the upload
+    leaves none behind, since the upload S3 answers with is aborted then."""
     kwargs: dict[str, Any] = {}
     if full_object:
         kwargs = {"ChecksumAlgorithm": "CRC32C", "ChecksumType": FULL_OBJECT}
-    with s3_errors(ref):
-        created = await client.create_multipart_upload(
-            Bucket=ref.bucket,
-            Key=ref.key,
-            ContentType=options.content_type,
-            Metadata=stored_metadata(options, options.known, record_tag),
-            **write_args(options),
-            **kwargs,
-        )
-    return created["UploadId"]
+
+    async def create() -> str:
+        with s3_errors(ref):
+            created = await client.create_multipart_upload(
+                Bucket=ref.bucket,
+                Key=ref.key,
+                ContentType=options.content_type,
+                Metadata=stored_metadata(options, options.known, record_tag),
+                **write_args(options),
+                **kwargs,
+            )
+        return created["UploadId"]
+
+    creating = asyncio.ensure_future(create())
+    try:
+        return await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        creating.add_done_callback(partial(_abort_created, client, ref))
+        raise
+
+
+# Aborts of uploads created for callers that were gone by then (kept here so
+# that the tasks are not collected before they finish).
+_late_aborts: set[asyncio.Task[None]] = set()
+
+
+def _abort_created(client: S3Client, ref: ObjectRef, creating: asyncio.Future[str]) -> None:
+    """Abort the upload S3 created after its caller was cancelled (a failed
+    create made none)."""
+    if creating.cancelled() or creating.exception() is not None:
+        return
+    task = asyncio.ensure_future(abort_multipart(client, ref, creating.result()))
+    _late_aborts.add(task)
+    task.add_done_callback(_late_aborts.discard)
 
 
 async def complete_multipart(

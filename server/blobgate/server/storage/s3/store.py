@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, Mapping, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from blobgate.server.core.errors import (
@@ -80,8 +79,6 @@ class S3Store:
 
     def __init__(self, connection: S3Connection, budget: ByteBudget) -> None:
         self._connection = connection
-        # Aborts of uploads created after their put ended (_abort_late).
-        self._aborting: set[asyncio.Future[None]] = set()
         self._part_size = connection.config.part_size
         self._in_flight = connection.config.parts_in_flight
         self.budget = budget
@@ -164,37 +161,21 @@ class S3Store:
     async def _start_multipart(
         self, ref: ObjectRef, options: PutOptions, reserved: Claim, record_tag: str
     ) -> PartUploader:
-        # Shielded: a caller that goes away while S3 creates the upload must
-        # not leave it behind; once S3 answers, it is aborted (_abort_late).
-        creating = asyncio.ensure_future(
-            create_multipart(
+        try:
+            upload_id = await create_multipart(
                 self._client,
                 ref,
                 options,
                 full_object=self._connection.full_object_checksums,
                 record_tag=record_tag,
             )
-        )
-        try:
-            upload_id = await asyncio.shield(creating)
         except BaseException:
             reserved.release()
-            if not creating.done():
-                creating.add_done_callback(partial(self._abort_late, ref))
             raise
         self._connection.writing.add(upload_id)
         return PartUploader(
             self._transfers, ref, upload_id, self._in_flight, shares=self._connection.shares
         )
-
-    def _abort_late(self, ref: ObjectRef, creating: asyncio.Future[str]) -> None:
-        """Abort the multipart upload S3 created for a put that ended while
-        it was being created (a failed create left none)."""
-        if creating.cancelled() or creating.exception() is not None:
-            return
-        task = asyncio.ensure_future(abort_multipart(self._client, ref, creating.result()))
-        self._aborting.add(task)
-        task.add_done_callback(self._aborting.discard)
 
     async def _put_single(
         self, ref: ObjectRef, part: PartBody, options: PutOptions, sums: ContentChecksums
