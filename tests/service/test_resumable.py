@@ -307,8 +307,9 @@ async def test_a_session_outlives_a_killed_instance_and_resumes_on_another(
 IN_FLIGHT = 4  # --parts-in-flight of the instance the next test kills
 # What can be in transit on an Upload stream (docs/api.md): the receive window
 # the gateway gives each stream (grpc.http2.lookahead_bytes in blobgate.server.listeners)
+# the one message the stream holds while it waits for room (rpc.upload_stream),
 # and up to two messages in the client's gRPC (resume_requests sends 1 MiB).
-IN_TRANSIT = 4 * MiB + 2 * MiB
+IN_TRANSIT = 4 * MiB + 1 * MiB + 2 * MiB
 
 
 def part_number(number: int) -> Predicate:
