@@ -22,6 +22,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from blobgate.server.rpc.admission import RefusalLog
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 from tests.fakes.pki import CA
 from tests.fakes.raw_h2 import RawCall
@@ -218,11 +219,15 @@ async def test_health_calls_that_never_finish_their_request_are_ended(
             assert await check(channel) == SERVING
 
 
-async def test_the_anonymous_share_fills_without_touching_max_calls(tmp_path: Path, ca: CA) -> None:
+async def test_the_anonymous_share_fills_without_touching_max_calls(
+    tmp_path: Path, ca: CA, caplog: pytest.LogCaptureFixture
+) -> None:
     """Health calls whose request has not arrived yet hold the anonymous
     share: past max_anonymous_calls the next is refused at once, counted in
-    blobgate_refused_calls_total, while the identified caller keeps all of
-    max_calls (which 10 such calls used to fill, with max_calls 8)."""
+    blobgate_refused_calls_total and summed in one warning (not a line per
+    refusal), while the identified caller keeps all of max_calls (which 10
+    such calls used to fill, with max_calls 8)."""
+    caplog.set_level(logging.WARNING, logger="blobgate.admission")
     async with tls_gateway(
         tmp_path, ca, "jwt", metrics_listen="127.0.0.1:0", anonymous_request_timeout=30, **LIMITS
     ) as gateway:
@@ -244,6 +249,9 @@ async def test_the_anonymous_share_fills_without_touching_max_calls(tmp_path: Pa
             assert sample("blobgate_refused_calls_total", {"share": "anonymous"}) == 4
             assert sample("blobgate_refused_calls_total", {"share": "identified"}) == 0
             assert sample("blobgate_admitted_calls", {"share": "anonymous"}) == 6
+            summaries = [r.getMessage() for r in caplog.records if r.name == "blobgate.admission"]
+            assert len(summaries) == 1, summaries  # the first refusal; the rest wait a minute
+            assert "(anonymous: 1)" in summaries[0] and "max_anonymous_calls" in summaries[0]
         finally:
             for call in calls:
                 call.abort()
@@ -356,3 +364,20 @@ def test_watches_must_leave_room_for_check() -> None:
     """max_health_watches below max_anonymous_calls, so Check keeps room."""
     with pytest.raises(ValueError, match="max_health_watches 16 must be less than"):
         gateway_settings("http://127.0.0.1:9", "availability", max_health_watches=16)
+
+
+def test_refusals_are_summed_into_one_warning_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first refusal is logged at once; later ones are counted per share
+    and logged together once the interval has passed."""
+    caplog.set_level(logging.WARNING, logger="blobgate.admission")
+    refusals = RefusalLog(interval=0.2)
+    for share in ["anonymous", "anonymous", "identified", "anonymous"]:
+        refusals.refused(share)
+    time.sleep(0.25)
+    refusals.refused("identified")
+    lines = [r.getMessage() for r in caplog.records if r.name == "blobgate.admission"]
+    assert len(lines) == 2, lines
+    assert "(anonymous: 1)" in lines[0] and "in the last" not in lines[0]
+    assert "(anonymous: 2, identified: 2)" in lines[1] and "in the last 0s" in lines[1]

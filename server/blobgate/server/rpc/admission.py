@@ -19,9 +19,11 @@ away before its message arrived and no handler ever runs).
 A call past its share is refused with RESOURCE_EXHAUSTED at once, without
 reading its message; like gRPC's own refusals, it reaches no other
 interceptor (no access log line, no per-call metrics: a flood of them
-must not cost a log line each); with a metrics registry, the calls open and
-refused per share are ``blobgate_admitted_calls`` and
-``blobgate_refused_calls_total``.
+must not cost a log line each). Refusals are summed instead: one warning
+on ``blobgate.admission`` at the first refusal and then at most one every
+``REFUSAL_LOG_INTERVAL`` seconds, with the count per share since the last;
+with a metrics registry, the calls open and refused per share are
+``blobgate_admitted_calls`` and ``blobgate_refused_calls_total``.
 
 An anonymous call of another service whose request is one message (health
 Check and Watch) must deliver it within ``request_timeout`` seconds, or is
@@ -34,6 +36,8 @@ token are refused before their message is read: ``rpc.authentication``.)
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -41,6 +45,10 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from blobgate.server.rpc.interceptors import SERVICE, Handler
+
+log = logging.getLogger("blobgate.admission")
+
+REFUSAL_LOG_INTERVAL = 60.0  # seconds between two summaries of refused calls
 
 Identified = Callable[[grpc.HandlerCallDetails], bool]
 """Whether a call carries an identity, from its method and metadata."""
@@ -111,20 +119,51 @@ def read_within(handler: Handler, timeout: float) -> Handler:
     return handler
 
 
-class _Share:
-    """At most ``limit`` calls at once, each released when its task ends."""
+class RefusalLog:
+    """Sums refused calls per share into one warning at most every
+    ``interval`` seconds (the first refusal is logged at once): a flood
+    shows in the log without costing a line per call."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL) -> None:
+        self._interval = interval
+        self._pending: dict[str, int] = {}
+        self._last: float | None = None
+
+    def refused(self, share: str) -> None:
+        self._pending[share] = self._pending.get(share, 0) + 1
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self._interval:
+            return
+        counts = ", ".join(f"{name}: {count}" for name, count in sorted(self._pending.items()))
+        since = "" if self._last is None else f" in the last {now - self._last:.0f}s"
+        log.warning(
+            "refused calls%s because their share was full (%s): see "
+            "blobgate_refused_calls_total, max_calls and max_anonymous_calls",
+            since,
+            counts,
+        )
+        self._pending.clear()
+        self._last = now
+
+
+class _Share:
+    """At most ``limit`` calls at once, each released when its task ends;
+    refusals go to ``refusals`` under ``name``."""
+
+    def __init__(self, name: str, limit: int, refusals: RefusalLog) -> None:
+        self.name = name
         self.limit = limit
         self.active = 0
         self.refused = 0
         self.counted: Counter | None = None  # the refusals' metric, when there is one
+        self._refusals = refusals
 
     def take(self) -> bool:
         if self.active >= self.limit:
             self.refused += 1
             if self.counted is not None:
                 self.counted.inc()
+            self._refusals.refused(self.name)
             return False
         self.active += 1
         task = asyncio.current_task()
@@ -156,8 +195,9 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
     ) -> None:
         self._request_timeout = request_timeout
         self._timed: dict[str, tuple[Handler, Handler]] = {}
-        self.identified = _Share(max_identified)
-        self.anonymous = _Share(max_anonymous)
+        refusals = RefusalLog()
+        self.identified = _Share("identified", max_identified, refusals)
+        self.anonymous = _Share("anonymous", max_anonymous, refusals)
         if registry is not None:
             self._measure(registry)
         self._is_identified = identified
@@ -184,9 +224,9 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
             ["share"],
             registry=registry,
         )
-        for name, share in (("identified", self.identified), ("anonymous", self.anonymous)):
-            admitted.labels(name).set_function(share.open_calls)
-            share.counted = refused.labels(name)
+        for share in (self.identified, self.anonymous):
+            admitted.labels(share.name).set_function(share.open_calls)
+            share.counted = refused.labels(share.name)
 
     async def intercept_service(
         self,
@@ -218,6 +258,7 @@ def grpc_call_limit(max_calls: int, max_anonymous_calls: int) -> int:
 __all__ = [
     "AdmissionInterceptor",
     "Identified",
+    "RefusalLog",
     "grpc_call_limit",
     "read_within",
     "refusing_handler",
