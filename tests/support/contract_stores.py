@@ -30,10 +30,10 @@ from blobgate.server.storage.protocols import (
     ObjectRef,
     ObjectStore,
     PutOptions,
-    Records,
     SessionStore,
     StoredObject,
 )
+from blobgate.server.storage.records import Records
 from blobgate.server.storage.s3.connection import S3Connection
 from blobgate.server.storage.s3.records import S3Records
 from blobgate.server.storage.s3.sessions import S3Sessions

@@ -22,7 +22,8 @@ import logging
 import secrets
 
 from blobgate.server.core.errors import FailedPrecondition, NotFound, ServiceError, Unavailable
-from blobgate.server.storage.protocols import RESERVED_PREFIX, Records
+from blobgate.server.storage.protocols import RESERVED_PREFIX
+from blobgate.server.storage.records import Records
 
 log = logging.getLogger(__name__)
 

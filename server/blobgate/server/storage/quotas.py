@@ -55,12 +55,12 @@ from blobgate.server.storage.protocols import (
     RESERVED_PREFIX,
     Chunk,
     ContentChecksums,
-    Records,
     Session,
     SessionSpec,
     SessionStore,
     StoredObject,
 )
+from blobgate.server.storage.records import Records
 
 log = logging.getLogger(__name__)
 

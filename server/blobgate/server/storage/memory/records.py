@@ -12,9 +12,8 @@ from blobgate.server.storage.protocols import (
     ByteRange,
     Chunk,
     PutOptions,
-    RecordEntry,
-    record_ref,
 )
+from blobgate.server.storage.records import RecordEntry, record_ref
 
 
 class MemoryRecords:

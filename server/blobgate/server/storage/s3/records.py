@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from blobgate.server.storage.protocols import RecordEntry, record_ref
+from blobgate.server.storage.records import RecordEntry, record_ref
 from blobgate.server.storage.s3.connection import S3Connection, get_whole
 from blobgate.server.storage.s3.errors import s3_errors
 from blobgate.server.storage.s3.metadata import bare_etag, quoted_etag
