@@ -56,7 +56,8 @@ async def test_a_large_upload_goes_straight_to_s3(
     assert info.crc32c == crc32c.crc32c(blob)
     seen = methods(logged)
     assert "Upload" not in seen  # no byte went through the gateway
-    assert seen.count("PresignUploadPart") == 2 * 4
+    # Each upload's 4 parts are signed in one call.
+    assert seen.count("PresignUploadParts") == 2 and "PresignUploadPart" not in seen
     assert seen.count("CompleteDirectUpload") == 2
     assert all(received == 0 for _, _, received in calls(logged))
 
@@ -109,7 +110,7 @@ async def test_a_client_that_does_not_ask_and_the_sync_client(
         target = f"127.0.0.1:{gw.port}"
         async with Client(target, direct_uploads=False) as plain:
             await plain.upload("cu/plain.bin", blob)
-        assert "PresignUploadPart" not in methods(logged)
+        assert not {"PresignUploadPart", "PresignUploadParts"} & set(methods(logged))
 
         def sync_upload() -> int:
             with SyncClient(target) as client:
@@ -117,3 +118,38 @@ async def test_a_client_that_does_not_ask_and_the_sync_client(
 
         assert await asyncio.to_thread(sync_upload) == len(blob)
     assert methods(logged).count("CompleteDirectUpload") == 1
+
+
+async def test_parts_are_signed_in_batches_and_singly_by_an_older_server(
+    moto_endpoint: str,
+    bucket: str,
+    logged: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batches of PRESIGN_BATCH parts; a server that answers PresignUploadParts
+    with UNIMPLEMENTED (one built before it: simulated, as no such server
+    runs here) gets one PresignUploadPart per part, and the upload goes on."""
+    import grpc
+
+    from blobgate.client import direct_upload
+    from blobgate.server.rpc.handlers import StorageServicer
+
+    monkeypatch.setattr(direct_upload, "PRESIGN_BATCH", 3)
+    blob = payload(SIZE, seed=45)
+    settings = gateway_settings(moto_endpoint, bucket, direct_transfers=True)
+    async with running_gateway(settings) as (gw, _, _), Client(f"127.0.0.1:{gw.port}") as client:
+        assert (await client.upload("cu/batches.bin", blob)).size == len(blob)
+    assert methods(logged).count("PresignUploadParts") == 2  # parts 1-3, then 4
+
+    async def unimplemented(
+        self: object, request: object, context: grpc.aio.ServicerContext
+    ) -> None:  # type: ignore[type-arg]
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+
+    monkeypatch.setattr(StorageServicer, "PresignUploadParts", unimplemented)
+    logged.clear()
+    async with running_gateway(settings) as (gw, _, _), Client(f"127.0.0.1:{gw.port}") as client:
+        assert (await client.upload("cu/singly.bin", blob)).size == len(blob)
+        assert b"".join([c async for c in client.download("cu/singly.bin")]) == blob
+    seen = methods(logged)
+    assert seen.count("PresignUploadParts") == 1 and seen.count("PresignUploadPart") == 4
