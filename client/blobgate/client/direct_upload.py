@@ -1,27 +1,31 @@
 """Direct uploads from the client's side: a resumable upload whose parts go
 straight to S3 when the server offers it (StartResumableUploadRequest.direct).
 
-The client reads its source (bytes or a file: it can be read again) twice.
-A first pass, before the session starts, hashes it (sha256, in a worker
-thread, unless the spec declares it) and computes each part's CRC32C
-(~20 GB/s, no copy kept), for parts of ``GUESSED_PART_SIZE``: a session
-whose part_size differs takes a second CRC32C-only pass. The session's spec
-then declares the sha256, so the server stores it with the object at the
-commit and needs no record of it. The second pass cuts the same parts
-again, checks each against its first-pass CRC32C (a source that changed in
-between fails the upload) and PUTs it to S3, ``PARTS_IN_FLIGHT`` parts at
-once, through URLs pinning its CRC32C that the server signs in batches of
-up to ``PRESIGN_BATCH`` parts (PresignUploadParts), asked for just before
-they are needed: a URL that would expire within ``FRESH_SECONDS`` is
-signed again, in smaller batches from then on. A server without
+The client starts a direct session and reads its source (bytes or a file:
+it can be read again) twice. A first pass computes each part's CRC32C (for
+the session's part_size) and the whole object's (~10-20 GB/s, no copy
+kept). The second cuts the same parts again, checks each against its
+first-pass CRC32C (a source that changed in between fails the upload, and
+the session is cancelled), hashes it (sha256, in a worker thread, unless
+the spec declares it) and PUTs it to S3, ``PARTS_IN_FLIGHT`` parts at once,
+through URLs pinning its CRC32C that the server signs in batches of up to
+``PRESIGN_BATCH`` parts (PresignUploadParts), asked for just before they
+are needed: a URL that would expire within ``FRESH_SECONDS`` is signed
+again, in smaller batches from then on. A server without
 PresignUploadParts (UNIMPLEMENTED) gets one PresignUploadPart per part.
 Then the client commits with the whole object's size, CRC32C and sha256
 (CompleteDirectUpload): the server checks the parts S3 holds against the
-size and CRC32C, S3 the assembled object.
+size and CRC32C, S3 the assembled object, and the sha256 is recorded.
+
+The sha256 is not computed in the first pass, to be declared at the start
+(which would spare the gateway its sha256 record and a HEAD at the commit,
+~2 of its S3 requests): SHA-256 runs at ~1-2 GB/s, and hashing before the
+first PUT would put that time in front of the whole transfer, where
+hashing during it costs no time on a link slower than the hash.
 
 Fallback: the data goes through the gateway, in a proxied session whose
-spec declares the sha256, when the server answers a proxied session (the
-data then goes into that very session), or when S3 cannot be used from here (a
+spec declares the sha256 (hashed first, if it was not yet), when the server
+answers a proxied session, or when S3 cannot be used from here (a
 connection failure, a timeout, an HTTP error): the direct session is then
 cancelled, since a server does not let one session mix direct parts and
 proxied data. Part URLs are bearer credentials: never put in an error or a
@@ -55,9 +59,6 @@ log = logging.getLogger(__name__)
 PARTS_IN_FLIGHT = 4  # parts read ahead and PUT at once (memory: this many parts)
 PRESIGN_BATCH = 64  # parts signed per PresignUploadParts call, at most
 FRESH_SECONDS = 10.0  # a part URL is signed again once it has less than this left
-# The first pass cuts parts of this size (a server's default part_size) before
-# the session says its own; another size takes a second CRC32C-only pass.
-GUESSED_PART_SIZE = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -173,22 +174,16 @@ class DirectUpload:
         self.declined = False  # the server answered a proxied session
 
     async def run(self) -> ObjectInfo:
-        spec = self._spec
-        scan = await _scan(self._reread(0), GUESSED_PART_SIZE, sha256=not spec.expected.sha256)
-        if scan.size != spec.size:
-            raise ValueError(f"the source holds {scan.size} bytes, not the {spec.size} declared")
-        if scan.sha256 is not None:  # declared: the commit needs no record of it
-            spec = storage_pb2.UploadSpec()
-            spec.CopyFrom(self._spec)
-            spec.expected.sha256 = scan.sha256
-            self._spec = spec
-        request = storage_pb2.StartResumableUploadRequest(spec=spec, direct=True)
+        request = storage_pb2.StartResumableUploadRequest(spec=self._spec, direct=True)
         started = await self._unary("StartResumableUpload", request)
         if not started.direct:  # the server sends the data through itself
             self.declined = True
-            return await self._proxied(upload_id=started.upload_id)
+            if self._spec.expected.sha256:
+                return await self._proxied(upload_id=started.upload_id)
+            await self._cancel(started.upload_id)  # for one that declares the sha256
+            return await self._proxied()
         try:
-            return await self._direct(started.upload_id, int(started.part_size), scan)
+            return await self._direct(started.upload_id, int(started.part_size))
         except DirectUnavailable as exc:
             log.info("S3 cannot be used from here (%s): uploading through the gateway", exc)
             await self._cancel(started.upload_id)
@@ -209,14 +204,14 @@ class DirectUpload:
         )
         return await session.run(upload_id)
 
-    async def _direct(self, upload_id: str, part_size: int, scan: _Scan) -> ObjectInfo:
+    async def _direct(self, upload_id: str, part_size: int) -> ObjectInfo:
         total = self._spec.size
-        if scan.part_size != part_size:  # cut otherwise than guessed: the CRC32Cs again
-            scan = await _scan(self._reread(0), part_size, sha256=False)
-            if scan.size != total:
-                raise ValueError("the source changed during the upload")
+        scan = await _scan(self._reread(0), part_size)
+        if scan.size != total:
+            raise ValueError(f"the source holds {scan.size} bytes, not the {total} declared")
         sizes, crcs = scan.sizes, scan.crcs
         urls = _PartUrls(upload_id, sizes, crcs, self._unary)
+        digest = None if self._spec.expected.sha256 else hashlib.sha256()
         in_flight: set[asyncio.Task[None]] = set()
         try:
             number = 0
@@ -226,6 +221,8 @@ class DirectUpload:
                     raise ValueError("the source changed during the upload")
                 if crc32c.crc32c(part) != crcs[number - 1]:
                     raise ValueError("the source changed during the upload")
+                if digest is not None:  # hashlib lets go of the GIL: the PUTs go on
+                    await asyncio.to_thread(digest.update, part)
                 while len(in_flight) >= PARTS_IN_FLIGHT:
                     done, in_flight = await asyncio.wait(
                         in_flight, return_when=asyncio.FIRST_COMPLETED
@@ -242,7 +239,8 @@ class DirectUpload:
             for task in in_flight:
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
-        whole, sha256 = scan.crc32c, self._spec.expected.sha256
+        whole = scan.crc32c
+        sha256 = self._spec.expected.sha256 if digest is None else digest.digest()
         request = storage_pb2.CompleteDirectUploadRequest(
             upload_id=upload_id, size=total, crc32c=whole, sha256=sha256
         )
@@ -301,29 +299,23 @@ async def _sha256(chunks: AsyncIterator[bytes]) -> bytes:
 
 @dataclass(frozen=True)
 class _Scan:
-    """What a first pass learnt of the source: the size and CRC32C of each
-    part of ``part_size`` bytes (one empty part for no bytes), the whole
-    size and CRC32C, and the sha256 when asked for."""
+    """What the first pass learnt of the source: the size and CRC32C of each
+    part of ``part_size`` bytes (one empty part for no bytes), and the whole
+    size and CRC32C."""
 
-    part_size: int
     sizes: list[int]
     crcs: list[int]
     size: int
     crc32c: int
-    sha256: bytes | None
 
 
-async def _scan(chunks: AsyncIterator[bytes], part_size: int, *, sha256: bool) -> _Scan:
-    """Read ``chunks`` once, keeping none of them (see ``_Scan``); hashing
-    runs in a worker thread (hashlib lets go of the GIL)."""
+async def _scan(chunks: AsyncIterator[bytes], part_size: int) -> _Scan:
+    """Read ``chunks`` once, keeping none of them (see ``_Scan``)."""
     sizes: list[int] = []
     crcs: list[int] = []
-    digest = hashlib.sha256() if sha256 else None
     size = crc = whole = total = 0
     try:
         async for chunk in chunks:
-            if digest is not None:
-                await asyncio.to_thread(digest.update, chunk)
             whole = crc32c.crc32c(chunk, value=whole)
             total += len(chunk)
             view = memoryview(chunk)
@@ -343,7 +335,7 @@ async def _scan(chunks: AsyncIterator[bytes], part_size: int, *, sha256: bool) -
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()
-    return _Scan(part_size, sizes, crcs, total, whole, None if digest is None else digest.digest())
+    return _Scan(sizes, crcs, total, whole)
 
 
 async def _parts(chunks: AsyncIterator[bytes], part_size: int) -> AsyncIterator[bytes]:
