@@ -231,6 +231,8 @@ def _unsigned(url: str) -> tuple[str, str]:
         ("http://127.0.0.1:9000", "path"),
         ("https://s3.public.example", "virtual"),
         ("https://s3.public.example:8443/", "auto"),
+        ("http://[::1]:9000", "path"),
+        ("http://S3.Example.COM:80", "path"),  # a default port, upper case
         (None, "virtual"),  # AWS's own endpoint
     ],
 )

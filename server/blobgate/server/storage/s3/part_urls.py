@@ -10,7 +10,8 @@ SigV4 query signer (``S3SigV4QueryAuth``, from the signing client's request
 signer, with its current credentials) sign the same request with each other
 part's number and headers: the same URL botocore would make (endpoint,
 addressing style, the key's and upload id's encoding are the first URL's, as
-botocore wrote them), at about half the CPU. No crypto is done here.
+botocore wrote them; the Host header it signs is derived once, by botocore),
+at about a third of the CPU. No crypto is done here.
 
 A first URL that carries no SigV4 query signature (a client configured
 otherwise) falls back to ``generate_presigned_url`` for every part.
@@ -22,6 +23,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from botocore.auth import _host_from_url  # type: ignore[attr-defined]
 from botocore.awsrequest import AWSRequest
 
 from blobgate.server.storage.checksums import crc32c_to_s3
@@ -106,11 +108,16 @@ async def sign_parts(
         signature_version="s3v4-query",
         expires=expires_in,
     )
+    # The Host header the signer would derive from each URL (the same for
+    # all), derived once by botocore's own function.
+    host = _host_from_url(template.url(parts[0].number))
     for index, part in enumerate(parts[1:], start=1):
         if index % YIELD_EVERY == 0:
             await asyncio.sleep(0)
         request = AWSRequest(
-            method="PUT", url=template.url(part.number), headers=signed_headers(part)
+            method="PUT",
+            url=template.url(part.number),
+            headers={**signed_headers(part), "host": host},
         )
         auth.add_auth(request)
         urls.append(request.prepare().url)
