@@ -239,10 +239,12 @@ def _unsigned(url: str) -> tuple[str, str]:
 async def test_bulk_signing_makes_botocores_own_urls(endpoint: str | None, style: str) -> None:
     """Each URL is the one generate_presigned_url makes for that part
     (compared when both fall in the same second, so byte for byte, the
-    signature too), for odd keys and upload ids. No request is sent."""
+    signature too), for odd keys and upload ids, with a session token. No
+    request is sent."""
     session = aioboto3.Session(
         aws_access_key_id="AKIDEXAMPLE",
         aws_secret_access_key="secret+/key",
+        aws_session_token="session/token+==",  # temporary credentials: signed too
         region_name="eu-west-3",
     )
     config = AioConfig(signature_version="s3v4", s3={"addressing_style": style})
