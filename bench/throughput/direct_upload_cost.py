@@ -11,12 +11,18 @@ does), then, from this process:
   the sha256 (no sha256 record, no HEAD at the commit): the gateway's CPU
   per session, per call kind, and its S3 requests per session by operation
   (from its /metrics);
+- ``--big-sessions`` uploads of ``--big-parts`` parts as the Client makes
+  them: their commit's CPU over a one-part session's gives what each part
+  adds to the commit (ListParts lists it, CompleteMultipartUpload names it);
 - ``--parts`` part URLs of one session, signed by PresignUploadPart one a
   call, then by PresignUploadParts in batches of 64 (the Client's) and of
   1000 (the most a call takes): the gateway's CPU per part.
 
-Prints the model: gateway CPU per upload = fixed + parts x per-part, and
-what it gives in CPU-seconds per GiB for some sizes (8 MiB parts).
+The gateway runs with 5 MiB parts (S3's smallest), so that the parts PUT
+to moto are few bytes; no figure depends on the part size. Prints the
+model: gateway CPU per upload = fixed + calls x per-call + parts x
+per-part, and what it gives in CPU-seconds per GiB for some sizes with the
+default 8 MiB parts.
 
     python -m bench.throughput.direct_upload_cost [--sessions 200] [--parts 2000]
 """
@@ -40,7 +46,8 @@ from bench.common.services import gateway_channel, plan_services, services
 from blobgate.v1 import storage_pb2, storage_pb2_grpc
 
 pb = storage_pb2
-PART = 8 * MiB  # the gateway's default part_size
+PART = 5 * MiB  # the gateway's part_size here: S3's smallest
+DEFAULT_PART = 8 * MiB  # the gateway's default part_size, for the model
 BATCHES = (64, 1000)
 _COUNT = re.compile(r'^blobgate_s3_request_duration_seconds_count\{operation="(\w+)".*\} (\S+)$')
 
@@ -98,6 +105,38 @@ async def _sessions(stub: Any, pid: int, count: int, *, declared: bool) -> dict[
     return result
 
 
+async def _big_sessions(stub: Any, pid: int, count: int, parts: int) -> float:
+    """ms of gateway CPU per commit of a ``parts``-part upload (the Client's
+    calls; the PUTs and the start are not counted)."""
+    data = bytes(range(256)) * (PART // 256)
+    crc = crc32c.crc32c(data)
+    whole, size = 0, parts * PART
+    for _ in range(parts):
+        whole = crc32c.crc32c(data, value=whole)
+    spent = 0.0
+    for i in range(count):
+        spec = pb.UploadSpec(key=f"cost/big-{i}", size=size)
+        started = await stub.StartResumableUpload(
+            pb.StartResumableUploadRequest(spec=spec, direct=True)
+        )
+        specs = [pb.UploadPart(part_number=n, size=PART, crc32c=crc) for n in range(1, parts + 1)]
+        signed = await stub.PresignUploadParts(
+            pb.PresignUploadPartsRequest(upload_id=started.upload_id, parts=specs)
+        )
+        for url in signed.parts:
+            await asyncio.to_thread(_put, url.url, dict(url.headers), data)
+        await asyncio.sleep(0.2)  # the PUTs' tail
+        sha = hashlib.sha256(data * parts).digest()
+        mark = cpu_seconds(pid)
+        await stub.CompleteDirectUpload(
+            pb.CompleteDirectUploadRequest(
+                upload_id=started.upload_id, size=size, crc32c=whole, sha256=sha
+            )
+        )
+        spent += cpu_seconds(pid) - mark
+    return spent * 1000 / count
+
+
 async def _per_part(stub: Any, pid: int, parts: int) -> dict[str, float]:
     """ms of gateway CPU per part URL, one a call and in batches."""
     spec = pb.UploadSpec(key="cost/parts", size=parts * PART)
@@ -126,7 +165,7 @@ async def _per_part(stub: Any, pid: int, parts: int) -> dict[str, float]:
     return result
 
 
-async def run(sessions: int, parts: int) -> None:
+async def run(sessions: int, parts: int, big_sessions: int, big_parts: int) -> None:
     plan = plan_services(
         bucket="blobgate-bench",
         settings=["--part-size", str(PART), "--log-level", "WARNING", "--direct-transfers"],
@@ -146,6 +185,7 @@ async def run(sessions: int, parts: int) -> None:
         declared = await _sessions(stub, pid, sessions, declared=True)
         after = _s3_requests(plan.metrics_url)
         per_part = await _per_part(stub, pid, parts)
+        big_commit = await _big_sessions(stub, pid, big_sessions, big_parts)
     print()
     title = f"gateway CPU, {sessions} one-part sessions"
     print(*head(title, "ms a session", "sha256 in the spec", align="lrr"), sep="\n")
@@ -162,23 +202,29 @@ async def run(sessions: int, parts: int) -> None:
     print(*head(f"gateway CPU, {parts} part URLs", "ms a part", align="lr"), sep="\n")
     for name, ms in per_part.items():
         print(row(name, f"{ms:.3f}"))
+    commit_part = max(0.0, (big_commit - fixed["CompleteDirectUpload"]) / (big_parts - 1))
+    print()
+    print(f"commit of a {big_parts}-part upload: {big_commit:.2f} ms ({big_sessions} uploads), "
+          f"so {commit_part:.3f} ms a part at the commit")  # fmt: skip
     base = fixed["session"] - fixed["PresignUploadParts"]
     call = fixed["PresignUploadParts"]  # a call for one part
     widest = BATCHES[-1]
-    part = max(
+    sign = max(
         0.0, (per_part[f"PresignUploadParts, {widest} a call"] * widest - call) / (widest - 1)
     )
+    part = sign + commit_part
     print()
     print(
-        f"model: {base:.1f} ms a session (start, commit) + {call:.2f} ms a PresignUploadParts "
-        f"call + {part:.3f} ms a further part in it; the Client's uploads (batches of "
-        f"{BATCHES[0]}, the sha256 declared at the commit):"
+        f"model: {base:.1f} ms a session (start, commit of one part) + {call:.2f} ms a "
+        f"PresignUploadParts call + {part:.3f} ms a further part ({sign:.3f} signing it, "
+        f"{commit_part:.3f} at the commit); the Client's uploads (batches of {BATCHES[0]}, "
+        "the sha256 declared at the commit), 8 MiB parts:"
     )
-    print(*head("object (8 MiB parts)", "gateway ms", "CPU-s/GiB", align="lrr"), sep="\n")
+    print(*head("object", "gateway ms", "CPU-s/GiB", align="lrr"), sep="\n")
     for mib in (128, 1024, 10240):
-        count = mib * MiB // PART
+        count = mib * MiB // DEFAULT_PART
         calls = -(-count // BATCHES[0])
-        ms = base + calls * call + (count - calls) * part
+        ms = base + calls * call + (count - calls) * sign + (count - 1) * commit_part
         print(row(f"{mib} MiB", f"{ms:.1f}", f"{ms / 1000 / (mib / 1024):.3f}"))
 
 
@@ -186,8 +232,16 @@ def main() -> None:
     parser = bench_parser("bench.throughput.direct_upload_cost", __doc__)
     parser.add_argument("--sessions", type=int, default=200, help="one-part sessions (default 200)")
     parser.add_argument("--parts", type=int, default=2000, help="part URLs signed (default 2000)")
+    parser.add_argument(
+        "--big-sessions", type=int, default=4, help="many-part uploads committed (default 4)"
+    )
+    parser.add_argument(
+        "--big-parts", type=int, default=32, help="parts of each (default 32, of 5 MiB)"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.sessions, args.parts))
+    if args.big_parts < 2:
+        parser.error("--big-parts must be at least 2")
+    asyncio.run(run(args.sessions, args.parts, args.big_sessions, args.big_parts))
 
 
 if __name__ == "__main__":
