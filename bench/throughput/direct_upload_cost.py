@@ -228,7 +228,7 @@ async def run(sessions: int, parts: int, big_sessions: int, big_parts: int) -> N
         print(row(f"{mib} MiB", f"{ms:.1f}", f"{ms / 1000 / (mib / 1024):.3f}"))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = bench_parser("bench.throughput.direct_upload_cost", __doc__)
     parser.add_argument("--sessions", type=int, default=200, help="one-part sessions (default 200)")
     parser.add_argument("--parts", type=int, default=2000, help="part URLs signed (default 2000)")
@@ -238,11 +238,12 @@ def main() -> None:
     parser.add_argument(
         "--big-parts", type=int, default=32, help="parts of each (default 32, of 5 MiB)"
     )
-    args = parser.parse_args()
-    if args.big_parts < 2:
-        parser.error("--big-parts must be at least 2")
+    args = parser.parse_args(argv)
+    if args.sessions < 1 or args.parts < 1 or args.big_sessions < 1 or args.big_parts < 2:
+        parser.error("--sessions, --parts and --big-sessions take 1 or more, --big-parts 2 or more")
     asyncio.run(run(args.sessions, args.parts, args.big_sessions, args.big_parts))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
