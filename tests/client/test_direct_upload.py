@@ -158,13 +158,16 @@ async def test_parts_are_signed_in_batches_and_singly_by_an_older_server(
 async def test_a_source_that_changes_between_the_passes_fails_the_upload(
     moto_endpoint: str, bucket: str, logged: pytest.LogCaptureFixture
 ) -> None:
-    """Six parts: the last is read after the first PUT ended (PARTS_IN_FLIGHT
-    parts at once); changed by then, it no longer has the CRC32C of the
+    """Seven parts: the client reads at most PARTS_IN_FLIGHT + 1 parts (and
+    the source's next chunk) before the first PUT ends, so the last part is
+    read after that; changed by then, it no longer has the CRC32C of the
     first pass. No object, and the session is cancelled."""
-    source = bytearray(payload(SIZE + 2 * 5 * MiB, seed=46))
+    source = bytearray(payload(SIZE + 3 * 5 * MiB, seed=46))
+
+    original = source[-1]
 
     def change(sent: int, total: int) -> None:
-        source[-1] ^= 1
+        source[-1] = original ^ 1  # once changed, it stays so
 
     settings = gateway_settings(moto_endpoint, bucket, direct_transfers=True)
     async with running_gateway(settings) as (gw, _, _), Client(f"127.0.0.1:{gw.port}") as client:
@@ -174,3 +177,18 @@ async def test_a_source_that_changes_between_the_passes_fails_the_upload(
     seen = calls(logged)
     assert ("CancelResumableUpload", "OK", 0) in seen
     assert "CompleteDirectUpload" not in methods(logged)
+
+
+async def test_urls_that_live_a_second_are_signed_again_as_needed(
+    moto_endpoint: str, bucket: str, logged: pytest.LogCaptureFixture
+) -> None:
+    """A server whose part URLs live one second: the client uses each while
+    it has most of that second left, signs again past it, and the upload
+    goes through with at most one call a part."""
+    blob = payload(SIZE, seed=47)
+    settings = gateway_settings(moto_endpoint, bucket, direct_transfers=True, direct_url_lifetime=1)
+    async with running_gateway(settings) as (gw, _, _), Client(f"127.0.0.1:{gw.port}") as client:
+        assert (await client.upload("cu/short-lived.bin", blob)).size == len(blob)
+        assert b"".join([c async for c in client.download("cu/short-lived.bin")]) == blob
+    seen = methods(logged)
+    assert 1 <= seen.count("PresignUploadParts") <= 4 and "Upload" not in seen

@@ -58,14 +58,16 @@ log = logging.getLogger(__name__)
 
 PARTS_IN_FLIGHT = 4  # parts read ahead and PUT at once (memory: this many parts)
 PRESIGN_BATCH = 64  # parts signed per PresignUploadParts call, at most
-FRESH_SECONDS = 10.0  # a part URL is signed again once it has less than this left
+# A part URL is signed again once it has less than this left (or less than a
+# quarter of its lifetime, if that is shorter).
+FRESH_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
 class _SignedPart:
     url: str
     headers: dict[str, str]
-    expires_at: datetime
+    fresh_until: datetime  # signed again past this
 
 
 class _PartUrls:
@@ -90,8 +92,7 @@ class _PartUrls:
 
     def _fresh(self, number: int) -> _SignedPart | None:
         signed = self._signed.get(number)
-        margin = timedelta(seconds=FRESH_SECONDS)
-        if signed is None or signed.expires_at - datetime.now(UTC) < margin:
+        if signed is None or datetime.now(UTC) > signed.fresh_until:
             return None
         return signed
 
@@ -143,10 +144,14 @@ class _PartUrls:
 
 
 def _signed_part(answer: Any) -> _SignedPart:
+    """A part URL from the server's answer: fresh until FRESH_SECONDS before
+    it expires, or a quarter of its lifetime before, if that is shorter (a
+    server whose URLs live only seconds)."""
+    expires_at = answer.expires_at.ToDatetime(tzinfo=UTC)
+    lifetime = max(timedelta(0), expires_at - datetime.now(UTC))
+    margin = min(timedelta(seconds=FRESH_SECONDS), lifetime / 4)
     return _SignedPart(
-        url=answer.url,
-        headers=dict(answer.headers),
-        expires_at=answer.expires_at.ToDatetime(tzinfo=UTC),
+        url=answer.url, headers=dict(answer.headers), fresh_until=expires_at - margin
     )
 
 
