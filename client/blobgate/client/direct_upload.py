@@ -10,8 +10,8 @@ the session is cancelled), hashes it (sha256, in a worker thread, unless
 the spec declares it) and PUTs it to S3, ``PARTS_IN_FLIGHT`` parts at once,
 through URLs pinning its CRC32C that the server signs in batches of up to
 ``PRESIGN_BATCH`` parts (PresignUploadParts), asked for just before they
-are needed: a URL that would expire within ``FRESH_SECONDS`` is signed
-again, in smaller batches from then on. A server without
+are needed: a URL that would expire within ``FRESH_SECONDS`` (or a
+quarter of its lifetime) is signed again, in smaller batches from then on. A server without
 PresignUploadParts (UNIMPLEMENTED) gets one PresignUploadPart per part.
 Then the client commits with the whole object's size, CRC32C and sha256
 (CompleteDirectUpload): the server checks the parts S3 holds against the
