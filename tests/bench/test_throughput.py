@@ -3,7 +3,8 @@
 (asyncio's loop and uvloop) on a real moto server process. Every byte is
 checked by the benchmark itself; here, that it ran clean and printed every
 table, with the S3 requests it counted. And the client-only download
-benchmark (python -m bench.client_download), tiny."""
+benchmark (python -m bench.client_download) and the direct uploads' cost
+model (python -m bench.throughput.direct_upload_cost), tiny."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import re
 import pytest
 
 from bench import client_download
+from bench.throughput import direct_upload_cost
 from bench.throughput.main import main
 
 
@@ -63,3 +65,24 @@ def test_tiny_client_download_run_prints_each_way(capsys: pytest.CaptureFixture[
     )
     for way in ways:
         assert re.search(rf"^\| {re.escape(way)} \| [\d.]+ \| \d+ \| [\d.]+ \|$", out, re.M), way
+
+
+def test_tiny_direct_upload_cost_run_prints_the_model(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--sessions", "3", "--parts", "8", "--big-sessions", "1", "--big-parts", "2"]
+    assert direct_upload_cost.main(argv) == 0
+    out = capsys.readouterr().out
+    # The S3 requests of a session, without and with the sha256 in the spec.
+    for operation, plain, declared in (
+        ("CreateMultipartUpload", 1, 1),
+        ("ListParts", 1, 1),
+        ("CompleteMultipartUpload", 1, 1),
+        ("HeadObject", 1, 0),
+        ("PutObject", 2, 1),
+        ("DeleteObject", 1, 1),
+    ):
+        assert f"| {operation} | {plain}.00 | {declared}.00 |" in out, operation
+    for calls in ("PresignUploadPart, one a call", "PresignUploadParts, 64 a call"):
+        assert re.search(rf"^\| {calls} \| \d+\.\d+ \|$", out, re.M), calls
+    assert re.search(r"^model: [\d.]+ ms a session", out, re.M)
+    for size in ("128 MiB", "1024 MiB", "10240 MiB"):
+        assert re.search(rf"^\| {size} \| [\d.]+ \| [\d.]+ \|$", out, re.M), size

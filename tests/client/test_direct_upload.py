@@ -56,7 +56,8 @@ async def test_a_large_upload_goes_straight_to_s3(
     assert info.crc32c == crc32c.crc32c(blob)
     seen = methods(logged)
     assert "Upload" not in seen  # no byte went through the gateway
-    assert seen.count("PresignUploadPart") == 2 * 4
+    # Each upload's 4 parts are signed in one call.
+    assert seen.count("PresignUploadParts") == 2 and "PresignUploadPart" not in seen
     assert seen.count("CompleteDirectUpload") == 2
     assert all(received == 0 for _, _, received in calls(logged))
 
@@ -109,7 +110,7 @@ async def test_a_client_that_does_not_ask_and_the_sync_client(
         target = f"127.0.0.1:{gw.port}"
         async with Client(target, direct_uploads=False) as plain:
             await plain.upload("cu/plain.bin", blob)
-        assert "PresignUploadPart" not in methods(logged)
+        assert not {"PresignUploadPart", "PresignUploadParts"} & set(methods(logged))
 
         def sync_upload() -> int:
             with SyncClient(target) as client:
@@ -117,3 +118,77 @@ async def test_a_client_that_does_not_ask_and_the_sync_client(
 
         assert await asyncio.to_thread(sync_upload) == len(blob)
     assert methods(logged).count("CompleteDirectUpload") == 1
+
+
+async def test_parts_are_signed_in_batches_and_singly_by_an_older_server(
+    moto_endpoint: str,
+    bucket: str,
+    logged: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batches of PRESIGN_BATCH parts; a server that answers PresignUploadParts
+    with UNIMPLEMENTED (one built before it: simulated, as no such server
+    runs here) gets one PresignUploadPart per part, and the upload goes on."""
+    import grpc
+
+    from blobgate.client import direct_upload
+    from blobgate.server.rpc.handlers import StorageServicer
+
+    monkeypatch.setattr(direct_upload, "PRESIGN_BATCH", 3)
+    blob = payload(SIZE, seed=45)
+    settings = gateway_settings(moto_endpoint, bucket, direct_transfers=True)
+    async with running_gateway(settings) as (gw, _, _), Client(f"127.0.0.1:{gw.port}") as client:
+        assert (await client.upload("cu/batches.bin", blob)).size == len(blob)
+    assert methods(logged).count("PresignUploadParts") == 2  # parts 1-3, then 4
+
+    async def unimplemented(
+        self: object, request: object, context: grpc.aio.ServicerContext
+    ) -> None:  # type: ignore[type-arg]
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+
+    monkeypatch.setattr(StorageServicer, "PresignUploadParts", unimplemented)
+    logged.clear()
+    async with running_gateway(settings) as (gw, _, _), Client(f"127.0.0.1:{gw.port}") as client:
+        assert (await client.upload("cu/singly.bin", blob)).size == len(blob)
+        assert b"".join([c async for c in client.download("cu/singly.bin")]) == blob
+    seen = methods(logged)
+    assert seen.count("PresignUploadParts") == 1 and seen.count("PresignUploadPart") == 4
+
+
+async def test_a_source_that_changes_between_the_passes_fails_the_upload(
+    moto_endpoint: str, bucket: str, logged: pytest.LogCaptureFixture
+) -> None:
+    """Seven parts: the client reads at most PARTS_IN_FLIGHT + 1 parts (and
+    the source's next chunk) before the first PUT ends, so the last part is
+    read after that; changed by then, it no longer has the CRC32C of the
+    first pass. No object, and the session is cancelled."""
+    source = bytearray(payload(SIZE + 3 * 5 * MiB, seed=46))
+
+    original = source[-1]
+
+    def change(sent: int, total: int) -> None:
+        source[-1] = original ^ 1  # once changed, it stays so
+
+    settings = gateway_settings(moto_endpoint, bucket, direct_transfers=True)
+    async with running_gateway(settings) as (gw, _, _), Client(f"127.0.0.1:{gw.port}") as client:
+        with pytest.raises(ValueError, match="the source changed during the upload"):
+            await client.upload("cu/changed.bin", source, progress=change)
+        assert not [info async for info in client.list("cu/")]
+    seen = calls(logged)
+    assert ("CancelResumableUpload", "OK", 0) in seen
+    assert "CompleteDirectUpload" not in methods(logged)
+
+
+async def test_urls_that_live_a_second_are_signed_again_as_needed(
+    moto_endpoint: str, bucket: str, logged: pytest.LogCaptureFixture
+) -> None:
+    """A server whose part URLs live one second: the client uses each while
+    it has most of that second left, signs again past it, and the upload
+    goes through with at most one call a part."""
+    blob = payload(SIZE, seed=47)
+    settings = gateway_settings(moto_endpoint, bucket, direct_transfers=True, direct_url_lifetime=1)
+    async with running_gateway(settings) as (gw, _, _), Client(f"127.0.0.1:{gw.port}") as client:
+        assert (await client.upload("cu/short-lived.bin", blob)).size == len(blob)
+        assert b"".join([c async for c in client.download("cu/short-lived.bin")]) == blob
+    seen = methods(logged)
+    assert 1 <= seen.count("PresignUploadParts") <= 4 and "Upload" not in seen

@@ -512,7 +512,8 @@ async function tagsAndClass(client, key) {
 
 // Direct uploads by name, on a server without direct transfers: a session
 // asked to be direct is a proxied one (direct false), the two direct calls on
-// it are refused with FAILED_PRECONDITION, and it is cancelled.
+// it are refused with FAILED_PRECONDITION (PresignUploadParts too), and it is
+// cancelled.
 async function directUploadCalls(client, prefix) {
   const started = await unary(client, 'StartResumableUpload', {
     spec: { key: `${prefix}direct.bin`, size: 6 * MiB },
@@ -525,13 +526,24 @@ async function directUploadCalls(client, prefix) {
     grpc.status.FAILED_PRECONDITION,
     'PresignUploadPart(proxied session)',
   );
+  const presignMany = await expectError(
+    unary(client, 'PresignUploadParts', {
+      upload_id: uploadId,
+      parts: [
+        { part_number: 1, size: 5 * MiB, crc32c: 1 },
+        { part_number: 2, size: MiB, crc32c: 2 },
+      ],
+    }),
+    grpc.status.FAILED_PRECONDITION,
+    'PresignUploadParts(proxied session)',
+  );
   const complete = await expectError(
     unary(client, 'CompleteDirectUpload', { upload_id: uploadId, size: 6 * MiB, crc32c: 1 }),
     grpc.status.FAILED_PRECONDITION,
     'CompleteDirectUpload(proxied session)',
   );
   await unary(client, 'CancelResumableUpload', { upload_id: uploadId });
-  return { direct: started.direct, presign, complete };
+  return { direct: started.direct, presign, presignMany, complete };
 }
 
 main().then(

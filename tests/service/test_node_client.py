@@ -197,6 +197,7 @@ async def check_round_trip(
     direct = result["direct_upload"]  # direct transfers are off on this gateway
     assert direct["direct"] is False
     assert direct["presign"]["name"] == direct["complete"]["name"] == "FAILED_PRECONDITION"
+    assert direct["presignMany"]["name"] == "FAILED_PRECONDITION"
     listing = await s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
     assert sorted(o["Key"] for o in listing["Contents"]) == sorted(
         [*result["list"]["keys"], session["key"], copies["replaced"]]

@@ -88,6 +88,11 @@ class StorageServiceStub:
                 request_serializer=blobgate_dot_v1_dot_storage__pb2.PresignUploadPartRequest.SerializeToString,
                 response_deserializer=blobgate_dot_v1_dot_storage__pb2.PresignUploadPartResponse.FromString,
                 _registered_method=True)
+        self.PresignUploadParts = channel.unary_unary(
+                '/blobgate.v1.StorageService/PresignUploadParts',
+                request_serializer=blobgate_dot_v1_dot_storage__pb2.PresignUploadPartsRequest.SerializeToString,
+                response_deserializer=blobgate_dot_v1_dot_storage__pb2.PresignUploadPartsResponse.FromString,
+                _registered_method=True)
         self.CompleteDirectUpload = channel.unary_unary(
                 '/blobgate.v1.StorageService/CompleteDirectUpload',
                 request_serializer=blobgate_dot_v1_dot_storage__pb2.CompleteDirectUploadRequest.SerializeToString,
@@ -210,6 +215,17 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PresignUploadParts(self, request, context):
+        """PresignUploadParts is PresignUploadPart for up to 1000 parts of one
+        direct session in one call, each checked and signed as PresignUploadPart
+        does it: one part the session's layout does not allow fails the whole
+        call (INVALID_ARGUMENT, naming the part), as do no parts or more than
+        1000. The answer has one entry per requested part, in the same order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CompleteDirectUpload(self, request, context):
         """CompleteDirectUpload commits a direct session from the parts S3 holds:
         they must be contiguous from part 1, part_size each but the last, and
@@ -301,6 +317,11 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.PresignUploadPart,
                     request_deserializer=blobgate_dot_v1_dot_storage__pb2.PresignUploadPartRequest.FromString,
                     response_serializer=blobgate_dot_v1_dot_storage__pb2.PresignUploadPartResponse.SerializeToString,
+            ),
+            'PresignUploadParts': grpc.unary_unary_rpc_method_handler(
+                    servicer.PresignUploadParts,
+                    request_deserializer=blobgate_dot_v1_dot_storage__pb2.PresignUploadPartsRequest.FromString,
+                    response_serializer=blobgate_dot_v1_dot_storage__pb2.PresignUploadPartsResponse.SerializeToString,
             ),
             'CompleteDirectUpload': grpc.unary_unary_rpc_method_handler(
                     servicer.CompleteDirectUpload,
@@ -597,6 +618,33 @@ class StorageService:
             '/blobgate.v1.StorageService/PresignUploadPart',
             blobgate_dot_v1_dot_storage__pb2.PresignUploadPartRequest.SerializeToString,
             blobgate_dot_v1_dot_storage__pb2.PresignUploadPartResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PresignUploadParts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blobgate.v1.StorageService/PresignUploadParts',
+            blobgate_dot_v1_dot_storage__pb2.PresignUploadPartsRequest.SerializeToString,
+            blobgate_dot_v1_dot_storage__pb2.PresignUploadPartsResponse.FromString,
             options,
             channel_credentials,
             insecure,

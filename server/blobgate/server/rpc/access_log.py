@@ -72,6 +72,7 @@ class CallRecord:
     # the URL expires (ISO 8601). The URL itself is never recorded.
     direct: bool = False
     direct_bytes: int = 0
+    direct_parts: int = 0  # parts a direct upload's call signed URLs for
     direct_expires_at: str = ""
     version_id: str = ""  # the version the request names (Copy: its source's)
     caller_request_id: str = ""  # the id the caller proposed, sanitized; "" if none
@@ -209,6 +210,8 @@ class AccessLogInterceptor(MethodInterceptor):
         if record.direct:
             fields["direct"] = True
             fields["direct_bytes"] = record.direct_bytes
+            if record.direct_parts:
+                fields["direct_parts"] = record.direct_parts
         if record.version_id:  # only where a request names one
             fields["version_id"] = capped(record.version_id)
         if record.caller_request_id:

@@ -48,6 +48,7 @@ ACTIONS: dict[str, str] = {
     "StartResumableUpload": "write",
     "CancelResumableUpload": "write",
     "PresignUploadPart": "write",
+    "PresignUploadParts": "write",
     "CompleteDirectUpload": "write",
     "Delete": "delete",
     "BatchDelete": "delete",
@@ -134,12 +135,17 @@ def _direct_upload(request: Any, response: Any, fields: dict[str, Any]) -> None:
         fields["part_number"] = request.part_number
         if record.direct_expires_at:
             fields["expires_at"] = record.direct_expires_at
+    elif isinstance(request, pb.PresignUploadPartsRequest):
+        fields["parts"] = len(request.parts)
+        if record.direct_expires_at:
+            fields["expires_at"] = record.direct_expires_at
     elif record.version_id:
         fields["version_id"] = record.version_id
 
 
 _DETAILS: dict[str, Details] = {
     "PresignUploadPart": _direct_upload,
+    "PresignUploadParts": _direct_upload,
     "CompleteDirectUpload": _direct_upload,
     "Download": _download,
     "Upload": _upload,

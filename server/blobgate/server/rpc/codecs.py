@@ -156,6 +156,11 @@ def add_to_server(
             _parser(pb.PresignUploadPartRequest),
             pb.PresignUploadPartResponse.SerializeToString,
         ),
+        "PresignUploadParts": grpc.unary_unary_rpc_method_handler(
+            servicer.PresignUploadParts,
+            _parser(pb.PresignUploadPartsRequest),
+            pb.PresignUploadPartsResponse.SerializeToString,
+        ),
         "CompleteDirectUpload": grpc.unary_unary_rpc_method_handler(
             servicer.CompleteDirectUpload,
             _parser(pb.CompleteDirectUploadRequest),

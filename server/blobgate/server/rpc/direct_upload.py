@@ -1,8 +1,8 @@
-"""Direct uploads: PresignUploadPart and CompleteDirectUpload on a direct
-session (StartResumableUploadRequest.direct, on a server with
-``direct_transfers`` on).
+"""Direct uploads: PresignUploadPart, PresignUploadParts and
+CompleteDirectUpload on a direct session (StartResumableUploadRequest.direct,
+on a server with ``direct_transfers`` on).
 
-Both calls open the session first, through the store decorators: the
+Every call opens the session first, through the store decorators: the
 authorization layer makes another principal's session NotFound and checks
 the write right on its key again, the quota layer frees the session's slot
 when the commit ends it, the metrics count it. The object size limit
@@ -24,12 +24,13 @@ from blobgate.v1 import storage_pb2
 
 pb = storage_pb2
 OFF = "this server does not offer direct transfers: send the data with Upload"
+MAX_PARTS_PER_CALL = 1000  # PresignUploadParts
 
 
 class DirectUploads:
     """Answers the direct session calls over ``sessions``; part URLs are
     valid for ``lifetime`` seconds; ``enabled``: the direct_transfers
-    setting (off: both calls are FAILED_PRECONDITION)."""
+    setting (off: every call is FAILED_PRECONDITION)."""
 
     def __init__(
         self,
@@ -55,11 +56,8 @@ class DirectUploads:
         record.direct = True
         return session
 
-    async def presign(
-        self, request: storage_pb2.PresignUploadPartRequest, record: CallRecord
-    ) -> storage_pb2.PresignUploadPartResponse:
-        session = await self._open(request.upload_id, record)
-        part = PartSpec(number=request.part_number, size=request.size, crc32c=request.crc32c)
+    def _check_end(self, session: Session, part: PartSpec) -> None:
+        """ResourceExhausted when ``part`` ends past the object size limit."""
         if part.number >= 1 and part.size >= 0:
             end = (part.number - 1) * session.part_size + part.size
             if end > self._max_size:
@@ -67,13 +65,48 @@ class DirectUploads:
                     f"part {part.number} ends at byte {end}, over the server's limit "
                     f"of {self._max_size} bytes"
                 )
+
+    async def presign(
+        self, request: storage_pb2.PresignUploadPartRequest, record: CallRecord
+    ) -> storage_pb2.PresignUploadPartResponse:
+        session = await self._open(request.upload_id, record)
+        part = PartSpec(number=request.part_number, size=request.size, crc32c=request.crc32c)
+        self._check_end(session, part)
         signed = await self._sessions.presign_part(session, part, self._lifetime)
         record.direct_bytes = part.size
+        record.direct_parts = 1
         record.direct_expires_at = signed.expires_at.isoformat(timespec="seconds")
         response = pb.PresignUploadPartResponse(
             url=signed.request.url, headers=signed.request.headers
         )
         response.expires_at.FromDatetime(signed.expires_at)
+        return response
+
+    async def presign_many(
+        self, request: storage_pb2.PresignUploadPartsRequest, record: CallRecord
+    ) -> storage_pb2.PresignUploadPartsResponse:
+        count = len(request.parts)
+        if not 1 <= count <= MAX_PARTS_PER_CALL:
+            raise InvalidArgument(
+                f"a PresignUploadParts call signs 1 to {MAX_PARTS_PER_CALL} parts, got {count}: "
+                "split the parts over several calls"
+            )
+        session = await self._open(request.upload_id, record)
+        parts = [
+            PartSpec(number=p.part_number, size=p.size, crc32c=p.crc32c) for p in request.parts
+        ]
+        for part in parts:
+            self._check_end(session, part)
+        signed = await self._sessions.presign_parts(session, parts, self._lifetime)
+        record.direct_bytes = sum(part.size for part in parts)
+        record.direct_parts = count
+        record.direct_expires_at = min(s.expires_at for s in signed).isoformat(timespec="seconds")
+        response = pb.PresignUploadPartsResponse()
+        for part, one in zip(parts, signed, strict=True):
+            entry = response.parts.add(
+                part_number=part.number, url=one.request.url, headers=one.request.headers
+            )
+            entry.expires_at.FromDatetime(one.expires_at)
         return response
 
     async def complete(
@@ -95,4 +128,4 @@ class DirectUploads:
         return pb.CompleteDirectUploadResponse(object=object_message(info))
 
 
-__all__ = ["DirectUploads"]
+__all__ = ["MAX_PARTS_PER_CALL", "DirectUploads"]

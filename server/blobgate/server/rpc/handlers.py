@@ -188,6 +188,11 @@ class StorageServicer(storage_pb2_grpc.StorageServiceServicer):
     ) -> storage_pb2.PresignUploadPartResponse:
         return await self._direct_uploads.presign(request, call_record())
 
+    async def PresignUploadParts(
+        self, request: storage_pb2.PresignUploadPartsRequest, context: Context
+    ) -> storage_pb2.PresignUploadPartsResponse:
+        return await self._direct_uploads.presign_many(request, call_record())
+
     async def CompleteDirectUpload(
         self, request: storage_pb2.CompleteDirectUploadRequest, context: Context
     ) -> storage_pb2.CompleteDirectUploadResponse:

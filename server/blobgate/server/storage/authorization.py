@@ -252,6 +252,11 @@ class AuthorizedSessions(SessionStoreDecorator):
     async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
         return await self._inner.presign_part(self._owned(session), part, expires_in)
 
+    async def presign_parts(
+        self, session: Session, parts: Sequence[PartSpec], expires_in: int
+    ) -> list[DirectPart]:
+        return await self._inner.presign_parts(self._owned(session), parts, expires_in)
+
     async def complete_direct(
         self, session: Session, size: int, sums: ContentChecksums
     ) -> StoredObject:

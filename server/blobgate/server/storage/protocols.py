@@ -289,6 +289,13 @@ class SessionStore(Protocol):
         for a part the session's layout does not allow."""
         ...
 
+    async def presign_parts(
+        self, session: Session, parts: Sequence[PartSpec], expires_in: int
+    ) -> list[DirectPart]:
+        """``presign_part`` for each of ``parts``, in order; a part the
+        layout does not allow fails the whole call (nothing is signed)."""
+        ...
+
     async def complete_direct(
         self, session: Session, size: int, sums: ContentChecksums
     ) -> StoredObject:

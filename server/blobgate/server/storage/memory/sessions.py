@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Sequence
 from datetime import timedelta
 
 from blobgate.server.core.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -140,6 +140,12 @@ class MemorySessions:
 
     # The memory store offers no direct sessions (it has no URLs to sign).
     async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
+        self._record(session.bucket, session.session_id)
+        raise FailedPrecondition(NOT_DIRECT)
+
+    async def presign_parts(
+        self, session: Session, parts: Sequence[PartSpec], expires_in: int
+    ) -> list[DirectPart]:
         self._record(session.bucket, session.session_id)
         raise FailedPrecondition(NOT_DIRECT)
 

@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import aioboto3
 from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
 
 from blobgate.server.core.errors import NotFound
+from blobgate.server.storage.s3 import timestamps
 from blobgate.server.storage.s3.conditional_delete import ConditionalDeletes
 from blobgate.server.storage.s3.config import S3Config
 from blobgate.server.storage.s3.connection_shares import ConnectionShares
@@ -100,7 +102,9 @@ class S3Connection:
         return client
 
     async def start(self) -> None:
-        session = aioboto3.Session(**self._credentials)
+        botocore_session = AioSession()
+        timestamps.use_for(botocore_session)  # S3's dates without dateutil
+        session = aioboto3.Session(botocore_session=botocore_session, **self._credentials)
         c = self.config
         self._client = await self._open(session, c.endpoint, c.control_connections)
         self._transfers = await self._open(

@@ -1,5 +1,5 @@
 """The SessionStore calls of a direct session on S3 (``progress``,
-``presign_part``, ``complete_direct``), as a base of ``S3Sessions``: they
+``presign_part``, ``presign_parts``, ``complete_direct``), as a base of ``S3Sessions``: they
 read the session's record, check that it is direct, and hand over to
 ``direct_upload``. A commit that can never succeed ends the session, as a
 proxied one's does; parts still missing leave it open.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from blobgate.server.core.errors import FailedPrecondition, InvalidArgument, NotFound, UploadGone
@@ -34,7 +35,7 @@ from blobgate.server.storage.s3.direct_upload import (
     commit_direct,
     list_all_parts,
     persisted,
-    presign_part,
+    presign_parts,
 )
 
 if TYPE_CHECKING:
@@ -107,10 +108,16 @@ class DirectSessionCalls:
         return persisted(parts, checkpoint.part_size)
 
     async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
+        return (await self.presign_parts(session, [part], expires_in))[0]
+
+    async def presign_parts(
+        self, session: Session, parts: Sequence[PartSpec], expires_in: int
+    ) -> list[DirectPart]:
         checkpoint = await self._direct(session)
-        check_part(checkpoint, part)
-        return await presign_part(
-            self._connection, session.spec.ref, checkpoint.upload_id, part, expires_in
+        for part in parts:  # every part first: one the layout refuses signs none
+            check_part(checkpoint, part)
+        return await presign_parts(
+            self._connection, session.spec.ref, checkpoint.upload_id, list(parts), expires_in
         )
 
     async def complete_direct(

@@ -4,11 +4,12 @@ The session is a resumable one (``sessions``: a multipart upload created
 with S3's full-object CRC32C, and its record under ``.blobgate/uploads/``),
 marked direct in its record. The gateway never sees the bytes:
 
-- ``presign_part`` checks the part against the session's layout (part_size
-  each but the last; the declared size, when there is one) and signs an
-  UploadPart for the public endpoint whose signed headers carry the part's
-  CRC32C (``x-amz-checksum-crc32c``) and length, so S3 refuses a part whose
-  bytes differ from what was declared.
+- ``check_part`` checks a part against the session's layout (part_size
+  each but the last; the declared size, when there is one) and
+  ``presign_parts`` signs an UploadPart of each part for the public
+  endpoint whose signed headers carry the part's CRC32C
+  (``x-amz-checksum-crc32c``) and length, so S3 refuses a part whose bytes
+  differ from what was declared (``part_urls`` signs them in bulk).
 - ``persisted`` reads the session's progress from S3 itself (ListParts): the
   contiguous prefix of whole parts, so any instance, or the caller after a
   crash, knows where to go on.
@@ -26,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from blobgate.server.core.errors import FailedPrecondition, InvalidArgument
-from blobgate.server.storage.checksums import crc32c_combine, crc32c_from_s3, crc32c_to_s3
+from blobgate.server.storage.checksums import crc32c_combine, crc32c_from_s3
 from blobgate.server.storage.protocols import (
     ContentChecksums,
     DirectPart,
@@ -38,6 +39,7 @@ from blobgate.server.storage.protocols import (
 )
 from blobgate.server.storage.s3.commit import complete_multipart
 from blobgate.server.storage.s3.errors import s3_errors
+from blobgate.server.storage.s3.part_urls import sign_parts, signed_headers
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -86,36 +88,31 @@ def check_part(checkpoint: Checkpoint, part: PartSpec) -> None:
         raise InvalidArgument("only an empty object's sole part (part 1) may be empty")
 
 
-async def presign_part(
-    connection: S3Connection, ref: ObjectRef, upload_id: str, part: PartSpec, expires_in: int
-) -> DirectPart:
-    """A presigned UploadPart of ``part``, for the public endpoint, pinning
-    its length and CRC32C in signed headers."""
-    checksum = crc32c_to_s3(part.crc32c)
-    params: dict[str, Any] = {
-        "Bucket": ref.bucket,
-        "Key": ref.key,
-        "UploadId": upload_id,
-        "PartNumber": part.number,
-        "ContentLength": part.size,
-        "ChecksumCRC32C": checksum,
-    }
+async def presign_parts(
+    connection: S3Connection,
+    ref: ObjectRef,
+    upload_id: str,
+    parts: list[PartSpec],
+    expires_in: int,
+) -> list[DirectPart]:
+    """A presigned UploadPart of each of ``parts``, for the public endpoint,
+    pinning its length and CRC32C in signed headers (``part_urls``)."""
     issued = datetime.now(UTC)
     with s3_errors(ref):
-        url = await connection.signer.generate_presigned_url(
-            "upload_part", Params=params, ExpiresIn=expires_in
+        urls = await sign_parts(connection.signer, ref, upload_id, parts, expires_in)
+    expires_at = issued + timedelta(seconds=expires_in)
+    return [
+        DirectPart(
+            request=PresignedRequest(
+                url=url,
+                # Content-Type is not signed; a client's default (a form
+                # type) makes some stores misread the body.
+                headers=signed_headers(part) | {"Content-Type": "application/octet-stream"},
+            ),
+            expires_at=expires_at,
         )
-    headers = {
-        "Content-Length": str(part.size),
-        "x-amz-checksum-crc32c": checksum,
-        # Not signed; a client's default (a form type) makes some stores
-        # misread the body.
-        "Content-Type": "application/octet-stream",
-    }
-    return DirectPart(
-        request=PresignedRequest(url=url, headers=headers),
-        expires_at=issued + timedelta(seconds=expires_in),
-    )
+        for part, url in zip(parts, urls, strict=True)
+    ]
 
 
 async def list_all_parts(client: S3Client, ref: ObjectRef, upload_id: str) -> list[dict[str, Any]]:
@@ -245,5 +242,5 @@ __all__ = [
     "commit_direct",
     "list_all_parts",
     "persisted",
-    "presign_part",
+    "presign_parts",
 ]
