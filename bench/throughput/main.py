@@ -19,7 +19,7 @@ gateway and directly: ops/s, p50/p99 latency, CPU and S3 requests per op.
 Prints medians, paired gateway/direct ratios and the targets.
 
     .venv/bin/python -m bench.throughput [--reps 3] [--size-mib 256]
-        [--small-ops 400 --small-size 4KiB --concurrency 16]
+        [--small-ops 400 --small-size 4KiB --concurrency 16]  # --size-mib 0: these only
         [--event-loop auto|asyncio|uvloop]   # the gateway's loop
         [--compare-loops]  # two gateways, asyncio's loop and uvloop, interleaved
         [--gateway-env MALLOC_MMAP_THRESHOLD_=67108864 --gateway-env ...]
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = bench_parser("bench.throughput", __doc__)
     add = parser.add_argument
     add("--reps", type=int, default=3, help="interleaved repetitions; medians are reported")
-    add("--size-mib", type=int, default=256, help="object size for throughput and peak RSS")
+    add("--size-mib", type=int, default=256,
+        help="object size for throughput and peak RSS; 0: small objects only")  # fmt: skip
     add("--small-mib", type=int, default=32, help="the small upload that peak RSS is compared to")
     add("--part-size", type=parse_size, default="8MiB", help="multipart part size, e.g. 8MiB")
     add("--parts-in-flight", type=int, default=4, help="parts uploaded at once")
@@ -98,12 +99,18 @@ def main(argv: list[str] | None = None) -> int:
         help="run twice, gateway metrics off then on (--metrics-listen 127.0.0.1:0), "
         "and print the on/off ratio of the gateway's median throughputs")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.reps < 1 or args.size_mib < 1 or not 1 <= args.small_mib <= args.size_mib:
-        parser.error("--reps and --size-mib must be >= 1, and 1 <= --small-mib <= --size-mib")
+    if args.reps < 1 or args.size_mib < 0:
+        parser.error("--reps must be >= 1 and --size-mib >= 0")
+    if args.size_mib and not 1 <= args.small_mib <= args.size_mib:
+        parser.error("1 <= --small-mib <= --size-mib")
+    if not args.size_mib and not args.small_ops:
+        parser.error("--size-mib 0 runs the small objects only: --small-ops must be > 0")
     if args.small_ops < 0 or args.concurrency < 1 or args.small_size < 1:
         parser.error("--small-ops must be >= 0, --concurrency and --small-size >= 1")
     if args.small_ops and args.small_ops < 2 * args.concurrency:
         parser.error("--small-ops must be 0 or at least twice --concurrency")
+    if args.metrics_cost and not args.size_mib:
+        parser.error("--metrics-cost compares the big transfers: --size-mib must be >= 1")
     if args.compare_loops and args.metrics_cost:
         parser.error("--compare-loops and --metrics-cost are separate runs")
     settings = [

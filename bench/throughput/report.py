@@ -17,6 +17,7 @@ from bench.throughput.small_objects import KINDS
 # of a gateway upload over a direct one's, memory, small objects; downloads
 # through the gateway (a stub, the Client) and the Client's direct downloads.
 UPLOAD_RATIO, DOWNLOAD_RATIO, SMALL_RATIO = 0.95, 0.70, 0.85
+SMALL_ADDED_MS = 1.5  # one at a time: the gateway's p50 over direct's, per small op
 CLIENT_RATIO, DIRECT_RATIO, DIRECT_CPU = 0.65, 0.95, 0.05
 UPLOAD_CPU, DOWNLOAD_CPU, S3_SIDE = 2.0, 0.6, 1.10
 PEAK_RSS_MIB, RSS_GROWTH_PCT = 160, 10
@@ -65,12 +66,17 @@ def derive(rec: Recorder, args: argparse.Namespace) -> None:
             gateway, direct = f"small {kind} {named('gateway', label)}", f"small {kind} direct"
             ops, direct_ops = per_rep[f"{gateway} ops/s"], per_rep[f"{direct} ops/s"]
             per_rep[f"{gateway} ratio"] = ratios(ops, direct_ops)
+            p50s = zip(per_rep[f"{gateway} p50"], per_rep[f"{direct} p50"], strict=True)
+            per_rep[f"{gateway} added ms"] = [g - d for g, d in p50s]
+            cpu, direct_cpu = per_rep[f"{gateway} cpu gateway"], per_rep[f"{direct} cpu client"]
+            per_rep[f"{gateway} cpu/direct"] = ratios(cpu, direct_cpu)
 
 
 def report(rec: Recorder, args: argparse.Namespace) -> None:
     """Print the paths, the targets, the small objects and the loops compared."""
     derive(rec, args)
-    paths(rec, args)
+    if args.size_mib:  # 0: the small objects only
+        paths(rec, args)
     targets(rec, args)
     if args.small_ops:
         small_objects(rec, args)
@@ -169,6 +175,15 @@ def targets(rec: Recorder, args: argparse.Namespace) -> None:
                              lambda v: v >= SMALL_RATIO))  # fmt: skip
             rows.append((f"small upload {gateway}: S3 requests per upload",
                          f"small upload {gateway} s3", "1", lambda v: v <= 1.0))  # fmt: skip
+            for kind in KINDS:
+                test: Test = None
+                if args.concurrency == 1:
+                    test = lambda v: v <= SMALL_ADDED_MS  # noqa: E731
+                rows.append((f"small {kind} {gateway}: p50 ms added to direct's",
+                             f"small {kind} {gateway} added ms",
+                             f"<= {SMALL_ADDED_MS} (one at a time)", test))  # fmt: skip
+    if not args.size_mib:
+        rows = [r for r in rows if r[1].startswith("small ")]
     print()
     print(*head(f"target (median of {args.reps} reps)", "value", "per rep", "target", "ok",
                 align="lrlll"), sep="\n")  # fmt: skip
@@ -191,8 +206,9 @@ def small_objects(rec: Recorder, args: argparse.Namespace) -> None:
     size = f"{args.small_size / 1024:g} KiB" if args.small_size >= 1024 else f"{args.small_size} B"
     print()
     print(*head(f"{size} x {args.small_ops}, {args.concurrency} at once (medians)", "ops/s",
-                "/ direct", "p50 ms", "p99 ms", "S3 requests / op",
-                *(f"{p} CPU ms/op" for p in PROCESSES), align="lrrrrlrrr"), sep="\n")  # fmt: skip
+                "/ direct", "p50 ms", "p50 ms added", "p99 ms", "S3 requests / op",
+                *(f"{p} CPU ms/op" for p in PROCESSES), "gateway CPU / direct client's",
+                align="lrrrrrlrrrr"), sep="\n")  # fmt: skip
     for kind in KINDS:
         for side in sides:
             name = f"small {kind} {side}"
@@ -202,16 +218,21 @@ def small_objects(rec: Recorder, args: argparse.Namespace) -> None:
             if per_rep.get(f"{name} s3"):
                 detail = ", ".join(f"{op} {cell(median_of(per_rep[prefix + op]))}" for op in by_op)
                 requests = f"{cell(median_of(per_rep[f'{name} s3']))} ({detail or 'none'})"
+            gateway = side != "direct"
             print(row(f"{kind} {side}", cell(median_of(per_rep[f"{name} ops/s"]), 0),
-                      "" if side == "direct" else cell(median_of(per_rep[f"{name} ratio"])),
+                      cell(median_of(per_rep[f"{name} ratio"])) if gateway else "",
                       cell(median_of(per_rep[f"{name} p50"]), 1),
+                      cell(median_of(per_rep[f"{name} added ms"]), 1) if gateway else "",
                       cell(median_of(per_rep[f"{name} p99"]), 1), requests,
                       *(cell(median_of(per_rep.get(f"{name} cpu {p}") or [])) for p in PROCESSES),
+                      cell(median_of(per_rep[f"{name} cpu/direct"])) if gateway else "",
                       ))  # fmt: skip
     print()
     print("S3 requests: the direct client's botocore calls (before-call events) and the")
     print("gateway's blobgate_s3_request_duration_seconds_count, both by operation, per op;")
-    print("the gateway's HeadBucket health probes are left out. '-': metrics off.")
+    print("the gateway's HeadBucket health probes are left out. '-': metrics off. 'p50 ms")
+    print("added': the gateway's p50 minus direct's, same rep; the last column, the gateway's")
+    print("CPU per op over the direct aioboto3 client's, same rep (medians of the reps).")
 
 
 def loops(rec: Recorder, args: argparse.Namespace) -> None:

@@ -137,7 +137,7 @@ async def measure(args: argparse.Namespace, plan: ServicePlan, notes: list[str])
     ``args.reps`` repetitions; add to ``notes`` what went wrong without
     stopping the run."""
     size, small = args.size_mib * MiB, args.small_mib * MiB
-    data = os.urandom(size)  # the one source object; every transfer sends slices of it
+    data = os.urandom(size or 1024)  # the one source object; every transfer sends slices of it
     digest, small_digest = hashlib.sha256(data).digest(), hashlib.sha256(data[:small]).digest()
     config = Config(
         max_pool_connections=max(args.parts_in_flight, args.concurrency) + 4, connect_timeout=5,
@@ -174,6 +174,9 @@ async def measure(args: argparse.Namespace, plan: ServicePlan, notes: list[str])
         await gws[0].xfer.direct_download("tiny2", tiny)
         for rep in range(args.reps):
             print(f"rep {rep + 1}/{args.reps}:", end=" ", flush=True)
+            if not size:  # --size-mib 0: the small objects only
+                await _small_rep(sides, rec, rep)
+                continue
             ups: list[tuple[str, int | None, Callable[[], Awaitable[Any]]]] = []
             downs: list[tuple[str, int | None, Callable[[], Awaitable[Any]]]] = []
             for gw in gws:
@@ -228,12 +231,17 @@ async def measure(args: argparse.Namespace, plan: ServicePlan, notes: list[str])
             await s3.delete_object(Bucket=BUCKET, Key="direct")
             print(", ".join(f"{op} {rec.values[op][-1]:.0f}" for op, _, _ in ups + downs), "MB/s")
             if args.small_ops:
-                await measure_small(sides, rec.values, rep)
-                print("   small ops/s:", ", ".join(
-                    f"{kind} {side.name} {rec.values[f'small {kind} {side.name} ops/s'][-1]:.0f}"
-                    for kind in ("upload", "stat", "download") for side in sides
-                ))  # fmt: skip
+                await _small_rep(sides, rec, rep)
         left = (await s3.list_multipart_uploads(Bucket=BUCKET)).get("Uploads", [])
         if left:
             notes.append(f"{len(left)} multipart uploads left behind in {BUCKET}")
     return rec
+
+
+async def _small_rep(sides: list[Side], rec: Recorder, rep: int) -> None:
+    """One rep of the small-object ops on every side; prints their ops/s."""
+    await measure_small(sides, rec.values, rep)
+    print("   small ops/s:", ", ".join(
+        f"{kind} {side.name} {rec.values[f'small {kind} {side.name} ops/s'][-1]:.0f}"
+        for kind in ("upload", "stat", "download") for side in sides
+    ))  # fmt: skip

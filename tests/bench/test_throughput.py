@@ -53,6 +53,20 @@ def test_tiny_throughput_run_prints_every_table(capsys: pytest.CaptureFixture[st
     assert "| gateway path | MB/s uvloop / asyncio |" in out
 
 
+def test_small_objects_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    """--size-mib 0: the small objects only, one at a time, with each op's
+    p50 over direct S3's and the gateway's CPU over the direct client's."""
+    assert main(["--reps", "1", "--size-mib", "0", "--small-ops", "8", "--concurrency", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "MiB, medians of" not in out  # no big transfers
+    for kind in ("upload", "stat", "download"):
+        # ops/s, / direct, p50, p50 added, p99, S3 requests, 3 CPUs, CPU over direct's
+        cells = r"\| \d+ \| [\d.]+ \| [\d.]+ \| -?[\d.]+ \| [\d.]+ \| .* \| [\d.]+ \|$"
+        assert re.search(rf"^\| {kind} gateway {cells}", out, re.M), kind
+        target = rf"^\| small {kind} gateway: p50 ms added to direct's \| -?[\d.]+ \|"
+        assert re.search(target, out, re.M), kind
+
+
 def test_tiny_client_download_run_prints_each_way(capsys: pytest.CaptureFixture[str]) -> None:
     assert client_download.main(["--size-mib", "4", "--reps", "1"]) == 0
     out = capsys.readouterr().out

@@ -3,13 +3,15 @@ Download's hand-encoded data messages equal to what protobuf would write."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from blobgate.client.wire import UPLOAD_ACCEPTED_KEY
-from blobgate.server.rpc.codecs import add_to_server, encoded_data_message
+from blobgate.server.rpc.codecs import add_to_server, encoded_data_message, set_timestamp
 from blobgate.server.rpc.handlers import StorageServicer
 from blobgate.v1 import storage_pb2 as pb
 
@@ -36,6 +38,24 @@ class _RecordingServer:
     ) -> None:
         assert service == "blobgate.v1.StorageService"
         self.registered = handlers
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2026, 12, 7, 3, 4, 5, 123456, tzinfo=UTC),
+        datetime(2026, 12, 7, 3, 4, 5, 999999),  # naive: UTC
+        datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),  # before the epoch
+        datetime(2026, 1, 1, tzinfo=timezone(-timedelta(hours=5, minutes=30))),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+    ],
+)
+def test_set_timestamp_is_protobufs_from_datetime(when: datetime) -> None:
+    expected, got = Timestamp(), Timestamp()
+    expected.FromDatetime(when)
+    set_timestamp(got, when)
+    assert (got.seconds, got.nanos) == (expected.seconds, expected.nanos)
 
 
 def test_every_rpc_is_registered_with_its_streaming_kind() -> None:

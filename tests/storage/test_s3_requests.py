@@ -23,9 +23,10 @@ import pytest
 from blobgate.client.wire import UPLOAD_ACCEPTED, UPLOAD_ACCEPTED_KEY
 from blobgate.server.app import Gateway
 from blobgate.server.storage.byte_budget import ByteBudget, Claim
+from blobgate.server.storage.s3.connection import EXPECT_CONTINUE_FROM
 from blobgate.server.storage.s3.parts import PartBody, cut_parts
 from blobgate.v1 import storage_pb2
-from tests.fakes.s3_fault_proxy import FaultProxy, upload_part
+from tests.fakes.s3_fault_proxy import FaultProxy, Request, put_object, upload_part
 from tests.support.gateways import gateway_settings
 from tests.support.helpers import (
     PART,
@@ -113,6 +114,44 @@ async def test_a_small_upload_is_exactly_one_put_object(
     assert obj.HasField("last_modified")
     modified = obj.last_modified.ToDatetime(tzinfo=UTC)
     assert abs((modified - stat.last_modified.ToDatetime(tzinfo=UTC)).total_seconds()) <= 1
+
+
+def _asks_to_continue(r: Request) -> bool:
+    return r.headers.get("expect", "").lower() == "100-continue"
+
+
+async def test_a_small_put_object_sends_its_body_without_waiting_to_continue(
+    moto_endpoint: str, s3: Any, bucket: str
+) -> None:
+    """A PutObject under EXPECT_CONTINUE_FROM bytes goes with its body at once
+    (botocore would ask for ``Expect: 100-continue`` on any file-like body, a
+    round trip before the body); a bigger PutObject and the parts of a
+    multipart upload still ask first. S3 holds exactly the bytes."""
+    small, big = payload(SMALL, seed=3), payload(EXPECT_CONTINUE_FROM, seed=4)
+    parted = payload(MULTIPART, seed=5)
+    assert len(big) < PART < len(parted)  # big: still one PutObject
+    with FaultProxy(moto_endpoint) as proxy:
+        settings = gateway_settings(moto_endpoint, bucket, s3_endpoint=proxy.url)
+        async with running_gateway(settings) as (gw, _stub, _channel):
+            for key, blob in (("small.bin", small), ("big.bin", big), ("parted.bin", parted)):
+                assert (await upload(gw, key, blob)).size == len(blob)
+                await assert_exact(s3, bucket, key, blob)
+
+    def sent(kind: Any, key: str, *, asking: bool) -> int:
+        return proxy.seen(lambda r: kind(r) and r.key == key and _asks_to_continue(r) == asking)
+
+    assert (
+        sent(put_object, "small.bin", asking=False),
+        sent(put_object, "small.bin", asking=True),
+    ) == (1, 0)
+    assert (
+        sent(put_object, "big.bin", asking=False),
+        sent(put_object, "big.bin", asking=True),
+    ) == (0, 1)
+    assert (
+        sent(upload_part, "parted.bin", asking=False),
+        sent(upload_part, "parted.bin", asking=True),
+    ) == (0, 3)
 
 
 def _refusal(case: str) -> dict[str, Any]:

@@ -9,10 +9,12 @@ and Download's data messages leave already encoded.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from blobgate.server.core.errors import InvalidArgument
 from blobgate.server.rpc.upload_stream import UploadMessage
@@ -40,7 +42,7 @@ def object_message(info: StoredObject) -> storage_pb2.Object:
     if info.is_delete_marker:
         message.content_type = ""  # a marker has no content
     if info.last_modified is not None:
-        message.last_modified.FromDatetime(info.last_modified)
+        set_timestamp(message.last_modified, info.last_modified)
     if info.checksums.sha256 is not None:
         message.checksums.sha256 = info.checksums.sha256
     if info.checksums.crc32c is not None:
@@ -50,8 +52,23 @@ def object_message(info: StoredObject) -> storage_pb2.Object:
     if info.tags is not None:
         message.tags.update(info.tags)
     if info.expires_at is not None:
-        message.expires_at.FromDatetime(info.expires_at)
+        set_timestamp(message.expires_at, info.expires_at)
     return message
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def set_timestamp(field: Timestamp, when: datetime) -> None:
+    """``field.FromDatetime(when)`` (a naive ``when`` is UTC), by integer
+    arithmetic on the difference from the epoch: protobuf's goes through a
+    time tuple and ``calendar.timegm``, a few times the cost, once per
+    object of every answer."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delta = when - _EPOCH
+    field.seconds = delta.days * 86400 + delta.seconds
+    field.nanos = delta.microseconds * 1000
 
 
 def _varint(value: int) -> bytes:

@@ -19,6 +19,7 @@ import grpc
 from blobgate.v1 import storage_pb2
 
 SERVICE = storage_pb2.DESCRIPTOR.services_by_name["StorageService"].full_name
+_PREFIX = f"/{SERVICE}/"  # of the service's method paths
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 _KEPT = 4  # wrapped handlers kept per method
 
@@ -78,9 +79,11 @@ class MethodInterceptor(grpc.aio.ServerInterceptor):
     ) -> Handler | None:
         method: str = handler_call_details.method
         handler = await continuation(handler_call_details)
-        if handler is None or not method.startswith(f"/{SERVICE}/") or not self.applies(handler):
+        if handler is None or not method.startswith(_PREFIX) or not self.applies(handler):
             return handler
-        cached = self._wrapped.setdefault(method, [])
+        cached = self._wrapped.get(method)
+        if cached is None:
+            cached = self._wrapped[method] = []
         for beneath, wrapped in cached:
             if beneath is handler:
                 return wrapped

@@ -19,14 +19,21 @@ message is being sent to it: grpc.aio then logs "ExecuteBatchError raised in
 core" at ERROR with a traceback, once per cancelled download. Nothing on the
 server failed, so the same filter lowers that record to DEBUG.
 
+grpc.aio also writes a debug record of its own on every call ("Loaded
+running loop"): so that those cost no log record each, the grpc logger's
+``debug`` is replaced by ``_GrpcDebug``, which looks at the message itself
+and makes a record only when the operator asked for grpc's debug output.
+
 tests/service/test_stream_end.py proves that each way a stream can break is caught,
 and fails if a grpc release changes the records.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
+from typing import Any
 
 from blobgate.server.core.errors import Cancelled
 
@@ -73,12 +80,40 @@ class _GrpcRecordFilter(logging.Filter):
 _FILTER = _GrpcRecordFilter()
 
 
+class _GrpcDebug:
+    """The grpc logger's ``debug``: marks the current task's watch on a
+    failed receive, as the filter does, and makes a record (through
+    ``Logger.debug``, then the filter) only when the logger's ancestors let
+    DEBUG through. The rest, grpc.aio's debug line of every call, costs a
+    string test instead of a LogRecord."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def __call__(self, msg: object, *args: object, **kwargs: Any) -> None:
+        text = str(msg)
+        if args:
+            # A bad format is left to logging, whose record shows what went wrong.
+            with contextlib.suppress(TypeError, ValueError):
+                text = text % args
+        if text.startswith(FAILED_RECEIVE):
+            watch = _current.get()
+            if watch is not None:
+                watch.broken = True
+        parent = self._logger.parent
+        if parent is None or parent.isEnabledFor(logging.DEBUG):
+            kwargs.setdefault("stacklevel", 2)  # the caller is grpc's, not this
+            logging.Logger.debug(self._logger, msg, *args, **kwargs)
+
+
 def install() -> None:
-    """Let grpc's records reach the filter (idempotent); the app calls it at
-    start-up."""
+    """Let grpc's records reach the filter and its debug calls ``_GrpcDebug``
+    (idempotent); the app calls it at start-up."""
     logger = logging.getLogger(GRPC_LOGGER)
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
+    if not isinstance(logger.__dict__.get("debug"), _GrpcDebug):
+        logger.debug = _GrpcDebug(logger)  # type: ignore[method-assign]
     if logger.level != logging.DEBUG:  # setLevel clears every logger's level cache
         logger.setLevel(logging.DEBUG)
 

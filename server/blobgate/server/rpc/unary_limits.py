@@ -25,7 +25,10 @@ class _CallLimit:
 
     async def run(self, call: Coroutine[Any, Any, Any]) -> Any:
         try:
-            async with asyncio.timeout(self._queue_timeout):
+            if self._slots.locked():  # a free slot is taken at once, with no timer
+                async with asyncio.timeout(self._queue_timeout):
+                    await self._slots.acquire()
+            else:
                 await self._slots.acquire()
         except TimeoutError:
             call.close()  # never started

@@ -223,18 +223,32 @@ class MeteredStore(ObjectStoreDecorator):
     def __init__(self, inner: ObjectStore, metrics: StorageMetrics) -> None:
         super().__init__(inner)
         self._m = metrics
+        # Each bucket's children of the per-call families, looked up once
+        # (prometheus_client's labels() takes a lock and builds a key each time).
+        self._received: dict[str, Counter] = {}
+        self._sent: dict[str, Counter] = {}
+        self._sizes: dict[str, Histogram] = {}
 
     async def put(
         self, ref: ObjectRef, body: AsyncIterable[Chunk], options: PutOptions
     ) -> StoredObject:
-        counted = _CountedBody(body, self._m.received.labels(ref.bucket))
-        info = await self._inner.put(ref, counted, options)
-        self._m.object_size.labels(ref.bucket).observe(info.size)
+        bucket = ref.bucket
+        received = self._received.get(bucket)
+        if received is None:
+            received = self._received[bucket] = self._m.received.labels(bucket)
+        info = await self._inner.put(ref, _CountedBody(body, received), options)
+        sizes = self._sizes.get(bucket)
+        if sizes is None:
+            sizes = self._sizes[bucket] = self._m.object_size.labels(bucket)
+        sizes.observe(info.size)
         return info
 
     async def open(self, ref: ObjectRef, byte_range: ByteRange, if_match: str) -> ObjectReader:
         reader = await self._inner.open(ref, byte_range, if_match)
-        return _CountedReader(reader, self._m.sent.labels(ref.bucket))
+        sent = self._sent.get(ref.bucket)
+        if sent is None:
+            sent = self._sent[ref.bucket] = self._m.sent.labels(ref.bucket)
+        return _CountedReader(reader, sent)
 
     async def direct_read(
         self, ref: ObjectRef, byte_range: ByteRange, if_match: str, expires_in: int

@@ -36,6 +36,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A PutObject body under this many bytes goes with its headers, without
+# "Expect: 100-continue" (botocore asks for it on every file-like body, the
+# gateway's PartBody included): waiting for S3's "100 Continue" costs a round
+# trip, more than sending a small body that S3 might refuse.
+EXPECT_CONTINUE_FROM = 1024 * 1024
+
+
+def _small_put_without_expect(model: Any, params: dict[str, Any], **_: Any) -> None:
+    """A ``before-call.s3`` handler, after botocore's own ``add_expect_header``
+    (on the same event): drop the header from a PutObject whose body is under
+    ``EXPECT_CONTINUE_FROM`` bytes. Returns None: a value would answer the
+    call."""
+    if model.name != "PutObject":
+        return
+    headers = params.get("headers")
+    if not headers or "Expect" not in headers:
+        return
+    body = params.get("body")
+    try:
+        size = len(body)  # type: ignore[arg-type]  # bytes or the gateway's PartBody
+    except TypeError:
+        return  # a body of unknown length keeps the header
+    if size < EXPECT_CONTINUE_FROM:
+        del headers["Expect"]
+
 
 class S3Connection:
     """Use as an async context manager, or ``start`` / ``close``."""
@@ -113,6 +138,12 @@ class S3Connection:
             c.max_connections,
             sign_payload=not self.full_object_checksums,
         )
+        for client in (self._client, self._transfers):
+            client.meta.events.register_last(
+                "before-call.s3",
+                _small_put_without_expect,
+                unique_id="blobgate-small-put-without-expect",
+            )
         if self.instrumentation is not None:  # the signer sends no requests
             self.instrumentation.attach(self._client)
             self.instrumentation.attach(self._transfers)
