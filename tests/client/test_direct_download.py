@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import crc32c
 import grpc
 import pytest
+from aiohttp import web
 
 from blobgate.client import BlobgateError, Client, SyncClient
 from blobgate.client.direct import DirectFetcher
@@ -237,3 +239,44 @@ async def test_the_deadline_bounds_a_direct_download_too(s3_endpoint: str, bucke
                 async for _ in stream:
                     pass
     assert caught.value.code == Code.DEADLINE_EXCEEDED
+
+
+async def test_the_deadline_ends_a_read_that_waits_for_s3() -> None:
+    """A body that stalls halfway (an HTTP server on loopback that sends 1 MiB
+    of a 4 MiB body, then nothing): the read waiting for it ends with
+    DEADLINE_EXCEEDED at the call's deadline, not at the socket's 60 s read
+    timeout. (The deadline is one timer for the whole body.)"""
+
+    async def stalling(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": str(4 * MiB)})
+        await response.prepare(request)
+        await response.write(b"x" * MiB)
+        await asyncio.wait_for(stop.wait(), 30)
+        return response
+
+    stop = asyncio.Event()
+    app = web.Application()
+    app.router.add_get("/object", stalling)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    fetcher = DirectFetcher(connect_timeout=5)
+    try:
+        direct = storage_pb2.DirectDownload(url=f"http://127.0.0.1:{port}/object")
+        loop = asyncio.get_running_loop()
+        body = await fetcher.get(direct, 4 * MiB, deadline=time.monotonic() + 1.0)
+        received = 0
+        started = loop.time()
+        with pytest.raises(BlobgateError) as caught:
+            while True:
+                data = await body.read()
+                assert data is not grpc.aio.EOF
+                received += len(data)
+        assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert received == MiB
+        assert loop.time() - started < 10  # the deadline, not the 60 s read timeout
+    finally:
+        stop.set()
+        await fetcher.close()
+        await runner.cleanup()
