@@ -17,6 +17,7 @@ from blobgate.server.app import Gateway
 from blobgate.server.settings_loading import SettingsError, load_settings
 from blobgate.v1 import storage_pb2 as pb
 from tests.fakes.pki import CA
+from tests.fakes.s3_fault_proxy import FaultProxy, head_object
 from tests.support.helpers import eventually
 from tests.support.mtls import caller, mtls_gateway
 
@@ -195,6 +196,10 @@ def test_the_share_settings_are_checked() -> None:
     assert defaults.budget_per_principal == int(defaults.memory_budget) // 4
     assert defaults.streams_per_principal == defaults.max_streams // 4
     assert defaults.connections_per_principal == defaults.s3_max_connections // 4
+    assert defaults.unary_calls_per_principal == defaults.max_unary_calls // 4
+    assert defaults.list_calls_per_principal == defaults.max_list_calls // 4
+    given_calls = ["--max-unary-calls", "8", "--max-unary-calls-per-principal", "3"]
+    assert load_settings(given_calls)[0].unary_calls_per_principal == 3
     small = load_settings(["--memory-budget", "8MiB"])[0]
     assert small.budget_per_principal == 8 * MiB  # at least part_size
     given = ["--memory-budget", "64MiB", "--memory-budget-per-principal", "16MiB"]
@@ -204,6 +209,10 @@ def test_the_share_settings_are_checked() -> None:
             load_settings(["--memory-budget", "64MiB", "--memory-budget-per-principal", bad])
     with pytest.raises(SettingsError, match="s3_connections_per_principal"):
         load_settings(["--s3-max-connections", "4", "--s3-connections-per-principal", "5"])
+    with pytest.raises(SettingsError, match="max_unary_calls_per_principal 9 is more than"):
+        load_settings(["--max-unary-calls", "8", "--max-unary-calls-per-principal", "9"])
+    with pytest.raises(SettingsError, match="max_list_calls_per_principal 17 is more than"):
+        load_settings(["--max-list-calls-per-principal", "17"])
 
 
 async def test_a_principal_at_its_share_of_s3_connections_waits_while_others_go_on(
@@ -235,3 +244,51 @@ async def test_a_principal_at_its_share_of_s3_connections_waits_while_others_go_
         await eventually(free, within=10)
         assert await _upload_code(greedy, "now", b"m", deadline=10) == Code.OK
         await _budget_empty(gw)
+
+
+async def test_a_caller_with_stalled_calls_holds_only_its_share_of_unary_slots(
+    tmp_path: Path, ca: CA, moto_endpoint: str, bucket: str
+) -> None:
+    """Stats whose HeadObject S3 holds back (a fault proxy: S3 that takes
+    30 s to answer one key) used to hold the shared unary slots: one caller
+    with max_unary_calls of them made every other caller's Stat wait in line
+    and fail. Now it holds its share; the rest of its calls wait in its own
+    line and fail, and another caller's Stat answers at once."""
+    mallory, bob = ca.client("mallory"), ca.client("bob")
+    with FaultProxy(moto_endpoint) as proxy:
+        held = proxy.delay(30.0, match=lambda r: head_object(r) and r.key == "held")
+        async with (
+            mtls_gateway(
+                tmp_path,
+                ca,
+                proxy.url,
+                bucket,
+                max_unary_calls=4,
+                max_unary_calls_per_principal=2,
+                unary_queue_timeout=1.5,
+            ) as gw,
+            caller(gw, ca, mallory) as greedy,
+            caller(gw, ca, bob) as other,
+        ):
+            stalled = [greedy.Stat(pb.StatRequest(key="held"), timeout=60) for _ in range(4)]
+
+            async def two_held() -> None:
+                assert held.fired == 2
+
+            await eventually(two_held, within=10)
+            # Bob's Stat of a missing key: S3 answers, the gateway says NOT_FOUND.
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await other.Stat(pb.StatRequest(key="missing"), timeout=1.0)
+            assert caught.value.code() == Code.NOT_FOUND
+            # Two wait in mallory's own line until unary_queue_timeout; two stay held.
+            codes = [asyncio.ensure_future(call.code()) for call in stalled]
+            ended, _ = await asyncio.wait(codes, timeout=5.0)
+            assert [task.result() for task in ended] == [Code.RESOURCE_EXHAUSTED] * 2
+            for call, task in zip(stalled, codes, strict=True):
+                if task in ended:
+                    details = await call.details()
+                    assert "this caller has as many calls open as its share" in details
+            assert held.fired == 2
+            for call in stalled:
+                call.cancel()
+            await asyncio.gather(*codes)

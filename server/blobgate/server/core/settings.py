@@ -216,6 +216,18 @@ class Settings(SettingsChecks, BaseSettings):
     max_list_calls: int = Field(
         16, ge=1, description="concurrent List calls; more wait in line, apart from other calls"
     )
+    max_unary_calls_per_principal: int | None = Field(
+        None,
+        ge=1,
+        description="of max_unary_calls, how many one identified caller may hold; more of its "
+        "calls wait in a line of their own; unset: a quarter of max_unary_calls",
+    )
+    max_list_calls_per_principal: int | None = Field(
+        None,
+        ge=1,
+        description="of max_list_calls, how many one identified caller may hold; more of its "
+        "Lists wait in a line of their own; unset: a quarter of max_list_calls",
+    )
     unary_queue_timeout: float = Field(
         5.0,
         gt=0,

@@ -54,6 +54,10 @@ class SettingsChecks:
         max_streams: int
         max_streams_per_principal: int | None
         max_anonymous_calls: int
+        max_unary_calls: int
+        max_unary_calls_per_principal: int | None
+        max_list_calls: int
+        max_list_calls_per_principal: int | None
         max_health_watches: int
         tls_cert_file: Path | None
         tls_key_file: Path | None
@@ -80,6 +84,8 @@ class SettingsChecks:
         "max_streams_per_principal",
         "memory_budget_per_principal",
         "s3_connections_per_principal",
+        "max_unary_calls_per_principal",
+        "max_list_calls_per_principal",
         mode="before",
     )
     @classmethod
@@ -190,6 +196,17 @@ class SettingsChecks:
                 f"s3_connections_per_principal {connections} is more than s3_max_connections "
                 f"{self.s3_max_connections}: lower it or raise s3_max_connections"
             )
+        for calls, name, limit, limit_name in (
+            (self.max_unary_calls_per_principal, "max_unary_calls_per_principal",
+             self.max_unary_calls, "max_unary_calls"),
+            (self.max_list_calls_per_principal, "max_list_calls_per_principal",
+             self.max_list_calls, "max_list_calls"),
+        ):  # fmt: skip
+            if calls is not None and calls > limit:
+                raise ValueError(
+                    f"{name} {calls} is more than {limit_name} {limit}: lower it or raise "
+                    f"{limit_name}"
+                )
 
     def _check_jwt(self) -> None:
         if self.jwt_jwks_file is None:
@@ -225,6 +242,22 @@ class SettingsChecks:
         if self.memory_budget_per_principal is not None:
             return int(self.memory_budget_per_principal)
         return max(int(self.part_size), int(self.memory_budget) // 4)
+
+    @property
+    def unary_calls_per_principal(self) -> int:
+        """Unary calls other than List one identified caller may hold at
+        once: the setting, else a quarter of max_unary_calls (at least 1)."""
+        if self.max_unary_calls_per_principal is not None:
+            return self.max_unary_calls_per_principal
+        return max(1, self.max_unary_calls // 4)
+
+    @property
+    def list_calls_per_principal(self) -> int:
+        """Lists one identified caller may hold at once: the setting, else a
+        quarter of max_list_calls (at least 1)."""
+        if self.max_list_calls_per_principal is not None:
+            return self.max_list_calls_per_principal
+        return max(1, self.max_list_calls // 4)
 
     @property
     def connections_per_principal(self) -> int:

@@ -98,7 +98,11 @@ def interceptor_chain(
     chain += [
         ErrorInterceptor(),
         UnaryLimitInterceptor(
-            settings.max_list_calls, settings.max_unary_calls, settings.unary_queue_timeout
+            settings.max_list_calls,
+            settings.max_unary_calls,
+            settings.unary_queue_timeout,
+            lists_per_principal=settings.list_calls_per_principal,
+            others_per_principal=settings.unary_calls_per_principal,
         ),
     ]
     return chain

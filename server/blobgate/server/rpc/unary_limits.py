@@ -1,7 +1,11 @@
 """Bounds on concurrent unary StorageService calls: at most
 ``max_list_calls`` Lists and ``max_unary_calls`` other unary calls run at
 once, each kind waiting in its own line for at most ``unary_queue_timeout``
-seconds. Streams are bounded by the stream cap (``storage.limits``)."""
+seconds. An identified caller also holds at most its share of each kind
+(``max_list_calls_per_principal``, ``max_unary_calls_per_principal``): past
+it, its calls wait in a line of their own, holding none of the shared
+slots, so one caller's slow or stalled calls cannot make every other
+caller wait. Streams are bounded by the stream cap (``storage.limits``)."""
 
 from __future__ import annotations
 
@@ -10,35 +14,86 @@ from collections.abc import Coroutine
 from typing import Any
 
 from blobgate.server.core.errors import ResourceExhausted
+from blobgate.server.core.identity import current_principal
 from blobgate.server.rpc.interceptors import Behaviour, Handler, MethodInterceptor, rewrap
 from blobgate.server.rpc.status_codes import Context
 
 
-class _CallLimit:
-    """At most ``limit`` calls at once; the rest wait in arrival order for up
-    to ``queue_timeout`` seconds, then are refused with RESOURCE_EXHAUSTED."""
+class _PrincipalLine:
+    """One caller's share of a limit, and how many of its calls use it (the
+    line is dropped when none does)."""
 
-    def __init__(self, what: str, limit: int, queue_timeout: float) -> None:
+    def __init__(self, share: int) -> None:
+        self.slots = asyncio.Semaphore(share)
+        self.calls = 0
+
+
+class _CallLimit:
+    """At most ``limit`` calls at once, and at most ``per_principal`` of one
+    identified caller; the rest wait in arrival order for up to
+    ``queue_timeout`` seconds in all, then are refused with
+    RESOURCE_EXHAUSTED. A caller first waits for its own share, then for a
+    shared slot, so a caller at its share waits without holding one."""
+
+    def __init__(self, what: str, limit: int, per_principal: int, queue_timeout: float) -> None:
         self._what = what
         self._slots = asyncio.Semaphore(limit)
+        self._per_principal = per_principal
+        self._lines: dict[str, _PrincipalLine] = {}
         self._queue_timeout = queue_timeout
 
     async def run(self, call: Coroutine[Any, Any, Any]) -> Any:
+        principal = current_principal()
+        if principal is None:
+            return await self._run(call, None)
+        line = self._lines.get(principal)
+        if line is None:
+            line = self._lines[principal] = _PrincipalLine(self._per_principal)
+        line.calls += 1
         try:
-            if self._slots.locked():  # a free slot is taken at once, with no timer
-                async with asyncio.timeout(self._queue_timeout):
-                    await self._slots.acquire()
+            return await self._run(call, line.slots)
+        finally:
+            line.calls -= 1
+            if not line.calls:
+                del self._lines[principal]
+
+    async def _run(self, call: Coroutine[Any, Any, Any], own: asyncio.Semaphore | None) -> Any:
+        taken: list[asyncio.Semaphore] = []
+        try:
+            if (own is None or not own.locked()) and not self._slots.locked():
+                # Free slots are taken at once, with no timer.
+                for slots in (own, self._slots):
+                    if slots is not None:
+                        await slots.acquire()
+                        taken.append(slots)
             else:
-                await self._slots.acquire()
+                async with asyncio.timeout(self._queue_timeout):
+                    for slots in (own, self._slots):
+                        if slots is not None:
+                            await slots.acquire()
+                            taken.append(slots)
         except TimeoutError:
             call.close()  # never started
+            for slots in taken:
+                slots.release()
+            if own is not None and own not in taken:
+                raise ResourceExhausted(
+                    f"this caller has as many {self._what} open as its share allows: "
+                    "retry later, with backoff"
+                ) from None
             raise ResourceExhausted(
                 f"the server is busy with {self._what}: retry later, with backoff"
             ) from None
+        except BaseException:
+            call.close()
+            for slots in taken:
+                slots.release()
+            raise
         try:
             return await call
         finally:
-            self._slots.release()
+            for slots in taken:
+                slots.release()
 
 
 class UnaryLimitInterceptor(MethodInterceptor):
@@ -47,10 +102,22 @@ class UnaryLimitInterceptor(MethodInterceptor):
     another caller's Stat wait for it. Streams are bounded by the stream
     cap (storage.limits); health is never limited."""
 
-    def __init__(self, max_lists: int, max_others: int, queue_timeout: float) -> None:
+    def __init__(
+        self,
+        max_lists: int,
+        max_others: int,
+        queue_timeout: float,
+        *,
+        lists_per_principal: int | None = None,
+        others_per_principal: int | None = None,
+    ) -> None:
         super().__init__()
-        self._lists = _CallLimit("listings", max_lists, queue_timeout)
-        self._others = _CallLimit("calls", max_others, queue_timeout)
+        self._lists = _CallLimit(
+            "listings", max_lists, lists_per_principal or max_lists, queue_timeout
+        )
+        self._others = _CallLimit(
+            "calls", max_others, others_per_principal or max_others, queue_timeout
+        )
 
     def applies(self, handler: Handler) -> bool:
         return handler.unary_unary is not None
