@@ -28,6 +28,13 @@ class _PrincipalLine:
         self.calls = 0
 
 
+async def _take(wanted: list[asyncio.Semaphore], taken: list[asyncio.Semaphore]) -> None:
+    """Acquire ``wanted`` in order, noting each in ``taken`` as it is held."""
+    for slots in wanted:
+        await slots.acquire()
+        taken.append(slots)
+
+
 class _CallLimit:
     """At most ``limit`` calls at once, and at most ``per_principal`` of one
     identified caller; the rest wait in arrival order for up to
@@ -58,20 +65,14 @@ class _CallLimit:
                 del self._lines[principal]
 
     async def _run(self, call: Coroutine[Any, Any, Any], own: asyncio.Semaphore | None) -> Any:
+        wanted = [slots for slots in (own, self._slots) if slots is not None]
         taken: list[asyncio.Semaphore] = []
         try:
-            if (own is None or not own.locked()) and not self._slots.locked():
-                # Free slots are taken at once, with no timer.
-                for slots in (own, self._slots):
-                    if slots is not None:
-                        await slots.acquire()
-                        taken.append(slots)
-            else:
+            if any(slots.locked() for slots in wanted):
                 async with asyncio.timeout(self._queue_timeout):
-                    for slots in (own, self._slots):
-                        if slots is not None:
-                            await slots.acquire()
-                            taken.append(slots)
+                    await _take(wanted, taken)
+            else:
+                await _take(wanted, taken)  # free slots: at once, with no timer
         except TimeoutError:
             call.close()  # never started
             for slots in taken:
