@@ -72,7 +72,7 @@ class DirectUploads:
         session = await self._open(request.upload_id, record)
         part = PartSpec(number=request.part_number, size=request.size, crc32c=request.crc32c)
         self._check_end(session, part)
-        signed = await self._sessions.presign_part(session, part, self._lifetime)
+        (signed,) = await self._sessions.presign_parts(session, [part], self._lifetime)
         record.direct_bytes = part.size
         record.direct_parts = 1
         record.direct_expires_at = signed.expires_at.isoformat(timespec="seconds")

@@ -249,9 +249,6 @@ class AuthorizedSessions(SessionStoreDecorator):
     async def progress(self, session: Session) -> int:
         return await self._inner.progress(self._owned(session))
 
-    async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
-        return await self._inner.presign_part(self._owned(session), part, expires_in)
-
     async def presign_parts(
         self, session: Session, parts: Sequence[PartSpec], expires_in: int
     ) -> list[DirectPart]:

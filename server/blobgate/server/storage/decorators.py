@@ -127,9 +127,6 @@ class SessionStoreDecorator:
     async def progress(self, session: Session) -> int:
         return await self._inner.progress(session)
 
-    async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
-        return await self._inner.presign_part(session, part, expires_in)
-
     async def presign_parts(
         self, session: Session, parts: Sequence[PartSpec], expires_in: int
     ) -> list[DirectPart]:

@@ -208,7 +208,7 @@ class Session:
     persisted_size: int
     part_size: int
     revision: str  # the store's version of the session record
-    # A direct session: its data goes through presign_part and
+    # A direct session: its data goes through presign_parts and
     # complete_direct, never through resume_session.
     direct: bool = False
 
@@ -283,17 +283,13 @@ class SessionStore(Protocol):
         (the parts the store holds); NotFound once the session is over."""
         ...
 
-    async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
-        """A URL for the caller to PUT ``part`` of a direct session straight
-        to the store; FailedPrecondition for a proxied session, InvalidArgument
-        for a part the session's layout does not allow."""
-        ...
-
     async def presign_parts(
         self, session: Session, parts: Sequence[PartSpec], expires_in: int
     ) -> list[DirectPart]:
-        """``presign_part`` for each of ``parts``, in order; a part the
-        layout does not allow fails the whole call (nothing is signed)."""
+        """A URL for the caller to PUT each of ``parts`` of a direct session
+        straight to the store, in order; FailedPrecondition for a proxied
+        session, InvalidArgument for a part the session's layout does not
+        allow (one such part fails the whole call: nothing is signed)."""
         ...
 
     async def complete_direct(

@@ -139,10 +139,6 @@ class MemorySessions:
         return len(self._record(session.bucket, session.session_id).data)
 
     # The memory store offers no direct sessions (it has no URLs to sign).
-    async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
-        self._record(session.bucket, session.session_id)
-        raise FailedPrecondition(NOT_DIRECT)
-
     async def presign_parts(
         self, session: Session, parts: Sequence[PartSpec], expires_in: int
     ) -> list[DirectPart]:

@@ -1,5 +1,5 @@
 """The SessionStore calls of a direct session on S3 (``progress``,
-``presign_part``, ``presign_parts``, ``complete_direct``), as a base of ``S3Sessions``: they
+``presign_parts``, ``complete_direct``), as a base of ``S3Sessions``: they
 read the session's record, check that it is direct, and hand over to
 ``direct_upload``. A commit that can never succeed ends the session, as a
 proxied one's does; parts still missing leave it open.
@@ -106,9 +106,6 @@ class DirectSessionCalls:
         except UploadGone:
             raise await self._gone(session) from None
         return persisted(parts, checkpoint.part_size)
-
-    async def presign_part(self, session: Session, part: PartSpec, expires_in: int) -> DirectPart:
-        return (await self.presign_parts(session, [part], expires_in))[0]
 
     async def presign_parts(
         self, session: Session, parts: Sequence[PartSpec], expires_in: int
