@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -217,14 +218,25 @@ class _CountedReader(ObjectReaderDecorator):
         return _CountedChunks(self._inner.chunks(size), self._counter)
 
 
+Child = TypeVar("Child", Counter, Histogram)
+
+
+def _bucket_child(children: dict[str, Child], family: Child, bucket: str) -> Child:
+    """``family.labels(bucket)``, looked up once per bucket into ``children``
+    (prometheus_client's ``labels`` takes a lock and builds a key each time)."""
+    child = children.get(bucket)
+    if child is None:
+        child = children[bucket] = family.labels(bucket)
+    return child
+
+
 class MeteredStore(ObjectStoreDecorator):
     """ObjectStore decorator: bytes in and out by bucket, committed sizes."""
 
     def __init__(self, inner: ObjectStore, metrics: StorageMetrics) -> None:
         super().__init__(inner)
         self._m = metrics
-        # Each bucket's children of the per-call families, looked up once
-        # (prometheus_client's labels() takes a lock and builds a key each time).
+        # Each bucket's children of the per-call families (_bucket_child).
         self._received: dict[str, Counter] = {}
         self._sent: dict[str, Counter] = {}
         self._sizes: dict[str, Histogram] = {}
@@ -232,23 +244,14 @@ class MeteredStore(ObjectStoreDecorator):
     async def put(
         self, ref: ObjectRef, body: AsyncIterable[Chunk], options: PutOptions
     ) -> StoredObject:
-        bucket = ref.bucket
-        received = self._received.get(bucket)
-        if received is None:
-            received = self._received[bucket] = self._m.received.labels(bucket)
+        received = _bucket_child(self._received, self._m.received, ref.bucket)
         info = await self._inner.put(ref, _CountedBody(body, received), options)
-        sizes = self._sizes.get(bucket)
-        if sizes is None:
-            sizes = self._sizes[bucket] = self._m.object_size.labels(bucket)
-        sizes.observe(info.size)
+        _bucket_child(self._sizes, self._m.object_size, ref.bucket).observe(info.size)
         return info
 
     async def open(self, ref: ObjectRef, byte_range: ByteRange, if_match: str) -> ObjectReader:
         reader = await self._inner.open(ref, byte_range, if_match)
-        sent = self._sent.get(ref.bucket)
-        if sent is None:
-            sent = self._sent[ref.bucket] = self._m.sent.labels(ref.bucket)
-        return _CountedReader(reader, sent)
+        return _CountedReader(reader, _bucket_child(self._sent, self._m.sent, ref.bucket))
 
     async def direct_read(
         self, ref: ObjectRef, byte_range: ByteRange, if_match: str, expires_in: int
