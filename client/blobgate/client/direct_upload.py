@@ -222,9 +222,11 @@ class DirectUpload:
             number = 0
             async for part in _parts(self._reread(0), part_size):
                 number += 1
-                if number > len(crcs) or len(part) != sizes[number - 1]:
-                    raise ValueError("the source changed during the upload")
-                if crc32c.crc32c(part) != crcs[number - 1]:
+                if (
+                    number > len(crcs)
+                    or len(part) != sizes[number - 1]
+                    or crc32c.crc32c(part) != crcs[number - 1]
+                ):
                     raise ValueError("the source changed during the upload")
                 if digest is not None:  # hashlib lets go of the GIL: the PUTs go on
                     await asyncio.to_thread(digest.update, part)
@@ -310,19 +312,21 @@ class _Scan:
 
     sizes: list[int]
     crcs: list[int]
-    size: int
     crc32c: int
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes)
 
 
 async def _scan(chunks: AsyncIterator[bytes], part_size: int) -> _Scan:
     """Read ``chunks`` once, keeping none of them (see ``_Scan``)."""
     sizes: list[int] = []
     crcs: list[int] = []
-    size = crc = whole = total = 0
+    size = crc = whole = 0
     try:
         async for chunk in chunks:
             whole = crc32c.crc32c(chunk, value=whole)
-            total += len(chunk)
             view = memoryview(chunk)
             while view:
                 take = min(len(view), part_size - size)
@@ -340,7 +344,7 @@ async def _scan(chunks: AsyncIterator[bytes], part_size: int) -> _Scan:
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()
-    return _Scan(sizes, crcs, total, whole)
+    return _Scan(sizes, crcs, whole)
 
 
 async def _parts(chunks: AsyncIterator[bytes], part_size: int) -> AsyncIterator[bytes]:
