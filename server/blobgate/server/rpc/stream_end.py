@@ -59,6 +59,17 @@ _current: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar(
 )
 
 
+def _note_failed_receive(message: str) -> bool:
+    """Mark the current task's watch if ``message`` is a failed receive;
+    whether it was one."""
+    if not message.startswith(FAILED_RECEIVE):
+        return False
+    watch = _current.get()
+    if watch is not None:
+        watch.broken = True
+    return True
+
+
 class _GrpcRecordFilter(logging.Filter):
     """Marks the current task's watch on a failed receive, lowers a failed
     send to a departed peer to DEBUG, and passes on only the records the
@@ -66,11 +77,7 @@ class _GrpcRecordFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if message.startswith(FAILED_RECEIVE):
-            watch = _current.get()
-            if watch is not None:
-                watch.broken = True
-        elif message.startswith(PEER_GONE):
+        if not _note_failed_receive(message) and message.startswith(PEER_GONE):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         parent = logging.getLogger(GRPC_LOGGER).parent
         threshold = parent.getEffectiveLevel() if parent is not None else logging.WARNING
@@ -96,10 +103,7 @@ class _GrpcDebug:
             # A bad format is left to logging, whose record shows what went wrong.
             with contextlib.suppress(TypeError, ValueError):
                 text = text % args
-        if text.startswith(FAILED_RECEIVE):
-            watch = _current.get()
-            if watch is not None:
-                watch.broken = True
+        _note_failed_receive(text)
         parent = self._logger.parent
         if parent is None or parent.isEnabledFor(logging.DEBUG):
             kwargs.setdefault("stacklevel", 2)  # the caller is grpc's, not this
